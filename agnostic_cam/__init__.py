@@ -1,0 +1,15 @@
+"""agnostic-cam: explain image classifiers from any framework behind one API.
+
+>>> from agnostic_cam import Explainer
+>>> ex = Explainer.from_torch(model, target_layer="layer4")            # doctest: +SKIP
+>>> exp = ex.explain(images, method="gradcam")                         # doctest: +SKIP
+
+Importing this package imports neither torch, tensorflow nor matplotlib.
+"""
+from agnostic_cam._version import __version__
+from agnostic_cam.explainer import Explainer
+from agnostic_cam.explanation import Explanation
+from agnostic_cam.methods import CamMethod, LayerCapture, Method, Needs, get_method, register, registry
+
+__all__ = ["__version__", "Explainer", "Explanation", "CamMethod", "LayerCapture", "Method", "Needs",
+           "get_method", "register", "registry"]

@@ -1,0 +1,148 @@
+"""The adapter contract: one per framework, the only place a framework is imported.
+
+An adapter knows the model's layout, resolves the target layer, exports the model to ONNX with
+the layer's activation as an extra output, and computes gradients with the framework's autograd.
+"""
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agnostic_cam.engine import OnnxEngine
+from agnostic_cam.methods.base import Needs
+from agnostic_cam.targets import TargetSpec
+
+OUTPUT = "output"
+ACTIVATION = "activation"
+
+
+@dataclass
+class Gradients:
+    """What a backward pass returns. ``activations``/``grads`` are channel-first (N, C, h, w);
+    ``input_grads`` is in the input's layout."""
+
+    outputs: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray | None
+    activations: np.ndarray | None = None
+    grads: np.ndarray | None = None
+    input_grads: np.ndarray | None = None
+
+
+def to_numpy(images: Any) -> np.ndarray:
+    """np.ndarray from a NumPy array, torch tensor, TF tensor or nested list (no framework import)."""
+    if isinstance(images, np.ndarray):
+        return images
+    if hasattr(images, "detach") and hasattr(images, "cpu"):  # torch.Tensor
+        return images.detach().cpu().numpy()
+    if hasattr(images, "numpy"):  # tf.Tensor / EagerTensor
+        return np.asarray(images.numpy())
+    return np.asarray(images)
+
+
+def closest_names(name: str, names: list[str], n: int = 5) -> str:
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.4)
+    return ", ".join(repr(c) for c in close) if close else ", ".join(repr(c) for c in names[-n:])
+
+
+def check_images(images: Any, layout: str, channels: int | None, spatial: tuple | None = None) -> np.ndarray:
+    """Validate a batch of images for a model with ``layout`` and return it as float32.
+
+    ``channels``: the channel count the model expects (None: any); ``spatial``: (H, W) with
+    None for dynamic dims, or None when the model takes any size.
+    """
+    x = to_numpy(images)
+    if x.dtype == object:
+        raise TypeError("images must be a numeric array (N, ...) or tensor; got an object array")
+    shape_txt = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+    if x.ndim != 4:
+        hint = " Add a batch dimension: images[None]." if x.ndim == 3 else ""
+        raise ValueError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}); got shape {x.shape}.{hint}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"images must be floating point (got {x.dtype}): convert them the way the model was trained, "
+            f"e.g. images.astype(np.float32) / 255 followed by the model's mean/std normalisation")
+    c_axis = 1 if layout == "NCHW" else 3
+    other = 3 if layout == "NCHW" else 1
+    if channels is not None and x.shape[c_axis] != channels:
+        if x.shape[other] == channels:
+            fix = "x.transpose(0, 3, 1, 2)" if layout == "NCHW" else "x.transpose(0, 2, 3, 1)"
+            got = "channels-last (NHWC)" if layout == "NCHW" else "channels-first (NCHW)"
+            raise ValueError(
+                f"images look {got} (shape {x.shape}) but the model takes {layout} {shape_txt} with "
+                f"{channels} channels; convert with {fix}")
+        raise ValueError(f"the model expects {channels} channels in {layout} layout {shape_txt}; got shape {x.shape}")
+    if spatial is not None:
+        hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+        if any(s is not None and s != g for s, g in zip(spatial, hw)):
+            raise ValueError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
+    if x.shape[0] == 0:
+        raise ValueError("images is an empty batch (N = 0)")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise ValueError(f"images contain {bad} NaN or Inf values; clean the input (e.g. np.nan_to_num) before explaining")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
+
+
+def channels_native(a: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
+
+
+class Adapter(ABC):
+    """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
+
+    framework: ClassVar[str] = ""
+    supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
+    layout: str = "NCHW"            # layout of the model input
+    activation_layout: str = "NCHW"  # layout of the target layer's activation
+    layer_name: str = ""
+    output_name: str = OUTPUT
+    activation_name: str = ACTIVATION
+
+    def __init__(self, providers=None, batch_size: int | None = None):
+        self.providers = providers
+        self.batch_size = batch_size
+        self._engines: dict[tuple, OnnxEngine] = {}
+
+    # -- input -------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int | None:
+        return None
+
+    @property
+    def spatial(self) -> tuple | None:
+        return None
+
+    def prepare(self, images: Any) -> np.ndarray:
+        return check_images(images, self.layout, self.channels, self.spatial)
+
+    # -- ONNX --------------------------------------------------------------------------------
+    @abstractmethod
+    def export_onnx(self, sample_shape: tuple[int, ...]):
+        """ONNX ModelProto for inputs of per-sample ``sample_shape``, with graph outputs
+        ``[self.output_name, self.activation_name]``."""
+
+    def engine(self, sample_shape: tuple[int, ...]) -> OnnxEngine:
+        """The (cached) ONNX Runtime engine for inputs of per-sample shape ``sample_shape``."""
+        key = tuple(sample_shape)
+        if key not in self._engines:
+            self._engines[key] = OnnxEngine(self.export_onnx(key), self.providers, self.batch_size)
+        return self._engines[key]
+
+    # -- gradients ---------------------------------------------------------------------------
+    @abstractmethod
+    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        """Outputs, target scores, activations and d(score)/d(activation) at the target layer."""
+
+    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
+        """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
+        raise NotImplementedError(f"input gradients are not available for {self.framework} models yet")

@@ -1,0 +1,221 @@
+"""PyTorch adapter. The only module besides the other adapters that imports torch (lazily)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+
+from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
+from agnostic_cam.targets import TargetSpec
+
+try:
+    import torch
+    from torch import nn
+except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
+    raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Run with ``model`` in eval mode; restore every module's training flag and every
+    parameter's ``requires_grad`` afterwards, also when an exception is raised."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, t in modes:
+            m.training = t
+        for p, r in grads:
+            p.requires_grad_(r)
+
+
+@contextlib.contextmanager
+def hooked(module: nn.Module, hook, kind: str = "forward"):
+    """Register a hook for the duration of the block only."""
+    handle = module.register_forward_hook(hook) if kind == "forward" else module.register_full_backward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class TorchAdapter(Adapter):
+    framework = "torch"
+    layout = "NCHW"
+    activation_layout = "NCHW"
+
+    def __init__(self, model: nn.Module, target_layer: str | nn.Module, input_shape: tuple[int, ...] | None = None,
+                 output: str = "raw", providers=None, batch_size: int | None = None):
+        super().__init__(providers, batch_size)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
+        if output not in ("raw", "logits"):
+            raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        self.model = model
+        self.output = output
+        self.layer_name, self.layer = self._resolve(target_layer)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        if self.input_shape is not None:
+            if len(self.input_shape) != 3:
+                raise ValueError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+            self.check_layer(self.input_shape)
+        self._softmax_head = self._find_softmax_head() if output == "logits" else None
+
+    # -- layer resolution ----------------------------------------------------------------------
+    def _resolve(self, target_layer) -> tuple[str, nn.Module]:
+        named = dict(self.model.named_modules())
+        if isinstance(target_layer, nn.Module):
+            for name, m in named.items():
+                if m is target_layer:
+                    return name or "<model>", m
+            raise ValueError("target_layer is a module that is not part of the model; pass one of model's "
+                             "submodules or its dotted name, e.g. 'layer4'")
+        if not isinstance(target_layer, str):
+            raise TypeError(f"target_layer must be a dotted module name or the module itself; got {type(target_layer).__name__}")
+        if target_layer not in named or target_layer == "":
+            names = [n for n in named if n]
+            raise ValueError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
+        return target_layer, named[target_layer]
+
+    def check_layer(self, sample_shape: tuple[int, ...]) -> None:
+        """Run one zero image and check the target layer emits a spatial (N, C, h, w) tensor."""
+        shapes: dict[str, tuple] = {}
+        handles = []
+        for name, m in self.model.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(
+                    lambda mod, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)) if isinstance(o, torch.Tensor) else None))
+        try:
+            with preserved(self.model), torch.no_grad():
+                p = next(self.model.parameters(), None)
+                x = torch.zeros((1, *sample_shape), dtype=p.dtype if p is not None else torch.float32,
+                                device=p.device if p is not None else "cpu")
+                try:
+                    self.model(x)
+                except Exception as e:  # noqa: BLE001
+                    raise ValueError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
+                                     "Check input_shape (C, H, W)") from None
+        finally:
+            for h in handles:
+                h.remove()
+        got = shapes.get(self.layer_name)
+        if got is None or len(got) != 4:
+            spatial = [n for n, s in shapes.items() if len(s) == 4]
+            what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
+            raise ValueError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map; pick a convolutional "
+                             f"layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}")
+
+    def _find_softmax_head(self):
+        last = None
+        for m in self.model.modules():
+            last = m
+        if isinstance(last, (nn.Softmax, nn.LogSoftmax)):
+            return last
+        raise ValueError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
+                         "input (the logits) can be read without changing the model; this model's last module is "
+                         f"{type(last).__name__}. If it already returns logits, use output='raw'")
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int | None:
+        return self.input_shape[0] if self.input_shape else None
+
+    def _param(self):
+        return next(self.model.parameters(), None)
+
+    def _tensor(self, x: np.ndarray, requires_grad: bool = False):
+        p = self._param()
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if p is not None:
+            t = t.to(device=p.device, dtype=p.dtype)
+        return t.requires_grad_(requires_grad)
+
+    def _forward(self, x):
+        """Model output, or its pre-softmax input with output='logits'."""
+        if self._softmax_head is None:
+            out = self.model(x)
+        else:
+            store = []
+            with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
+                self.model(x)
+            out = store[-1]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
+                            "module whose forward returns the classification output")
+        return out
+
+    # -- ONNX export ---------------------------------------------------------------------------
+    def export_onnx(self, sample_shape: tuple[int, ...]):
+        import onnx
+
+        if self.input_shape is None or tuple(self.input_shape) != tuple(sample_shape):
+            self.check_layer(sample_shape)
+        adapter = self
+
+        class Export(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = adapter.model
+
+            def forward(self, x):
+                store = []
+                with hooked(adapter.layer, lambda m, i, o: store.append(o)):
+                    out = adapter._forward(x)
+                return out, store[-1]
+
+        buf = io.BytesIO()
+        with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = self._tensor(np.zeros((1, *sample_shape), np.float32))
+            torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=[OUTPUT, ACTIVATION],
+                              dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
+                              do_constant_folding=True)
+        return onnx.load_from_string(buf.getvalue())
+
+    # -- gradients -----------------------------------------------------------------------------
+    def _guard(self):
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
+                               "Call explain() outside the inference_mode block")
+
+    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        self._guard()
+        store = []
+
+        def keep(module, inputs, out):
+            if not isinstance(out, torch.Tensor):
+                return None
+            store.append(out)
+            return out.clone()  # later in-place ops (ReLU(inplace=True)) must not alter what we keep
+
+        with preserved(self.model), torch.enable_grad(), hooked(self.layer, keep):
+            xt = self._tensor(x, requires_grad=True)
+            out = self._forward(xt)
+            if not store or store[-1].ndim != 4:
+                raise ValueError(f"layer {self.layer_name!r} did not produce a spatial (N, C, h, w) tensor")
+            act = store[-1]
+            classes = target.indices(out.detach().cpu().numpy())
+            scores = self._scores(out, classes, target)
+            (grad,) = torch.autograd.grad(scores.sum(), act)
+            return Gradients(
+                outputs=out.detach().cpu().numpy().astype(np.float32),
+                scores=scores.detach().cpu().numpy().astype(np.float64),
+                classes=classes,
+                activations=act.detach().cpu().numpy().astype(np.float32),
+                grads=grad.detach().cpu().numpy().astype(np.float32),
+            )
+
+    @staticmethod
+    def _scores(out, classes, target: TargetSpec):
+        if classes is None:
+            s = target.fn(out)
+            if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
+                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+            return s
+        return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]

@@ -1,0 +1,169 @@
+"""ONNX graph surgery: expose intermediate tensors, cut the tail after a tensor, list layers.
+
+All functions take and return ``onnx.ModelProto`` and never modify their argument.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper, shape_inference
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape-inferred copy of ``model`` (falls back to the model itself if inference fails)."""
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is best effort for exotic graphs
+        return model
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    g = model.graph
+    return {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output)}
+
+
+def tensor_shape(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    """Static shape of a value info: ints, symbolic names or None per dim; None if unknown rank."""
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+
+
+def produced_tensors(model: onnx.ModelProto) -> set[str]:
+    return {o for n in model.graph.node for o in n.output if o}
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Copy of ``model`` whose graph outputs also include the tensors ``names`` (in that order)."""
+    known = produced_tensors(model) | {i.name for i in model.graph.input}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"tensor(s) {missing} do not exist in the ONNX graph")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    present = {o.name for o in out.graph.output}
+    infos = _value_infos(infer_shapes(model))
+    for n in names:
+        if n in present:
+            continue
+        vi = infos.get(n)
+        if vi is not None and vi.type.tensor_type.elem_type:
+            new = onnx.ValueInfoProto()
+            new.CopyFrom(vi)
+        else:
+            new = helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+        out.graph.output.append(new)
+        present.add(n)
+    return out
+
+
+@dataclass
+class Tail:
+    """The part of a graph from a tensor to the outputs.
+
+    ``model`` takes ``start`` plus ``extra_inputs`` (tensors the tail needs that are computed
+    before ``start``, e.g. a skip connection around it) and returns ``outputs``.
+    """
+
+    model: onnx.ModelProto
+    start: str
+    extra_inputs: list[str]
+    outputs: list[str]
+
+
+def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
+    """Extract the subgraph that maps tensor ``start`` (and whatever else it needs) to ``outputs``.
+
+    Nodes needed for ``outputs`` that do not depend on the graph input (constants, shape
+    arithmetic on weights) go into the tail; nodes that depend on the input but not on
+    ``start`` stay in the head, and their tensors become extra inputs of the tail.
+    """
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    graph_inputs = [i.name for i in g.input if i.name not in inits]
+    producer = {o: idx for idx, n in enumerate(g.node) for o in n.output if o}
+    if start not in producer and start not in graph_inputs:
+        raise ValueError(f"tensor {start!r} does not exist in the ONNX graph")
+
+    # Forward reachability: which tensors depend on the graph input / on `start`.
+    dep_input: set[str] = set(graph_inputs)
+    dep_start: set[str] = {start}
+    for n in g.node:  # ONNX nodes are topologically sorted
+        ins = [i for i in n.input if i]
+        if any(i in dep_input for i in ins):
+            dep_input.update(o for o in n.output if o)
+        if any(i in dep_start for i in ins):
+            dep_start.update(o for o in n.output if o)
+
+    # Backward from the outputs, stopping at `start` and at head tensors.
+    needed_nodes: set[int] = set()
+    extra: list[str] = []
+    stack = list(outputs)
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t == start or t in inits or not t:
+            continue
+        seen.add(t)
+        if t in dep_input and t not in dep_start:
+            extra.append(t)  # computed by the head from the image, fed to the tail
+            continue
+        idx = producer.get(t)
+        if idx is None:
+            continue
+        needed_nodes.add(idx)
+        stack.extend(g.node[idx].input)
+        for attr in g.node[idx].attribute:  # subgraph-free ops only; If/Loop bodies are not followed
+            if attr.type == onnx.AttributeProto.GRAPH:
+                raise ValueError("cannot cut a graph with control flow (If/Loop) after the target layer")
+
+    nodes = [g.node[i] for i in sorted(needed_nodes)]
+    used = {i for n in nodes for i in n.input}
+    infos = _value_infos(infer_shapes(model))
+
+    def vi(name: str) -> onnx.ValueInfoProto:
+        v = infos.get(name)
+        if v is not None and v.type.tensor_type.elem_type:
+            c = onnx.ValueInfoProto()
+            c.CopyFrom(v)
+            return c
+        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+
+    extra = sorted(set(extra), key=lambda t: producer.get(t, -1))
+    graph = helper.make_graph(
+        nodes,
+        f"{g.name}_tail",
+        [vi(start)] + [vi(e) for e in extra],
+        [vi(o) for o in outputs],
+        initializer=[i for i in g.initializer if i.name in used],
+    )
+    tail = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return Tail(tail, start, extra, list(outputs))
+
+
+@dataclass
+class LayerInfo:
+    """A candidate target layer of an ONNX graph: a tensor with a spatial (C, h, w) shape."""
+
+    name: str          # tensor name
+    op_type: str       # op that produces it
+    shape: tuple       # static shape (batch dim may be symbolic)
+    node_name: str     # the producing node's name, usually close to the framework's layer name
+
+
+def spatial_tensors(model: onnx.ModelProto) -> list[LayerInfo]:
+    """Rank-4 float tensors produced by nodes of ``model``, in graph order."""
+    inferred = infer_shapes(model)
+    infos = _value_infos(inferred)
+    out = []
+    for n in inferred.graph.node:
+        for o in n.output:
+            v = infos.get(o)
+            if v is None:
+                continue
+            shape = tensor_shape(v)
+            if shape is not None and len(shape) == 4 and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+                out.append(LayerInfo(o, n.op_type, shape, n.name))
+    return out

@@ -1,0 +1,153 @@
+"""OnnxEngine: one ONNX Runtime session, batched runs of any size, graph views."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from agnostic_cam.engine import graph as G
+
+# Bytes of input per batch the engine aims for when the caller does not choose a batch size.
+_TARGET_BATCH_BYTES = 24 * 2**20
+_MAX_AUTO_BATCH = 64
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build offers it, then CPU."""
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    order = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+    return order or list(avail)
+
+
+def load_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX model from a ModelProto, serialized bytes or a file path, with a clear error."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            proto = onnx.load_from_string(bytes(model))
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise FileNotFoundError(f"ONNX file not found: {path}")
+            proto = onnx.load(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - protobuf raises many types
+        raise ValueError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
+    if not proto.graph.node:
+        raise ValueError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
+    return proto
+
+
+class OnnxEngine:
+    """Runs an ONNX model on ONNX Runtime in batches.
+
+    Parameters
+    ----------
+    model: ModelProto, serialized bytes or path.
+    providers: ONNX Runtime execution providers; default CUDA (when available) then CPU.
+    batch_size: rows per ``session.run``; default chosen from the input size.
+    """
+
+    def __init__(self, model, providers: Sequence[str] | None = None, batch_size: int | None = None):
+        self.model = load_model(model)
+        self.providers = list(providers) if providers else default_providers()
+        self._batch_size = batch_size
+        self._session = None
+        inits = {i.name for i in self.model.graph.initializer}
+        self.inputs = [i for i in self.model.graph.input if i.name not in inits]
+        self.output_names = [o.name for o in self.model.graph.output]
+
+    # -- session -------------------------------------------------------------------------------
+    @property
+    def session(self):
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            try:
+                self._session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=self.providers)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"ONNX Runtime cannot load this model: {e}") from None
+        return self._session
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    def input_shape(self, name: str | None = None) -> tuple:
+        """Declared shape of an input: ints for fixed dims, None/str for dynamic ones."""
+        vi = next((i for i in self.inputs if i.name == (name or self.input_name)), None)
+        if vi is None:
+            raise ValueError(f"the model has no input named {name!r}; inputs: {[i.name for i in self.inputs]}")
+        return G.tensor_shape(vi) or ()
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the graph's first input is fixed to, or None when it is dynamic."""
+        shape = self.input_shape()
+        if shape and isinstance(shape[0], int) and shape[0] > 0:
+            return shape[0]
+        return None
+
+    def batch_size_for(self, sample: np.ndarray) -> int:
+        if self.fixed_batch is not None:
+            return self.fixed_batch
+        if self._batch_size:
+            return self._batch_size
+        per = max(1, int(np.prod(sample.shape[1:])) * 4)
+        return int(max(1, min(_MAX_AUTO_BATCH, _TARGET_BATCH_BYTES // per)))
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, feeds: np.ndarray | dict[str, np.ndarray], outputs: Sequence[str] | None = None,
+            batch_size: int | None = None) -> list[np.ndarray]:
+        """Run ``outputs`` (default: all graph outputs) on ``feeds`` of any batch size.
+
+        ``feeds`` is one array for the first input or a dict name -> array; every array's
+        first dimension is the batch. Chunks by ``batch_size``; pads the last chunk when the
+        graph's batch dimension is fixed.
+        """
+        if isinstance(feeds, np.ndarray):
+            feeds = {self.input_name: feeds}
+        names = list(outputs) if outputs else self.output_names
+        first = next(iter(feeds.values()))
+        n = first.shape[0]
+        fixed = self.fixed_batch
+        bs = fixed or batch_size or self.batch_size_for(first)
+        results: list[list[np.ndarray]] = [[] for _ in names]
+        for lo in range(0, n, bs):
+            chunk = {k: np.ascontiguousarray(v[lo:lo + bs], dtype=np.float32) for k, v in feeds.items()}
+            m = next(iter(chunk.values())).shape[0]
+            if fixed and m < fixed:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - m, axis=0)]) for k, v in chunk.items()}
+            outs = self.session.run(names, chunk)
+            for r, o in zip(results, outs):
+                r.append(o[:m])
+        if n == 0:
+            return [np.zeros((0,), np.float32) for _ in names]
+        return [np.concatenate(r) if len(r) > 1 else r[0] for r in results]
+
+    # -- graph views ---------------------------------------------------------------------------
+    def with_outputs(self, names: Sequence[str]) -> OnnxEngine:
+        """A new engine on the same graph that also outputs the tensors ``names``."""
+        return OnnxEngine(G.with_outputs(self.model, list(names)), self.providers, self._batch_size)
+
+    def tail(self, start: str, outputs: Sequence[str] | None = None) -> tuple[OnnxEngine, list[str]]:
+        """Engine for the part of the graph after tensor ``start``; also the extra inputs it needs."""
+        t = G.cut_tail(self.model, start, list(outputs or self.output_names[:1]))
+        return OnnxEngine(t.model, self.providers, self._batch_size), t.extra_inputs
+
+    def spatial_tensors(self) -> list[G.LayerInfo]:
+        return G.spatial_tensors(self.model)

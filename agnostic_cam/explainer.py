@@ -1,0 +1,148 @@
+"""The one entry point: ``Explainer.from_torch / from_keras / from_onnx`` and ``explain()``."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.explanation import Explanation
+from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
+from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+
+
+class Explainer:
+    """Explains one model at one target layer with any registered method.
+
+    Build it with :meth:`from_torch`, :meth:`from_keras` or :meth:`from_onnx`.
+    """
+
+    def __init__(self, adapter: Adapter, progress: bool | None = None):
+        self.adapter = adapter
+        self.progress = progress
+        self._tails: dict[int, tuple] = {}
+
+    # -- constructors ------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, model, target_layer, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
+                   providers=None, batch_size: int | None = None, progress: bool | None = None) -> Explainer:
+        """Explainer for a ``torch.nn.Module``.
+
+        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module.
+        input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
+        output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
+        a final ``nn.Softmax`` without modifying the model.
+        providers: ONNX Runtime execution providers for forward-only methods (default CUDA, CPU).
+        """
+        try:
+            from agnostic_cam.adapters.torch import TorchAdapter
+        except ImportError as e:
+            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+        return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
+
+    @classmethod
+    def from_keras(cls, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None,
+                   progress: bool | None = None) -> Explainer:
+        """Explainer for a Keras 3 model (NHWC input). ``target_layer``: a layer name or object."""
+        try:
+            from agnostic_cam.adapters.keras import KerasAdapter
+        except ImportError as e:
+            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+        return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def layer(self) -> str:
+        return self.adapter.layer_name
+
+    @property
+    def methods(self) -> list[str]:
+        """Names of the methods this explainer can run (depends on the backend's abilities)."""
+        sup = self.adapter.supports
+        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs)
+
+    def __repr__(self) -> str:
+        return f"Explainer(framework={self.adapter.framework!r}, layer={self.layer!r}, layout={self.adapter.layout!r})"
+
+    # -- explaining --------------------------------------------------------------------------
+    def explain(self, images: Any, method: str = "gradcam", target: TargetLike = None, **options) -> Explanation:
+        """Explain ``images`` (N, ...) in the model's layout with ``method``.
+
+        target: None (top-1), an int, one int per image, or a callable mapping the output (N, K)
+        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM).
+        Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
+        """
+        mcls = get_method(method)
+        missing = mcls.needs & ~self.adapter.supports
+        if missing:
+            raise ValueError(self._unsupported(mcls.name, missing))
+        try:
+            m = mcls(**options)
+        except TypeError:
+            params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
+            raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
+                            f"{params or 'no options'}") from None
+        x = self.adapter.prepare(images)
+        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs)
+        raw = np.asarray(m.compute(cap), dtype=np.float32)
+        return Explanation(
+            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
+            method=mcls.name, layer=self.layer, outputs=cap.outputs)
+
+    def _unsupported(self, name: str, missing: Needs) -> str:
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
+            return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute; "
+                    f"methods available here: {', '.join(self.methods)}")
+        return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
+
+    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs) -> LayerCapture:
+        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``)."""
+        ad = self.adapter
+        cap = None
+        if needs & Needs.LAYER_GRADIENTS:
+            g = ad.layer_gradients(x, spec)
+            cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
+        if needs & Needs.INPUT_GRADIENTS:
+            g = ad.input_gradients(x, spec)
+            if cap is None:
+                cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
+            cap.extras["input_grads"] = g.input_grads
+        if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
+            engine = ad.engine(x.shape[1:])
+            if cap is None:
+                out, act = engine.run(x, [ad.output_name, ad.activation_name])
+                classes = spec.indices(out)
+                cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
+                                   channels_first(act, ad.activation_layout))
+            cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
+            cap.batch_size = engine.batch_size_for(x)
+            if needs & Needs.TAIL:
+                cap.tail = self._tail(engine, x, cap)
+        cap.progress = self.progress
+        return cap
+
+    def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
+        """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
+        ad = self.adapter
+        key = id(engine)
+        if key not in self._tails:
+            tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
+            self._tails[key] = (engine, tail_engine, extra, False)
+        _, tail_engine, extra, verified = self._tails[key]
+        extra_vals = dict(zip(extra, engine.with_outputs(extra).run(x, extra))) if extra else {}
+
+        def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
+            feeds = {ad.activation_name: channels_native(np.asarray(acts, np.float32), ad.activation_layout)}
+            feeds.update({k: v[np.asarray(image)] for k, v in extra_vals.items()})
+            return tail_engine.run(feeds, [ad.output_name])[0]
+
+        if not verified:
+            got = run(cap.activations, np.arange(x.shape[0]))
+            tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
+            if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
+                raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
+                                   "model (its outputs do not reproduce the model's); use a forward method that "
+                                   "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
+            self._tails[key] = (engine, tail_engine, extra, True)
+        return run

@@ -1,0 +1,71 @@
+"""Score-CAM (Wang et al. 2020, eq. 3-6), forward-only on ONNX Runtime.
+
+Each channel is upsampled to the input size (bilinear, align_corners=True), min-max scaled
+(eps 1e-8) and multiplied into the image; w = softmax over channels of the target scores of
+those masked images. Exact savings: constant channels all give the zero image (scored once for
+the whole call), identical channels are scored once, and masked images are built one batch at a
+time so memory grows with the batch size, never with the channel count.
+"""
+import numpy as np
+
+from agnostic_cam.imaging import resize_bilinear
+from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+
+
+def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(s - s.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def channel_masks(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(M, h, w) channels -> (M, H, W) masks: align-corners upsampling, per-mask min-max (eps 1e-8)."""
+    up = resize_bilinear(acts, size, align_corners=True)
+    lo = up.min(axis=(1, 2), keepdims=True)
+    hi = up.max(axis=(1, 2), keepdims=True)
+    return (up - lo) / (hi - lo + 1e-8)
+
+
+@register("scorecam")
+class ScoreCAM(CamMethod):
+    needs = Needs.ACTIVATIONS | Needs.FORWARD
+
+    def __init__(self, batch_size: int | None = None, dedup: bool = True):
+        self.batch_size = batch_size
+        self.dedup = dedup
+
+    def weights(self, cap: LayerCapture) -> np.ndarray:
+        acts = cap.activations
+        n, c = acts.shape[:2]
+        bs = self.batch_size or cap.batch_size
+        size = cap.input_size
+        scores = np.empty((n, c), dtype=np.float64)
+        zero_out = None  # model output for the all-zero image, shared by all constant channels
+        plan = [self._distinct(a) for a in acts] if self.dedup else [(np.arange(c), np.arange(c), np.zeros(c, bool))] * n
+        with cap.progress_bar(sum(len(p[0]) for p in plan), "Score-CAM") as bar:
+            for i, (reps, inverse, const) in enumerate(plan):
+                rep_scores = np.empty(len(reps), dtype=np.float64)
+                for lo in range(0, len(reps), bs):
+                    chunk = reps[lo:lo + bs]
+                    masked = cap.masked_inputs(i, channel_masks(acts[i, chunk], size))
+                    rep_scores[lo:lo + bs] = cap.row_scores(cap.forward(masked), i)
+                    bar.update(len(chunk))
+                scores[i] = rep_scores[inverse] if len(reps) else 0.0
+                if const.any():
+                    if zero_out is None:
+                        zero_out = cap.forward(np.zeros_like(cap.x[:1]))
+                    scores[i, const] = cap.row_scores(zero_out, i)[0]
+        return softmax(scores, axis=1)
+
+    @staticmethod
+    def _distinct(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For one image's (C, h, w) activations: representative channels to score, the map
+        from every channel to its representative, and which channels are constant."""
+        flat = a.reshape(a.shape[0], -1)
+        const = flat.max(axis=1) == flat.min(axis=1)
+        idx = np.flatnonzero(~const)
+        inverse = np.zeros(a.shape[0], dtype=np.int64)
+        if idx.size == 0:
+            return idx, inverse, const
+        _, first, inv = np.unique(flat[idx], axis=0, return_index=True, return_inverse=True)
+        inverse[idx] = inv.reshape(-1)
+        return idx[first], inverse, const

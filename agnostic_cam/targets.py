@@ -1,0 +1,88 @@
+"""What to explain: turn the user's ``target`` argument into one score per image.
+
+``target`` may be
+- ``None``: the top-1 prediction of each image,
+- an ``int``: the same class index for every image,
+- a sequence of ints: one class index per image (its length must equal N),
+- a callable ``f(output) -> scores``: maps the model output ``(M, K)`` to ``(M,)`` scores.
+  Forward-only methods call it with NumPy arrays; gradient methods with the framework's
+  tensors. Indexing and arithmetic (``out[:, 3] - out[:, 5]``) work on both.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+TargetLike = int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None
+
+
+class TargetSpec:
+    """A validated ``target`` for a batch of ``n`` images."""
+
+    def __init__(self, target: TargetLike, n: int):
+        self.n = n
+        self.fn: Callable[[Any], Any] | None = None
+        self.fixed: np.ndarray | None = None
+        if target is None:
+            pass
+        elif callable(target):
+            self.fn = target
+        elif isinstance(target, (bool, np.bool_)):
+            raise TypeError("target must be an int class index, a sequence of ints, None or a callable; got a bool")
+        elif isinstance(target, (int, np.integer)):
+            self.fixed = np.full(n, int(target), dtype=np.int64)
+        elif isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, (str, bytes)):
+            arr = np.asarray(target)
+            if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+                raise TypeError(
+                    f"target must be an int, a 1-D sequence of ints (one per image), None or a callable; "
+                    f"got an array of shape {arr.shape} and dtype {arr.dtype}")
+            if arr.size != n:
+                raise ValueError(
+                    f"target has {arr.size} class indices but the batch has {n} images; "
+                    f"pass one index per image, or a single int for all of them")
+            self.fixed = arr.astype(np.int64)
+        else:
+            raise TypeError(
+                f"target must be an int, a sequence of ints (one per image), None (top-1) or a callable "
+                f"on the model output; got {type(target).__name__}")
+
+    @property
+    def is_callable(self) -> bool:
+        return self.fn is not None
+
+    def indices(self, outputs: np.ndarray) -> np.ndarray | None:
+        """Class index per image (N,), resolved against the model's ``outputs`` (N, K).
+
+        ``None`` for a callable target. Raises ``ValueError`` for an index out of range.
+        """
+        if self.fn is not None:
+            return None
+        outputs = np.asarray(outputs)
+        if outputs.ndim != 2:
+            raise ValueError(
+                f"class-index targets need a model output of shape (N, num_classes); the model returns "
+                f"shape {outputs.shape}. Pass a callable target that maps the output to one score per image")
+        k = outputs.shape[1]
+        if self.fixed is None:
+            return outputs.argmax(axis=1).astype(np.int64)
+        bad = (self.fixed < 0) | (self.fixed >= k)
+        if bad.any():
+            raise ValueError(
+                f"target class index {int(self.fixed[bad][0])} is out of range: the model has {k} outputs "
+                f"(valid indices 0..{k - 1})")
+        return self.fixed
+
+
+def select_scores(outputs: np.ndarray, classes: np.ndarray | None, fn: Callable | None) -> np.ndarray:
+    """Scores of ``classes`` (M,) in ``outputs`` (M, K), or ``fn(outputs)`` for a callable target."""
+    if fn is not None:
+        s = np.asarray(fn(outputs), dtype=np.float64).reshape(-1)
+        if s.shape[0] != outputs.shape[0]:
+            raise ValueError(
+                f"the target callable must return one score per image: got {s.shape[0]} scores "
+                f"for {outputs.shape[0]} images")
+        return s
+    return np.asarray(outputs, dtype=np.float64)[np.arange(outputs.shape[0]), classes]
