@@ -1,0 +1,83 @@
+"""The demo CNN in PyTorch and its few-second training on synthetic shapes."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from agnostic_cam.demo.data import CLASSES, make_shapes
+
+TARGET_LAYER = "features.relu3"
+
+
+def demo_net(num_classes: int = len(CLASSES)) -> nn.Module:
+    """Three conv blocks, global average pool, linear head (so CAM applies). Input (N, 3, 64, 64)."""
+    return nn.Sequential(OrderedDict([
+        ("features", nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(3, 16, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+            ("conv3", nn.Conv2d(32, 64, 3, padding=1)), ("relu3", nn.ReLU()),
+        ]))),
+        ("pool", nn.AdaptiveAvgPool2d(1)),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(64, num_classes)),
+    ]))
+
+
+def train_demo_net(n: int = 1200, epochs: int = 5, seed: int = 0, verbose: bool = False) -> nn.Module:
+    """Train :func:`demo_net` on synthetic shapes; deterministic for a seed (a few seconds on 2 cores)."""
+    torch.manual_seed(seed)
+    x, y, _ = make_shapes(n, seed=seed)
+    model = demo_net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for ep in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for lo in range(0, n, 32):
+            idx = perm[lo:lo + 32]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        if verbose:
+            print(f"  epoch {ep + 1}/{epochs}: loss {loss.item():.3f}")
+    return model.eval()
+
+
+def accuracy(model: nn.Module, n: int = 200, seed: int = 123) -> float:
+    x, y, _ = make_shapes(n, seed=seed)
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AGNOSTIC_CAM_CACHE", Path.home() / ".cache" / "agnostic-cam"))
+
+
+def load_demo_net(verbose: bool = False) -> nn.Module:
+    """The trained demo model, from the local cache or trained now (and cached)."""
+    path = cache_dir() / "demo_net_v1.pt"
+    model = demo_net()
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.eval()
+        except Exception:  # noqa: BLE001 - a stale or corrupt cache is simply retrained
+            pass
+    model = train_demo_net(verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return model
+
+
+def numpy_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """The demo model's parameters as NumPy arrays (for building twins in other frameworks)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
