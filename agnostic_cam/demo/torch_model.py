@@ -15,12 +15,14 @@ TARGET_LAYER = "features.relu3"
 
 
 def demo_net(num_classes: int = len(CLASSES)) -> nn.Module:
-    """Three conv blocks, global average pool, linear head (so CAM applies). Input (N, 3, 64, 64)."""
+    """Three conv-BN-ReLU blocks, global average pool, linear head (so CAM applies). Input (N, 3, 64, 64)."""
     return nn.Sequential(OrderedDict([
         ("features", nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 16, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-            ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-            ("conv3", nn.Conv2d(32, 64, 3, padding=1)), ("relu3", nn.ReLU()),
+            ("conv1", nn.Conv2d(3, 16, 3, padding=1)), ("bn1", nn.BatchNorm2d(16)), ("relu1", nn.ReLU()),
+            ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("bn2", nn.BatchNorm2d(32)), ("relu2", nn.ReLU()),
+            ("pool2", nn.MaxPool2d(2)),
+            ("conv3", nn.Conv2d(32, 64, 3, padding=1)), ("bn3", nn.BatchNorm2d(64)), ("relu3", nn.ReLU()),
         ]))),
         ("pool", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten()),
@@ -28,12 +30,12 @@ def demo_net(num_classes: int = len(CLASSES)) -> nn.Module:
     ]))
 
 
-def train_demo_net(n: int = 1200, epochs: int = 5, seed: int = 0, verbose: bool = False) -> nn.Module:
+def train_demo_net(n: int = 1200, epochs: int = 4, seed: int = 0, verbose: bool = False) -> nn.Module:
     """Train :func:`demo_net` on synthetic shapes; deterministic for a seed (a few seconds on 2 cores)."""
     torch.manual_seed(seed)
     x, y, _ = make_shapes(n, seed=seed)
     model = demo_net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     g = torch.Generator().manual_seed(seed)
     model.train()
