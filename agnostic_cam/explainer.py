@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ class Explainer:
     def __init__(self, adapter: Adapter, progress: bool | None = None):
         self.adapter = adapter
         self.progress = progress
-        self._tails: dict[int, tuple] = {}
+        self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
@@ -125,11 +126,10 @@ class Explainer:
     def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
         """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
         ad = self.adapter
-        key = id(engine)
-        if key not in self._tails:
+        if engine not in self._tails:
             tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
-            self._tails[key] = (engine, tail_engine, extra, False)
-        _, tail_engine, extra, verified = self._tails[key]
+            self._tails[engine] = (tail_engine, extra, False)
+        tail_engine, extra, verified = self._tails[engine]
         extra_vals = dict(zip(extra, engine.with_outputs(extra).run(x, extra))) if extra else {}
 
         def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -144,5 +144,5 @@ class Explainer:
                 raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
                                    "model (its outputs do not reproduce the model's); use a forward method that "
                                    "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[key] = (engine, tail_engine, extra, True)
+            self._tails[engine] = (tail_engine, extra, True)
         return run

@@ -111,7 +111,7 @@ class Adapter(ABC):
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers
         self.batch_size = batch_size
-        self._engines: dict[tuple, OnnxEngine] = {}
+        self._engines: dict[tuple, tuple[object, OnnxEngine]] = {}
 
     # -- input -------------------------------------------------------------------------------
     @property
@@ -131,12 +131,22 @@ class Adapter(ABC):
         """ONNX ModelProto for inputs of per-sample ``sample_shape``, with graph outputs
         ``[self.output_name, self.activation_name]``."""
 
+    def weights_version(self) -> object:
+        """A cheap fingerprint that changes when the model's weights change (None: never)."""
+        return None
+
     def engine(self, sample_shape: tuple[int, ...]) -> OnnxEngine:
-        """The (cached) ONNX Runtime engine for inputs of per-sample shape ``sample_shape``."""
+        """The ONNX Runtime engine for inputs of per-sample shape ``sample_shape``.
+
+        Exported once per input shape and cached; exported again if the model's weights have
+        changed since (e.g. the user trained it further), so results are never stale.
+        """
         key = tuple(sample_shape)
-        if key not in self._engines:
-            self._engines[key] = OnnxEngine(self.export_onnx(key), self.providers, self.batch_size)
-        return self._engines[key]
+        version = self.weights_version()
+        cached = self._engines.get(key)
+        if cached is None or cached[0] != version:
+            self._engines[key] = (version, OnnxEngine(self.export_onnx(key), self.providers, self.batch_size))
+        return self._engines[key][1]
 
     # -- gradients ---------------------------------------------------------------------------
     @abstractmethod

@@ -149,6 +149,11 @@ class TorchAdapter(Adapter):
                             "module whose forward returns the classification output")
         return out
 
+    def weights_version(self) -> object:
+        """Storage and in-place version counter of every parameter and buffer: any optimiser step,
+        load_state_dict or BN statistics update changes it."""
+        return tuple((t.data_ptr(), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+
     # -- ONNX export ---------------------------------------------------------------------------
     def export_onnx(self, sample_shape: tuple[int, ...]):
         import onnx
