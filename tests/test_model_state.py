@@ -39,16 +39,16 @@ def make_model(torch):
 def test_unchanged_after_success(torch, method):
     m = make_model(torch)
     before = snapshot(m)
-    ex = Explainer.from_torch(m, "layer4", input_shape=(3, 32, 32), progress=False)
-    ex.explain(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32), method)
+    ex = Explainer.from_torch(m, "layer4", input_shape=(3, 64, 64), progress=False)
+    ex.explain(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32), method)
     assert_same(before, snapshot(m))
 
 
 def test_unchanged_after_errors(torch):
     m = make_model(torch)
     before = snapshot(m)
-    ex = Explainer.from_torch(m, "layer4", input_shape=(3, 32, 32), progress=False)
-    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    ex = Explainer.from_torch(m, "layer4", input_shape=(3, 64, 64), progress=False)
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
 
     def exploding(out):
         raise RuntimeError("boom inside the target")
@@ -73,7 +73,7 @@ def test_unchanged_after_errors(torch):
 def test_results_do_not_depend_on_train_mode(torch):
     """Explanations use eval-mode semantics (BN running stats) whatever mode the user left."""
     m = make_model(torch)
-    x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(1).normal(size=(2, 3, 64, 64)).astype(np.float32)
     ex = Explainer.from_torch(m, "layer4", progress=False)
     a = ex.explain(x, "gradcam", target=1).heatmap
     m.eval()

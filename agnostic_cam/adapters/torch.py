@@ -103,12 +103,19 @@ class TorchAdapter(Adapter):
         finally:
             for h in handles:
                 h.remove()
-        got = shapes.get(self.layer_name)
+        spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
+        self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
+
+    def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None) -> None:
+        """A target layer must emit (N, C, h, w) with more than one position."""
+        examples = f"; pick a convolutional layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}" if spatial else ""
         if got is None or len(got) != 4:
-            spatial = [n for n, s in shapes.items() if len(s) == 4]
             what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
-            raise ValueError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map; pick a convolutional "
-                             f"layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}")
+            raise ValueError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
+        if got[2] * got[3] <= 1:
+            raise ValueError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
+                             f"explain. Use larger input images than {sample_shape or 'these'} or an earlier layer"
+                             f"{examples}")
 
     def _find_softmax_head(self):
         last = None
@@ -202,8 +209,7 @@ class TorchAdapter(Adapter):
         with preserved(self.model), torch.enable_grad(), hooked(self.layer, keep):
             xt = self._tensor(x, requires_grad=True)
             out = self._forward(xt)
-            if not store or store[-1].ndim != 4:
-                raise ValueError(f"layer {self.layer_name!r} did not produce a spatial (N, C, h, w) tensor")
+            self._check_activation(tuple(store[-1].shape) if store else None)
             act = store[-1]
             classes = target.indices(out.detach().cpu().numpy())
             scores = self._scores(out, classes, target)
