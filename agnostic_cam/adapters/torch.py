@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import Any
 
 import numpy as np
 

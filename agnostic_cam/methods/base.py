@@ -131,9 +131,10 @@ def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; a ``ValueError`` listing the known names otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"method must be a method name (str); got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_") if name.strip().lower() not in _REGISTRY else name.strip().lower()
-    if key in _REGISTRY:
-        return _REGISTRY[key]
+    key = name.strip().lower()
+    for k in (key, key.replace("-", "_"), key.replace("_", "-")):
+        if k in _REGISTRY:
+            return _REGISTRY[k]
     import difflib
 
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
