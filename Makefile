@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# triton only serves torch.compile on GPUs; loaded after TensorFlow it segfaults (LLVM symbol clash),
+	# which kills any process that imports tensorflow and then torchvision. Not needed on CPU.
+	$(PY) -m pip uninstall -y -q triton
 	touch $(STAMP)
 
 install: $(STAMP)
