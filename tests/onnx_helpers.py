@@ -47,7 +47,7 @@ def export_torch(net, size: int = 24, dynamic: bool = True, opset: int = 17, bat
     """ONNX export of a torch model: dynamic batch, or batch fixed to ``batch``."""
     import torch
 
-    names = names or ["logits"]
+    names = names or ["output"]
     buf = io.BytesIO()
     axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic else None
     with warnings.catch_warnings():

@@ -37,8 +37,9 @@ class OnnxAdapter(Adapter):
         spatial tensor before global pooling (``self.picked`` then says so).
     layout: 'NCHW' or 'NHWC' for the model input; None detects it from the input shape.
     output: None (the first graph output), the name of a graph output, 'raw' (same as None),
-        or 'logits' (the input of a final Softmax of the first output); 'logits:NAME' for the
-        input of the Softmax producing output NAME.
+        or 'logits' (the input of a final Softmax of the first output; a graph output that is
+        itself named 'logits' takes precedence); 'logits:NAME' for the input of the Softmax
+        producing output NAME.
     input_name: which graph input takes the image (needed when there are several).
     gradients: None uses the gradient backend when installed, False never, True requires it.
     """
@@ -112,6 +113,8 @@ class OnnxAdapter(Adapter):
             return names[0], "raw"
         if not isinstance(output, str):
             raise TypeError(f"output must be None, 'raw', 'logits' or the name of a graph output; got {type(output).__name__}")
+        if output in names:  # a graph output's name wins over the 'logits' keyword
+            return output, "raw"
         if output == "logits" or output.startswith("logits:"):
             base = output.partition(":")[2] or names[0]
             if base not in names:

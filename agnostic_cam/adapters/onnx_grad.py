@@ -29,9 +29,26 @@ except ImportError as e:  # pragma: no cover - exercised with the modules blocke
 RULES = ("vanilla", "guided", "deconv")
 
 
+def _constants_to_initializers(m: onnx.ModelProto) -> None:
+    """Turn tensor-valued top-level ``Constant`` nodes into initializers (in place), which is
+    how onnx2torch expects weights."""
+    keep = []
+    for n in m.graph.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            m.graph.initializer.append(t)
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+
+
 def _two_output_graph(model: onnx.ModelProto, output: str, activation: str) -> onnx.ModelProto:
-    """Copy of ``model`` whose graph outputs are exactly ``[output, activation]``."""
+    """Copy of ``model`` whose graph outputs are exactly ``[output, activation]``, weights as initializers."""
     m = G.with_outputs(model, [output, activation])
+    _constants_to_initializers(m)
     keep = {o.name: o for o in m.graph.output}
     outs = [keep[output], keep[activation]]
     copies = []
