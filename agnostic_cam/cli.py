@@ -173,8 +173,8 @@ def cmd_audit(args) -> int:
     audit = Audit(ex, pre, cfg, args.out, args.model.read_bytes(), args.model.name)
     res = audit.run(images, progress=False if args.no_progress else None)
     run = res["run"]
-    print(f"audited {len(res['images'])} images ({len(run['computed'])} computed, {len(run['reused'])} reused), "
-          f"{len(run['failed'])} failed -> {args.out / 'report.html'}")
+    print(f"explained {len(res['images'])} images, {len(run['failed'])} failed ({len(run['computed'])} files "
+          f"processed now, {len(run['reused'])} reused from a previous run) -> {args.out / 'report.html'}")
     for f in run["failed"]:
         print(f"  could not read {f['file']}: {f['error']}", file=sys.stderr)
     return EXIT_SOME_FAILED if run["failed"] else EXIT_OK

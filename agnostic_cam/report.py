@@ -32,12 +32,13 @@ def _fmt(v, col: str) -> str:
     return f"{v:.3f}" if col != "drop_pct" else f"{v:.1f}"
 
 
-def _best(summary: dict, col: str) -> str | None:
-    vals = {m: s[col] for m, s in summary.items() if s.get(col) is not None}
-    if len(vals) < 2 or col == "seconds":
-        return None
-    lower = col in ("deletion_auc", "drop_pct")
-    return (min if lower else max)(vals, key=vals.get)
+def _best(summary: dict, col: str) -> set[str]:
+    """Methods with the best mean of ``col`` (none when every method scores the same)."""
+    vals = {m: round(s[col], 9) for m, s in summary.items() if s.get(col) is not None}
+    if len(set(vals.values())) < 2 or col == "seconds":
+        return set()
+    target = (min if col in ("deletion_auc", "drop_pct") else max)(vals.values())
+    return {m for m, v in vals.items() if v == target}
 
 
 def render_report(results: dict, out: Path) -> str:
@@ -60,7 +61,7 @@ def render_report(results: dict, out: Path) -> str:
                  + "".join(f"<th>{esc(_HEAD[c])}</th>" for c in cols) + "</tr>")
     best = {c: _best(s, c) for c in cols}
     for m in methods:
-        cells = "".join(f"<td class='{'best' if best[c] == m else ''}'>{_fmt(s[m][c], c)}</td>" for c in cols)
+        cells = "".join(f"<td class='{'best' if m in best[c] else ''}'>{_fmt(s[m][c], c)}</td>" for c in cols)
         parts.append(f"<tr><td class='l'>{esc(m)}</td><td>{s[m]['images']}</td>{cells}</tr>")
     parts.append("</table>")
     if run["failed"]:
