@@ -197,3 +197,54 @@ def test_detect_layout():
     t = onnx.helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2])
     m.graph.node.append(t)
     assert detect_layout(("n", None, None, None), m, "x") == "NHWC"     # dynamic: read from the graph
+
+
+def test_channels_last_target_tensor(torch):
+    """A graph that takes NHWC images and transposes its feature map back to NHWC before pooling
+    (what some exporters emit): the NHWC tensor is detected as such and explaining it gives the
+    same maps as explaining the NCHW tensor it was transposed from; Grad-CAM equals a hand-written
+    autograd reference."""
+    from torch import nn
+
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.conv = nn.Conv2d(3, 6, 3, padding=1)
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x, keep=None):
+            a = torch.relu(self.conv(x.permute(0, 3, 1, 2)))      # NCHW inside
+            f = a.permute(0, 2, 3, 1)                             # NHWC feature map
+            if keep is not None:
+                keep.append(f)
+            return self.fc(f.mean(dim=(1, 2)))
+
+    net = ChannelsLast().eval()
+    import io
+    import warnings
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 12, 12, 3),), buf, dynamo=False, opset_version=13,
+                          input_names=["image"], output_names=["y"], dynamic_axes={"image": {0: "n"}, "y": {0: "n"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    ex = Explainer.from_onnx(proto, progress=False)
+    assert ex.adapter.layout == "NHWC"
+    nhwc = ex.adapter.layer
+    assert nhwc.op_type == "Transpose" and nhwc.layout == "NHWC" and nhwc.shape == (1, 12, 12, 6)
+    relu = next(ly for ly in ex.layers() if ly.op_type == "Relu")
+    assert relu.layout == "NCHW"
+    other = Explainer.from_onnx(proto, target_layer=relu.name, progress=False)
+    x = np.random.default_rng(2).normal(size=(2, 12, 12, 3)).astype(np.float32)
+    for method in ("scorecam", "ablationcam", "eigencam", "gradcam"):
+        _close(ex.explain(x, method, target=[1, 3]), other.explain(x, method, target=[1, 3]))
+
+    keep = []
+    xt = torch.from_numpy(x)
+    y = net(xt, keep)
+    (g,) = torch.autograd.grad(y[[0, 1], [1, 3]].sum(), keep[0])
+    a, g = keep[0].detach().numpy(), g.numpy()                   # (N, h, w, C)
+    ref = np.maximum(np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a), 0)
+    np.testing.assert_allclose(np.maximum(ex.explain(x, "gradcam", target=[1, 3]).raw, 0), ref, atol=1e-5)
