@@ -75,8 +75,12 @@ def initializers_to_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def keras_twin(net, size: int = 24):
-    """A Keras (NHWC) model with the same weights as :func:`torch_net` (no softmax, one head)."""
+def keras_twin(net, size: int = 24, softmax: bool = False):
+    """A Keras (NHWC) model with the same weights as :func:`torch_net` (one head; a softmax
+    activation on the Dense layer when ``softmax``)."""
+    # In this environment importing torchvision (which onnx2torch imports) after TensorFlow
+    # segfaults; importing it first is safe. The ONNX gradient backend will need it later.
+    import onnx2torch  # noqa: F401
     import keras
 
     sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
@@ -87,7 +91,7 @@ def keras_twin(net, size: int = 24):
     x = keras.layers.BatchNormalization(epsilon=1e-5, name="bn")(x)
     x = keras.layers.ReLU(name="feat")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(5, name="fc")(x)
+    out = keras.layers.Dense(5, name="fc", activation="softmax" if softmax else None)(x)
     model = keras.Model(inp, out)
     model.get_layer("conv1").set_weights([sd["conv1.weight"].transpose(2, 3, 1, 0), sd["conv1.bias"]])
     model.get_layer("conv2").set_weights([sd["conv2.weight"].transpose(2, 3, 1, 0), sd["conv2.bias"]])

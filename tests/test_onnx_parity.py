@@ -60,7 +60,6 @@ def test_fixed_batch_top1_and_callable(net, images, reference):
 
 @pytest.fixture(scope="module")
 def keras_onnx(net):
-    pytest.importorskip("tf2onnx", reason="tf2onnx is part of the dev environment")
     return keras_to_onnx(keras_twin(net, SIZE), SIZE)
 
 
@@ -108,3 +107,12 @@ def test_input_gradients_match_torch_autograd(torch, net, images):
     net.fc(h.mean(dim=(2, 3)))[[0, 1, 2], [0, 1, 2]].sum().backward()
     np.testing.assert_allclose(guided, xt.grad.numpy(), atol=1e-5)
     assert not np.allclose(guided, g.input_grads)  # the rule changes the result
+
+
+def test_keras_softmax_head_explained_as_logits(net, images, reference):
+    proto = keras_to_onnx(keras_twin(net, SIZE, softmax=True), SIZE)
+    assert any(n.op_type == "Softmax" for n in proto.graph.node)
+    ex = Explainer.from_onnx(proto, output="logits", progress=False)
+    x_nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    for method in ("cam", "gradcam"):
+        _same(ex.explain(x_nhwc, method, target=[4, 0, 2]), reference.explain(images, method, target=[4, 0, 2]), method)
