@@ -80,7 +80,7 @@ class Audit:
                              + (f". {explainer.adapter.gradient_hint}" if getattr(explainer.adapter, "gradient_hint", "") else ""))
         settings = {"layer": explainer.layer, "output": explainer.adapter.output_name, "methods": config.methods,
                     "steps": config.steps, "target": config.target, "preprocess": preprocess.to_dict(),
-                    "boxes": config.boxes}
+                    "boxes": config.boxes, "labels": config.labels}
         h = hashlib.sha256(model_bytes)
         h.update(json.dumps(settings, sort_keys=True).encode())
         self.fingerprint = h.hexdigest()[:16]

@@ -248,3 +248,29 @@ def test_channels_last_target_tensor(torch):
     a, g = keep[0].detach().numpy(), g.numpy()                   # (N, h, w, C)
     ref = np.maximum(np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a), 0)
     np.testing.assert_allclose(np.maximum(ex.explain(x, "gradcam", target=[1, 3]).raw, 0), ref, atol=1e-5)
+
+
+def test_resnet18_export_default_layer_is_layer4(resnet18):
+    """A real architecture (residual blocks, seeded random weights): the default layer is the output
+    of layer4 (the Relu after the last residual Add) and maps equal from_torch's at 'layer4'."""
+    proto = export_torch(resnet18, 64)
+    ex = Explainer.from_onnx(proto, progress=False)
+    assert ex.adapter.layer.op_type == "Relu" and ex.adapter.layer.shape == (1, 512, 2, 2)
+    assert ex.layer.startswith("/layer4/layer4.1/")
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    ref = Explainer.from_torch(resnet18, "layer4", progress=False)
+    for method in ("gradcam", "eigencam"):
+        _close(ex.explain(x, method, target=[7, 300]), ref.explain(x, method, target=[7, 300]))
+
+
+def test_several_image_inputs_need_input_name():
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["y"])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 3, 8, 8]) for n in ("a", "b")]
+    g = helper.make_graph(nodes, "two", vi, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ValueError, match=r"2 inputs \['a', 'b'\].*input_name="):
+        Explainer.from_onnx(proto)
+    assert Explainer.from_onnx(proto, input_name="a").adapter.input_name == "a"

@@ -30,15 +30,23 @@ RULES = ("vanilla", "guided", "deconv")
 
 
 def _constants_to_initializers(m: onnx.ModelProto) -> None:
-    """Turn tensor-valued top-level ``Constant`` nodes into initializers (in place), which is
-    how onnx2torch expects weights."""
+    """Turn tensor-valued top-level ``Constant`` nodes, and ``Identity`` nodes that copy a weight
+    (the PyTorch exporter shares equal weights that way), into initializers (in place): onnx2torch
+    expects weights as initializers."""
     keep = []
+    inits = {i.name: i for i in m.graph.initializer}
     for n in m.graph.node:
+        src = None
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            src = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in inits:
+            src = inits[n.input[0]]
+        if src is not None:
             t = onnx.TensorProto()
-            t.CopyFrom(n.attribute[0].t)
+            t.CopyFrom(src)
             t.name = n.output[0]
             m.graph.initializer.append(t)
+            inits[t.name] = t
         else:
             keep.append(n)
     del m.graph.node[:]
