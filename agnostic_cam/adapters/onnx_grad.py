@@ -146,7 +146,6 @@ class TorchGradients:
             raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call explain() outside it")
         outs, acts, grads, scores, classes_all = [], [], [], [], []
         with torch.enable_grad(), relu_rule(self.module, rule):
-            classes_full = None
             for m, chunk in self._chunks(x):
                 xt = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).requires_grad_(True)
                 out, act = self._run(xt)
