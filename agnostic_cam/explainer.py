@@ -22,6 +22,7 @@ class Explainer:
     def __init__(self, adapter: Adapter, progress: bool | None = None):
         self.adapter = adapter
         self.progress = progress
+        self.preprocess = None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- constructors ------------------------------------------------------------------------
@@ -52,6 +53,29 @@ class Explainer:
             raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
 
+    @classmethod
+    def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
+                  output: str | None = None, providers=None, batch_size: int | None = None,
+                  input_name: str | None = None, gradients: bool | None = None,
+                  progress: bool | None = None) -> Explainer:
+        """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
+
+        target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
+        spatial tensor before global pooling (see ``ex.layer``).
+        layout: 'NCHW' / 'NHWC' input layout; None detects it from the input shape.
+        preprocess: a :class:`~agnostic_cam.preprocess.Preprocess`, a dict of its fields or a
+        JSON/YAML file; then ``explain`` also accepts raw images (paths, PIL images, uint8 HWC).
+        output: None (first graph output), a graph output's name, or 'logits' to explain the
+        input of a final Softmax. gradients: None uses the onnx2torch backend when installed.
+        """
+        from agnostic_cam.adapters.onnx import OnnxAdapter
+        from agnostic_cam.preprocess import Preprocess
+
+        ad = OnnxAdapter(model, target_layer, layout, output, input_name, providers, batch_size, gradients)
+        ex = cls(ad, progress)
+        ex.preprocess = Preprocess.coerce(preprocess, ad) if preprocess is not None else None
+        return ex
+
     # -- introspection -----------------------------------------------------------------------
     @property
     def layer(self) -> str:
@@ -62,6 +86,24 @@ class Explainer:
         """Names of the methods this explainer can run (depends on the backend's abilities)."""
         sup = self.adapter.supports
         return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs)
+
+    def layers(self) -> list:
+        """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
+        ls = getattr(self.adapter, "layers", None)
+        if ls is None:
+            raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+        return ls()
+
+    def predict(self, images: Any) -> np.ndarray:
+        """The explained model output (N, K) for ``images``, run on ONNX Runtime in batches."""
+        x = self._inputs(images)
+        return self.adapter.engine(x.shape[1:]).run(x, [self.adapter.output_name])[0]
+
+    def _inputs(self, images: Any) -> np.ndarray:
+        """Validated float32 batch; raw images (paths, PIL, uint8) go through ``self.preprocess`` first."""
+        if self.preprocess is not None and (not isinstance(images, np.ndarray) or images.dtype == np.uint8):
+            images = self.preprocess(images)
+        return self.adapter.prepare(images)
 
     def __repr__(self) -> str:
         return f"Explainer(framework={self.adapter.framework!r}, layer={self.layer!r}, layout={self.adapter.layout!r})"
@@ -84,7 +126,7 @@ class Explainer:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
             raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
                             f"{params or 'no options'}") from None
-        x = self.adapter.prepare(images)
+        x = self._inputs(images)
         cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return Explanation(
@@ -93,8 +135,9 @@ class Explainer:
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
-            return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute; "
-                    f"methods available here: {', '.join(self.methods)}")
+            hint = getattr(self.adapter, "gradient_hint", "")
+            return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
+                    f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
     def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs) -> LayerCapture:

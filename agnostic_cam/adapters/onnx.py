@@ -1,0 +1,220 @@
+"""Adapter for a bare ONNX model (a file, its bytes or a ModelProto): no framework needed.
+
+Forward-only methods (Score-CAM, Ablation-CAM, Eigen-CAM, CAM) run on ONNX Runtime. Gradient
+methods need the optional gradient backend (``onnx2torch``, extra ``onnx-grad``), which converts
+the graph to PyTorch on first use; see :mod:`agnostic_cam.adapters.onnx_grad`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import onnx
+
+from agnostic_cam.adapters.base import Adapter, Gradients, closest_names
+from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
+from agnostic_cam.engine import graph as G
+from agnostic_cam.engine.session import load_model
+from agnostic_cam.methods.base import Needs
+from agnostic_cam.targets import TargetSpec
+
+GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
+FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+_SOFTMAX_OPS = ("Softmax", "LogSoftmax")
+
+
+def gradient_backend_available() -> bool:
+    """True when torch and onnx2torch are installed (checked without importing them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx2torch"))
+
+
+class OnnxAdapter(Adapter):
+    """Explains one tensor of an ONNX graph.
+
+    model: path, serialized bytes or ``onnx.ModelProto``.
+    target_layer: a tensor name (see :meth:`layers`) or a node name; None picks the last
+        spatial tensor before global pooling (``self.picked`` then says so).
+    layout: 'NCHW' or 'NHWC' for the model input; None detects it from the input shape.
+    output: None (the first graph output), the name of a graph output, 'raw' (same as None),
+        or 'logits' (the input of a final Softmax of the first output; a graph output that is
+        itself named 'logits' takes precedence); 'logits:NAME' for the input of the Softmax
+        producing output NAME.
+    input_name: which graph input takes the image (needed when there are several).
+    gradients: None uses the gradient backend when installed, False never, True requires it.
+    """
+
+    framework = "onnx"
+
+    def __init__(self, model, target_layer: str | None = None, layout: str | None = None, output: str | None = None,
+                 input_name: str | None = None, providers=None, batch_size: int | None = None,
+                 gradients: bool | None = None):
+        super().__init__(providers, batch_size)
+        if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
+            raise TypeError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
+        self.model = load_model(model)
+        self._check_opset()
+        self.input_name = self._resolve_input(input_name)
+        self.input_shape = self._declared_input_shape()
+        if layout is None:
+            self.layout = detect_layout(self.input_shape, self.model, self.input_name)
+            self.layout_detected = True
+        elif isinstance(layout, str) and layout.upper() in ("NCHW", "NHWC"):
+            self.layout, self.layout_detected = layout.upper(), False
+        else:
+            raise ValueError(f"layout must be 'NCHW', 'NHWC' or None (detect from the input shape); got {layout!r}")
+        self.output_name, self.output_kind = self._resolve_output(output)
+        self.candidates = self.layers()
+        self.layer = self._resolve_layer(target_layer)
+        self.picked = target_layer is None
+        self.layer_name = self.layer.name
+        self.activation_name = self.layer.name
+        self.activation_layout = self.layer.layout
+        self._use_grad = self._gradient_choice(gradients)
+        self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
+        self.gradient_hint = "" if self._use_grad else (
+            f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+        self._grad = None
+
+    # -- graph reading -------------------------------------------------------------------------
+    def _check_opset(self) -> None:
+        ops = [o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")]
+        if ops and ops[0] < 11:
+            raise ValueError(f"this ONNX model uses opset {ops[0]}; opset 11 or newer is supported. Upgrade it with "
+                             "onnx.version_converter.convert_version(model, 13)")
+
+    def _graph_inputs(self) -> list[onnx.ValueInfoProto]:
+        inits = {i.name for i in self.model.graph.initializer}
+        return [i for i in self.model.graph.input if i.name not in inits]
+
+    def _resolve_input(self, name: str | None) -> str:
+        inputs = [i.name for i in self._graph_inputs()]
+        if name is None:
+            if len(inputs) != 1:
+                raise ValueError(f"the model has {len(inputs)} inputs {inputs}; say which takes the images with input_name=")
+            return inputs[0]
+        if name not in inputs:
+            raise ValueError(f"the model has no input named {name!r}; its inputs are {inputs}")
+        return name
+
+    def _declared_input_shape(self) -> tuple:
+        vi = next(i for i in self._graph_inputs() if i.name == self.input_name)
+        shape = G.tensor_shape(vi)
+        if shape is None or len(shape) != 4:
+            raise ValueError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
+                             "(N, C, H, W) or (N, H, W, C)")
+        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise ValueError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
+        return shape
+
+    def _resolve_output(self, output: str | None) -> tuple[str, str]:
+        names = [o.name for o in self.model.graph.output]
+        if output is None or output == "raw":
+            return names[0], "raw"
+        if not isinstance(output, str):
+            raise TypeError(f"output must be None, 'raw', 'logits' or the name of a graph output; got {type(output).__name__}")
+        if output in names:  # a graph output's name wins over the 'logits' keyword
+            return output, "raw"
+        if output == "logits" or output.startswith("logits:"):
+            base = output.partition(":")[2] or names[0]
+            if base not in names:
+                raise ValueError(f"the model has no output named {base!r}; its outputs are {names}")
+            return self._before_softmax(base), "logits"
+        if output not in names:
+            raise ValueError(f"the model has no output named {output!r}; its outputs are {names} "
+                             "(or use 'logits' to explain the input of a final Softmax)")
+        return output, "raw"
+
+    def _before_softmax(self, out: str) -> str:
+        """The tensor entering the Softmax that (through Identity/Reshape/Flatten) produces ``out``."""
+        producer = {o: n for n in self.model.graph.node for o in n.output if o}
+        t, path = out, []
+        while t in producer and producer[t].op_type in ("Identity", "Reshape", "Flatten", "Squeeze"):
+            path.append(producer[t].op_type)
+            t = producer[t].input[0]
+        node = producer.get(t)
+        if node is None or node.op_type not in _SOFTMAX_OPS:
+            what = node.op_type if node is not None else "a graph input"
+            raise ValueError(f"output='logits' needs output {out!r} to be produced by a Softmax; it comes from {what}. "
+                             "If the model already returns logits, use output=None")
+        return node.input[0]
+
+    def layers(self) -> list[Layer]:
+        """Candidate target layers: rank-4 tensors computed from the image that the output depends on."""
+        sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
+        return candidate_layers(self.model, self.input_name, self.layout, sample, self.output_name)
+
+    def _resolve_layer(self, target_layer) -> Layer:
+        if not self.candidates:
+            raise ValueError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
+                             "is it an image classifier?")
+        if target_layer is None:
+            ly = default_layer(self.candidates)
+            if ly is None:
+                raise ValueError("every feature map of this graph is 1x1 for its declared input size; pass "
+                                 "target_layer= and a larger input, see Explainer.layers()")
+            return ly
+        if not isinstance(target_layer, str):
+            raise TypeError(f"target_layer must be a tensor or node name (str); got {type(target_layer).__name__}")
+        for ly in self.candidates:
+            if target_layer in (ly.name, ly.node):
+                if not ly.has_extent:
+                    raise ValueError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
+                                     f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
+                return ly
+        produced = G.produced_tensors(self.model)
+        names = [ly.name for ly in self.candidates]
+        if target_layer in produced or any(n.name == target_layer for n in self.model.graph.node):
+            raise ValueError(f"tensor {target_layer!r} is not a spatial (N, C, h, w) feature map of the image the output "
+                             f"depends on; pick one of Explainer.layers(), e.g. {closest_names(target_layer, names)}")
+        raise ValueError(f"the ONNX graph has no tensor or node named {target_layer!r}; closest layer names: "
+                         f"{closest_names(target_layer, names)}")
+
+    # -- input ---------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int | None:
+        c = self.input_shape[1] if self.layout == "NCHW" else self.input_shape[3]
+        return c if isinstance(c, int) and c > 0 else None
+
+    @property
+    def spatial(self) -> tuple | None:
+        s = self.input_shape
+        hw = (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
+        hw = tuple(d if isinstance(d, int) and d > 0 else None for d in hw)
+        return None if hw == (None, None) else hw
+
+    # -- ONNX ----------------------------------------------------------------------------------
+    def export_onnx(self, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
+        """The graph with the output and the layer's tensor as outputs (any per-sample shape)."""
+        return G.with_outputs(self.model, [self.output_name, self.activation_name])
+
+    def engine(self, sample_shape: tuple[int, ...]):
+        # one graph serves every input size: cache a single engine
+        return super().engine(())
+
+    # -- gradients -----------------------------------------------------------------------------
+    def _gradient_choice(self, gradients: bool | None) -> bool:
+        if gradients is None:
+            return gradient_backend_available()
+        if gradients and not gradient_backend_available():
+            raise ImportError(f"gradients=True needs the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+        return bool(gradients)
+
+    def _backend(self):
+        if not self._use_grad:
+            raise ImportError(self.gradient_hint)
+        if self._grad is None:
+            from agnostic_cam.adapters.onnx_grad import TorchGradients
+
+            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
+        return self._grad
+
+    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        g = self._backend().layer_gradients(x, target)
+        if self.activation_layout == "NHWC":
+            g.activations = np.ascontiguousarray(g.activations.transpose(0, 3, 1, 2))
+            g.grads = np.ascontiguousarray(g.grads.transpose(0, 3, 1, 2))
+        return g
+
+    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
+        return self._backend().input_gradients(x, target, rule)

@@ -1,0 +1,185 @@
+"""Gradient backend for bare ONNX models: the graph converted to PyTorch with onnx2torch.
+
+Optional (extra ``onnx-grad``). The graph is first given exactly two outputs, the explained output
+(N, K) and the target layer's tensor, then converted, so the layer's tensor is a node of the
+converted module's autograd graph: d(score)/d(activation) is one ``torch.autograd.grad`` call.
+Gradients are computed in float32 on CPU (or on the device of ``device=``).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import onnx
+
+from agnostic_cam.adapters.base import Gradients
+from agnostic_cam.engine import graph as G
+from agnostic_cam.targets import TargetSpec
+
+_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
+
+try:
+    import torch
+    from onnx2torch import convert
+    from torch import nn
+except ImportError as e:  # pragma: no cover - exercised with the modules blocked
+    raise ImportError(f"gradient methods on a bare ONNX model need torch and onnx2torch ({e}): {_EXTRA}") from e
+
+RULES = ("vanilla", "guided", "deconv")
+
+
+def _constants_to_initializers(m: onnx.ModelProto) -> None:
+    """Turn tensor-valued top-level ``Constant`` nodes, and ``Identity`` nodes that copy a weight
+    (the PyTorch exporter shares equal weights that way), into initializers (in place): onnx2torch
+    expects weights as initializers."""
+    keep = []
+    inits = {i.name: i for i in m.graph.initializer}
+    for n in m.graph.node:
+        src = None
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            src = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in inits:
+            src = inits[n.input[0]]
+        if src is not None:
+            t = onnx.TensorProto()
+            t.CopyFrom(src)
+            t.name = n.output[0]
+            m.graph.initializer.append(t)
+            inits[t.name] = t
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+
+
+def _two_output_graph(model: onnx.ModelProto, output: str, activation: str) -> onnx.ModelProto:
+    """Copy of ``model`` whose graph outputs are exactly ``[output, activation]``, weights as initializers."""
+    m = G.with_outputs(model, [output, activation])
+    _constants_to_initializers(m)
+    keep = {o.name: o for o in m.graph.output}
+    outs = [keep[output], keep[activation]]
+    copies = []
+    for o in outs:
+        c = onnx.ValueInfoProto()
+        c.CopyFrom(o)
+        copies.append(c)
+    del m.graph.output[:]
+    m.graph.output.extend(copies)
+    return m
+
+
+@contextlib.contextmanager
+def relu_rule(module: nn.Module, rule: str):
+    """Change how gradients pass through every ReLU of ``module`` for the block only.
+
+    guided: positive gradients where the forward input was positive (Springenberg et al. 2015);
+    deconv: positive gradients regardless of the forward input (Zeiler & Fergus 2014).
+    """
+    handles = []
+    if rule != "vanilla":
+        def hook(m, grad_in, grad_out):
+            g = grad_in[0] if rule == "guided" else grad_out[0]
+            return (torch.clamp(g, min=0),)
+
+        relus = [m for m in module.modules() if isinstance(m, nn.ReLU)]
+        if not relus:
+            raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the converted graph has none")
+        handles = [m.register_full_backward_hook(hook) for m in relus]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class TorchGradients:
+    """Activations and gradients of an ONNX graph through its PyTorch conversion.
+
+    model: the ONNX model; input_name: the image input; output/activation: tensor names of the
+    explained output (N, K) and of the target layer (rank 4, in the graph's own layout).
+    """
+
+    def __init__(self, model: onnx.ModelProto, input_name: str, output: str, activation: str):
+        self.input_name = input_name
+        graph = _two_output_graph(model, output, activation)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.module = convert(graph).eval()
+        except Exception as e:  # noqa: BLE001 - onnx2torch raises NotImplementedError, KeyError, ...
+            raise ValueError(f"onnx2torch cannot convert this graph ({type(e).__name__}: {e}); gradient methods are "
+                             "unavailable for it, use a forward method: scorecam, ablationcam, eigencam") from None
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        shape = G.tensor_shape(next(i for i in graph.graph.input if i.name == input_name)) or ()
+        self.fixed_batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def _chunks(self, x: np.ndarray):
+        """(lo, hi, padded chunk) in the graph's fixed batch size, or the whole batch."""
+        n = x.shape[0]
+        bs = self.fixed_batch or n
+        for lo in range(0, n, bs):
+            c = x[lo:lo + bs]
+            m = c.shape[0]
+            if self.fixed_batch and m < bs:
+                c = np.concatenate([c, np.repeat(c[-1:], bs - m, axis=0)])
+            yield m, c
+
+    def _run(self, xt):
+        out = self.module(xt)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise ValueError("the converted graph did not return (output, activation)")
+        return out[0], out[1]
+
+    @staticmethod
+    def _scores(out, classes, target: TargetSpec):
+        if classes is None:
+            s = target.fn(out)
+            if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
+                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+            return s
+        return out[torch.arange(out.shape[0]), torch.as_tensor(classes)]
+
+    def _backward(self, x: np.ndarray, target: TargetSpec, wrt_input: bool, rule: str = "vanilla") -> Gradients:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call explain() outside it")
+        outs, acts, grads, scores, classes_all = [], [], [], [], []
+        with torch.enable_grad(), relu_rule(self.module, rule):
+            for m, chunk in self._chunks(x):
+                xt = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).requires_grad_(True)
+                out, act = self._run(xt)
+                lo = sum(o.shape[0] for o in outs)
+                out_np = out.detach().numpy().astype(np.float32)[:m]
+                if target.fixed is not None or target.fn is not None:
+                    sub = TargetSpec(target.fn or target.fixed[lo:lo + m], m)
+                else:
+                    sub = TargetSpec(None, m)
+                classes = sub.indices(out_np)
+                pad_classes = None if classes is None else np.concatenate(
+                    [classes, np.repeat(classes[-1:], out.shape[0] - m)])
+                s = self._scores(out, pad_classes, sub)
+                (g,) = torch.autograd.grad(s[:m].sum(), xt if wrt_input else act)
+                outs.append(out_np)
+                scores.append(s.detach().numpy()[:m].astype(np.float64))
+                acts.append(act.detach().numpy()[:m].astype(np.float32))
+                grads.append(g.detach().numpy()[:m].astype(np.float32))
+                if classes is not None:
+                    classes_all.append(classes)
+        classes_full = np.concatenate(classes_all) if classes_all else None
+        res = Gradients(np.concatenate(outs), np.concatenate(scores), classes_full)
+        if wrt_input:
+            res.input_grads = np.concatenate(grads)
+        else:
+            res.activations, res.grads = np.concatenate(acts), np.concatenate(grads)
+        return res
+
+    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        """Activations and d(score)/d(activation), in the layer tensor's own layout."""
+        return self._backward(x, target, wrt_input=False)
+
+    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
+        """d(score)/d(input) in the input's layout, under ``rule`` ('vanilla', 'guided', 'deconv')."""
+        if rule not in RULES:
+            raise ValueError(f"unknown backward rule {rule!r}; use one of {RULES}")
+        return self._backward(x, target, wrt_input=True, rule=rule)

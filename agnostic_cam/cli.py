@@ -1,0 +1,194 @@
+"""The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models.
+
+Exit codes: 0 success; 1 the audit finished but some images could not be read; 2 bad usage or
+input (the message says what to change).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+
+
+def _size(text: str):
+    if text.lower() == "none":
+        return "none"
+    try:
+        vals = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) <= 0:
+        raise argparse.ArgumentTypeError(f"--size takes H,W (e.g. 224,224), one int, or 'none'; got {text!r}")
+    return (vals[0], vals[-1])
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="the .onnx file")
+    p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
+                                   "map before global pooling")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], help="input layout (default: detected from the input shape)")
+    p.add_argument("--output", help="graph output to explain (name), or 'logits' to explain the input of a final Softmax")
+    p.add_argument("--input-name", help="the graph input that takes the images, when the model has several")
+    p.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: CUDA when available, CPU)")
+    p.add_argument("--batch-size", type=int, help="rows per ONNX Runtime call")
+
+
+def _prep_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preprocessing (defaults: the model's input size and layout, RGB, 0-1, no mean/std)")
+    g.add_argument("--preprocess", type=Path, help="JSON or flat YAML file with fields size, channel_order, scale, mean, std")
+    g.add_argument("--size", type=_size, help="resize images to H,W; 'none' keeps them as they are")
+    g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
+    g.add_argument("--scale", help="'0-1' (default), '0-255' or a multiplier of the 0-255 values")
+    g.add_argument("--mean", type=_floats, help="per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406")
+    g.add_argument("--std", type=_floats, help="per-channel std dividing after the mean, e.g. 0.229,0.224,0.225")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agnostic-cam", description="Explain and audit image classifiers in ONNX "
+                                     "format: list target layers, write heatmaps, audit a folder with a report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("layers", help="list candidate target layers of an ONNX model",
+                       description="List the tensors that can be explained: name, op, shape, layout, node.")
+    _model_args(p)
+    p = sub.add_parser("explain", help="write heatmap overlays for some images",
+                       description="Explain images with one method; writes <image>_<method>.png overlays to --out.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("--method", default="scorecam", help="method name (default scorecam)")
+    p.add_argument("--target", type=int, help="class index to explain (default: the top-1 prediction)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _prep_args(p)
+    p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
+                       description="Explain every image of a folder with several methods, score the maps' "
+                       "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "
+                       "resumes: finished images are not recomputed.")
+    _model_args(p)
+    p.add_argument("image_dir", type=Path, help="folder of images")
+    p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam)")
+    p.add_argument("--target", type=int, help="class index to explain for every image (default: top-1)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--steps", type=int, default=20, help="steps of the deletion/insertion curves (default 20)")
+    p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game")
+    p.add_argument("--labels", type=Path, help="text file of class names, one per line")
+    p.add_argument("--no-resume", action="store_true", help="recompute every image even if finished before")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _prep_args(p)
+    return parser
+
+
+def _explainer(args):
+    from agnostic_cam import Explainer
+
+    providers = args.providers.split(",") if args.providers else None
+    return Explainer.from_onnx(args.model, target_layer=args.layer, layout=args.layout, output=args.output,
+                               input_name=args.input_name, providers=providers, batch_size=args.batch_size,
+                               progress=False)
+
+
+def _preprocess(args, adapter):
+    from agnostic_cam.preprocess import Preprocess, _parse_json_or_yaml
+
+    given = {}
+    if args.preprocess is not None:
+        try:
+            given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
+        except OSError as e:
+            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+    flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
+             "scale": args.scale, "mean": args.mean, "std": args.std}
+    try:
+        flags["scale"] = float(args.scale)
+    except (TypeError, ValueError):
+        pass
+    given.update({k: v for k, v in flags.items() if v is not None})
+    pre = Preprocess.for_adapter(adapter, **given)
+    if args.size == "none":
+        pre.size = None
+    return pre
+
+
+def cmd_layers(args) -> int:
+    ex = _explainer(args)
+    rows = [(ly.name, ly.op_type, "x".join(str(d) for d in ly.shape), ly.layout, ly.node) for ly in ex.layers()]
+    widths = [max(len(r[i]) for r in rows + [("tensor", "op", "shape", "layout", "node")]) for i in range(5)]
+    print(f"model input {ex.adapter.input_name!r} {ex.adapter.input_shape} layout {ex.adapter.layout}"
+          f"{' (detected)' if ex.adapter.layout_detected else ''}; explained output {ex.adapter.output_name!r}")
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(("tensor", "op", "shape", "layout", "node"), widths)))
+    for r in rows:
+        mark = "*" if r[0] == ex.layer else " "
+        print(mark + " " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(f"* default target layer: {ex.layer}")
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from PIL import Image
+
+    from agnostic_cam.audit import atomic_write, check_writable
+
+    ex = _explainer(args)
+    pre = _preprocess(args, ex.adapter)
+    check_writable(args.out)
+    for path in args.images:
+        rgb = pre.load(path)
+        e = ex.explain(pre.to_batch([rgb]), args.method, target=args.target)
+        dst = args.out / f"{path.stem}_{args.method.replace('+', 'p')}.png"
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(e.overlay(rgb[None])[0]).save(buf, format="PNG")
+        atomic_write(dst, buf.getvalue())
+        print(f"{path}: class {int(e.targets[0])} score {float(e.scores[0]):.4g} -> {dst}")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from agnostic_cam.audit import Audit, AuditConfig, check_writable, find_images
+
+    check_writable(args.out)
+    images = find_images(args.image_dir)
+    ex = _explainer(args)
+    pre = _preprocess(args, ex.adapter)
+    boxes = {}
+    if args.boxes is not None:
+        try:
+            boxes = json.loads(args.boxes.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read --boxes {args.boxes}: {e}") from None
+    labels = args.labels.read_text().splitlines() if args.labels else None
+    if args.steps < 1:
+        raise ValueError("--steps must be at least 1")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    cfg = AuditConfig(methods, args.steps, args.target, boxes, labels, resume=not args.no_resume)
+    audit = Audit(ex, pre, cfg, args.out, args.model.read_bytes(), args.model.name)
+    res = audit.run(images, progress=False if args.no_progress else None)
+    run = res["run"]
+    print(f"explained {len(res['images'])} images, {len(run['failed'])} failed ({len(run['computed'])} files "
+          f"processed now, {len(run['reused'])} reused from a previous run) -> {args.out / 'report.html'}")
+    for f in run["failed"]:
+        print(f"  could not read {f['file']}: {f['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if run["failed"] else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``agnostic-cam`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
