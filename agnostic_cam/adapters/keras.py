@@ -45,26 +45,48 @@ def _first(a: np.ndarray) -> np.ndarray:
 
 
 def _convert(concrete):
-    """tf2onnx conversion of a concrete function WITHOUT tf2onnx's transpose optimizer.
+    """tf2onnx conversion of a concrete function WITHOUT tf2onnx's graph optimizers.
 
-    That optimizer moves the NHWC<->NCHW transposes around convolutions through element-wise ops,
+    ONNX Runtime optimizes the graph itself when it opens a session (constant folding, Conv+BN
+    fusion, transpose elimination), and tf2onnx's optimizers cost seconds on a ResNet (they deep-copy
+    the graph for every pass). One of them would also break the taps: the transpose optimizer moves the NHWC<->NCHW transposes around convolutions through element-wise ops,
     so the tapped NHWC tensor ends up on a side branch (a Transpose feeding only the graph output)
     while the rest of the model reads an NCHW copy. The tail graph after the tapped tensor
     (Ablation-CAM, CAM) would then not depend on it at all. Without it the tapped tensor is the one
     the model consumes; ONNX Runtime's own layout optimizer removes the transposes in the session.
     """
-    from tf2onnx import convert, optimizer, tf_loader
+    from tf2onnx import convert, tf_loader
 
-    ins = [t.name for t in concrete.inputs if t.dtype != tf.dtypes.resource]
+    ins = [t.name for t in concrete.inputs[:1]]  # the image; later inputs are captured variables/constants
     outs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
     rename = convert.tensor_names_from_structed(concrete, ins, outs)
-    opts = {k: v for k, v in optimizer._get_optimizers().items() if k != "optimize_transpose"}
     with tf.device("/cpu:0"):
         frozen = tf_loader.from_function(concrete, ins, outs)
         proto, _ = convert._convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
                                            input_names=ins, output_names=outs, tensors_to_rename=rename,
-                                           optimizers=opts)
+                                           optimizers={})
     return proto
+
+
+def _rename_through_identities(graph, name: str, new: str) -> None:
+    """Give the tensor behind graph output ``name`` the name ``new``, in place.
+
+    tf2onnx returns each output through a chain of Identity copies of the tensor the model really
+    computes. The chain is removed and the real tensor renamed, so the rest of the model reads the
+    tensor called ``new``: the tail graph after ACTIVATION (Ablation-CAM, CAM) must depend on it.
+    """
+    prod = {o: n for n in graph.node for o in n.output}
+    chain, t = {name}, name
+    while t in prod and prod[t].op_type == "Identity":
+        graph.node.remove(prod[t])
+        t = prod[t].input[0]
+        chain.add(t)
+    for n in graph.node:
+        n.input[:] = [new if i in chain else i for i in n.input]
+        n.output[:] = [new if o in chain else o for o in n.output]
+    for vi in (*graph.output, *graph.value_info):
+        if vi.name in chain:
+            vi.name = new
 
 
 class KerasAdapter(Adapter):
@@ -108,6 +130,7 @@ class KerasAdapter(Adapter):
         self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
         self._check_static_shape()
         self._head = kg.softmax_head(model) if output == "logits" else None
+        self._fingerprint = None
 
     # -- layers --------------------------------------------------------------------------------
     def _name(self, chain: tuple) -> str:
@@ -183,14 +206,18 @@ class KerasAdapter(Adapter):
         return out, [plan.values[i] for i in range(len(chains))], plan
 
     def weights_version(self) -> object:
-        """A fingerprint of every variable's values (sum and sum of squares): changes when the user
-        trains the model further or loads other weights, so the ONNX export is refreshed."""
-        ws = self.model.weights
+        """A fingerprint of every variable's values (its sum and sum of squares, one compiled call):
+        changes when the user trains the model further or loads other weights, so the ONNX export is
+        refreshed."""
+        ws = list(self.model.weights)
         if not ws:
             return None
-        sums = tf.stack([tf.stack([tf.reduce_sum(tf.cast(w, tf.float64)), tf.reduce_sum(tf.cast(w, tf.float64) ** 2)])
-                         for w in ws])
-        return sums.numpy().tobytes()
+        if self._fingerprint is None:
+            self._fingerprint = tf.function(
+                lambda: tf.stack([f(tf.cast(w, tf.float32)) for f in (tf.reduce_sum, lambda t: tf.reduce_sum(t * t))
+                                  for w in ws]),
+                autograph=False)
+        return self._fingerprint().numpy().tobytes()
 
     def export_onnx(self, sample_shape: tuple[int, ...]):
         """tf2onnx conversion of the evaluator traced by ``tf.function``: outputs [output, activation]."""
@@ -198,7 +225,7 @@ class KerasAdapter(Adapter):
 
         spec = [tf.TensorSpec((None, *sample_shape), tf.float32, name="input")]
 
-        @tf.function(input_signature=spec)
+        @tf.function(input_signature=spec, autograph=False)
         def tapped(x):
             out, (act,), _ = self._evaluate(x, [self.chain])
             return out, act
@@ -206,14 +233,8 @@ class KerasAdapter(Adapter):
         conc = tapped.get_concrete_function()
         self._check_activation(tuple(conc.structured_outputs[1].shape))
         proto = _convert(conc)
-        # rename the two output tensors in place (an Identity copy would leave the model reading the
-        # original tensor, and the tail graph after ACTIVATION would not depend on it)
-        names = dict(zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)))
-        for n in proto.graph.node:
-            n.input[:] = [names.get(i, i) for i in n.input]
-            n.output[:] = [names.get(o, o) for o in n.output]
-        for vi in (*proto.graph.output, *proto.graph.value_info):
-            vi.name = names.get(vi.name, vi.name)
+        for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
+            _rename_through_identities(proto.graph, o, new)
         return proto
 
     # -- gradients (input watched only: see the module docstring) ------------------------------

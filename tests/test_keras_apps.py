@@ -1,0 +1,131 @@
+"""from_keras on keras.applications (weights=None, small inputs, 3 classes) and nested transfer models.
+
+Every method runs; Grad-CAM equals an independent GradientTape computation on a functional model
+whose outputs are [layer tensor, output] (the tf-keras-vis way), and the ONNX export's tapped
+activation equals the layer's value.
+"""
+import numpy as np
+import pytest
+import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+
+from agnostic_cam import Explainer
+from agnostic_cam.imaging import cam_to_heatmap
+
+APPS = {  # constructor, input size, target layer, classifier activation, output=
+    "ResNet50": ("ResNet50", 40, "conv5_block3_out", "softmax", "logits"),
+    "MobileNetV2": ("MobileNetV2", 40, "out_relu", None, "raw"),
+    "EfficientNetB0": ("EfficientNetB0", 40, "top_activation", "softmax", "logits"),
+    "Xception": ("Xception", 71, "block14_sepconv2_act", None, "raw"),
+}
+
+
+def reference_gradcam(feature_model, head, x, classes):
+    """Independent Grad-CAM: tape over [A, logits] of a plain functional model; (N, h, w) raw map."""
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as t:
+        t.watch(xt)
+        a, out = head(feature_model(xt))
+        t.watch(a)
+        s = tf.gather(out, classes, axis=1, batch_dims=1)
+    g = t.gradient(s, a).numpy()
+    a = a.numpy()
+    w = g.mean(axis=(1, 2))                                  # (N, C)
+    return np.einsum("nc,nhwc->nhw", w, a), out.numpy()
+
+
+def logits_head(dense):
+    import tensorflow as tf
+
+    return lambda f: tf.matmul(f, dense.kernel) + dense.bias
+
+
+@pytest.fixture(scope="module", params=list(APPS))
+def app(request):
+    import keras
+
+    ctor, size, layer, act, output = APPS[request.param]
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, ctor)(weights=None, input_shape=(size, size, 3), classes=3,
+                                               classifier_activation=act)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    ex = Explainer.from_keras(model, layer, output=output, progress=False)
+    return model, layer, output, x, ex
+
+
+def test_gradcam_matches_gradient_tape(app):
+    import keras
+
+    model, layer, output, x, ex = app
+    dense = model.get_layer("predictions")
+    feats = keras.Model(model.inputs, [model.get_layer(layer).output, dense.input])
+    head = logits_head(dense) if output == "logits" else dense
+    classes = np.array([2, 0])
+    ref_raw, ref_out = reference_gradcam(lambda t: feats(t), lambda af: (af[0], head(af[1])), x, classes)
+    exp = ex.explain(x, "gradcam", target=classes)
+    np.testing.assert_allclose(exp.outputs, ref_out, atol=1e-4 * (1 + np.abs(ref_out).max()))
+    scale = np.abs(ref_raw).max()
+    assert scale > 0
+    np.testing.assert_allclose(exp.raw, ref_raw, atol=1e-4 * scale)
+    np.testing.assert_allclose(exp.heatmap, cam_to_heatmap(ref_raw, x.shape[1:3]), atol=1e-4)
+
+
+def test_every_method_runs(app):
+    model, layer, output, x, ex = app
+    engine = ex.adapter.engine(x.shape[1:])
+    out, act = engine.run(x, ["output", "activation"])
+    (ref_act,) = ex.adapter.activations(x, [layer])
+    np.testing.assert_allclose(act.transpose(0, 3, 1, 2), ref_act, atol=1e-4 * (1 + np.abs(ref_act).max()))
+    for name in ex.methods:
+        xs = x[:1] if name == "scorecam" else x  # Score-CAM scores one masked image per channel (2048 here)
+        exp = ex.explain(xs, name, target=1)
+        assert exp.heatmap.shape == (len(xs), *x.shape[1:3]), name
+        assert np.isfinite(exp.heatmap).all() and 0 <= exp.heatmap.min() and exp.heatmap.max() <= 1, name
+
+
+@pytest.fixture(scope="module")
+def nested():
+    """Transfer-learning shapes: Sequential([base, GAP, Dense(softmax)]) and a functional wrapper
+    calling the base with training=False; the target layer sits inside the base."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(40, 40, 3))
+    seq = keras.Sequential([keras.Input((40, 40, 3)), base, layers.GlobalAveragePooling2D(),
+                            layers.Dense(3, activation="softmax", name="head")])
+    inp = keras.Input((40, 40, 3))
+    f = layers.GlobalAveragePooling2D()(base(inp, training=False))
+    f = layers.Dense(4, activation="relu", name="hidden")(f)
+    fun = keras.Model(inp, layers.Dense(3, name="logits_layer")(f))
+    x = np.random.default_rng(2).normal(size=(2, 40, 40, 3)).astype(np.float32)
+    return base, seq, fun, x
+
+
+@pytest.mark.parametrize("which", ["sequential_logits", "sequential_raw", "functional"])
+def test_nested_transfer_model(nested, which):
+    import keras
+
+    base, seq, fun, x = nested
+    model = fun if which == "functional" else seq
+    output = "logits" if which == "sequential_logits" else "raw"
+    ex = Explainer.from_keras(model, "out_relu", output=output, progress=False)
+    assert ex.layer == "out_relu"
+    inner = keras.Model(base.inputs, [base.get_layer("out_relu").output, base.output])
+    gap = keras.layers.GlobalAveragePooling2D()
+    if which == "functional":
+        head = lambda f: fun.get_layer("logits_layer")(fun.get_layer("hidden")(gap(f)))  # noqa: E731
+    elif output == "logits":
+        head = lambda f: logits_head(seq.get_layer("head"))(gap(f))  # noqa: E731
+    else:
+        head = lambda f: seq.get_layer("head")(gap(f))  # noqa: E731
+    classes = np.array([1, 2])
+    ref_raw, ref_out = reference_gradcam(lambda t: inner(t), lambda af: (af[0], head(af[1])), x, classes)
+    exp = ex.explain(x, "gradcam", target=classes)
+    np.testing.assert_allclose(exp.outputs, ref_out, atol=1e-5)
+    np.testing.assert_allclose(exp.raw, ref_raw, atol=1e-4 * np.abs(ref_raw).max())
+    if which == "sequential_logits":
+        np.testing.assert_allclose(ex.predict(x), ref_out, atol=1e-4)  # ONNX export also gives logits
+        for name in ex.methods:
+            assert ex.explain(x, name, target=classes).heatmap.shape == (2, 40, 40)
