@@ -1,0 +1,180 @@
+"""from_keras: bad input gives a clear error, and explaining never changes the user's model."""
+import numpy as np
+import pytest
+import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+
+from agnostic_cam import Explainer
+from agnostic_cam.targets import TargetSpec
+
+S = 24
+
+
+def small(softmax: bool = False, name: str = "small"):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((S, S, 3))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="conv2")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU(name="feat")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(4, activation="softmax" if softmax else None, name="fc")(x)
+    return keras.Model(inp, out, name=name)
+
+
+@pytest.fixture(scope="module")
+def model():
+    import keras
+
+    keras.utils.set_random_seed(5)
+    return small()
+
+
+@pytest.fixture(scope="module")
+def ex(model):
+    return Explainer.from_keras(model, "feat", progress=False)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).normal(size=(2, S, S, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("images, err, match", [
+    (lambda x: x.transpose(0, 3, 1, 2), ValueError, r"channels-first \(NCHW\).*transpose\(0, 2, 3, 1\)"),
+    (lambda x: x[0], ValueError, r"rank-4.*images\[None\]"),
+    (lambda x: x[..., :2], ValueError, "expects 3 channels"),
+    (lambda x: (x * 255).astype(np.uint8), TypeError, "floating point"),
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x).astype(np.float32), ValueError, "NaN"),
+    (lambda x: np.zeros((1, S + 8, S + 8, 3), np.float32), ValueError, r"size \(24, 24\)"),
+])
+def test_bad_images(ex, x, images, err, match):
+    with pytest.raises(err, match=match):
+        ex.explain(images(x), "gradcam")
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    ({"target": 4}, ValueError, r"out of range.*0\.\.3"),
+    ({"target": [0, 1, 2]}, ValueError, "3 class indices but the batch has 2"),
+    ({"method": "gradcam+"}, ValueError, "Did you mean"),
+    ({"target": lambda out: out[:, :2]}, ValueError, r"2 scores \(one per image\)"),
+])
+def test_bad_targets_and_methods(ex, x, kwargs, err, match):
+    kwargs = {"method": "gradcam", **kwargs}
+    with pytest.raises(err, match=match):
+        ex.explain(x, **kwargs)
+
+
+def test_bad_layers_and_models(model):
+    import keras
+    from keras import layers
+
+    with pytest.raises(ValueError, match=r"no layer named 'feats'; closest names: 'feat'"):
+        Explainer.from_keras(model, "feats")
+    with pytest.raises(ValueError, match=r"'gap' outputs shape \(None, 8\), not a spatial.*'feat'"):
+        Explainer.from_keras(model, "gap")
+    with pytest.raises(ValueError, match="not part of the model"):
+        Explainer.from_keras(model, layers.ReLU(name="feat"))
+    with pytest.raises(TypeError, match="layer name or a keras layer"):
+        Explainer.from_keras(model, 3)
+    with pytest.raises(ValueError, match="'raw'.*'logits'"):
+        Explainer.from_keras(model, "feat", output="probs")
+    with pytest.raises(ValueError, match="ends in a softmax.*output='raw'"):
+        Explainer.from_keras(model, "feat", output="logits")
+    with pytest.raises(TypeError, match="expects a keras.Model"):
+        Explainer.from_keras(torch.nn.Conv2d(3, 3, 1), "feat")
+    unbuilt = keras.Sequential([layers.Conv2D(4, 3, name="c"), layers.GlobalAveragePooling2D(), layers.Dense(2)])
+    with pytest.raises(ValueError, match="never been built or called"):
+        Explainer.from_keras(unbuilt, "c")
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.c = layers.Conv2D(4, 3)
+            self.d = layers.Dense(2)
+
+        def call(self, t):
+            return self.d(keras.ops.mean(self.c(t), axis=(1, 2)))
+
+    sub = Sub()
+    sub(np.zeros((1, S, S, 3), np.float32))
+    with pytest.raises(TypeError, match="subclassed"):
+        Explainer.from_keras(sub, sub.c)
+    tiny_in = small(name="tiny_in")
+    with pytest.raises(ValueError, match="1x1 map"):  # 24 px through Conv2D 'valid' 24x24 kernel
+        inp = keras.Input((S, S, 3))
+        Explainer.from_keras(keras.Model(inp, layers.Dense(2)(layers.Flatten()(
+            layers.Conv2D(3, S, name="whole")(inp)))), "whole")
+    assert Explainer.from_keras(tiny_in, tiny_in.get_layer("conv2")).layer == "conv2"
+
+
+def test_same_name_in_two_nested_models_asks_for_the_path(x):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(6)
+    a, b = small(name="a"), small(name="b")
+    inp = keras.Input((S, S, 3))
+    model = keras.Model(inp, layers.Add()([a(inp), b(inp)]))
+    with pytest.raises(ValueError, match=r"several nested models; pass its path instead: 'a/feat', 'b/feat'"):
+        Explainer.from_keras(model, "feat")
+    ex = Explainer.from_keras(model, "b/feat", progress=False)
+    assert ex.layer == "b/feat" and "a/feat" in ex.adapter.layer_names()
+    # a's head does not depend on b's activations, so at b/feat: the gradients equal b's own, and
+    # Ablation-CAM's y - y_c (raw map times the score y) equals b's own on the ONNX tail graph
+    own_ex = Explainer.from_keras(b, "feat", progress=False)
+    np.testing.assert_allclose(ex.explain(x, "gradcam", target=1).raw, own_ex.explain(x, "gradcam", target=1).raw,
+                               atol=1e-5)
+    got, own = ex.explain(x, "ablationcam", target=1), own_ex.explain(x, "ablationcam", target=1)
+    np.testing.assert_allclose(got.raw * got.scores[:, None, None], own.raw * own.scores[:, None, None], atol=1e-4)
+    assert np.abs(got.scores - own.scores).max() > 1e-3  # the sum differs from b's output alone
+
+
+def snapshot(model):
+    return {
+        "weights": [w.copy() for w in model.get_weights()],
+        "layers": [(ly.name, ly.trainable, getattr(ly, "activation", None), len(ly._inbound_nodes))
+                   for ly in model._flatten_layers(include_self=False)],
+        "trainable": model.trainable,
+        "n_layers": len(model.layers),
+    }
+
+
+def test_model_unchanged_after_success_and_errors(x):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    m = small(softmax=True, name="state")
+    m.get_layer("conv1").trainable = False  # the user froze part of it
+    before = snapshot(m)
+    ex = Explainer.from_keras(m, "feat", output="logits", progress=False)
+    for name in ex.methods:
+        ex.explain(x, name, target=[0, 3])
+    for rule in ("guided", "deconv"):
+        ex.adapter.input_gradients(x, TargetSpec(1, 2), rule)
+    for bad in (lambda: ex.explain(x, "gradcam", target=9), lambda: ex.explain(x[0], "scorecam"),
+                lambda: ex.explain(x, "gradcam", target=lambda out: out.nonexistent)):
+        with pytest.raises((ValueError, TypeError, AttributeError)):
+            bad()
+    after = snapshot(m)
+    assert before["layers"] == after["layers"] and before["trainable"] == after["trainable"]
+    assert before["n_layers"] == after["n_layers"]
+    for a, b in zip(before["weights"], after["weights"]):
+        np.testing.assert_array_equal(a, b)
+    # the model still returns probabilities (the logits view did not leak into it)
+    np.testing.assert_allclose(m(x).numpy().sum(axis=1), 1, atol=1e-5)
+
+
+def test_onnx_export_refreshed_after_weights_change(x):
+    import keras
+
+    keras.utils.set_random_seed(8)
+    m = small(name="refresh")
+    ex = Explainer.from_keras(m, "feat", progress=False)
+    a = ex.predict(x)
+    np.testing.assert_allclose(a, m(x).numpy(), atol=1e-5)
+    w, b = m.get_layer("fc").get_weights()
+    m.get_layer("fc").set_weights([w * 2, b + 1])
+    np.testing.assert_allclose(ex.predict(x), m(x).numpy(), atol=1e-5)
+    assert np.abs(ex.predict(x) - a).max() > 1e-3
