@@ -1,0 +1,147 @@
+"""One CNN, three frameworks, one API: PyTorch, Keras and a bare ONNX file give the same maps.
+
+    PYTHONPATH=. python scripts/compare_frameworks.py [--out out/compare] [--images 4]
+
+Builds the demo CNN in PyTorch (``load_demo_net``) and its Keras twin with the same weights
+(``keras_twin``), exports the PyTorch model to a plain ONNX file (``torch.onnx.export``), and runs
+every method all three explainers support on the same images (NCHW for PyTorch and ONNX, NHWC for
+Keras). Prints, per method, the largest absolute difference between the final heatmaps of each
+pair of frameworks and the time each took, and saves a side-by-side figure (one column per method
+and framework). New methods appear here automatically once registered.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+FRAMEWORKS = ("torch", "keras", "onnx")
+PAIRS = (("keras", "torch"), ("onnx", "torch"), ("keras", "onnx"))
+
+
+def build_explainers(progress: bool = False) -> dict:
+    """The three explainers of the demo CNN at its last ReLU, keyed by framework."""
+    import torch  # before TensorFlow: torchvision imported after TF crashes some set-ups
+
+    from agnostic_cam import Explainer
+    from agnostic_cam.demo import keras_model, torch_model
+
+    net = torch_model.load_demo_net()
+    kmodel = keras_model.keras_twin(net)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), buf, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    return {
+        "torch": Explainer.from_torch(net, torch_model.TARGET_LAYER, input_shape=(3, 64, 64), progress=progress),
+        "keras": Explainer.from_keras(kmodel, keras_model.TARGET_LAYER, progress=progress),
+        "onnx": Explainer.from_onnx(buf.getvalue(), progress=progress),  # picks the last ReLU before pooling
+    }
+
+
+def compare(n_images: int = 4, methods: list[str] | None = None, options: dict[str, dict] | None = None,
+            explainers: dict | None = None, seed: int = 7) -> dict:
+    """Run every common method on all three frameworks.
+
+    methods: None = every method all three explainers support (``ex.methods``).
+    options: per-method options, e.g. ``{"scorecam": {"batch_size": 64}}``.
+    Returns {"images": NCHW (N, 3, 64, 64), "labels", "layers", "setup": {framework: seconds of the first
+    calls (export/conversion)}, "rows": [{"method", "diff": {pair: max abs
+    heatmap difference}, "seconds": {framework: s}}], "explanations": {method: {framework: Explanation}}}.
+    """
+    from agnostic_cam.demo.data import make_shapes
+
+    exs = explainers or build_explainers()
+    common = sorted(set.intersection(*(set(e.methods) for e in exs.values())))
+    methods = common if methods is None else list(methods)
+    images, labels, _ = make_shapes(n_images, seed=seed)  # NCHW in [0, 1]
+    inputs = {"torch": images, "onnx": images, "keras": np.ascontiguousarray(images.transpose(0, 2, 3, 1))}
+    setup = {}
+    for fw, ex in exs.items():  # first calls export / convert the model: time them apart
+        t = time.perf_counter()
+        ex.predict(inputs[fw][:1])
+        if "gradcam" in ex.methods:
+            ex.explain(inputs[fw][:1], "gradcam")
+        setup[fw] = time.perf_counter() - t
+    rows, explanations = [], {}
+    for m in methods:
+        opts = (options or {}).get(m, {})
+        res, secs = {}, {}
+        for fw in FRAMEWORKS:
+            t = time.perf_counter()
+            res[fw] = exs[fw].explain(inputs[fw], m, target=labels, **opts)
+            secs[fw] = time.perf_counter() - t
+        diff = {f"{a}-{b}": float(np.abs(res[a].heatmap - res[b].heatmap).max()) for a, b in PAIRS}
+        rows.append({"method": m, "diff": diff, "seconds": secs})
+        explanations[m] = res
+    return {"images": images, "labels": labels, "rows": rows, "explanations": explanations, "setup": setup,
+            "layers": {fw: e.layer for fw, e in exs.items()}}
+
+
+def table(result: dict) -> str:
+    """The comparison as a fixed-width text table."""
+    head = f"{'method':<16}" + "".join(f"{p:>13}" for p in (f"{a}-{b}" for a, b in PAIRS)) + "".join(
+        f"{fw + ' s':>10}" for fw in FRAMEWORKS)
+    lines = [f"max |heatmap difference| per pair of frameworks, and seconds per call (layers: {result['layers']})",
+             head, "-" * len(head)]
+    for r in result["rows"]:
+        lines.append(f"{r['method']:<16}" + "".join(f"{v:>13.2e}" for v in r["diff"].values())
+                     + "".join(f"{r['seconds'][fw]:>10.3f}" for fw in FRAMEWORKS))
+    lines.append(f"{'(first call)':<16}" + " " * 13 * len(PAIRS)
+                 + "".join(f"{result['setup'][fw]:>10.3f}" for fw in FRAMEWORKS))
+    return "\n".join(lines)
+
+
+def save_figure(result: dict, path: str | Path, n_images: int = 2) -> Path:
+    """One row per method; per image, its torch | keras | onnx overlays side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from agnostic_cam.demo.data import CLASSES
+    from agnostic_cam.viz import overlay, to_display
+
+    img = to_display(result["images"])
+    n = min(n_images, img.shape[0])
+    methods = list(result["explanations"])
+    fig = Figure(figsize=(1.4 * 3 * n, 1.4 * len(methods) + 0.6))
+    axes = fig.subplots(len(methods), 3 * n, squeeze=False)
+    for r, m in enumerate(methods):
+        for i in range(n):
+            for j, fw in enumerate(FRAMEWORKS):
+                ax = axes[r, 3 * i + j]
+                ax.imshow(overlay(img[i:i + 1], result["explanations"][m][fw].heatmap[i:i + 1])[0])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{CLASSES[result['labels'][i]]}: {fw}", fontsize=8)
+        axes[r, 0].set_ylabel(m, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/compare", help="folder for the figure (default out/compare)")
+    p.add_argument("--images", type=int, default=4, help="number of demo images (default 4)")
+    args = p.parse_args(argv)
+    result = compare(args.images)
+    print(table(result))
+    worst = max(max(r["diff"].values()) for r in result["rows"])
+    print(f"\nlargest difference over all methods: {worst:.2e}")
+    print(f"figure: {save_figure(result, Path(args.out) / 'compare_frameworks.png')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

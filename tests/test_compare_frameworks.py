@@ -1,0 +1,51 @@
+"""scripts/compare_frameworks.py: every common method agrees between PyTorch, Keras and ONNX."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+
+CORE = {"ablationcam", "cam", "eigencam", "gradcam", "gradcam++", "hirescam", "layercam", "scorecam", "xgradcam"}
+
+
+@pytest.fixture(scope="module")
+def script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_frameworks.py"
+    spec = importlib.util.spec_from_file_location("compare_frameworks", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def result(script):
+    exs = script.build_explainers()
+    return script.compare(n_images=3, explainers=exs), exs
+
+
+def test_every_common_method_agrees(result):
+    res, exs = result
+    common = set.intersection(*(set(e.methods) for e in exs.values()))
+    assert CORE <= common
+    assert [r["method"] for r in res["rows"]] == sorted(common)
+    for r in res["rows"]:
+        assert set(r["diff"]) == {"keras-torch", "onnx-torch", "keras-onnx"}
+        assert max(r["diff"].values()) <= 1e-3, r
+    for m, by_fw in res["explanations"].items():  # real maps, on the requested (true) classes
+        for fw, e in by_fw.items():
+            np.testing.assert_array_equal(e.targets, res["labels"])
+            assert e.heatmap.shape == (3, 64, 64) and e.heatmap.max() > 0.9 and e.heatmap.min() < 0.1, (m, fw)
+        np.testing.assert_allclose(by_fw["keras"].scores, by_fw["torch"].scores, atol=1e-4)
+
+
+def test_table_and_figure(script, result, tmp_path):
+    res, _ = result
+    text = script.table(res)
+    for r in res["rows"]:
+        assert r["method"] in text
+    png = script.save_figure(res, tmp_path / "cmp.png")
+    from PIL import Image
+
+    w, h = Image.open(png).size
+    assert w > 300 and h > 100 * len(res["rows"])
