@@ -6,25 +6,32 @@ graph (:mod:`agnostic_cam.adapters.keras_graph`) that taps any layer, also insid
 applies ReLU backward rules and reads logits before a final softmax by evaluating *views* of the
 layers that share their variables.
 
-Crash defence (oneDNN). TensorFlow's oneDNN CPU kernels have known crash bugs in some backward
-passes (e.g. segfaults and aborts in convolution / depthwise-convolution backprop kernels for
-particular strides and paddings, such as residual 1x1 stride-2 'same' shortcuts). Every gradient
-here is taken with ``tf.GradientTape(watch_accessed_variables=False)`` watching the *input only*:
-the tape then records no variable, so the weight-gradient kernels (``Conv2DBackpropFilter``,
-``DepthwiseConv2dNativeBackpropFilter``, BatchNorm's scale/offset gradients, ...) are never run -
-none of our methods needs d/dweights - and the backward pass executes only the input-gradient
-kernels Grad-CAM mathematically needs. This removes the riskiest half of the backward kernels
-without process-global switches: ``TF_ENABLE_ONEDNN_OPTS`` is read once at TensorFlow import, so
-turning oneDNN off "per call" is impossible, and setting environment variables from a library is
-what DESIGN.md asks us not to do. The user's own variables stay untouched (no gradients are
-stored anywhere). tests/test_keras_adapter.py runs the risky mini-Xception case in a subprocess
-and checks it exits 0.
+Crash defence (oneDNN). TensorFlow's oneDNN CPU kernels have known crash bugs (segfaults,
+aborts) in some convolution backward kernels for particular shapes; this project hit one with a
+residual 1x1 stride-2 'same' convolution shortcut in a mini-Xception. An eager ``GradientTape``
+runs *both* backward kernels of every convolution even when only d/dinput is asked for (TF's
+Conv2D gradient function always returns the filter gradient too; ``watch_accessed_variables=False``
+does not change that). Here every backward pass is a compiled ``tf.function`` graph whose only
+outputs are the values and the one gradient we need; TensorFlow prunes every node the outputs do
+not depend on before running a function, so the weight-gradient kernels (``Conv2DBackpropFilter``,
+depthwise filter gradients, BatchNorm scale/offset gradients) never execute - none of our methods
+needs d/dweights. ``ONEDNN_VERBOSE=1`` shows it: eager, each convolution runs ``backward_data`` and
+``backward_weights`` primitives; compiled, ``backward_data`` only. The tape also watches the input
+only, so no variable is recorded. Rejected alternatives: ``TF_ENABLE_ONEDNN_OPTS`` is read once
+at TensorFlow import, so oneDNN cannot be turned off per call, and a library must not set
+process-wide environment variables; converting the model to PyTorch through ONNX for gradients
+would replace TensorFlow's own autograd by a second implementation. The crash itself no longer
+reproduces on this machine (TF 2.21); tests/test_keras_crash_defence.py runs the risky case in a
+subprocess (a crash fails the test instead of killing the session) with ``ONEDNN_VERBOSE=1`` and
+checks that no weight-gradient primitive runs while explaining (and that an eager tape would run
+them).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from agnostic_cam.adapters import keras_graph as kg
+from agnostic_cam.adapters.keras_export import convert, rename_through_identities
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -42,51 +49,6 @@ def _native(a: np.ndarray) -> np.ndarray:
 
 def _first(a: np.ndarray) -> np.ndarray:
     return channels_first(a, "NHWC") if a.ndim == 4 else a
-
-
-def _convert(concrete):
-    """tf2onnx conversion of a concrete function WITHOUT tf2onnx's graph optimizers.
-
-    ONNX Runtime optimizes the graph itself when it opens a session (constant folding, Conv+BN
-    fusion, transpose elimination), and tf2onnx's optimizers cost seconds on a ResNet (they deep-copy
-    the graph for every pass). One of them would also break the taps: the transpose optimizer moves the NHWC<->NCHW transposes around convolutions through element-wise ops,
-    so the tapped NHWC tensor ends up on a side branch (a Transpose feeding only the graph output)
-    while the rest of the model reads an NCHW copy. The tail graph after the tapped tensor
-    (Ablation-CAM, CAM) would then not depend on it at all. Without it the tapped tensor is the one
-    the model consumes; ONNX Runtime's own layout optimizer removes the transposes in the session.
-    """
-    from tf2onnx import convert, tf_loader
-
-    ins = [t.name for t in concrete.inputs[:1]]  # the image; later inputs are captured variables/constants
-    outs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
-    rename = convert.tensor_names_from_structed(concrete, ins, outs)
-    with tf.device("/cpu:0"):
-        frozen = tf_loader.from_function(concrete, ins, outs)
-        proto, _ = convert._convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
-                                           input_names=ins, output_names=outs, tensors_to_rename=rename,
-                                           optimizers={})
-    return proto
-
-
-def _rename_through_identities(graph, name: str, new: str) -> None:
-    """Give the tensor behind graph output ``name`` the name ``new``, in place.
-
-    tf2onnx returns each output through a chain of Identity copies of the tensor the model really
-    computes. The chain is removed and the real tensor renamed, so the rest of the model reads the
-    tensor called ``new``: the tail graph after ACTIVATION (Ablation-CAM, CAM) must depend on it.
-    """
-    prod = {o: n for n in graph.node for o in n.output}
-    chain, t = {name}, name
-    while t in prod and prod[t].op_type == "Identity":
-        graph.node.remove(prod[t])
-        t = prod[t].input[0]
-        chain.add(t)
-    for n in graph.node:
-        n.input[:] = [new if i in chain else i for i in n.input]
-        n.output[:] = [new if o in chain else o for o in n.output]
-    for vi in (*graph.output, *graph.value_info):
-        if vi.name in chain:
-            vi.name = new
 
 
 class KerasAdapter(Adapter):
@@ -131,6 +93,7 @@ class KerasAdapter(Adapter):
         self._check_static_shape()
         self._head = kg.softmax_head(model) if output == "logits" else None
         self._fingerprint = None
+        self._compiled: dict = {}
 
     # -- layers --------------------------------------------------------------------------------
     def _name(self, chain: tuple) -> str:
@@ -221,8 +184,6 @@ class KerasAdapter(Adapter):
 
     def export_onnx(self, sample_shape: tuple[int, ...]):
         """tf2onnx conversion of the evaluator traced by ``tf.function``: outputs [output, activation]."""
-        import onnx
-
         spec = [tf.TensorSpec((None, *sample_shape), tf.float32, name="input")]
 
         @tf.function(input_signature=spec, autograph=False)
@@ -232,12 +193,12 @@ class KerasAdapter(Adapter):
 
         conc = tapped.get_concrete_function()
         self._check_activation(tuple(conc.structured_outputs[1].shape))
-        proto = _convert(conc)
+        proto = convert(conc)
         for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
-            _rename_through_identities(proto.graph, o, new)
+            rename_through_identities(proto.graph, o, new)
         return proto
 
-    # -- gradients (input watched only: see the module docstring) ------------------------------
+    # -- gradients (compiled backward passes: see the module docstring) ------------------------
     def _tensor(self, x: np.ndarray):
         return tf.convert_to_tensor(np.ascontiguousarray(x, dtype=np.float32))
 
@@ -250,18 +211,53 @@ class KerasAdapter(Adapter):
             return s
         return tf.gather(out, tf.constant(classes), axis=1, batch_dims=1)
 
+    def _compiled_backward(self, chain: tuple | None, rule: str, wrt_layer: bool):
+        """``f(x, cot) -> (value, grad, tapped)``, compiled once per key by ``tf.function``.
+
+        wrt_layer: value = the explained output, grad = d<value, cot>/d(layer ``chain``), tapped = the
+        layer's value. Otherwise value = the layer ``chain`` (None: the output), grad = d<value, cot>/dx.
+        In a compiled graph TensorFlow runs only the kernels the returned tensors need: the weight
+        gradients a tape would also compute are pruned (see the module docstring).
+        """
+        key = (None if chain is None else tuple(id(ly) for ly in chain), rule, wrt_layer)
+        if key not in self._compiled:
+            chains = [] if chain is None else [chain]
+            spec = [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), tf.TensorSpec(None, tf.float32)]
+
+            @tf.function(input_signature=spec, autograph=False)
+            def backward(x, cot):
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    tape.watch(x)
+                    out, vals, _ = self._evaluate(x, chains, rule)
+                value = out if wrt_layer or chain is None else vals[0]
+                src = vals[0] if wrt_layer else x
+                g = tape.gradient(value, src, output_gradients=cot)
+                return value, tf.zeros_like(src) if g is None else g, vals[0] if chains else out
+
+            self._compiled[key] = backward
+        return self._compiled[key]
+
+    def _output_cotangent(self, out: np.ndarray, target: TargetSpec):
+        """(d score / d out (N, K), classes or None, scores (N,)) for the model outputs ``out``."""
+        classes = target.indices(out)
+        if classes is None:  # callable target: its own gradient, on a constant copy of the outputs
+            o = tf.constant(out)
+            with tf.GradientTape() as t:
+                t.watch(o)
+                s = self._scores(o, None, target)
+            g = t.gradient(s, o)
+            return (np.zeros_like(out) if g is None else g.numpy()), None, s.numpy().astype(np.float64)
+        cot = np.zeros_like(out)
+        cot[np.arange(out.shape[0]), classes] = 1.0
+        return cot, classes, out[np.arange(out.shape[0]), classes].astype(np.float64)
+
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         xt = self._tensor(x)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(xt)
-            out, (act,), _ = self._evaluate(xt, [self.chain])
-            self._check_activation(tuple(act.shape))
-            out_np = out.numpy()
-            classes = target.indices(out_np)
-            scores = self._scores(out, classes, target)
-        grad = tape.gradient(scores, act)
-        grad = tf.zeros_like(act) if grad is None else grad
-        return Gradients(outputs=out_np.astype(np.float32), scores=scores.numpy().astype(np.float64), classes=classes,
+        out, (act,), _ = self._evaluate(xt, [self.chain])  # forward only: outputs for the targets
+        self._check_activation(tuple(act.shape))
+        cot, classes, scores = self._output_cotangent(out.numpy(), target)
+        out, grad, act = self._compiled_backward(self.chain, "vanilla", True)(xt, tf.constant(cot))
+        return Gradients(outputs=out.numpy().astype(np.float32), scores=scores, classes=classes,
                          activations=_first(act.numpy().astype(np.float32)),
                          grads=_first(grad.numpy().astype(np.float32)))
 
@@ -273,37 +269,22 @@ class KerasAdapter(Adapter):
         (N, C, h, w) when rank 4). Returns (A float32, dx float32 (N, H, W, C)).
         """
         kg.check_rule(rule)
-        chains = [] if layer is None else [self._resolve(layer)]
+        chain = None if layer is None else self._resolve(layer)
         xt = self._tensor(x)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(xt)
-            out, vals, plan = self._evaluate(xt, chains, rule)
-        a = out if layer is None else vals[0]
-        a_np = _first(a.numpy().astype(np.float32))
+        out, vals, _ = self._evaluate(xt, [] if chain is None else [chain])  # forward only
+        a_np = _first((out if chain is None else vals[0]).numpy().astype(np.float32))
         cot = np.asarray(cotangent(a_np), dtype=np.float32)
         if cot.shape != a_np.shape:
             raise ValueError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
-        gx = tape.gradient(a, xt, output_gradients=tf.constant(_native(cot)))
-        return a_np, (np.zeros(x.shape, np.float32) if gx is None else gx.numpy().astype(np.float32))
+        _, gx, _ = self._compiled_backward(chain, rule, False)(xt, tf.constant(_native(cot)))
+        return a_np, gx.numpy().astype(np.float32)
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         """d(score)/d(input) (N, H, W, C) under ``rule``, as one :meth:`vjp` of the output."""
         found: dict = {}
 
         def cotangent(out: np.ndarray) -> np.ndarray:
-            classes = target.indices(out)
-            found["classes"] = classes
-            if classes is None:  # callable target: its own gradient, with the tape
-                o = tf.constant(out)
-                with tf.GradientTape() as t:
-                    t.watch(o)
-                    s = self._scores(o, None, target)
-                g = t.gradient(s, o)
-                found["scores"] = s.numpy().astype(np.float64)
-                return np.zeros_like(out) if g is None else g.numpy()
-            cot = np.zeros_like(out)
-            cot[np.arange(out.shape[0]), classes] = 1.0
-            found["scores"] = out[np.arange(out.shape[0]), classes].astype(np.float64)
+            cot, found["classes"], found["scores"] = self._output_cotangent(out, target)
             return cot
 
         out, gx = self.vjp(x, None, cotangent, rule)

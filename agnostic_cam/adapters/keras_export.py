@@ -1,0 +1,51 @@
+"""tf2onnx conversion for the Keras adapter: a traced function to an ONNX graph whose two outputs are
+the very tensors the model computes (not copies), so the graph can be cut after the tapped layer."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def convert(concrete):
+    """tf2onnx conversion of a concrete function WITHOUT tf2onnx's graph optimizers.
+
+    ONNX Runtime optimizes the graph itself when it opens a session (constant folding, Conv+BN
+    fusion, transpose elimination), and tf2onnx's optimizers cost seconds on a ResNet (they
+    deep-copy the graph for every pass). One of them would also break the taps: the transpose
+    optimizer moves the NHWC<->NCHW transposes around convolutions through element-wise ops, so the
+    tapped NHWC tensor ends up on a side branch (a Transpose feeding only the graph output) while
+    the rest of the model reads an NCHW copy, and the tail graph after the tapped tensor
+    (Ablation-CAM, CAM) would not depend on it at all.
+    """
+    from tf2onnx import convert as t2o
+    from tf2onnx import tf_loader
+
+    ins = [t.name for t in concrete.inputs[:1]]  # the image; later inputs are captured variables/constants
+    outs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    rename = t2o.tensor_names_from_structed(concrete, ins, outs)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, ins, outs)
+        proto, _ = t2o._convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
+                                       input_names=ins, output_names=outs, tensors_to_rename=rename,
+                                       optimizers={})
+    return proto
+
+
+def rename_through_identities(graph, name: str, new: str) -> None:
+    """Give the tensor behind graph output ``name`` the name ``new``, in place.
+
+    tf2onnx returns each output through a chain of Identity copies of the tensor the model really
+    computes. The chain is removed and the real tensor renamed, so the rest of the model reads the
+    tensor called ``new``: the tail graph after ACTIVATION (Ablation-CAM, CAM) must depend on it.
+    """
+    prod = {o: n for n in graph.node for o in n.output}
+    chain, t = {name}, name
+    while t in prod and prod[t].op_type == "Identity":
+        graph.node.remove(prod[t])
+        t = prod[t].input[0]
+        chain.add(t)
+    for n in graph.node:
+        n.input[:] = [new if i in chain else i for i in n.input]
+        n.output[:] = [new if o in chain else o for o in n.output]
+    for vi in (*graph.output, *graph.value_info):
+        if vi.name in chain:
+            vi.name = new
