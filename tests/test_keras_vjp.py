@@ -108,7 +108,7 @@ def test_vanilla_matches_gradient_tape(adapters, tiny, x, layer):
     import tensorflow as tf
 
     ka = adapters[0]
-    ref_model = tiny if layer is None else keras.Model(tiny.inputs, tiny.get_layer(layer).output)
+    ref_model = tiny if layer is None else keras.Model(tiny.inputs[0], tiny.get_layer(layer).output)
     a, gx = ka.vjp(x, layer, cos_like)
     xt = tf.constant(x)
     with tf.GradientTape() as t:
@@ -179,7 +179,7 @@ def test_activations_layer_names_conv_weights(adapters, tiny, x):
 
     ka, ta = adapters
     acts = ka.activations(x, ["c1", tiny.get_layer("gap")])
-    ref = keras.Model(tiny.inputs, [tiny.get_layer("c1").output, tiny.get_layer("gap").output])(x)
+    ref = keras.Model(tiny.inputs[0], [tiny.get_layer("c1").output, tiny.get_layer("gap").output])(x)
     np.testing.assert_allclose(acts[0], nchw(ref[0].numpy()), atol=1e-6)
     np.testing.assert_allclose(acts[1], ref[1].numpy(), atol=1e-6)
     names = ka.layer_names()

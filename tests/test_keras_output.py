@@ -1,0 +1,64 @@
+"""from_keras(output="logits"): the scores before a final softmax, whatever form the softmax takes,
+without changing the model; output="raw" keeps the model's own (probability) output."""
+import numpy as np
+import pytest
+import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+
+from agnostic_cam import Explainer
+
+S = 20
+HEADS = ["dense_softmax", "softmax_layer", "activation_softmax", "keras_ops_softmax", "nested"]
+
+
+def build(head: str):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((S, S, 3))
+    x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="feat")(inp)
+    x = layers.GlobalAveragePooling2D()(x)
+    dense = layers.Dense(5, activation="softmax" if head in ("dense_softmax", "nested") else None, name="fc")
+    y = dense(x)
+    if head == "softmax_layer":
+        y = layers.Softmax()(y)
+    elif head == "activation_softmax":
+        y = layers.Activation("softmax")(y)
+    elif head == "keras_ops_softmax":
+        y = keras.ops.softmax(y)
+    model = keras.Model(inp, y)
+    if head == "nested":
+        model = keras.Sequential([keras.Input((S, S, 3)), model])
+    return model, dense
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_logits_before_softmax(head):
+    import tensorflow as tf
+
+    model, dense = build(head)
+    x = np.random.default_rng(0).normal(size=(3, S, S, 3)).astype(np.float32)
+    probs_before = model(x).numpy()
+    ex = Explainer.from_keras(model, "feat", output="logits", progress=False)
+    exp = ex.explain(x, "gradcam", target=[0, 2, 4])
+    # independent logits: the GAP features times the Dense kernel, by hand
+    feat_layer = ex.adapter.layer
+    xt = tf.constant(x)
+    with tf.GradientTape() as t:
+        t.watch(xt)
+        a = feat_layer(xt)  # the first layer: its input is the image
+        t.watch(a)
+        logits = tf.reduce_mean(a, axis=(1, 2)) @ dense.kernel + dense.bias
+        s = tf.gather(logits, [0, 2, 4], axis=1, batch_dims=1)
+    g = t.gradient(s, a).numpy()
+    ref_raw = np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a.numpy())
+    np.testing.assert_allclose(exp.outputs, logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(exp.raw, ref_raw, atol=1e-5 * np.abs(ref_raw).max())
+    np.testing.assert_allclose(ex.predict(x), logits.numpy(), atol=1e-5)  # ONNX export too
+    np.testing.assert_allclose(exp.scores, logits.numpy()[np.arange(3), [0, 2, 4]], atol=1e-5)
+    # the model itself still returns probabilities, and output='raw' explains those
+    np.testing.assert_allclose(model(x).numpy(), probs_before, atol=1e-6)
+    np.testing.assert_allclose(probs_before.sum(axis=1), 1, atol=1e-5)
+    raw = Explainer.from_keras(model, "feat", progress=False)
+    np.testing.assert_allclose(raw.explain(x, "gradcam", target=0).outputs, probs_before, atol=1e-5)
+    np.testing.assert_allclose(raw.predict(x), probs_before, atol=1e-5)
