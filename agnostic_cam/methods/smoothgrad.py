@@ -10,6 +10,8 @@ signed attributions are averaged (``raw`` (N, C, H, W)); the heatmap is the base
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
@@ -28,9 +30,11 @@ class SmoothGrad(PixelMethod):
             raise ValueError(f"smoothgrad's base must be a pixel-space gradient method, one of {ok}; got {base!r}")
         try:
             self.base = cls(**base_options)
-        except TypeError:
-            raise TypeError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad nor its base "
-                            f"{cls.name!r} takes") from None
+        except TypeError:  # a ValueError: the explainer rewrites TypeErrors with smoothgrad's own options only
+            own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+            raise ValueError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad (base, noise, "
+                             f"samples, seed, batch_size) nor its base {cls.name!r} ({own or 'no options'}) "
+                             "takes") from None
         if not (isinstance(noise, (int, float)) and noise >= 0):
             raise ValueError(f"noise must be a float >= 0 (a fraction of each image's value range); got {noise!r}")
         self.noise = float(noise)
