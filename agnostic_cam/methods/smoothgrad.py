@@ -4,7 +4,8 @@ M_hat(x) = 1/n sum_k M(x + N(0, sigma^2)), sigma = noise * (max(x) - min(x)) per
 paper's "noise level" as a fraction of the input's range; 10-20% works well). The base method's
 signed attributions are averaged (``raw`` (N, C, H, W)); the heatmap is the base method's
 (e.g. saliency: max over channels of |mean|). Noisy copies are sent ``batch_size`` at a time.
-``seed`` fixes the noise (the default 0 makes results reproducible; None draws fresh noise).
+``seed`` fixes the noise (the default 0 makes results reproducible; None draws fresh noise); it is
+drawn channel-first, so an NCHW model and its NHWC twin see the same noisy images.
 
     explain(x, "smoothgrad", base="guided_backprop", noise=0.15, samples=25, seed=0)
 """
@@ -15,7 +16,7 @@ import inspect
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
-from agnostic_cam.methods.pixel import PixelMethod, check_int
+from agnostic_cam.methods.pixel import PixelMethod, check_int, from_chw, to_chw
 
 
 @register("smoothgrad")
@@ -47,14 +48,15 @@ class SmoothGrad(PixelMethod):
         rng = np.random.default_rng(self.seed)
         x = cap.x
         sigma = self.noise * (x.reshape(cap.n, -1).max(axis=1) - x.reshape(cap.n, -1).min(axis=1))
+        chw = to_chw(x[:1], cap.layout).shape[1:]
         total = None
         n_rows = cap.n * self.samples
         bs = self.batch_size or cap.batch_size
         with cap.progress_bar(n_rows, f"SmoothGrad ({self.base.name})") as bar:
             for lo in range(0, n_rows, bs):
                 image = np.arange(lo, min(lo + bs, n_rows)) // self.samples
-                shape = (len(image), *x.shape[1:])
-                noisy = x[image] + (rng.standard_normal(shape) * sigma[image].reshape((-1,) + (1,) * (x.ndim - 1)))
+                eps = from_chw(rng.standard_normal((len(image), *chw)), cap.layout)  # same noise for NCHW/NHWC twins
+                noisy = x[image] + eps * sigma[image].reshape((-1,) + (1,) * (x.ndim - 1))
                 attr = self.base.attribute(cap, noisy.astype(np.float32), image).astype(np.float64)
                 if total is None:
                     total = np.zeros((cap.n, *attr.shape[1:]), dtype=np.float64)
