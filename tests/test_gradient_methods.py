@@ -216,3 +216,12 @@ def test_model_unchanged_after_errors(torch):
     xt = torch.from_numpy(x).requires_grad_(True)
     m(xt)[:, 2].sum().backward()
     np.testing.assert_allclose(plain, xt.grad.numpy(), rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_callable_targets_in_several_passes(ex, x):
+    """IG and SmoothGrad send new rows through a callable target: same as the class index it picks."""
+    for name, opts in (("integrated_gradients", {"steps": 6}), ("smoothgrad", {"samples": 3, "batch_size": 2})):
+        a = ex.explain(x, name, target=lambda out: out[:, 2], **opts)
+        b = ex.explain(x, name, target=2, **opts)
+        assert a.targets is None
+        np.testing.assert_allclose(a.raw, b.raw, rtol=1e-5, atol=1e-6 * np.abs(b.raw).max())

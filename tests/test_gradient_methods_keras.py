@@ -35,3 +35,54 @@ def test_keras_twin_matches_torch(twins, name, opts):
     assert err <= RTOL, f"{name}: relative error {err:.2e}"
     np.testing.assert_allclose(b.heatmap, a.heatmap, atol=RTOL)
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_relus_follow_the_rule(torch):
+    """Conv2D(activation="relu") and Dense(activation="relu") in Keras vs F.relu in a PyTorch twin:
+    guided backprop and deconvnet agree, and differ from the vanilla gradient."""
+    import keras
+    from keras import layers
+    from torch import nn
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((12, 12, 3))
+    h = layers.Conv2D(6, 3, padding="same", activation="relu", name="c1")(inp)
+    h = layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    h = layers.Dense(6, activation="relu", name="d1")(h)
+    km = keras.Model(inp, layers.Dense(3, name="out")(h))
+    for ly in km.layers:  # biases away from zero so that the ReLUs cut
+        if getattr(ly, "bias", None) is not None:
+            ly.bias.assign(np.random.default_rng(len(ly.name)).normal(0, 0.3, ly.bias.shape).astype(np.float32))
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 8, 3, padding=1)
+            self.d1, self.out = nn.Linear(8, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = nn.functional.relu(self.c2(nn.functional.relu(self.c1(x))))
+            return self.out(nn.functional.relu(self.d1(x.mean((2, 3)))))
+
+    tm = Twin().eval()
+    with torch.no_grad():
+        for name in ("c1", "c2"):
+            w, b = km.get_layer(name).get_weights()
+            getattr(tm, name).weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1)))
+            getattr(tm, name).bias.copy_(torch.from_numpy(b))
+        for name in ("d1", "out"):
+            w, b = km.get_layer(name).get_weights()
+            getattr(tm, name).weight.copy_(torch.from_numpy(w.T))
+            getattr(tm, name).bias.copy_(torch.from_numpy(b))
+    x = np.random.default_rng(9).normal(size=(2, 3, 12, 12)).astype(np.float32)
+    te = Explainer.from_torch(tm, "c2", progress=False)
+    ke = Explainer.from_keras(km, "c2", progress=False)
+    raws = {}
+    for name in ("saliency", "guided_backprop", "deconvnet"):
+        a = te.explain(x, name, target=[0, 2]).raw
+        b = ke.explain(x.transpose(0, 2, 3, 1), name, target=[0, 2]).raw
+        assert np.abs(a - b).max() <= RTOL * np.abs(a).max(), name
+        raws[name] = a
+    for name in ("guided_backprop", "deconvnet"):
+        assert np.abs(raws[name] - raws["saliency"]).max() > 0.05 * np.abs(raws["saliency"]).max(), name
