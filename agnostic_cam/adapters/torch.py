@@ -288,7 +288,9 @@ class TorchAdapter(Adapter):
         Returns (A float32, dx float32 (N, C, H, W)).
         """
         self._guard()
-        check_rule(rule)
+        if check_rule(rule) != "vanilla" and any(isinstance(m, torch.jit.ScriptModule) for m in self.model.modules()):
+            raise ValueError(f"rule {rule!r} needs an eager PyTorch model: TorchScript modules run their ReLUs where "
+                             "they cannot be intercepted. Explain the original (non-scripted) module")
         resolved = None if layer is None else self._resolve(layer)
         store: dict[int, object] = {}
         handles = [] if resolved is None else self._tap([resolved], store)
@@ -297,8 +299,12 @@ class TorchAdapter(Adapter):
                 for p in self.model.parameters():
                     p.requires_grad_(False)
                 xt = self._tensor(x, requires_grad=True)
-                with relu_rule(rule):
+                with relu_rule(rule) as mode:
                     out = self._forward(xt)
+                if mode is not None and mode.calls == 0:
+                    raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but no ReLU was called "
+                                     "in the forward pass (activations other than ReLU, or ReLUs inside TorchScript "
+                                     "code, which cannot be intercepted); use rule 'vanilla' (e.g. method 'saliency')")
                 if resolved is None:
                     a = out
                 elif 0 not in store:
