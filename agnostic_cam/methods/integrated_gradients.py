@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, register
-from agnostic_cam.methods.pixel import PixelMethod, check_int, to_chw
+from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, to_chw
 
 QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -79,5 +79,5 @@ class IntegratedGradients(PixelMethod):
         for idx, g in self.gradients_in_batches(cap, rows, n_rows, lambda idx: image[idx // self.steps],
                                                 "integrated gradients"):
             wk = w[idx % self.steps].reshape((-1,) + (1,) * (inputs.ndim - 1))
-            np.add.at(total, idx // self.steps, wk * g)
+            accumulate(total, idx // self.steps, wk * g)
         return to_chw(diff * total, cap.layout)

@@ -46,6 +46,13 @@ def channel_saliency(raw: np.ndarray, sign: str = "abs") -> np.ndarray:
     return m.max(axis=1)
 
 
+def accumulate(total: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``total[index[i]] += values[i]`` for every row i (in place), one reduction per distinct index
+    (rows of one image are contiguous in a batch, so this is a handful of sums, not ``np.add.at``)."""
+    for k in np.unique(index):
+        total[k] += values[index == k].sum(axis=0)
+
+
 def check_int(name: str, value, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise ValueError(f"{name} must be an int >= {lo}; got {value!r}")

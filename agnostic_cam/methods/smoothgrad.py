@@ -16,7 +16,7 @@ import inspect
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
-from agnostic_cam.methods.pixel import PixelMethod, check_int, from_chw, to_chw
+from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, from_chw, to_chw
 
 
 @register("smoothgrad")
@@ -60,7 +60,7 @@ class SmoothGrad(PixelMethod):
                 attr = self.base.attribute(cap, noisy.astype(np.float32), image).astype(np.float64)
                 if total is None:
                     total = np.zeros((cap.n, *attr.shape[1:]), dtype=np.float64)
-                np.add.at(total, image, attr)
+                accumulate(total, image, attr)
                 bar.update(len(image))
         return (total / self.samples).astype(np.float32)
 
