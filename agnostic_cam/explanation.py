@@ -89,7 +89,8 @@ class Explanation:
         return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
     def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
-        """A matplotlib Figure with, per image: the image, the heatmap and the overlay."""
+        """A matplotlib Figure with, per image: the image, the heatmap (pixel-space methods: the
+        colour gradient image) and the overlay."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -102,9 +103,13 @@ class Explanation:
         fig = Figure(figsize=(6.5, 2.2 * n + 0.3))
         axes = fig.subplots(n, 3, squeeze=False)
         over = self.overlay(img, alpha, colormap)
+        pixel = self.gradient_image() if self.raw.ndim == 4 else None
         for i in range(n):
             axes[i, 0].imshow(img[i])
-            axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
+            if pixel is not None:  # pixel-space methods: the colour gradient image
+                axes[i, 1].imshow(pixel[i])
+            else:
+                axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
             axes[i, 2].imshow(over[i])
             label = "" if self.targets is None else f"class {int(self.targets[i])}, "
             axes[i, 2].set_title(f"{label}score {self.scores[i]:.3g}", fontsize=8)
