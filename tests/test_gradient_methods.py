@@ -225,3 +225,11 @@ def test_callable_targets_in_several_passes(ex, x):
         b = ex.explain(x, name, target=2, **opts)
         assert a.targets is None
         np.testing.assert_allclose(a.raw, b.raw, rtol=1e-5, atol=1e-6 * np.abs(b.raw).max())
+
+
+def test_figure_shows_the_gradient_image(ex, x):
+    e = ex.explain(x, "guided_backprop", target=1)
+    axes = e.figure(x).axes
+    assert len(axes) == 6
+    np.testing.assert_array_equal(np.asarray(axes[1].images[0].get_array()), e.gradient_image()[0])
+    np.testing.assert_array_equal(np.asarray(axes[4].images[0].get_array()), e.gradient_image()[1])
