@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
+from agnostic_cam.targets import TargetSpec
 
 RTOL = 1e-4
 
@@ -96,8 +97,8 @@ def test_integrated_gradients_match_captum(torch, case):
     # 'riemann_trapezoid' uses 1/n instead of 1/(n-1), so it is compared with a hand quadrature)
     base = np.full_like(x[0], 0.3)
     ours = ex.explain(x, "integrated_gradients", target=target, baseline=base, steps=9, quadrature="riemann_trapezoid")
-    grads = [ex.adapter.input_gradients(base + a * (x - base), __import__("agnostic_cam.targets", fromlist=["T"])
-                                        .TargetSpec(target, len(x))).input_grads for a in np.linspace(0, 1, 9)]
+    spec = TargetSpec(target, len(x))
+    grads = [ex.adapter.input_gradients(base + a * (x - base), spec).input_grads for a in np.linspace(0, 1, 9)]
     w = np.full(9, 1 / 8)
     w[[0, -1]] /= 2
     ref = (x - base) * sum(wk * g for wk, g in zip(w, grads))
