@@ -233,3 +233,22 @@ def test_figure_shows_the_gradient_image(ex, x):
     assert len(axes) == 6
     np.testing.assert_array_equal(np.asarray(axes[1].images[0].get_array()), e.gradient_image()[0])
     np.testing.assert_array_equal(np.asarray(axes[4].images[0].get_array()), e.gradient_image()[1])
+
+
+def test_onnx_graph_without_relus_refuses_guided_rules(torch):
+    """The ONNX gradient backend shares the torch rules; a graph with no ReLU cannot be 'guided'."""
+    from torch import nn
+
+    from tests.onnx_helpers import export_torch
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                        nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    ex = Explainer.from_onnx(export_torch(net, 12), progress=False)
+    x = np.random.default_rng(0).normal(size=(2, 3, 12, 12)).astype(np.float32)
+    sal = ex.explain(x, "saliency", target=1).raw
+    xt = torch.from_numpy(x).requires_grad_(True)
+    net(xt)[:, 1].sum().backward()
+    np.testing.assert_allclose(sal, xt.grad.numpy(), rtol=1e-4, atol=1e-5 * np.abs(sal).max())
+    with pytest.raises(ValueError, match="has none"):
+        ex.explain(x, "guided_backprop", target=1)
