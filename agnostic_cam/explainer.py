@@ -127,7 +127,7 @@ class Explainer:
             raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
                             f"{params or 'no options'}") from None
         x = self._inputs(images)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs)
+        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
@@ -140,18 +140,20 @@ class Explainer:
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
-    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs) -> LayerCapture:
-        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``)."""
+    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla") -> LayerCapture:
+        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``);
+        input gradients are taken under ReLU backward ``rule``."""
         ad = self.adapter
         cap = None
         if needs & Needs.LAYER_GRADIENTS:
             g = ad.layer_gradients(x, spec)
             cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
         if needs & Needs.INPUT_GRADIENTS:
-            g = ad.input_gradients(x, spec)
+            g = ad.input_gradients(x, spec, rule)
             if cap is None:
                 cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
             cap.extras["input_grads"] = g.input_grads
+            cap.input_grad = self._input_grad(spec, cap)
         if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
             engine = ad.engine(x.shape[1:])
             if cap is None:
@@ -159,12 +161,25 @@ class Explainer:
                 classes = spec.indices(out)
                 cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
                                    channels_first(act, ad.activation_layout))
+            elif cap.activations is None and needs & Needs.ACTIVATIONS:
+                cap.activations = channels_first(engine.run(x, [ad.activation_name])[0], ad.activation_layout)
             cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
             cap.batch_size = engine.batch_size_for(x)
             if needs & Needs.TAIL:
                 cap.tail = self._tail(engine, x, cap)
         cap.progress = self.progress
         return cap
+
+    def _input_grad(self, spec: TargetSpec, cap: LayerCapture):
+        """``cap.input_grad``: gradients of new input rows for the targets of the images they belong to."""
+        ad = self.adapter
+
+        def input_grad(inputs: np.ndarray, image: np.ndarray | None = None, rule: str = "vanilla") -> np.ndarray:
+            idx = np.arange(cap.n) if image is None else np.asarray(image, dtype=np.int64)
+            sub = TargetSpec(spec.fn if spec.fn is not None else cap.classes[idx], len(idx))
+            return ad.input_gradients(np.ascontiguousarray(inputs, dtype=np.float32), sub, rule).input_grads
+
+        return input_grad
 
     def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
         """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""

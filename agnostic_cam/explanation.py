@@ -14,7 +14,8 @@ class Explanation:
 
     heatmap: (N, H, W) float32 in [0, 1] at the input resolution.
     raw: the method's map before ReLU/normalisation, at its native resolution (the layer's (h, w)
-        for CAMs).
+        for CAMs); for pixel-space methods (saliency, guided backprop, integrated gradients, ...)
+        the signed attribution (N, C, H, W), channel-first whatever the model's layout.
     targets: (N,) class indices explained, or None for a callable target.
     scores: (N,) the model's output for those targets.
     method, layer: what produced it. outputs: the model's full output (N, K).
@@ -42,8 +43,54 @@ class Explanation:
 
         return overlay(images, self.heatmap, alpha, colormap)
 
+    # -- pixel-space renderings (gradient methods) ------------------------------------------
+    def _pixel_raw(self) -> np.ndarray:
+        if self.raw.ndim != 4:
+            raise ValueError(f"method {self.method!r} gives a {self.raw.ndim - 1}-D map, not a pixel-space attribution "
+                             "(N, C, H, W); gradient_image/saliency_image apply to pixel methods such as "
+                             "'saliency', 'guided_backprop', 'integrated_gradients'")
+        return np.nan_to_num(self.raw.astype(np.float64))
+
+    def gradient_image(self, sign: str | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8: the signed attribution shown as a colour image, the way the classic
+        CNN-visualisation collections show gradients.
+
+        sign None: per-image min-max of the raw values (grey = 0 only if the range is symmetric);
+        'positive': relu(raw) / max(raw); 'negative': relu(-raw) / max(-raw). One-channel inputs
+        are repeated to grey.
+        """
+        raw = self._pixel_raw()
+        if sign is None:
+            lo = raw.min(axis=(1, 2, 3), keepdims=True)
+            img, top = raw - lo, raw.max(axis=(1, 2, 3), keepdims=True) - lo
+        elif sign in ("positive", "negative"):
+            img = np.maximum(raw if sign == "positive" else -raw, 0)
+            top = img.max(axis=(1, 2, 3), keepdims=True)
+        else:
+            raise ValueError(f"sign must be None, 'positive' or 'negative'; got {sign!r}")
+        img = np.divide(img, top, out=np.zeros_like(img), where=top > 0).transpose(0, 2, 3, 1)
+        if img.shape[-1] == 1:
+            img = np.repeat(img, 3, axis=-1)
+        return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+    def saliency_image(self, sign: str = "abs", percentile: float = 99.0) -> np.ndarray:
+        """(N, H, W) uint8 grayscale saliency: the attribution summed over channels (|raw| for
+        'abs', relu(raw) for 'positive', relu(-raw) for 'negative'), then per image
+        ``clip((m - min) / (p - min), 0, 1)`` with p the ``percentile``-th percentile (99, as the
+        classic collections do, so a few extreme pixels do not wash out the rest)."""
+        raw = self._pixel_raw()
+        if sign not in ("abs", "positive", "negative"):
+            raise ValueError(f"sign must be 'abs', 'positive' or 'negative'; got {sign!r}")
+        m = (np.abs(raw) if sign == "abs" else np.maximum(raw if sign == "positive" else -raw, 0)).sum(axis=1)
+        lo = m.min(axis=(1, 2), keepdims=True)
+        hi = np.percentile(m, percentile, axis=(1, 2), keepdims=True)
+        span = hi - lo
+        img = np.divide(m - lo, span, out=np.zeros_like(m), where=span > 0)
+        return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
     def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
-        """A matplotlib Figure with, per image: the image, the heatmap and the overlay."""
+        """A matplotlib Figure with, per image: the image, the heatmap (pixel-space methods: the
+        colour gradient image) and the overlay."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -56,9 +103,13 @@ class Explanation:
         fig = Figure(figsize=(6.5, 2.2 * n + 0.3))
         axes = fig.subplots(n, 3, squeeze=False)
         over = self.overlay(img, alpha, colormap)
+        pixel = self.gradient_image() if self.raw.ndim == 4 else None
         for i in range(n):
             axes[i, 0].imshow(img[i])
-            axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
+            if pixel is not None:  # pixel-space methods: the colour gradient image
+                axes[i, 1].imshow(pixel[i])
+            else:
+                axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
             axes[i, 2].imshow(over[i])
             label = "" if self.targets is None else f"class {int(self.targets[i])}, "
             axes[i, 2].set_title(f"{label}score {self.scores[i]:.3g}", fontsize=8)

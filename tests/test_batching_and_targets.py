@@ -15,7 +15,8 @@ def test_batch_equals_single_calls(small_cnn, rng, name):
     batch = ex.explain(x, name, target=targets)
     for i, t in enumerate(targets):
         single = ex.explain(x[i:i + 1], name, target=t)
-        np.testing.assert_allclose(batch.heatmap[i], single.heatmap[0], atol=1e-5)
+        # float32 kernels differ slightly with the batch size (oneDNN picks per shape): ~1e-5 after min-max
+        np.testing.assert_allclose(batch.heatmap[i], single.heatmap[0], atol=1e-4)
         np.testing.assert_allclose(batch.raw[i], single.raw[0], rtol=1e-4, atol=1e-5)
         assert batch.targets[i] == single.targets[0] == t
         np.testing.assert_allclose(batch.scores[i], single.scores[0], rtol=1e-5)

@@ -181,3 +181,17 @@ def test_model_untouched_and_relus_normal_afterwards(torch, tiny, xs):
     xt = torch.from_numpy(xs).requires_grad_(True)
     (g,) = torch.autograd.grad(tiny(xt), xt, torch.from_numpy(cot))
     np.testing.assert_allclose(g.numpy(), hand_backward(torch, tiny, xs, cot, "vanilla")[1], rtol=1e-4, atol=1e-6)
+
+
+def test_rules_refuse_models_whose_relus_cannot_be_seen(torch, tiny, xs):
+    from torch import nn
+
+    gelu = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3))
+    ex = Explainer.from_torch(gelu, "0")
+    ex.adapter.vjp(xs, None, lambda a: a)  # vanilla works
+    with pytest.raises(ValueError, match="no ReLU was called"):
+        ex.adapter.vjp(xs, None, lambda a: a, rule="guided")
+    scripted = nn.Sequential(torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())), nn.Conv2d(4, 4, 3))
+    ex = Explainer.from_torch(scripted, "1")
+    with pytest.raises(ValueError, match="TorchScript"):
+        ex.explain(xs, "guided_backprop", target=0)

@@ -2,12 +2,19 @@
 from agnostic_cam.methods import (  # noqa: F401  - imported to register
     ablationcam,
     cam,
+    deconvnet,
     eigencam,
     gradcam,
     gradcam_pp,
+    gradient_x_input,
+    guided_backprop,
+    guided_cam,
     hirescam,
+    integrated_gradients,
     layercam,
+    saliency,
     scorecam,
+    smoothgrad,
     xgradcam,
 )
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Method, Needs, get_method, register, registry

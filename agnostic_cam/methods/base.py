@@ -37,6 +37,9 @@ class LayerCapture:
 
     x (N, *input) in the model's layout; outputs (N, K); scores (N,);
     activations and grads (N, C, h, w) channel-first whatever the framework's layout.
+    ``input_grad(inputs, image, rule)``: d(score)/d(input) (M, *input) in the model's layout for
+    input rows (M, *input), row i scored for the target of image ``image[i]`` ((M,) ints; None:
+    row i is image i), every ReLU under backward ``rule`` ('vanilla', 'guided', 'deconv').
     """
 
     x: np.ndarray
@@ -49,6 +52,7 @@ class LayerCapture:
     grads: np.ndarray | None = None
     forward: Callable[[np.ndarray], np.ndarray] | None = None
     tail: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    input_grad: Callable[[np.ndarray, np.ndarray | None, str], np.ndarray] | None = None
     batch_size: int = 32
     progress: bool | None = None
     extras: dict = field(default_factory=dict)

@@ -1,0 +1,68 @@
+"""SmoothGrad (Smilkov et al. 2017, eq. 1) over any pixel-space gradient method.
+
+M_hat(x) = 1/n sum_k M(x + N(0, sigma^2)), sigma = noise * (max(x) - min(x)) per image (the
+paper's "noise level" as a fraction of the input's range; 10-20% works well). The base method's
+signed attributions are averaged (``raw`` (N, C, H, W)); the heatmap is the base method's
+(e.g. saliency: max over channels of |mean|). Noisy copies are sent ``batch_size`` at a time.
+``seed`` fixes the noise (the default 0 makes results reproducible; None draws fresh noise); it is
+drawn channel-first, so an NCHW model and its NHWC twin see the same noisy images.
+
+    explain(x, "smoothgrad", base="guided_backprop", noise=0.15, samples=25, seed=0)
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
+from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, from_chw, to_chw
+
+
+@register("smoothgrad")
+class SmoothGrad(PixelMethod):
+    smoothable = False
+
+    def __init__(self, base: str = "saliency", noise: float = 0.15, samples: int = 25, seed: int | None = 0,
+                 batch_size: int | None = None, **base_options):
+        cls = get_method(base)
+        if not (issubclass(cls, PixelMethod) and cls.smoothable):
+            ok = sorted(n for n, c in registry().items() if issubclass(c, PixelMethod) and c.smoothable)
+            raise ValueError(f"smoothgrad's base must be a pixel-space gradient method, one of {ok}; got {base!r}")
+        try:
+            self.base = cls(**base_options)
+        except TypeError:  # a ValueError: the explainer rewrites TypeErrors with smoothgrad's own options only
+            own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+            raise ValueError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad (base, noise, "
+                             f"samples, seed, batch_size) nor its base {cls.name!r} ({own or 'no options'}) "
+                             "takes") from None
+        if not (isinstance(noise, (int, float)) and noise >= 0):
+            raise ValueError(f"noise must be a float >= 0 (a fraction of each image's value range); got {noise!r}")
+        self.noise = float(noise)
+        self.samples = check_int("samples", samples, 1)
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.seed = seed
+        self.rule = self.base.rule
+
+    def compute(self, cap: LayerCapture) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        x = cap.x
+        sigma = self.noise * (x.reshape(cap.n, -1).max(axis=1) - x.reshape(cap.n, -1).min(axis=1))
+        chw = to_chw(x[:1], cap.layout).shape[1:]
+        total = None
+        n_rows = cap.n * self.samples
+        bs = self.batch_size or cap.batch_size
+        with cap.progress_bar(n_rows, f"SmoothGrad ({self.base.name})") as bar:
+            for lo in range(0, n_rows, bs):
+                image = np.arange(lo, min(lo + bs, n_rows)) // self.samples
+                eps = from_chw(rng.standard_normal((len(image), *chw)), cap.layout)  # same noise for NCHW/NHWC twins
+                noisy = x[image] + eps * sigma[image].reshape((-1,) + (1,) * (x.ndim - 1))
+                attr = self.base.attribute(cap, noisy.astype(np.float32), image).astype(np.float64)
+                if total is None:
+                    total = np.zeros((cap.n, *attr.shape[1:]), dtype=np.float64)
+                accumulate(total, image, attr)
+                bar.update(len(image))
+        return (total / self.samples).astype(np.float32)
+
+    def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return self.base.heatmap(raw, size)

@@ -1,0 +1,148 @@
+"""Pixel-space methods against Captum (test-only reference) on torchvision resnet18 and a small CNN.
+
+The small CNN (conftest) calls F.relu in its forward and has an nn.ReLU(inplace=True); Captum only
+changes the backward of nn.ReLU *modules*, so it runs on a twin with the same weights where the
+F.relu is an nn.ReLU module. Matching it shows that functional ReLUs get the rule too.
+"""
+import numpy as np
+import pytest
+
+from agnostic_cam import Explainer
+from agnostic_cam.targets import TargetSpec
+
+RTOL = 1e-4
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30))
+
+
+@pytest.fixture(scope="module")
+def module_relu_twin(torch, small_cnn):
+    """small_cnn with its F.relu replaced by an nn.ReLU module (same weights)."""
+    import copy
+
+    from torch import nn
+
+    class Twin(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = copy.deepcopy(m)
+            self.act2 = nn.ReLU()
+
+        def forward(self, x):
+            m = self.m
+            x = m.act1(m.conv1(x))
+            x = self.act2(m.bn2(m.conv2(x)))
+            x = m.act3(m.conv3(x))
+            return m.fc(m.pool(x).flatten(1))
+
+    return Twin(small_cnn).eval()
+
+
+@pytest.fixture(scope="module", params=["resnet18", "small_cnn"])
+def case(request, torch, resnet18, small_cnn, module_relu_twin):
+    """(our explainer, the model Captum sees, its layer for GuidedGradCam, images, targets)."""
+    rng = np.random.default_rng(11)
+    if request.param == "resnet18":
+        x = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+        return Explainer.from_torch(resnet18, "layer4", progress=False), resnet18, resnet18.layer4, x, [3, 917]
+    x = rng.normal(size=(3, 3, 20, 18)).astype(np.float32)
+    ex = Explainer.from_torch(small_cnn, "act3", progress=False)
+    return ex, module_relu_twin, module_relu_twin.m.act3, x, [1, 4, 0]
+
+
+def captum(torch, attr, x, target, **kw):
+    out = attr.attribute(torch.from_numpy(x).requires_grad_(True), target=list(target), **kw)
+    return out.detach().numpy()
+
+
+@pytest.mark.parametrize("name, cls", [("saliency", "Saliency"), ("guided_backprop", "GuidedBackprop"),
+                                       ("deconvnet", "Deconvolution"), ("gradient_x_input", "InputXGradient")])
+def test_gradient_methods_match_captum(torch, case, name, cls):
+    import warnings
+
+    import captum.attr as ca
+
+    ex, ref_model, _, x, target = case
+    ours = ex.explain(x, name, target=target)
+    kw = {"abs": False} if cls == "Saliency" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Captum warns about in-place ReLUs / backward hooks
+        ref = captum(torch, getattr(ca, cls)(ref_model), x, target, **kw)
+    assert ours.raw.shape == x.shape and ours.raw.dtype == np.float32
+    assert rel_err(ours.raw, ref) <= RTOL
+    np.testing.assert_array_equal(ours.targets, target)
+    if name == "saliency":  # Simonyan et al.: max over channels of |g|, scaled per image
+        m = np.abs(ref).max(axis=1)
+        np.testing.assert_allclose(ours.heatmap, m / m.max(axis=(1, 2), keepdims=True), atol=1e-4)
+
+
+def test_rules_really_differ(case):
+    ex, _, _, x, target = case
+    raws = {n: ex.explain(x, n, target=target).raw for n in ("saliency", "guided_backprop", "deconvnet")}
+    for a, b in (("saliency", "guided_backprop"), ("saliency", "deconvnet"), ("guided_backprop", "deconvnet")):
+        assert rel_err(raws[a], raws[b]) > 0.05, (a, b)
+
+
+def test_integrated_gradients_match_captum(torch, case):
+    import captum.attr as ca
+
+    ex, ref_model, _, x, target = case
+    ours = ex.explain(x, "integrated_gradients", target=target, steps=16, batch_size=7)
+    ref = captum(torch, ca.IntegratedGradients(ref_model), x, target, n_steps=16, method="gausslegendre",
+                 internal_batch_size=5)
+    assert rel_err(ours.raw, ref) <= RTOL
+    # a non-zero baseline, and the trapezoid rule (textbook weights h/2, h, ..., h/2; Captum's
+    # 'riemann_trapezoid' uses 1/n instead of 1/(n-1), so it is compared with a hand quadrature)
+    base = np.full_like(x[0], 0.3)
+    ours = ex.explain(x, "integrated_gradients", target=target, baseline=base, steps=9, quadrature="riemann_trapezoid")
+    spec = TargetSpec(target, len(x))
+    grads = [ex.adapter.input_gradients(base + a * (x - base), spec).input_grads for a in np.linspace(0, 1, 9)]
+    w = np.full(9, 1 / 8)
+    w[[0, -1]] /= 2
+    ref = (x - base) * sum(wk * g for wk, g in zip(w, grads))
+    assert rel_err(ours.raw, ref) <= RTOL
+
+
+def test_integrated_gradients_completeness(case):
+    """Sundararajan et al., Prop. 1: attributions sum to S(x) - S(baseline) (approximately)."""
+    ex, _, _, x, target = case
+    e = ex.explain(x, "integrated_gradients", target=target, steps=32)
+    s0 = ex.explain(np.zeros_like(x), "saliency", target=target).scores
+    np.testing.assert_allclose(e.raw.sum(axis=(1, 2, 3)), e.scores - s0, rtol=2e-2, atol=2e-2 * np.abs(e.scores).max())
+
+
+def test_guided_gradcam_matches_captum(torch, case):
+    import warnings
+
+    import captum.attr as ca
+
+    ex, ref_model, layer, x, target = case
+    ours = ex.explain(x, "guided_gradcam", target=target, upsample="nearest", normalize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = captum(torch, ca.GuidedGradCam(ref_model, layer), x, target, interpolate_mode="nearest")
+        ref_bilinear = captum(torch, ca.GuidedGradCam(ref_model, layer), x, target, interpolate_mode="bilinear")
+    assert rel_err(ours.raw, ref) <= RTOL
+    ours = ex.explain(x, "guided_gradcam", target=target, upsample="bilinear", normalize=False)
+    assert rel_err(ours.raw, ref_bilinear) <= RTOL
+
+
+@pytest.mark.parametrize("name, cam", [("guided_gradcam", "gradcam"), ("guided_gradcam++", "gradcam++"),
+                                       ("guided_scorecam", "scorecam"), ("guided_layercam", "layercam")])
+def test_guided_cams_default_is_guided_backprop_times_cam_heatmap(torch, case, name, cam):
+    """Default post-processing: the CAM method's own heatmap (DESIGN.md) times Captum's guided backprop."""
+    import warnings
+
+    import captum.attr as ca
+
+    ex, ref_model, _, x, target = case
+    ours = ex.explain(x, name, target=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gbp = captum(torch, ca.GuidedBackprop(ref_model), x, target)
+    ref = gbp * ex.explain(x, cam, target=target).heatmap[:, None]
+    assert rel_err(ours.raw, ref) <= RTOL
+    h = np.abs(ref).max(axis=1)
+    np.testing.assert_allclose(ours.heatmap, h / h.max(axis=(1, 2), keepdims=True), atol=1e-4)
