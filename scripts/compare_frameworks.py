@@ -78,10 +78,19 @@ def compare(n_images: int = 4, methods: list[str] | None = None, options: dict[s
             res[fw] = exs[fw].explain(inputs[fw], m, target=labels, **opts)
             secs[fw] = time.perf_counter() - t
         diff = {f"{a}-{b}": float(np.abs(res[a].heatmap - res[b].heatmap).max()) for a, b in PAIRS}
-        rows.append({"method": m, "diff": diff, "seconds": secs})
+        rows.append({"method": m, "diff": diff, "seconds": secs, "raw_rel": raw_differences(res)})
         explanations[m] = res
     return {"images": images, "labels": labels, "rows": rows, "explanations": explanations, "setup": setup,
             "layers": {fw: e.layer for fw, e in exs.items()}}
+
+
+def raw_differences(res: dict) -> dict | None:
+    """Pixel-space methods (raw (N, C, H, W), channel-first in every framework): max |raw_a - raw_b|
+    relative to max |raw_b| per pair of frameworks; None for layer maps."""
+    if any(e.raw.ndim != 4 for e in res.values()):
+        return None
+    return {f"{a}-{b}": float(np.abs(res[a].raw - res[b].raw).max() / (np.abs(res[b].raw).max() + 1e-30))
+            for a, b in PAIRS}
 
 
 def table(result: dict) -> str:
@@ -95,6 +104,10 @@ def table(result: dict) -> str:
                      + "".join(f"{r['seconds'][fw]:>10.3f}" for fw in FRAMEWORKS))
     lines.append(f"{'(first call)':<16}" + " " * 13 * len(PAIRS)
                  + "".join(f"{result['setup'][fw]:>10.3f}" for fw in FRAMEWORKS))
+    pixel = [r for r in result["rows"] if r.get("raw_rel")]
+    if pixel:
+        lines += ["", "pixel-space methods: max relative difference of the signed attributions (raw)"]
+        lines += [f"{r['method']:<16}" + "".join(f"{v:>13.2e}" for v in r["raw_rel"].values()) for r in pixel]
     return "\n".join(lines)
 
 

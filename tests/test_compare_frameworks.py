@@ -39,11 +39,29 @@ def test_every_common_method_agrees(result):
         np.testing.assert_allclose(by_fw["keras"].scores, by_fw["torch"].scores, atol=1e-4)
 
 
+PIXEL = {"saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients", "smoothgrad",
+         "guided_gradcam", "guided_gradcam++", "guided_scorecam", "guided_layercam"}
+
+
+def test_pixel_methods_agree_in_raw_attributions(result):
+    """Saliency, guided backprop, deconvnet, IG, SmoothGrad and guided CAMs: the signed attributions
+    themselves (channel-first in every framework) agree to <= 1e-3 relative to their largest value."""
+    res, _ = result
+    rows = {r["method"]: r for r in res["rows"]}
+    assert PIXEL <= set(rows)
+    for m in PIXEL:
+        assert set(rows[m]["raw_rel"]) == {"keras-torch", "onnx-torch", "keras-onnx"}
+        assert max(rows[m]["raw_rel"].values()) <= 1e-3, rows[m]
+        assert res["explanations"][m]["keras"].raw.shape == (3, 3, 64, 64)
+    assert rows["gradcam"]["raw_rel"] is None
+
+
 def test_table_and_figure(script, result, tmp_path):
     res, _ = result
     text = script.table(res)
     for r in res["rows"]:
         assert r["method"] in text
+    assert "signed attributions" in text
     png = script.save_figure(res, tmp_path / "cmp.png")
     from PIL import Image
 
