@@ -156,3 +156,31 @@ class Adapter(ABC):
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
         raise NotImplementedError(f"input gradients are not available for {self.framework} models yet")
+
+    def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass of x (N, ...) in the model's input layout, then one backward pass.
+
+        layer: None -> the explained output (N, K) (post ``output=`` handling, e.g. logits);
+               else a layer name (any layer of the model, same naming as target_layer) or layer object.
+        cotangent: callable(A: np.ndarray) -> np.ndarray of A's shape, computed in NumPy from the
+               forward value A of ``layer`` (channel-first (N, C, h, w) for rank-4 layers whatever the
+               framework's layout; (N, K) for the output).
+        rule: how gradients pass through every ReLU in the model (including ReLUs fused into layers):
+              'vanilla' (true gradient), 'guided' (Springenberg et al.: positive gradients where the
+              forward input was positive), 'deconv' (Zeiler & Fergus: positive gradients regardless
+              of the forward input). The user's model is left unchanged.
+        Returns (A channel-first float32, d<A, cot>/dx float32 in the input's layout).
+        """
+        raise NotImplementedError(f"vjp is not available for {self.framework} models yet")
+
+    def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
+        """Forward only: the value of each of ``layers`` (names or layer objects), channel-first."""
+        raise NotImplementedError(f"activations of arbitrary layers are not available for {self.framework} models yet")
+
+    def layer_names(self) -> list[str]:
+        """Every named layer the user may pass as a layer."""
+        raise NotImplementedError(f"listing layer names is not available for {self.framework} models yet")
+
+    def conv_weights(self, layer) -> np.ndarray:
+        """A convolution's kernel as (O, I, kh, kw) float32."""
+        raise NotImplementedError(f"convolution weights are not available for {self.framework} models yet")

@@ -22,11 +22,11 @@ _EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 try:
     import torch
     from onnx2torch import convert
-    from torch import nn
+
+    from agnostic_cam.adapters.torch_rules import RULES
+    from agnostic_cam.adapters.torch_rules import relu_rule as torch_relu_rule
 except ImportError as e:  # pragma: no cover - exercised with the modules blocked
     raise ImportError(f"gradient methods on a bare ONNX model need torch and onnx2torch ({e}): {_EXTRA}") from e
-
-RULES = ("vanilla", "guided", "deconv")
 
 
 def _constants_to_initializers(m: onnx.ModelProto) -> None:
@@ -70,27 +70,18 @@ def _two_output_graph(model: onnx.ModelProto, output: str, activation: str) -> o
 
 
 @contextlib.contextmanager
-def relu_rule(module: nn.Module, rule: str):
-    """Change how gradients pass through every ReLU of ``module`` for the block only.
+def relu_rule(rule: str):
+    """Change how gradients pass through every ReLU of the converted graph for the block only.
 
     guided: positive gradients where the forward input was positive (Springenberg et al. 2015);
     deconv: positive gradients regardless of the forward input (Zeiler & Fergus 2014).
+    The same mechanism as for PyTorch models (:mod:`agnostic_cam.adapters.torch_rules`): every
+    ReLU call is rerouted while the block runs; the converted module is not modified.
     """
-    handles = []
-    if rule != "vanilla":
-        def hook(m, grad_in, grad_out):
-            g = grad_in[0] if rule == "guided" else grad_out[0]
-            return (torch.clamp(g, min=0),)
-
-        relus = [m for m in module.modules() if isinstance(m, nn.ReLU)]
-        if not relus:
-            raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the converted graph has none")
-        handles = [m.register_full_backward_hook(hook) for m in relus]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    with torch_relu_rule(rule) as mode:
+        yield mode
+    if mode is not None and mode.calls == 0:
+        raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the converted graph has none")
 
 
 class TorchGradients:
@@ -145,7 +136,7 @@ class TorchGradients:
         if torch.is_inference_mode_enabled():
             raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call explain() outside it")
         outs, acts, grads, scores, classes_all = [], [], [], [], []
-        with torch.enable_grad(), relu_rule(self.module, rule):
+        with torch.enable_grad(), relu_rule(rule):
             for m, chunk in self._chunks(x):
                 xt = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).requires_grad_(True)
                 out, act = self._run(xt)

@@ -8,11 +8,14 @@ import warnings
 import numpy as np
 
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
+from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
 
 try:
     import torch
     from torch import nn
+
+    from agnostic_cam.adapters.torch_rules import check_rule, relu_rule
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
@@ -45,6 +48,7 @@ def hooked(module: nn.Module, hook, kind: str = "forward"):
 
 class TorchAdapter(Adapter):
     framework = "torch"
+    supports = Adapter.supports | Needs.INPUT_GRADIENTS
     layout = "NCHW"
     activation_layout = "NCHW"
 
@@ -229,3 +233,109 @@ class TorchAdapter(Adapter):
                 raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
             return s
         return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]
+
+    # -- general primitives (shared contract, see Adapter.vjp) ---------------------------------
+    def layer_names(self) -> list[str]:
+        """Every named submodule (dotted names, as ``target_layer`` takes them)."""
+        return [n for n, _ in self.model.named_modules() if n]
+
+    def conv_weights(self, layer) -> np.ndarray:
+        """The kernel of a convolution as (O, I/groups, kh, kw) float32 (transposed convs reordered)."""
+        name, m = self._resolve(layer)
+        w = getattr(m, "weight", None)
+        if not isinstance(m, nn.modules.conv._ConvNd) or not isinstance(w, torch.Tensor) or w.ndim != 4:
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a 2-D convolution with a (O, I, kh, kw) "
+                             "kernel; pass an nn.Conv2d")
+        w = w.detach()
+        if isinstance(m, nn.ConvTranspose2d):
+            w = w.transpose(0, 1)
+        return w.cpu().float().numpy().copy()
+
+    def _tap(self, layers: list, store: dict):
+        """Forward hooks keeping each layer's output (its last call), cloned so later in-place ops
+        cannot alter it. Returns the handles."""
+        handles = []
+        for i, (name, m) in enumerate(layers):
+            def keep(module, inputs, out, i=i, name=name):
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
+                store[i] = out
+                return out.clone()
+            handles.append(m.register_forward_hook(keep))
+        return handles
+
+    def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
+        """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
+        resolved = [self._resolve(ly) for ly in layers]
+        store: dict[int, object] = {}
+        handles = self._tap(resolved, store)
+        try:
+            with preserved(self.model), torch.no_grad():
+                self._forward(self._tensor(x))
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [resolved[i][0] for i in range(len(resolved)) if i not in store]
+        if missing:
+            raise ValueError(f"layer(s) {missing} were not called by the model's forward pass")
+        return [store[i].detach().cpu().float().numpy() for i in range(len(resolved))]
+
+    def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
+        """Forward ``x`` (N, C, H, W), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
+
+        A is the explained output (N, K) when ``layer`` is None, else the layer's (last) output.
+        Parameters are not differentiated (their ``.grad`` stays untouched).
+        Returns (A float32, dx float32 (N, C, H, W)).
+        """
+        self._guard()
+        check_rule(rule)
+        resolved = None if layer is None else self._resolve(layer)
+        store: dict[int, object] = {}
+        handles = [] if resolved is None else self._tap([resolved], store)
+        try:
+            with preserved(self.model), torch.enable_grad():
+                for p in self.model.parameters():
+                    p.requires_grad_(False)
+                xt = self._tensor(x, requires_grad=True)
+                with relu_rule(rule):
+                    out = self._forward(xt)
+                if resolved is None:
+                    a = out
+                elif 0 not in store:
+                    raise ValueError(f"layer {resolved[0]!r} was not called by the model's forward pass")
+                else:
+                    a = store[0]
+                a_np = a.detach().cpu().float().numpy()
+                cot = np.asarray(cotangent(a_np), dtype=np.float32)
+                if cot.shape != a_np.shape:
+                    raise ValueError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
+                if not a.requires_grad:
+                    return a_np, np.zeros(x.shape, np.float32)
+                (gx,) = torch.autograd.grad(a, xt, torch.from_numpy(cot).to(a.device, a.dtype), allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+        gx_np = np.zeros(x.shape, np.float32) if gx is None else gx.detach().cpu().float().numpy()
+        return a_np, gx_np
+
+    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
+        """d(score)/d(input) (N, C, H, W) under ``rule``, as one :meth:`vjp` of the output."""
+        found: dict = {}
+
+        def cotangent(out: np.ndarray) -> np.ndarray:
+            classes = target.indices(out)
+            found["classes"] = classes
+            if classes is None:  # callable target: its own gradient, with autograd
+                o = torch.from_numpy(out).requires_grad_(True)
+                s = self._scores(o, None, target)
+                (g,) = torch.autograd.grad(s.sum(), o, allow_unused=True)
+                found["scores"] = s.detach().numpy().astype(np.float64)
+                return np.zeros_like(out) if g is None else g.numpy()
+            cot = np.zeros_like(out)
+            cot[np.arange(out.shape[0]), classes] = 1.0
+            found["scores"] = out[np.arange(out.shape[0]), classes].astype(np.float64)
+            return cot
+
+        out, gx = self.vjp(x, None, cotangent, rule)
+        return Gradients(outputs=out.astype(np.float32), scores=found["scores"], classes=found["classes"],
+                         input_grads=gx)
