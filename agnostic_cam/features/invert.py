@@ -14,7 +14,7 @@ from agnostic_cam.features.common import layer_label, single_image
 from agnostic_cam.features.optimise import Callback, ascend, split_options
 from agnostic_cam.features.result import Visualisation
 
-DEFAULTS = {"steps": 200, "lr": 0.05, "tv": 0.005, "tv_beta": 2.0, "jitter": 0}
+DEFAULTS = {"steps": 200, "lr": 0.05, "tv": 0.001, "tv_beta": 2.0, "jitter": 0}
 
 
 def representation_distance(acts: np.ndarray, target: np.ndarray) -> np.ndarray:

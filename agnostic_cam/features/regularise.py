@@ -29,8 +29,8 @@ def jitter(x: np.ndarray, dy: int, dx: int, axes: tuple[int, int]) -> np.ndarray
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
-    """1-D normalised Gaussian, radius ``ceil(3 sigma)``."""
-    r = max(1, int(np.ceil(3 * sigma)))
+    """1-D normalised Gaussian, radius ``round(3 sigma)`` (scipy.ndimage's ``truncate=3``)."""
+    r = max(1, int(3 * sigma + 0.5))
     t = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-0.5 * (t / sigma) ** 2)
     return k / k.sum()
