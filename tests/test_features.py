@@ -157,7 +157,7 @@ def test_ascent_settings_are_checked():
 def test_class_model_of_a_linear_model_is_the_weight_row():
     """max w_c . x - l2/2 ||x||^2 is reached at x = w_c / l2."""
     ad = LinearAdapter()
-    res = class_model(ad, [2, 0], seed=0, steps=80, lr=0.5, l2=1.0, jitter=0, blur_sigma=0.0,
+    res = class_model(ad, [2, 0], seed=0, steps=80, lr=0.5, l2=1.0, tv=0.0, normalise=False, jitter=0, blur_sigma=0.0,
                       optimizer="sgd", schedule="constant", progress=False)
     np.testing.assert_allclose(res.images.reshape(2, -1), ad.w[[2, 0]], atol=1e-4)
     assert res.images.shape == (2, 6, 5, 3)

@@ -13,7 +13,7 @@ from agnostic_cam.features.common import image_shape, layer_label, random_image
 from agnostic_cam.features.optimise import Callback, ascend, split_options
 from agnostic_cam.features.result import Visualisation
 
-DEFAULTS = {"steps": 80, "lr": 0.05, "l2": 0.01, "jitter": 2, "blur_sigma": 0.5, "blur_every": 4}
+DEFAULTS = {"steps": 80, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "jitter": 2, "blur_sigma": 0.3, "blur_every": 4}
 
 
 def channel_mean_cotangent(acts: np.ndarray, channels: np.ndarray) -> np.ndarray:

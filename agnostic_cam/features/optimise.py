@@ -30,7 +30,8 @@ class Ascent:
     jitter: maximum random shift in pixels per step. blur_sigma, blur_every: Gaussian blur of the
     image (sigma in pixels) every ``blur_every`` steps. clip: (low, high) bounds of the image or
     None. optimizer: 'adam' or 'sgd' (``x += lr * g``). schedule: 'cosine' (lr decays to
-    ``lr / 10``) or 'constant'.
+    ``lr / 10``) or 'constant'. normalise: scale ``df/dx`` to unit RMS per image before adding
+    the regularisers' gradients, so their weights mean the same whatever the objective's scale.
     """
 
     steps: int = 100
@@ -44,6 +45,7 @@ class Ascent:
     clip: tuple[float, float] | None = None
     optimizer: str = "adam"
     schedule: str = "cosine"
+    normalise: bool = False
 
     def check(self) -> None:
         if not isinstance(self.steps, int | np.integer) or self.steps < 1:
@@ -109,6 +111,9 @@ def ascend(x0: np.ndarray, grad_fn: GradFn, settings: Ascent, layout: str, seed:
                 raise RuntimeError(f"the gradient has shape {g.shape}, not the image's {x.shape}")
             if j:
                 g = jitter(g, -dy, -dx, axes)
+            if settings.normalise:
+                rms = np.sqrt((g.astype(np.float64) ** 2).reshape(g.shape[0], -1).mean(axis=1))
+                g = g / np.maximum(rms, 1e-12).reshape((-1,) + (1,) * (g.ndim - 1)).astype(np.float32)
             if settings.l2:
                 g = g - settings.l2 * x
             if settings.tv:
