@@ -1,0 +1,308 @@
+"""Keras 3 adapter (TensorFlow backend). Imports keras/tensorflow lazily (this module is loaded by
+``Explainer.from_keras`` only).
+
+The model is never modified: layers are read through an evaluator of the model's functional
+graph (:mod:`agnostic_cam.adapters.keras_graph`) that taps any layer, also inside nested models,
+applies ReLU backward rules and reads logits before a final softmax by evaluating *views* of the
+layers that share their variables.
+
+Crash defence (oneDNN). TensorFlow's oneDNN CPU kernels have known crash bugs in some backward
+passes (e.g. segfaults and aborts in convolution / depthwise-convolution backprop kernels for
+particular strides and paddings, such as residual 1x1 stride-2 'same' shortcuts). Every gradient
+here is taken with ``tf.GradientTape(watch_accessed_variables=False)`` watching the *input only*:
+the tape then records no variable, so the weight-gradient kernels (``Conv2DBackpropFilter``,
+``DepthwiseConv2dNativeBackpropFilter``, BatchNorm's scale/offset gradients, ...) are never run -
+none of our methods needs d/dweights - and the backward pass executes only the input-gradient
+kernels Grad-CAM mathematically needs. This removes the riskiest half of the backward kernels
+without process-global switches: ``TF_ENABLE_ONEDNN_OPTS`` is read once at TensorFlow import, so
+turning oneDNN off "per call" is impossible, and setting environment variables from a library is
+what DESIGN.md asks us not to do. The user's own variables stay untouched (no gradients are
+stored anywhere). tests/test_keras_adapter.py runs the risky mini-Xception case in a subprocess
+and checks it exits 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from agnostic_cam.adapters import keras_graph as kg
+from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
+from agnostic_cam.methods.base import Needs
+from agnostic_cam.targets import TargetSpec
+
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as e:  # pragma: no cover - exercised by test_import with tensorflow blocked
+    raise ImportError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if a.ndim == 4 else a
+
+
+def _first(a: np.ndarray) -> np.ndarray:
+    return channels_first(a, "NHWC") if a.ndim == 4 else a
+
+
+def _convert(concrete):
+    """tf2onnx conversion of a concrete function WITHOUT tf2onnx's transpose optimizer.
+
+    That optimizer moves the NHWC<->NCHW transposes around convolutions through element-wise ops,
+    so the tapped NHWC tensor ends up on a side branch (a Transpose feeding only the graph output)
+    while the rest of the model reads an NCHW copy. The tail graph after the tapped tensor
+    (Ablation-CAM, CAM) would then not depend on it at all. Without it the tapped tensor is the one
+    the model consumes; ONNX Runtime's own layout optimizer removes the transposes in the session.
+    """
+    from tf2onnx import convert, optimizer, tf_loader
+
+    ins = [t.name for t in concrete.inputs if t.dtype != tf.dtypes.resource]
+    outs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    rename = convert.tensor_names_from_structed(concrete, ins, outs)
+    opts = {k: v for k, v in optimizer._get_optimizers().items() if k != "optimize_transpose"}
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, ins, outs)
+        proto, _ = convert._convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
+                                           input_names=ins, output_names=outs, tensors_to_rename=rename,
+                                           optimizers=opts)
+    return proto
+
+
+class KerasAdapter(Adapter):
+    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input."""
+
+    framework = "keras"
+    supports = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
+    layout = "NHWC"
+    activation_layout = "NHWC"
+
+    def __init__(self, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None):
+        super().__init__(providers, batch_size)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"from_keras expects a keras.Model; got {type(model).__name__}")
+        if not kg.is_graph_model(model):
+            raise TypeError(f"{type(model).__name__} is a subclassed keras.Model, whose layers cannot be read without "
+                            "changing it; build the network with the functional API (keras.Model(inputs, outputs)) or "
+                            "keras.Sequential, which may nest other models")
+        if output not in ("raw", "logits"):
+            raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        try:
+            inputs, outputs = model.inputs, model.outputs
+        except (AttributeError, ValueError):
+            inputs = outputs = None
+        if not model.built or not inputs:
+            raise ValueError("the Keras model has never been built or called, so its layers have no shapes yet; call "
+                             "it once on a batch (model(x)) or give it an input (keras.Input / model.build((None, H, W, C)))")
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier with one "
+                             "image input and one (N, K) output is expected")
+        self.input_shape = tuple(inputs[0].shape)
+        if len(self.input_shape) != 4:
+            raise ValueError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C)")
+        if keras.config.image_data_format() != "channels_last":
+            raise ValueError("channels_first Keras models are not supported (TensorFlow CPU kernels are NHWC); "
+                             "use keras.config.set_image_data_format('channels_last')")
+        self.model = model
+        self.output = output
+        self._chains = kg.walk(model)
+        self.chain = self._resolve(target_layer)
+        self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
+        self._check_static_shape()
+        self._head = kg.softmax_head(model) if output == "logits" else None
+
+    # -- layers --------------------------------------------------------------------------------
+    def _name(self, chain: tuple) -> str:
+        """The plain layer name when it is unique in the model, else its path ``outer/inner``."""
+        hits = [c for c in self._chains if c[-1].name == chain[-1].name]
+        return chain[-1].name if len(hits) == 1 else kg.path(chain)
+
+    def layer_names(self) -> list[str]:
+        """Every layer, nested ones included, by the name ``target_layer`` takes (see :meth:`_name`)."""
+        return [self._name(c) for c in self._chains]
+
+    def _resolve(self, layer) -> tuple:
+        if isinstance(layer, keras.layers.Layer):
+            for c in self._chains:
+                if c[-1] is layer:
+                    return c
+            raise ValueError(f"layer {layer.name!r} is not part of the model; pass one of its layers or a name, e.g. "
+                             f"{closest_names(layer.name, self.layer_names())}")
+        if not isinstance(layer, str):
+            raise TypeError(f"target_layer must be a layer name or a keras layer; got {type(layer).__name__}")
+        hits = [c for c in self._chains if kg.path(c) == layer] or [c for c in self._chains if c[-1].name == layer]
+        if len(hits) > 1:
+            paths = ", ".join(repr(kg.path(c)) for c in hits)
+            raise ValueError(f"layer name {layer!r} exists in several nested models; pass its path instead: {paths}")
+        if not hits:
+            raise ValueError(f"model has no layer named {layer!r}; closest names: "
+                             f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
+        return hits[0]
+
+    def _spatial_examples(self) -> str:
+        names = [self._name(c) for c in self._chains if self._static_shape(c[-1]) is not None
+                 and len(self._static_shape(c[-1])) == 4]
+        return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
+
+    @staticmethod
+    def _static_shape(layer) -> tuple | None:
+        try:
+            return tuple(layer.output.shape)
+        except (AttributeError, ValueError):  # shared layers have several outputs
+            return None
+
+    def _check_static_shape(self) -> None:
+        shape = self._static_shape(self.layer)
+        if shape is not None:
+            self._check_activation(shape)
+
+    def _check_activation(self, shape: tuple) -> None:
+        if len(shape) != 4:
+            raise ValueError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map"
+                             f"{self._spatial_examples()}")
+        if shape[1] is not None and shape[2] is not None and shape[1] * shape[2] <= 1:
+            raise ValueError(f"layer {self.layer_name!r} outputs shape {shape}: a 1x1 map has no spatial extent to "
+                             f"explain. Use larger input images or an earlier layer{self._spatial_examples()}")
+
+    # -- input ---------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int | None:
+        return self.input_shape[3]
+
+    @property
+    def spatial(self) -> tuple | None:
+        hw = self.input_shape[1:3]
+        return None if hw == (None, None) else hw
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _evaluate(self, xt, chains: list, rule: str = "vanilla"):
+        """(explained output, [tapped values]) of the model for the tensor ``xt``."""
+        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head)
+        out = kg.evaluate(self.model, xt, plan)
+        missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
+        if missing:
+            raise ValueError(f"layer(s) {missing} are not on the path from the model's input to its output")
+        return out, [plan.values[i] for i in range(len(chains))], plan
+
+    def weights_version(self) -> object:
+        """A fingerprint of every variable's values (sum and sum of squares): changes when the user
+        trains the model further or loads other weights, so the ONNX export is refreshed."""
+        ws = self.model.weights
+        if not ws:
+            return None
+        sums = tf.stack([tf.stack([tf.reduce_sum(tf.cast(w, tf.float64)), tf.reduce_sum(tf.cast(w, tf.float64) ** 2)])
+                         for w in ws])
+        return sums.numpy().tobytes()
+
+    def export_onnx(self, sample_shape: tuple[int, ...]):
+        """tf2onnx conversion of the evaluator traced by ``tf.function``: outputs [output, activation]."""
+        import onnx
+
+        spec = [tf.TensorSpec((None, *sample_shape), tf.float32, name="input")]
+
+        @tf.function(input_signature=spec)
+        def tapped(x):
+            out, (act,), _ = self._evaluate(x, [self.chain])
+            return out, act
+
+        conc = tapped.get_concrete_function()
+        self._check_activation(tuple(conc.structured_outputs[1].shape))
+        proto = _convert(conc)
+        # rename the two output tensors in place (an Identity copy would leave the model reading the
+        # original tensor, and the tail graph after ACTIVATION would not depend on it)
+        names = dict(zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)))
+        for n in proto.graph.node:
+            n.input[:] = [names.get(i, i) for i in n.input]
+            n.output[:] = [names.get(o, o) for o in n.output]
+        for vi in (*proto.graph.output, *proto.graph.value_info):
+            vi.name = names.get(vi.name, vi.name)
+        return proto
+
+    # -- gradients (input watched only: see the module docstring) ------------------------------
+    def _tensor(self, x: np.ndarray):
+        return tf.convert_to_tensor(np.ascontiguousarray(x, dtype=np.float32))
+
+    @staticmethod
+    def _scores(out, classes, target: TargetSpec):
+        if classes is None:
+            s = target.fn(out)
+            if not tf.is_tensor(s) or tuple(s.shape) != (out.shape[0],):
+                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+            return s
+        return tf.gather(out, tf.constant(classes), axis=1, batch_dims=1)
+
+    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        xt = self._tensor(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xt)
+            out, (act,), _ = self._evaluate(xt, [self.chain])
+            self._check_activation(tuple(act.shape))
+            out_np = out.numpy()
+            classes = target.indices(out_np)
+            scores = self._scores(out, classes, target)
+        grad = tape.gradient(scores, act)
+        grad = tf.zeros_like(act) if grad is None else grad
+        return Gradients(outputs=out_np.astype(np.float32), scores=scores.numpy().astype(np.float64), classes=classes,
+                         activations=_first(act.numpy().astype(np.float32)),
+                         grads=_first(grad.numpy().astype(np.float32)))
+
+    # -- general primitives (shared contract, see Adapter.vjp) ---------------------------------
+    def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
+        """Forward ``x`` (N, H, W, C), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
+
+        A: the explained output (N, K) when ``layer`` is None, else the layer's output (channel-first
+        (N, C, h, w) when rank 4). Returns (A float32, dx float32 (N, H, W, C)).
+        """
+        kg.check_rule(rule)
+        chains = [] if layer is None else [self._resolve(layer)]
+        xt = self._tensor(x)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(xt)
+            out, vals, plan = self._evaluate(xt, chains, rule)
+        a = out if layer is None else vals[0]
+        a_np = _first(a.numpy().astype(np.float32))
+        cot = np.asarray(cotangent(a_np), dtype=np.float32)
+        if cot.shape != a_np.shape:
+            raise ValueError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
+        gx = tape.gradient(a, xt, output_gradients=tf.constant(_native(cot)))
+        return a_np, (np.zeros(x.shape, np.float32) if gx is None else gx.numpy().astype(np.float32))
+
+    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
+        """d(score)/d(input) (N, H, W, C) under ``rule``, as one :meth:`vjp` of the output."""
+        found: dict = {}
+
+        def cotangent(out: np.ndarray) -> np.ndarray:
+            classes = target.indices(out)
+            found["classes"] = classes
+            if classes is None:  # callable target: its own gradient, with the tape
+                o = tf.constant(out)
+                with tf.GradientTape() as t:
+                    t.watch(o)
+                    s = self._scores(o, None, target)
+                g = t.gradient(s, o)
+                found["scores"] = s.numpy().astype(np.float64)
+                return np.zeros_like(out) if g is None else g.numpy()
+            cot = np.zeros_like(out)
+            cot[np.arange(out.shape[0]), classes] = 1.0
+            found["scores"] = out[np.arange(out.shape[0]), classes].astype(np.float64)
+            return cot
+
+        out, gx = self.vjp(x, None, cotangent, rule)
+        return Gradients(outputs=out, scores=found["scores"], classes=found["classes"], input_grads=gx)
+
+    def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
+        """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
+        chains = [self._resolve(ly) for ly in layers]
+        _, vals, _ = self._evaluate(self._tensor(x), chains)
+        return [_first(v.numpy().astype(np.float32)) for v in vals]
+
+    def conv_weights(self, layer) -> np.ndarray:
+        """A 2-D convolution's kernel as (O, I, kh, kw) float32; a DepthwiseConv2D's as (C*m, 1, kh, kw)."""
+        chain = self._resolve(layer)
+        ly = chain[-1]
+        if isinstance(ly, keras.layers.DepthwiseConv2D):
+            k = np.asarray(ly.kernel.numpy(), np.float32)  # (kh, kw, C, m)
+            kh, kw, c, m = k.shape
+            return np.ascontiguousarray(k.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1))
+        if type(ly) is not keras.layers.Conv2D:
+            raise ValueError(f"layer {self._name(chain)!r} is a {type(ly).__name__}, not a Conv2D with a (kh, kw, I, O) "
+                             "kernel; pass a keras.layers.Conv2D")
+        return np.ascontiguousarray(np.asarray(ly.kernel.numpy(), np.float32).transpose(3, 2, 0, 1))

@@ -1,0 +1,195 @@
+"""Evaluating a Keras 3 model op by op without changing it: layer paths, taps, ReLU rules, logits.
+
+Keras has no hooks. Like tf-keras-vis we read intermediate tensors from the model's functional
+graph, but instead of building a new ``keras.Model`` per call we *evaluate* the graph ourselves
+(``Functional._run_through_graph`` with our own per-operation callable, ``Sequential`` layer by layer,
+nested models recursively). The same evaluator serves four purposes, all without touching the
+user's layers:
+
+- taps: record the value of any layer, also inside nested models (``"base/conv5_block3_out"``);
+- backward rules: every ReLU (``layers.ReLU``, ``Activation("relu")``, ``keras.ops.relu`` nodes and
+  ReLUs fused into layers such as ``Conv2D(activation="relu")``) is evaluated through
+  :func:`ruled`, a ``tf.custom_gradient`` whose forward is the layer's own and whose backward
+  follows the rule. A fused ReLU is split off with a *view* of the layer (:func:`view`: a new
+  object sharing the layer's ``__dict__`` - the same variables - with ``activation`` replaced);
+- ``output="logits"``: the final softmax (a ``Dense(activation="softmax")``, ``Softmax`` or
+  ``Activation("softmax")``) is evaluated as the identity, again through a view;
+- ONNX export: the same evaluation traced by ``tf.function`` gives one graph whose outputs are
+  the model output and the tapped layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+from keras.src.models.functional import Functional
+
+RULES = ("vanilla", "guided", "deconv")
+_RELU_NAMES = ("relu", "relu6")
+_RELU_OPS = ("Relu", "Relu6")  # keras.ops.relu / relu6 called on symbolic tensors become graph nodes
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"unknown backward rule {rule!r}; use one of {', '.join(map(repr, RULES))}")
+    return rule
+
+
+def is_graph_model(layer) -> bool:
+    """Functional or Sequential models: their graph can be walked."""
+    return isinstance(layer, (Functional, keras.Sequential))
+
+
+def sublayers(model) -> list:
+    return [ly for ly in model.layers if not isinstance(ly, keras.layers.InputLayer)]
+
+
+def walk(model, prefix: tuple = ()) -> list[tuple]:
+    """Every layer as a chain (outer model's layer, ..., layer), nested models included."""
+    chains = []
+    for ly in sublayers(model):
+        chain = prefix + (ly,)
+        chains.append(chain)
+        if is_graph_model(ly):
+            chains.extend(walk(ly, chain))
+    return chains
+
+
+def path(chain: tuple) -> str:
+    return "/".join(ly.name for ly in chain)
+
+
+def same(a: tuple | None, b: tuple | None) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _fn_name(fn) -> str:
+    return getattr(fn, "__name__", "") or ""
+
+
+def is_relu_fn(fn) -> bool:
+    return callable(fn) and _fn_name(fn) in _RELU_NAMES
+
+
+def is_softmax_fn(fn) -> bool:
+    return callable(fn) and _fn_name(fn) in ("softmax", "log_softmax")
+
+
+def view(layer, **attrs):
+    """A new object of the layer's class sharing its state (same variables), with ``attrs``
+    replaced on the view only. The user's layer is not modified."""
+    v = object.__new__(type(layer))
+    v.__dict__.update(layer.__dict__)
+    for k, val in attrs.items():
+        object.__setattr__(v, k, val)
+    return v
+
+
+def ruled(f, rule: str):
+    """``f`` (an element-wise ReLU-like function) with its backward replaced by ``rule``.
+
+    With upstream gradient g and the true local gradient f'(x) (for ReLU ``[x > 0]``):
+    guided (Springenberg et al. 2015): max(g * f'(x), 0) = max(g, 0) * [x > 0];
+    deconv (Zeiler & Fergus 2014): max(g, 0), whatever the forward input.
+    """
+    if rule == "vanilla":
+        return f
+
+    @tf.custom_gradient
+    def g(x):
+        y = f(x)
+
+        def backward(dy):
+            if rule == "deconv":
+                return tf.nn.relu(dy)
+            with tf.GradientTape() as t:  # f's own (true) local gradient, then its positive part
+                t.watch(x)
+                yy = f(x)
+            return tf.nn.relu(t.gradient(yy, x, output_gradients=dy))
+
+        return y, backward
+
+    return g
+
+
+def output_chain(model, prefix: tuple = ()) -> tuple:
+    """The chain of the operation producing the model's (single) output."""
+    if isinstance(model, keras.Sequential):
+        last = sublayers(model)[-1]
+    else:
+        last = model.outputs[0]._keras_history[0]
+    chain = prefix + (last,)
+    return output_chain(last, chain) if is_graph_model(last) else chain
+
+
+def softmax_head(model) -> tuple:
+    """Chain of the final softmax operation, for ``output='logits'``; ValueError if there is none."""
+    chain = output_chain(model)
+    op = chain[-1]
+    if isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax" or is_softmax_fn(getattr(op, "activation", None)):
+        return chain
+    act = _fn_name(getattr(op, "activation", None))
+    raise ValueError(f"output='logits' needs a model that ends in a softmax (Dense(activation='softmax'), a Softmax or "
+                     f"Activation('softmax') layer); its last layer {path(chain)!r} is a {type(op).__name__}"
+                     f"{f' with activation {act!r}' if act else ''}. If it already returns logits, use output='raw'")
+
+
+@dataclass
+class Plan:
+    """What one evaluation does: which chains to tap, the ReLU rule, the softmax head to bypass."""
+
+    taps: list = field(default_factory=list)
+    rule: str = "vanilla"
+    head: tuple | None = None
+    values: dict = field(default_factory=dict)
+    relus: int = 0
+
+
+def _substitute(op, chain: tuple, plan: Plan):
+    """The callable evaluating ``op``: the op itself, or a view without softmax / with a ruled ReLU."""
+    if same(chain, plan.head):
+        if isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax":
+            return lambda *a, **k: a[0]
+        v = view(op, activation=keras.activations.linear)
+        return lambda *a, **k: v.call(*a)
+    if plan.rule == "vanilla":
+        return op
+    if isinstance(op, keras.layers.ReLU) or type(op).__name__ in _RELU_OPS:
+        plan.relus += 1
+        return lambda *a, **k: ruled(lambda t: op(t), plan.rule)(a[0])
+    act = getattr(op, "activation", None)
+    if isinstance(op, keras.layers.Layer) and is_relu_fn(act):
+        plan.relus += 1
+        v = view(op, activation=keras.activations.linear)
+        return lambda *a, **k: ruled(act, plan.rule)(v.call(*a))
+    return op
+
+
+def _callable(op, prefix: tuple, plan: Plan):
+    chain = prefix + (op,)
+    if is_graph_model(op):
+        f = lambda *a, **k: evaluate(op, a[0], plan, chain)  # noqa: E731 - nested model: walk it too
+    else:
+        f = _substitute(op, chain, plan)
+    hits = [i for i, t in enumerate(plan.taps) if same(t, chain)]
+    if not hits:
+        return f
+
+    def tapped(*a, **k):
+        y = f(*a, **k)
+        for i in hits:
+            plan.values[i] = y
+        return y
+
+    return tapped
+
+
+def evaluate(model, x, plan: Plan, prefix: tuple = ()):
+    """The model's output for ``x`` under ``plan`` (tapped values land in ``plan.values``)."""
+    if isinstance(model, keras.Sequential):
+        for ly in sublayers(model):
+            x = _callable(ly, prefix, plan)(x)
+        return x
+    out = model._run_through_graph([x], operation_fn=lambda op: _callable(op, prefix, plan))
+    return tf.nest.flatten(out)[0]

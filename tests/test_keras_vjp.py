@@ -1,0 +1,219 @@
+"""KerasAdapter.vjp / activations / layer_names / conv_weights / input_gradients (shared contract).
+
+vanilla is checked against a direct GradientTape computation; guided/deconv against the PyTorch
+twin's TorchAdapter.vjp (same weights) and a hand-written stage-wise TF backward. Every kind of
+ReLU is present: Conv2D(activation="relu"), layers.ReLU, Activation("relu"), keras.ops.relu,
+Dense(activation="relu").
+"""
+import numpy as np
+import pytest
+import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+from torch import nn
+
+from agnostic_cam.adapters.torch import TorchAdapter
+from agnostic_cam.targets import TargetSpec
+
+S = 9  # odd: Keras 'same' stride-2 padding is then symmetric, like torch padding=1
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((S, S, 3), name="image")
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    x = layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    x = layers.ReLU(name="r2")(x)
+    x = layers.Conv2D(6, 3, strides=2, padding="same", name="c3")(x)
+    x = layers.Activation("relu", name="a3")(x)
+    x = layers.Conv2D(6, 1, name="c4")(x)
+    x = keras.ops.relu(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(7, activation="relu", name="d1")(x)
+    out = layers.Dense(3, name="out")(x)
+    model = keras.Model(inp, out)
+    for ly in model.layers:  # biases away from zero so that ReLUs cut somewhere
+        if getattr(ly, "bias", None) is not None:
+            ly.bias.assign(np.random.default_rng(len(ly.name)).normal(0, 0.3, ly.bias.shape).astype(np.float32))
+    return model
+
+
+def torch_twin(k):
+    """The tiny model in PyTorch, weights copied from Keras (F.relu, nn.ReLU and torch.relu)."""
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.c2 = nn.Conv2d(4, 5, 3, padding=1)
+            self.r2 = nn.ReLU()
+            self.c3 = nn.Conv2d(5, 6, 3, stride=2, padding=1)
+            self.c4 = nn.Conv2d(6, 6, 1)
+            self.d1 = nn.Linear(6, 7)
+            self.out = nn.Linear(7, 3)
+
+        def forward(self, x):
+            x = self.r2(self.c2(nn.functional.relu(self.c1(x))))
+            x = torch.relu(self.c4(torch.relu(self.c3(x))))
+            return self.out(nn.functional.relu(self.d1(x.mean(dim=(2, 3)))))
+
+    t = Twin().eval()
+    with torch.no_grad():
+        for name in ("c1", "c2", "c3", "c4"):
+            w, b = k.get_layer(name).get_weights()
+            getattr(t, name).weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1)))
+            getattr(t, name).bias.copy_(torch.from_numpy(b))
+        for name in ("d1", "out"):
+            w, b = k.get_layer(name).get_weights()
+            getattr(t, name).weight.copy_(torch.from_numpy(w.T))
+            getattr(t, name).bias.copy_(torch.from_numpy(b))
+    return t
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny):
+    from agnostic_cam.adapters.keras import KerasAdapter
+
+    return KerasAdapter(tiny, "a3"), TorchAdapter(torch_twin(tiny), "c3")
+
+
+@pytest.fixture(scope="session")
+def x():
+    return np.random.default_rng(0).normal(size=(2, S, S, 3)).astype(np.float32)
+
+
+def cos_like(a):
+    """A fixed cotangent of a's shape with both signs."""
+    return np.cos(np.arange(a.size, dtype=np.float32) * 0.7).reshape(a.shape)
+
+
+def nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def state(model):
+    return ([w.copy() for w in model.get_weights()],
+            [(ly.name, ly.trainable, getattr(ly, "activation", None)) for ly in model.layers])
+
+
+def test_twin_forward_matches(adapters, tiny, x):
+    np.testing.assert_allclose(tiny(x).numpy(), adapters[1].model(torch.from_numpy(nchw(x))).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [None, "c2", "a3", "gap"])
+def test_vanilla_matches_gradient_tape(adapters, tiny, x, layer):
+    import keras
+    import tensorflow as tf
+
+    ka = adapters[0]
+    ref_model = tiny if layer is None else keras.Model(tiny.inputs, tiny.get_layer(layer).output)
+    a, gx = ka.vjp(x, layer, cos_like)
+    xt = tf.constant(x)
+    with tf.GradientTape() as t:
+        t.watch(xt)
+        ref = ref_model(xt)
+    ref_a = ref.numpy() if ref.ndim == 2 else nchw(ref.numpy())
+    cot = cos_like(ref_a)
+    cot_native = np.ascontiguousarray(cot.transpose(0, 2, 3, 1)) if cot.ndim == 4 else cot
+    ref_g = t.gradient(ref, xt, output_gradients=tf.constant(cot_native))
+    np.testing.assert_allclose(a, ref_a, atol=1e-5)
+    np.testing.assert_allclose(gx, ref_g.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["vanilla", "guided", "deconv"])
+@pytest.mark.parametrize("layer", [None, "c2", "c4"])
+def test_rules_match_torch_twin(adapters, x, rule, layer):
+    ka, ta = adapters
+    a_k, g_k = ka.vjp(x, layer, cos_like, rule)
+    a_t, g_t = ta.vjp(nchw(x), layer, cos_like, rule)
+    np.testing.assert_allclose(a_k, a_t, atol=1e-5)
+    np.testing.assert_allclose(nchw(g_k), g_t, atol=1e-5)
+    assert np.abs(g_k).max() > 0
+
+
+def test_rules_differ_and_follow_their_definitions(adapters, x):
+    """Hand-written backward of the last stages: out = W2 relu(W1 p + b1) + b2, p = GAP."""
+    ka, _ = adapters
+    cot = lambda a: np.array([[1.0, -2.0, 0.5]] * a.shape[0], np.float32)  # noqa: E731
+    grads = {r: ka.vjp(x, None, cot, r)[1] for r in ("vanilla", "guided", "deconv")}
+    assert not np.allclose(grads["vanilla"], grads["guided"]) and not np.allclose(grads["guided"], grads["deconv"])
+    # the gradient reaching the GAP output p under each rule, by hand
+    d1, out = ka.model.get_layer("d1"), ka.model.get_layer("out")
+    (p,) = ka.activations(x, ["gap"])
+    w1, b1 = [v.numpy() for v in d1.weights]
+    w2 = out.weights[0].numpy()
+    z = p @ w1 + b1
+    g_h = cot(z) @ w2.T                        # gradient at relu(z)
+    at_z = {"vanilla": g_h * (z > 0), "guided": np.maximum(g_h, 0) * (z > 0), "deconv": np.maximum(g_h, 0)}
+    hand = {r: g @ w1.T for r, g in at_z.items()}  # gradient reaching p
+    for rule, expect in hand.items():
+        # d<p, expect>/dx under the same rule equals the full vjp (chain rule through the GAP layer)
+        _, via_gap = ka.vjp(x, "gap", lambda a, e=expect: e.astype(np.float32), rule)
+        np.testing.assert_allclose(via_gap, grads[rule], atol=1e-5)
+
+
+def test_input_gradients_and_callable_target(adapters, tiny, x):
+    import tensorflow as tf
+
+    ka = adapters[0]
+    g = ka.input_gradients(x, TargetSpec([2, 0], 2))
+    fn = lambda out: out[:, 1] - 2 * out[:, 2]  # noqa: E731
+    h = ka.input_gradients(x, TargetSpec(fn, 2))
+    xt = tf.constant(x)
+    with tf.GradientTape(persistent=True) as t:
+        t.watch(xt)
+        out = tiny(xt)
+        s1 = tf.gather(out, [2, 0], axis=1, batch_dims=1)
+        s2 = fn(out)
+    np.testing.assert_allclose(g.input_grads, t.gradient(s1, xt).numpy(), atol=1e-5)
+    np.testing.assert_allclose(h.input_grads, t.gradient(s2, xt).numpy(), atol=1e-5)
+    np.testing.assert_allclose(h.scores, s2.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(g.classes, [2, 0])
+    assert h.classes is None
+
+
+def test_activations_layer_names_conv_weights(adapters, tiny, x):
+    import keras
+
+    ka, ta = adapters
+    acts = ka.activations(x, ["c1", tiny.get_layer("gap")])
+    ref = keras.Model(tiny.inputs, [tiny.get_layer("c1").output, tiny.get_layer("gap").output])(x)
+    np.testing.assert_allclose(acts[0], nchw(ref[0].numpy()), atol=1e-6)
+    np.testing.assert_allclose(acts[1], ref[1].numpy(), atol=1e-6)
+    names = ka.layer_names()
+    assert {"c1", "c2", "r2", "c3", "a3", "c4", "gap", "d1", "out"} <= set(names)
+    np.testing.assert_array_equal(ka.conv_weights("c3"), ta.conv_weights("c3"))
+    with pytest.raises(ValueError, match="not a Conv2D"):
+        ka.conv_weights("d1")
+    with pytest.raises(ValueError, match="closest names"):
+        ka.vjp(x, "c33", lambda a: a)
+
+
+def test_model_unchanged_also_after_errors(tiny, x):
+    from agnostic_cam.adapters.keras import KerasAdapter
+
+    w0, meta0 = state(tiny)
+    ka = KerasAdapter(tiny, "a3")
+    for rule in ("guided", "deconv"):
+        ka.vjp(x, "c2", lambda a: np.ones_like(a), rule)
+    with pytest.raises(ValueError, match="unknown backward rule"):
+        ka.vjp(x, None, lambda a: a, "smooth")
+    with pytest.raises(ValueError, match="shape"):
+        ka.vjp(x, "c2", lambda a: np.ones((1, 2), np.float32), "guided")
+    with pytest.raises(RuntimeError):
+        ka.vjp(x, "c1", lambda a: (_ for _ in ()).throw(RuntimeError("user cotangent fails")), "deconv")
+    w1, meta1 = state(tiny)
+    assert meta0 == meta1
+    for a, b in zip(w0, w1):
+        np.testing.assert_array_equal(a, b)
+    # and the plain model still has its true gradient (no rule leaked into the model)
+    van = ka.vjp(x, None, lambda a: np.ones_like(a))[1]
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as t:
+        t.watch(xt)
+        y = tf.reduce_sum(tiny(xt))
+    np.testing.assert_allclose(van, t.gradient(y, xt).numpy(), atol=1e-5)
