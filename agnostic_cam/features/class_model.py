@@ -51,7 +51,7 @@ def class_model(adapter, target: int | Sequence[int], shape: tuple[int, ...] | N
         if x0.shape[0] != n:
             raise ValueError(f"init has {x0.shape[0]} images; expected one per target ({n})")
     else:
-        x0 = random_image(n, image_shape(adapter, shape), seed, std=init_std)
+        x0 = random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
     rows = np.arange(n)
 
     def grad_fn(x: np.ndarray):

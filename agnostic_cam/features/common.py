@@ -36,10 +36,14 @@ def image_shape(adapter, shape: tuple[int, ...] | None) -> tuple[int, int, int]:
     return shape
 
 
-def random_image(n: int, shape: tuple[int, ...], seed: int, mean: float = 0.0, std: float = 0.1) -> np.ndarray:
-    """``n`` images of ``shape`` drawn from N(mean, std^2) with ``np.random.default_rng(seed)``."""
+def random_image(n: int, shape: tuple[int, ...], seed: int, mean: float = 0.0, std: float = 0.1,
+                 layout: str = "NCHW") -> np.ndarray:
+    """``n`` images of ``shape`` (in ``layout``) drawn from N(mean, std^2) with
+    ``np.random.default_rng(seed)``; drawn channel-first, so NCHW and NHWC twins start alike."""
     rng = np.random.default_rng(seed)
-    return (mean + std * rng.standard_normal((n, *shape))).astype(np.float32)
+    cf = shape if layout == "NCHW" else (shape[2], shape[0], shape[1])
+    x = (mean + std * rng.standard_normal((n, *cf))).astype(np.float32)
+    return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def channel_list(channel: int | list[int] | tuple[int, ...] | np.ndarray, n_channels: int, what: str = "channel") -> np.ndarray:

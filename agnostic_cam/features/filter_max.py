@@ -41,7 +41,10 @@ def filter_maximisation(adapter, layer: Any, channel: int | list[int], shape: tu
     if rest:
         raise TypeError(f"filter_maximisation got unknown option(s) {sorted(rest)}")
     n = len(ch)
-    x0 = adapter.prepare(init) if init is not None else random_image(n, image_shape(adapter, shape), seed, std=init_std)
+    if init is not None:
+        x0 = adapter.prepare(init)
+    else:
+        x0 = random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
     if x0.shape[0] != n:
         raise ValueError(f"init has {x0.shape[0]} images; expected one per channel ({n})")
     rows = np.arange(n)

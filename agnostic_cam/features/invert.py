@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_cam.features.common import layer_label, single_image
+from agnostic_cam.features.common import layer_label, random_image, single_image
 from agnostic_cam.features.optimise import Callback, ascend, split_options
 from agnostic_cam.features.result import Visualisation
 
@@ -45,9 +45,8 @@ def invert(adapter, x: np.ndarray, layer: Any, seed: int = 0, init: np.ndarray |
         if x0.shape != x.shape:
             raise ValueError(f"init must have the image's shape {x.shape}; got {x0.shape}")
     else:
-        rng = np.random.default_rng(seed)
         std = float(x.std()) if init_std is None else float(init_std)
-        x0 = (float(x.mean()) + std * rng.standard_normal(x.shape)).astype(np.float32)
+        x0 = random_image(1, x.shape[1:], seed, float(x.mean()), std, adapter.layout)
 
     def grad_fn(xs: np.ndarray):
         acts, g = adapter.vjp(xs, layer, lambda a: (a0 - a) / scale, rule="vanilla")
