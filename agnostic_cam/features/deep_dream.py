@@ -17,7 +17,7 @@ from agnostic_cam.features.optimise import Callback, ascend, split_options
 from agnostic_cam.features.result import Visualisation
 from agnostic_cam.imaging import _interp_matrix, resize_bilinear
 
-DEFAULTS = {"steps": 20, "lr": 0.02, "jitter": 2, "schedule": "constant"}
+DEFAULTS = {"steps": 10, "lr": 0.01, "jitter": 2, "schedule": "constant"}
 
 
 def resize_images(x: np.ndarray, size: tuple[int, int], layout: str) -> np.ndarray:

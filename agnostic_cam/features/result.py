@@ -82,14 +82,29 @@ class Visualisation:
         return f"Visualisation(kind={self.kind!r}, layer={self.layer!r}, images={self.images.shape})"
 
     def display(self) -> np.ndarray:
-        """(M, H, W, C) float32 in [0, 1]: each image contrast-stretched for viewing."""
-        return stretch(to_hwc(self.images, self.layout))
+        """(M, H, W, C) float32 in [0, 1] for viewing: deconvnet projections on a symmetric scale
+        (mid-grey = 0, each image divided by its largest magnitude), others contrast-stretched."""
+        x = to_hwc(self.images, self.layout)
+        if self.kind == "deconv":
+            m = np.abs(x).reshape(x.shape[0], -1).max(axis=1).reshape(-1, 1, 1, 1)
+            return (0.5 + 0.5 * x / np.maximum(m, 1e-12)).astype(np.float32)
+        return stretch(x)
 
-    def figure(self, cols: int | None = None, cell: float = 1.6):
-        panels = [_rgb(p) for p in self.display()]
+    def figure(self, cols: int | None = None, cell: float = 1.6, crop: bool = True):
+        """The images on a grid after the source image(s). Deconvnet projections are cropped (with
+        the source) to the box where any of them is non-zero, the receptive field, unless ``crop=False``."""
+        disp = self.display()
+        src = None if self.source is None else stretch(to_hwc(self.source, self.layout), 0, 100)
+        if crop and self.kind == "deconv":
+            nz = np.abs(to_hwc(self.images, self.layout)).max(axis=(0, 3))
+            ys, xs = np.nonzero(nz > 1e-6 * max(float(nz.max()), 1e-30))
+            if ys.size:
+                box = (slice(max(ys.min() - 2, 0), ys.max() + 3), slice(max(xs.min() - 2, 0), xs.max() + 3))
+                disp = disp[:, box[0], box[1]]
+                src = None if src is None else src[:, box[0], box[1]]
+        panels = [_rgb(p) for p in disp]
         titles = list(self.labels)
-        if self.source is not None:
-            src = stretch(to_hwc(self.source, self.layout), 0, 100)
+        if src is not None:
             panels = [_rgb(p) for p in src] + panels
             titles = ["input"] * len(src) + titles
         return grid_figure(panels, titles, cols or (len(panels) if len(panels) <= 8 else None), self.title, cell)
