@@ -215,3 +215,18 @@ def test_figures_and_save(tmp_path, rng):
     assert sum(ax.has_data() for ax in Filters(rng.normal(size=(6, 3, 3, 3)), "c").figure().axes) == 6
     grey = Filters(rng.normal(size=(4, 10, 3, 3)), "c").figure(max_inputs=3)
     assert sum(ax.has_data() for ax in grey.axes) == 12
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_deep_dream_resize_adjoint_is_the_transpose(layout, rng):
+    """<R x, g> == <x, R^T g>: the gradient through the resize of a smaller octave is exact."""
+    from agnostic_cam.features.deep_dream import resize_adjoint, resize_images
+
+    small = (5, 7) if layout == "NCHW" else (5, 7)
+    x = rng.normal(size=(2, 3, *small) if layout == "NCHW" else (2, *small, 3)).astype(np.float32)
+    big = (9, 12)
+    rx = resize_images(x, big, layout)
+    g = rng.normal(size=rx.shape).astype(np.float32)
+    back = resize_adjoint(g, small, layout)
+    assert back.shape == x.shape
+    np.testing.assert_allclose((rx * g).sum(), (x * back).sum(), rtol=1e-5)

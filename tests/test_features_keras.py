@@ -78,3 +78,13 @@ def test_optimisation_on_a_fixed_size_keras_model(twins):
     ct = ext.class_model([0, 3], steps=5, seed=1)
     ck = exk.class_model([0, 3], steps=5, seed=1)
     assert np.abs(ck.images.transpose(0, 3, 1, 2) - ct.images).max() < 1e-3
+
+
+def test_keras_model_weights_unchanged(twins):
+    _, exk, _, xk = twins
+    model = exk.adapter.model
+    before = [w.copy() for w in model.get_weights()]
+    exk.filter_maximisation("relu2", 1, steps=3)
+    exk.deconv_reconstruction(xk[:1], "relu3", top_k=2)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -211,3 +211,21 @@ def test_deconv_reconstruction_matches_a_hand_computed_projection(torch):
     vanilla = ex.deconv_reconstruction(x, top_k=1, rule="vanilla").images[0, 0]
     assert np.abs(vanilla - expected).max() > 1e-2  # a different rule gives a different answer
     assert res.title == "layer relu2, top 1 filters"
+
+
+def test_non_spatial_layer_is_refused_for_feature_maps(demo):
+    _, images, _, ex = demo
+    with pytest.raises(ValueError, match="not a spatial map"):
+        ex.feature_maps(images, "fc")
+
+
+def test_demo_section_writes_its_figures(tmp_path, torch):
+    from agnostic_cam.demo.run import run_demo
+
+    index = run_demo(tmp_path, n_images=2, sections=["features"])
+    page = index.read_text()
+    assert "Feature visualisation" in page and "Deconvnet" in page
+    for name in ("features_maps_relu1", "features_filters_conv1", "features_deconv_relu2", "features_class_models",
+                 "features_filter_max_relu3", "features_deep_dream", "features_inversion"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 2000, name
+        assert f"{name}.png" in page

@@ -29,6 +29,7 @@ def features_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarra
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     img = images[:1]
+    pick = [images[i % len(images)][None] for i in range(4)]  # works with fewer demo images too
     figures: list[tuple[str, str, object]] = []  # (file, caption, figure or callable)
     figures.append(("features_maps_relu1.png", f"Feature maps of <code>features.relu1</code> for a {CLASSES[labels[0]]}: "
                     "the 16 channels with the largest mean activation.",
@@ -39,9 +40,9 @@ def features_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarra
                     lambda: ex.filters("features.conv1").figure(cell=0.8)))
     figures.append(("features_deconv_relu2.png", "Deconvnet (Zeiler &amp; Fergus 2014): layer relu2, the 5 filters "
                     "with the strongest activation, each projected back to pixels from its single strongest "
-                    "activation.", lambda: ex.deconv_reconstruction(images[1:2], "features.relu2", 5).figure()))
+                    "activation.", lambda: ex.deconv_reconstruction(pick[1], "features.relu2", 5).figure()))
     figures.append(("features_deconv_relu3.png", "Deconvnet: layer relu3, top 5 filters.",
-                    lambda: ex.deconv_reconstruction(images[1:2], "features.relu3", 5).figure()))
+                    lambda: ex.deconv_reconstruction(pick[1], "features.relu3", 5).figure()))
     figures.append(("features_class_models.png", "Class model visualisation (Simonyan et al. 2014) for each class "
                     f"{list(CLASSES)}: images maximising the class logit, with L2, TV, jitter and blur.",
                     lambda: _labelled(ex.class_model(list(range(len(CLASSES))), seed=0))))
@@ -49,10 +50,10 @@ def features_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarra
                     "channels 0-7 of <code>features.relu3</code>.",
                     lambda: ex.filter_maximisation("features.relu3", list(range(8)), seed=0).figure(cols=8)))
     figures.append(("features_deep_dream.png", "DeepDream at <code>features.relu2</code>, 3 octaves.",
-                    lambda: ex.deep_dream(images[2:3], "features.relu2", octaves=3, clip=(0.0, 1.0), seed=0).figure()))
+                    lambda: ex.deep_dream(pick[2], "features.relu2", octaves=3, clip=(0.0, 1.0), seed=0).figure()))
     figures.append(("features_inversion.png", "Inversion: images whose representation at each layer matches the "
                     "input's (total-variation regulariser), starting from noise.",
-                    lambda: _inversion_figure(ex, images[3:4], ["features.relu1", "features.relu2", "features.relu3"])))
+                    lambda: _inversion_figure(ex, pick[3], ["features.relu1", "features.relu2", "features.relu3"])))
     parts, rows = [], []
     for name, caption, make in figures:
         t = time.perf_counter()
