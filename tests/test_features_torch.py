@@ -229,3 +229,19 @@ def test_demo_section_writes_its_figures(tmp_path, torch):
                  "features_filter_max_relu3", "features_deep_dream", "features_inversion"):
         assert (tmp_path / f"{name}.png").stat().st_size > 2000, name
         assert f"{name}.png" in page
+
+
+def test_deconv_chosen_channels_and_ranking(torch, demo):
+    model, images, _, ex = demo
+    with torch.no_grad():
+        a = model.features[:7](torch.from_numpy(images[:1])).numpy()[0]  # up to relu2
+    res = ex.deconv_reconstruction(images[:1], "features.relu2", top_k=4)
+    flat = a.reshape(a.shape[0], -1)
+    np.testing.assert_array_equal(res.meta["channels"], np.argsort(-flat.max(axis=1), kind="stable")[:4])
+    np.testing.assert_allclose(res.meta["values"], np.sort(flat.max(axis=1))[::-1][:4], rtol=1e-5)
+    chosen = ex.deconv_reconstruction(images[:1], "features.relu2", channels=[3, 7])
+    assert chosen.meta["channels"].tolist() == [3, 7] and chosen.images.shape == (2, 3, 64, 64)
+    pos = chosen.meta["positions"]
+    w = a.shape[2]
+    assert [int(p[0] * w + p[1]) for p in pos] == flat[[3, 7]].argmax(axis=1).tolist()
+    assert "filters [3, 7]" in chosen.title
