@@ -219,9 +219,12 @@ def test_non_spatial_layer_is_refused_for_feature_maps(demo):
         ex.feature_maps(images, "fc")
 
 
-def test_demo_section_writes_its_figures(tmp_path, torch):
+def test_demo_section_writes_its_figures(tmp_path, torch, monkeypatch):
     from agnostic_cam.demo.run import run_demo
+    import importlib
 
+    for name in ("class_model", "deep_dream", "filter_max", "invert"):  # the figures are tested here, not the optimisation
+        monkeypatch.setitem(importlib.import_module(f"agnostic_cam.features.{name}").DEFAULTS, "steps", 3)
     index = run_demo(tmp_path, n_images=2, sections=["features"])
     page = index.read_text()
     assert "Feature visualisation" in page and "Deconvnet" in page
