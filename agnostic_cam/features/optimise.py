@@ -89,9 +89,10 @@ def ascend(x0: np.ndarray, grad_fn: GradFn, settings: Ascent, layout: str, seed:
            desc: str = "optimising") -> tuple[np.ndarray, np.ndarray]:
     """Gradient ascent on ``f(x) - regularisers`` from ``x0`` (N, ...) in ``layout``.
 
-    grad_fn(x) -> (f(x) (N,), df/dx of x's shape). callback(step, x, f) is called after each step
-    with the value of f before that step; returning True stops early.
-    Returns the final image (float32, x0's shape) and the history of f, (steps_run, N) float64.
+    grad_fn(x) -> (value (N,), df/dx of x's shape): ``value`` is what the history records (f(x),
+    or a more telling number, e.g. inversion reports the distance it minimises). callback(step,
+    x, value) is called after each step with the value before that step; True stops early.
+    Returns the final image (float32, x0's shape) and the history, (steps_run, N) float64.
     """
     settings.check()
     axes = spatial_axes(layout)
