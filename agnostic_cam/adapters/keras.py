@@ -123,9 +123,13 @@ class KerasAdapter(Adapter):
                              f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
         return hits[0]
 
+    def layers(self) -> list[str]:
+        """Candidate target layers: every layer (nested ones included) whose output is a spatial
+        (N, h, w, C) map, by the name ``target_layer`` takes."""
+        return [self._name(c) for c in self._chains if len(self._static_shape(c[-1]) or ()) == 4]
+
     def _spatial_examples(self) -> str:
-        names = [self._name(c) for c in self._chains if self._static_shape(c[-1]) is not None
-                 and len(self._static_shape(c[-1])) == 4]
+        names = self.layers()
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
 
     @staticmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from agnostic_cam.demo.data import CLASSES, make_shapes
+from agnostic_cam.demo.frameworks import frameworks_section
 from agnostic_cam.demo.gradients_section import gradients_section
 
 
@@ -44,6 +45,7 @@ def demo_images(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 
 SECTIONS: dict[str, Callable[..., str]] = {"cams": cam_section}
 SECTIONS["gradients"] = gradients_section
+SECTIONS["keras"] = frameworks_section
 
 
 def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) -> Path:
