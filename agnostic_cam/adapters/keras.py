@@ -275,7 +275,11 @@ class KerasAdapter(Adapter):
         kg.check_rule(rule)
         chain = None if layer is None else self._resolve(layer)
         xt = self._tensor(x)
-        out, vals, _ = self._evaluate(xt, [] if chain is None else [chain])  # forward only
+        out, vals, plan = self._evaluate(xt, [] if chain is None else [chain], rule)  # forward only
+        if rule != "vanilla" and plan.relus == 0:
+            raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
+                             "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
+                             "'vanilla' (e.g. method 'saliency')")
         a_np = _first((out if chain is None else vals[0]).numpy().astype(np.float32))
         cot = np.asarray(cotangent(a_np), dtype=np.float32)
         if cot.shape != a_np.shape:
