@@ -312,7 +312,7 @@ class KerasAdapter(Adapter):
             k = np.asarray(ly.kernel.numpy(), np.float32)  # (kh, kw, C, m)
             kh, kw, c, m = k.shape
             return np.ascontiguousarray(k.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1))
-        if type(ly) is not keras.layers.Conv2D:
+        if not isinstance(ly, keras.layers.Conv2D):
             raise ValueError(f"layer {self._name(chain)!r} is a {type(ly).__name__}, not a Conv2D with a (kh, kw, I, O) "
                              "kernel; pass a keras.layers.Conv2D")
         return np.ascontiguousarray(np.asarray(ly.kernel.numpy(), np.float32).transpose(3, 2, 0, 1))
