@@ -46,7 +46,14 @@ class Explainer:
     @classmethod
     def from_keras(cls, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None) -> Explainer:
-        """Explainer for a Keras 3 model (NHWC input). ``target_layer``: a layer name or object."""
+        """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
+
+        target_layer: a layer object or name, also inside a nested model; a name that two nested
+        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`).
+        output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
+        before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
+        without modifying the model.
+        """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:

@@ -85,7 +85,7 @@ def test_risky_backward_runs_without_weight_gradients():
                           timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
     lines = proc.stdout.splitlines()
-    explain, result, control = (lines.index(m) if m in lines else next(i for i, s in enumerate(lines) if s.startswith(m))
+    explain, result, control = (next(i for i, line in enumerate(lines) if line.startswith(m))
                                 for m in ("EXPLAIN", "RESULT", "EAGER-CONTROL"))
     res = json.loads(lines[result][len("RESULT "):])
     assert len(res["maps"]) == 8

@@ -121,6 +121,7 @@ def test_same_name_in_two_nested_models_asks_for_the_path(x):
         Explainer.from_keras(model, "feat")
     ex = Explainer.from_keras(model, "b/feat", progress=False)
     assert ex.layer == "b/feat" and "a/feat" in ex.adapter.layer_names()
+    assert {"a/feat", "b/feat", "a/conv1", "b/conv2"} <= set(ex.layers()) and "a/gap" not in ex.layers()
     # a's head does not depend on b's activations, so at b/feat: the gradients equal b's own, and
     # Ablation-CAM's y - y_c (raw map times the score y) equals b's own on the ONNX tail graph
     own_ex = Explainer.from_keras(b, "feat", progress=False)
@@ -178,3 +179,34 @@ def test_onnx_export_refreshed_after_weights_change(x):
     m.get_layer("fc").set_weights([w * 2, b + 1])
     np.testing.assert_allclose(ex.predict(x), m(x).numpy(), atol=1e-5)
     assert np.abs(ex.predict(x) - a).max() > 1e-3
+
+
+def test_dynamic_input_size_and_sequential_built_by_call():
+    """A model taking any image size (one export per size, one compiled backward for all) and a
+    Sequential model built by calling it on data (no keras.Input)."""
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    keras.utils.set_random_seed(9)
+    inp = keras.Input((None, None, 3))
+    feat = layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(inp)
+    dyn = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(feat)))
+    seq = keras.Sequential([layers.Conv2D(4, 3, name="c"), layers.ReLU(name="r"), layers.GlobalAveragePooling2D(),
+                            layers.Dense(2)])
+    seq(np.zeros((1, 12, 12, 3), np.float32))
+    for model, layer, sizes in ((dyn, "c", (16, 23)), (seq, "r", (12,))):
+        ex = Explainer.from_keras(model, layer, progress=False)
+        ref_model = keras.Model(model.inputs[0], [model.get_layer(layer).output, model.outputs[0]])
+        for s in sizes:
+            x = np.random.default_rng(s).normal(size=(2, s, s, 3)).astype(np.float32)
+            xt = tf.constant(x)
+            with tf.GradientTape() as t:
+                t.watch(xt)
+                a, out = ref_model(xt)
+                score = out[:, 1]
+            g = t.gradient(score, a).numpy()
+            ref = np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a.numpy())
+            got = ex.explain(x, "gradcam", target=1)
+            np.testing.assert_allclose(got.raw, ref, atol=1e-5 * np.abs(ref).max())
+            assert ex.explain(x, "eigencam").heatmap.shape == (2, s, s)

@@ -217,3 +217,18 @@ def test_model_unchanged_also_after_errors(tiny, x):
         t.watch(xt)
         y = tf.reduce_sum(tiny(xt))
     np.testing.assert_allclose(van, t.gradient(y, xt).numpy(), atol=1e-5)
+
+
+def test_rules_need_a_relu():
+    import keras
+    from keras import layers
+
+    from agnostic_cam.adapters.keras import KerasAdapter
+
+    inp = keras.Input((S, S, 3))
+    x = layers.Conv2D(4, 3, activation="swish", name="c")(inp)
+    ka = KerasAdapter(keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x))), "c")
+    xs = np.ones((1, S, S, 3), np.float32)
+    with pytest.raises(ValueError, match="has no ReLU.*'vanilla'"):
+        ka.vjp(xs, None, lambda a: np.ones_like(a), "guided")
+    assert np.abs(ka.vjp(xs, None, lambda a: np.ones_like(a))[1]).max() > 0

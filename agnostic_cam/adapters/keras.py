@@ -123,9 +123,13 @@ class KerasAdapter(Adapter):
                              f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
         return hits[0]
 
+    def layers(self) -> list[str]:
+        """Candidate target layers: every layer (nested ones included) whose output is a spatial
+        (N, h, w, C) map, by the name ``target_layer`` takes."""
+        return [self._name(c) for c in self._chains if len(self._static_shape(c[-1]) or ()) == 4]
+
     def _spatial_examples(self) -> str:
-        names = [self._name(c) for c in self._chains if self._static_shape(c[-1]) is not None
-                 and len(self._static_shape(c[-1])) == 4]
+        names = self.layers()
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
 
     @staticmethod
@@ -271,7 +275,11 @@ class KerasAdapter(Adapter):
         kg.check_rule(rule)
         chain = None if layer is None else self._resolve(layer)
         xt = self._tensor(x)
-        out, vals, _ = self._evaluate(xt, [] if chain is None else [chain])  # forward only
+        out, vals, plan = self._evaluate(xt, [] if chain is None else [chain], rule)  # forward only
+        if rule != "vanilla" and plan.relus == 0:
+            raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
+                             "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
+                             "'vanilla' (e.g. method 'saliency')")
         a_np = _first((out if chain is None else vals[0]).numpy().astype(np.float32))
         cot = np.asarray(cotangent(a_np), dtype=np.float32)
         if cot.shape != a_np.shape:
@@ -304,7 +312,7 @@ class KerasAdapter(Adapter):
             k = np.asarray(ly.kernel.numpy(), np.float32)  # (kh, kw, C, m)
             kh, kw, c, m = k.shape
             return np.ascontiguousarray(k.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1))
-        if type(ly) is not keras.layers.Conv2D:
+        if not isinstance(ly, keras.layers.Conv2D):
             raise ValueError(f"layer {self._name(chain)!r} is a {type(ly).__name__}, not a Conv2D with a (kh, kw, I, O) "
                              "kernel; pass a keras.layers.Conv2D")
         return np.ascontiguousarray(np.asarray(ly.kernel.numpy(), np.float32).transpose(3, 2, 0, 1))

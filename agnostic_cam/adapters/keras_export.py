@@ -1,5 +1,11 @@
 """tf2onnx conversion for the Keras adapter: a traced function to an ONNX graph whose two outputs are
-the very tensors the model computes (not copies), so the graph can be cut after the tapped layer."""
+the very tensors the model computes (not copies), so the graph can be cut after the tapped layer.
+
+Keras' own ``model.export(path, format="onnx")`` exports the model's outputs only; adding the tapped
+layer would need a new functional model (and nested models cannot expose inner tensors that way).
+We trace the adapter's own evaluator of the model instead, which returns [output, layer] for any
+layer, nested or not, and convert that function with tf2onnx, which Keras' exporter also uses.
+"""
 from __future__ import annotations
 
 import tensorflow as tf

@@ -76,6 +76,11 @@ def is_softmax_fn(fn) -> bool:
     return callable(fn) and _fn_name(fn) in ("softmax", "log_softmax")
 
 
+def _is_softmax_op(op) -> bool:
+    """A Softmax layer, or a keras.ops.softmax node of a functional graph."""
+    return isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax"
+
+
 def view(layer, **attrs):
     """A new object of the layer's class sharing its state (same variables), with ``attrs``
     replaced on the view only. The user's layer is not modified."""
@@ -127,7 +132,7 @@ def softmax_head(model) -> tuple:
     """Chain of the final softmax operation, for ``output='logits'``; ValueError if there is none."""
     chain = output_chain(model)
     op = chain[-1]
-    if isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax" or is_softmax_fn(getattr(op, "activation", None)):
+    if _is_softmax_op(op) or is_softmax_fn(getattr(op, "activation", None)):
         return chain
     act = _fn_name(getattr(op, "activation", None))
     raise ValueError(f"output='logits' needs a model that ends in a softmax (Dense(activation='softmax'), a Softmax or "
@@ -149,7 +154,7 @@ class Plan:
 def _substitute(op, chain: tuple, plan: Plan):
     """The callable evaluating ``op``: the op itself, or a view without softmax / with a ruled ReLU."""
     if same(chain, plan.head):
-        if isinstance(op, keras.layers.Softmax) or type(op).__name__ == "Softmax":
+        if _is_softmax_op(op):
             return lambda *a, **k: a[0]
         v = view(op, activation=keras.activations.linear)
         return lambda *a, **k: v.call(*a)

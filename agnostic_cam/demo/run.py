@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from agnostic_cam.demo.data import CLASSES, make_shapes
-from agnostic_cam.demo.gradients_section import gradients_section
+from agnostic_cam.demo.frameworks import frameworks_section
 from agnostic_cam.demo.features_section import features_section
+from agnostic_cam.demo.gradients_section import gradients_section
 
 
 def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) -> str:
@@ -46,6 +47,7 @@ def demo_images(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 SECTIONS: dict[str, Callable[..., str]] = {"cams": cam_section}
 SECTIONS["gradients"] = gradients_section
 SECTIONS["features"] = features_section
+SECTIONS["keras"] = frameworks_section
 
 
 def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) -> Path:
