@@ -59,8 +59,13 @@ def test_fixed_batch_top1_and_callable(net, images, reference):
 
 
 @pytest.fixture(scope="module")
-def keras_onnx(net):
-    return keras_to_onnx(keras_twin(net, SIZE), SIZE)
+def keras_model(net):
+    return keras_twin(net, SIZE)
+
+
+@pytest.fixture(scope="module")
+def keras_onnx(keras_model):
+    return keras_to_onnx(keras_model, SIZE)
 
 
 @pytest.mark.parametrize("method", FORWARD + ["gradcam", "layercam"])
@@ -70,6 +75,15 @@ def test_keras_tf2onnx_nhwc_matches_from_torch(keras_onnx, images, reference, me
     x_nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     ours = ex.explain(x_nhwc, method, target=[1, 2, 0])
     _same(ours, reference.explain(images, method, target=[1, 2, 0]), method)
+
+
+@pytest.mark.parametrize("method", FORWARD + GRADIENT + ["saliency", "guided_backprop"])
+def test_keras_tf2onnx_matches_from_keras(keras_model, keras_onnx, images, method):
+    """The tf2onnx file explained bare equals the Keras model explained through from_keras."""
+    x_nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    ours = Explainer.from_onnx(keras_onnx, progress=False).explain(x_nhwc, method, target=[2, 0, 4])
+    ref = Explainer.from_keras(keras_model, "feat", progress=False).explain(x_nhwc, method, target=[2, 0, 4])
+    _same(ours, ref, method)
 
 
 def test_keras_layout_errors_point_to_transpose(keras_onnx, images):
