@@ -25,6 +25,7 @@ try:
 
     from agnostic_cam.adapters.torch_rules import RULES
     from agnostic_cam.adapters.torch_rules import relu_rule as torch_relu_rule
+    from agnostic_cam.adapters.torch_vjp import target_scores
 except ImportError as e:  # pragma: no cover - exercised with the modules blocked
     raise ImportError(f"gradient methods on a bare ONNX model need torch and onnx2torch ({e}): {_EXTRA}") from e
 
@@ -123,14 +124,7 @@ class TorchGradients:
             raise ValueError("the converted graph did not return (output, activation)")
         return out[0], out[1]
 
-    @staticmethod
-    def _scores(out, classes, target: TargetSpec):
-        if classes is None:
-            s = target.fn(out)
-            if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
-                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
-            return s
-        return out[torch.arange(out.shape[0]), torch.as_tensor(classes)]
+    _scores = staticmethod(target_scores)
 
     def _backward(self, x: np.ndarray, target: TargetSpec, wrt_input: bool, rule: str = "vanilla") -> Gradients:
         if torch.is_inference_mode_enabled():

@@ -14,7 +14,7 @@ try:
     import torch
     from torch import nn
 
-    from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved
+    from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
@@ -198,11 +198,4 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 grads=grad.detach().cpu().numpy().astype(np.float32),
             )
 
-    @staticmethod
-    def _scores(out, classes, target: TargetSpec):
-        if classes is None:
-            s = target.fn(out)
-            if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
-                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
-            return s
-        return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]
+    _scores = staticmethod(target_scores)

@@ -44,6 +44,16 @@ def hooked(module: nn.Module, hook, kind: str = "forward"):
         handle.remove()
 
 
+def target_scores(out: torch.Tensor, classes, target: TargetSpec) -> torch.Tensor:
+    """Scores (M,) of ``classes`` in ``out`` (M, K), or ``target.fn(out)`` for a callable target."""
+    if classes is None:
+        s = target.fn(out)
+        if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
+            raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+        return s
+    return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]
+
+
 class TorchPrimitives:
     """vjp / activations / layer_names / conv_weights / input_gradients for a TorchAdapter (which
     provides ``model``, ``_resolve``, ``_forward``, ``_tensor``, ``_guard`` and ``_scores``)."""
