@@ -229,3 +229,14 @@ def test_batched_perturbation_curve_equals_one_by_one(skip_net, images, mode):
             img = np.where(moved, src, dst)
             p = softmax(ex.predict(img[None]).astype(np.float64))[0, targets[i]]
             np.testing.assert_allclose(curve.scores[i, k], p, rtol=1e-5, atol=1e-7)
+
+
+def test_tail_views_are_built_once(skip_net, images):
+    """Repeated Ablation-CAM calls reuse the tail engine and the head view feeding its extra inputs."""
+    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    a = ex.explain(images, "ablationcam", target=[0, 3, 4])
+    engine = ex.adapter.engine(images.shape[1:])
+    first = ex._tails[engine]
+    b = ex.explain(images, "ablationcam", target=[0, 3, 4])
+    assert all(x is y for x, y in zip(ex._tails[engine], first)) and first[3] is not None
+    np.testing.assert_array_equal(a.raw, b.raw)
