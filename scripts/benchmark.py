@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor-max", type=int, default=512, help="Score-CAM floor: inputs timed (then scaled)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--scaling-batches", default="4,16,64", help="Score-CAM batch sizes for the memory test ('' skips)")
+    ap.add_argument("--skip", default="", help="groups to leave out, e.g. resnet50:8:scorecam,resnet50:8:ablationcam")
     ap.add_argument("--quick", action="store_true", help="ResNet-18, batch 1, one repetition, no memory-scaling test")
     ap.add_argument("--out", default=str(ROOT / "out" / "benchmark"))
     ap.add_argument("--update-docs", action="store_true", help="also write docs/benchmarks.md")
@@ -408,18 +409,23 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--models from {sorted(CHANNELS)}, --methods from {sorted(PEERS)}")
     args.scaling_batches = [int(b) for b in args.scaling_batches.split(",") if b]
     start = time.time()
-    rows = []
+    rows, skipped = [], []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for model in models:
             for batch in [int(b) for b in args.batch.split(",")]:
                 for method in methods:
+                    if f"{model}:{batch}:{method}" in args.skip.split(","):
+                        skipped.append(f"{model} b{batch} {method}")
+                        continue
                     rows += bench_group(model, batch, method, args, tmp)
         scaling = memory_scaling(args, tmp) if args.scaling_batches else []
     loads = sorted(x for r in rows for x in r["load"])
     info = machine() | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - start) / 60,
                         "repeat": args.repeat, "load_min": loads[0], "load_median": median(loads), "load_max": loads[-1]}
     md = markdown(rows, scaling, info)
+    if skipped:
+        md += f"\nNot run this time (--skip): {', '.join(skipped)}.\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.md").write_text(md + "\n")
