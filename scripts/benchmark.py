@@ -239,7 +239,8 @@ def bench_group(model: str, batch: int, method: str, args, tmp: Path) -> list[di
         impls.remove("pgc")
         skipped["pgc"] = f"skipped: it materialises all masked inputs (~{est / 1024:.1f} GiB) at once"
     results: dict[str, list[dict]] = {i: [] for i in impls}
-    for r in range(args.repeat):
+    long = method != "gradcam" and batch * CHANNELS[model] >= args.long_inputs
+    for r in range(min(args.repeat, args.long_repeat) if long else args.repeat):
         for impl in (impls if r % 2 == 0 else impls[::-1]):
             job = {"model": model, "batch": batch, "method": method, "impl": impl, "threads": args.threads,
                    "inner": args.inner, "budget_s": args.budget, "floor_max": args.floor_max,
@@ -333,7 +334,9 @@ def markdown(rows: list[dict], scaling: list[dict], info: dict) -> str:
     v = info["versions"]
     text = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; {info['os']}",
             f"Load average (1 min) during the run: min {info['load_min']:.2f}, median {info['load_median']:.2f}, "
-            f"max {info['load_max']:.2f}. Run of {info['date']}, {info['minutes']:.1f} min, repeat {info['repeat']}.",
+            f"max {info['load_max']:.2f}. Run of {info['date']}, {info['minutes']:.1f} min, repeat {info['repeat']} "
+            f"({info.get('long_repeat', info['repeat'])} for Score-/Ablation-CAM with >= {info.get('long_inputs', '-')} "
+            "channel inputs).",
             f"Versions: torch {v['torch']}, onnxruntime {v['onnxruntime']} ({', '.join(v['providers'])}), "
             f"grad-cam {v['grad-cam']}, captum {v['captum']}, numpy {v['numpy']}, python {v['python']}.", "",
             *body, ""]
@@ -384,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--methods", default="scorecam,ablationcam,gradcam")
     ap.add_argument("--repeat", type=int, default=2, help="fresh-process repetitions per implementation")
+    ap.add_argument("--long-repeat", type=int, default=1,
+                    help="repetitions for Score-/Ablation-CAM groups with >= --long-inputs channel inputs")
+    ap.add_argument("--long-inputs", type=int, default=4096, help="batch x channels from which a group is long")
     ap.add_argument("--inner", type=int, default=5, help="calls per process for the fast methods")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of repeated calls per process (fast methods)")
     ap.add_argument("--floor-max", type=int, default=512, help="Score-CAM floor: inputs timed (then scaled)")
@@ -422,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         scaling = memory_scaling(args, tmp) if args.scaling_batches else []
     loads = sorted(x for r in rows for x in r["load"])
     info = machine() | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - start) / 60,
-                        "repeat": args.repeat, "load_min": loads[0], "load_median": median(loads), "load_max": loads[-1]}
+                        "repeat": args.repeat, "long_repeat": args.long_repeat, "long_inputs": args.long_inputs, "load_min": loads[0], "load_median": median(loads), "load_max": loads[-1]}
     md = markdown(rows, scaling, info)
     if skipped:
         md += f"\nNot run this time (--skip): {', '.join(skipped)}.\n"
