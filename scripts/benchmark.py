@@ -61,61 +61,98 @@ def _reset_peak() -> bool:
         return False
 
 
-def worker(job: dict) -> dict:
+def setup(job: dict):
+    """Model, seeded inputs (torch and NumPy), target classes and the target layer of a job."""
     import numpy as np
     import torch
     import torchvision
 
-    threads = job["threads"]
-    torch.set_num_threads(threads)
+    torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     model = getattr(torchvision.models, job["model"])(weights=None).eval()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(job["batch"], 3, SIZE, SIZE, generator=g)
     targets = np.random.default_rng(2).integers(0, 1000, job["batch"])
-    xn = x.numpy()
-    method, impl = job["method"], job["impl"]
-    layer = dict(model.named_modules())[LAYER]
+    return model, x, x.numpy(), targets, dict(model.named_modules())[LAYER]
 
+
+def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict | None = None):
+    """(call, warm_forward, state) for one implementation; ``call()`` returns its map."""
+    import torch
+
+    state = {}
     if impl == "ours":
         from agnostic_cam import Explainer
 
         ex = Explainer.from_torch(model, LAYER, input_shape=(3, SIZE, SIZE), progress=False)
-        engine = ex.adapter.engine((3, SIZE, SIZE))
-        engine.session  # export + session creation: setup, like building the peer's object
-        opts = job.get("options", {})
+        state["ex"] = ex
+        state["engine"] = ex.adapter.engine((3, SIZE, SIZE))
+        state["engine"].session  # export + session creation: setup, like building the peer's object
 
         def call():
-            return ex.explain(xn, method, target=targets.tolist(), **opts).heatmap
+            return ex.explain(xn, method, target=targets.tolist(), **(opts or {})).heatmap
 
-        def warm_forward():
-            ex.predict(xn)
-    else:
-        from agnostic_cam.imaging import cam_to_heatmap
+        return call, lambda: ex.predict(xn), state
 
-        def warm_forward():
-            with torch.no_grad():
-                model(x)
+    def warm_forward():
+        with torch.no_grad():
+            model(x)
 
-        if impl == "pgc":
-            import pytorch_grad_cam as pgc
-            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    if impl == "pgc":
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-            cls = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "gradcam": pgc.GradCAM}[method]
-            cam = cls(model=model, target_layers=[layer])  # its default batch sizes: as users run it
-            tg = [ClassifierOutputTarget(int(t)) for t in targets]
+        cls = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "gradcam": pgc.GradCAM}[method]
+        cam = cls(model=model, target_layers=[layer])  # its default batch sizes: as users run it
+        tg = [ClassifierOutputTarget(int(t)) for t in targets]
+        return (lambda: cam(input_tensor=x, targets=tg)), warm_forward, state
+    if impl == "captum":
+        from captum.attr import LayerGradCam
 
-            def call():
-                return cam(input_tensor=x, targets=tg)
-        elif impl == "captum":
-            from captum.attr import LayerGradCam
+        lgc = LayerGradCam(model, layer)
+        # Captum returns the layer-resolution map; post-processed outside the timing
+        return (lambda: lgc.attribute(x, target=targets.tolist())), warm_forward, state
+    if impl == "floor":  # one plain PyTorch forward + backward of the target scores
 
-            lgc = LayerGradCam(model, layer)
+        def fwd_bwd():
+            xx = x.clone().requires_grad_(True)
+            o = model(xx)
+            o[torch.arange(len(targets)), torch.as_tensor(targets)].sum().backward()
+            model.zero_grad(set_to_none=True)
 
-            def call():  # Captum returns the layer-resolution map; post-processed outside the timing
-                return lgc.attribute(x, target=targets.tolist())
-        else:
-            raise ValueError(impl)
+        return fwd_bwd, warm_forward, state
+    raise ValueError(impl)
+
+
+def interleaved(job: dict) -> dict:
+    """Fast methods: all implementations in one process, call by call in alternating order, so
+    a burst of load from other processes hits them alike. Times only (memory: own processes)."""
+    model, x, xn, targets, layer = setup(job)
+    impls = ["ours", *PEERS[job["method"]], "floor"]
+    calls = {i: make_impl(i, job["method"], model, x, xn, targets, layer)[0] for i in impls}
+    for c in calls.values():
+        c()  # warm-up
+    times: dict[str, list[float]] = {i: [] for i in impls}
+    load0 = os.getloadavg()[0]
+    for r in range(job["inner"]):
+        for i in (impls if r % 2 == 0 else impls[::-1]):
+            t = time.perf_counter()
+            calls[i]()
+            times[i].append(time.perf_counter() - t)
+    return {"job": job, "times_by_impl": times, "load": [load0, os.getloadavg()[0]]}
+
+
+def worker(job: dict) -> dict:
+    import numpy as np
+
+    if job["impl"] == "interleaved":
+        return interleaved(job)
+    from agnostic_cam.imaging import cam_to_heatmap
+
+    model, x, xn, targets, layer = setup(job)
+    method, impl = job["method"], job["impl"]
+    call, warm_forward, state = make_impl(impl, method, model, x, xn, targets, layer, job.get("options"))
+    ex, engine = state.get("ex"), state.get("engine")
 
     post = (lambda r: cam_to_heatmap(r.detach().numpy()[:, 0], (SIZE, SIZE))) if impl == "captum" else np.asarray
     cheap = method == "gradcam" or (impl == "ours" and method != "scorecam")
@@ -126,19 +163,12 @@ def worker(job: dict) -> dict:
         call()
     else:
         warm_forward()
-    times, floor_times = [], []
+    times = []
     t_all = time.perf_counter()
     while True:
         t = time.perf_counter()
         out = call()
         times.append(time.perf_counter() - t)
-        if impl == "ours" and method == "gradcam":  # floor: one plain forward + backward, interleaved
-            xx = x.clone().requires_grad_(True)
-            t = time.perf_counter()
-            o = model(xx)
-            o[torch.arange(len(targets)), torch.as_tensor(targets)].sum().backward()
-            floor_times.append(time.perf_counter() - t)
-            model.zero_grad(set_to_none=True)
         if not cheap or len(times) >= job["inner"] or time.perf_counter() - t_all > job["budget_s"]:
             break
     peak = _status()["VmHWM"] - rss0 if reset else float("nan")
@@ -146,8 +176,6 @@ def worker(job: dict) -> dict:
     res = {"job": job, "times": times, "peak_mb": peak, "rss0_mb": rss0, "load": [load0, os.getloadavg()[0]]}
     if impl == "ours" and method == "scorecam" and not job.get("options"):
         res.update(_scorecam_floor(ex, engine, xn, targets, job["floor_max"]))
-    if floor_times:
-        res["floor_times"] = floor_times
     np.save(job["heatmap_file"], np.asarray(heat, np.float32))
     return res
 
@@ -251,13 +279,21 @@ def bench_group(model: str, batch: int, method: str, args, tmp: Path) -> list[di
                   f"peak {res['peak_mb']:7.0f} MB  load {res['load'][0]:.1f}", flush=True)
     ours = results["ours"]
     ours_s = median([t for r in ours for t in r["times"]])
+    inter = None
+    if method == "gradcam":  # times from one process that alternates the implementations call by call
+        job = {"model": model, "batch": batch, "method": method, "impl": "interleaved", "threads": args.threads,
+               "inner": max(args.inner, 7)}
+        inter = run_worker(job, args.timeout)
+        ours_s = median(inter["times_by_impl"]["ours"])
+        print(f"  {model} b{batch} {method:<12} interleaved: " + ", ".join(
+            f"{k} {median(v):.3f} s" for k, v in inter["times_by_impl"].items()), flush=True)
     ours_heat = np.load(tmp / f"{model}_{batch}_{method}_ours.npy")
     rows = []
     floor = None
     if method == "scorecam" and "floor_s" in ours[0]:
         floor = median([r["floor_s"] for r in ours])
-    if method == "gradcam":
-        floor = median([t for r in ours for t in r.get("floor_times", [])])
+    if inter:
+        floor = median(inter["times_by_impl"]["floor"])
     base = {"model": model, "batch": batch, "method": method, "ours_s": ours_s,
             "ours_peak_mb": max(r["peak_mb"] for r in ours),
             "load": [x for r in ours for x in r["load"]], "floor_s": floor,
@@ -271,7 +307,7 @@ def bench_group(model: str, batch: int, method: str, args, tmp: Path) -> list[di
             row.update(peer_s=None, ratio=None, max_abs_diff=None, peer_peak_mb=None, note=skipped[peer])
         else:
             pr = results[peer]
-            peer_s = median([t for r in pr for t in r["times"]])
+            peer_s = median(inter["times_by_impl"][peer] if inter else [t for r in pr for t in r["times"]])
             heat = np.load(tmp / f"{model}_{batch}_{method}_{peer}.npy")
             row.update(peer_s=peer_s, ratio=ours_s / peer_s, peer_peak_mb=max(r["peak_mb"] for r in pr),
                        max_abs_diff=float(np.abs(heat - ours_heat).max()),
@@ -400,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "benchmark"))
     ap.add_argument("--update-docs", action="store_true", help="also write docs/benchmarks.md")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--merge", help="a benchmark.json from an earlier run: keep its rows for groups this run skips")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -426,10 +463,24 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     rows += bench_group(model, batch, method, args, tmp)
         scaling = memory_scaling(args, tmp) if args.scaling_batches else []
+    merged_from = None
+    if args.merge:
+        old = json.loads(Path(args.merge).read_text())
+        done = {(r["model"], r["batch"], r["method"]) for r in rows}
+        keep = [r for r in old["rows"] if (r["model"], r["batch"], r["method"]) not in done]
+        order = {(m, b, me): k for k, (m, b, me) in enumerate(
+            (m, int(b), me) for m in CHANNELS for b in (1, 8) for me in PEERS)}
+        rows = sorted(rows + keep, key=lambda r: order.get((r["model"], r["batch"], r["method"]), 99))
+        scaling = scaling or old.get("memory_scaling", [])
+        merged_from = old["machine"].get("date")
+        skipped = [k for k in skipped if tuple(k.split(" ")) not in {(f"{r['model']}", f"b{r['batch']}", r['method']) for r in keep}]
     loads = sorted(x for r in rows for x in r["load"])
     info = machine() | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - start) / 60,
                         "repeat": args.repeat, "long_repeat": args.long_repeat, "long_inputs": args.long_inputs, "load_min": loads[0], "load_median": median(loads), "load_max": loads[-1]}
     md = markdown(rows, scaling, info)
+    if merged_from:
+        md += (f"\nRows of groups not re-run here (and the memory test, if not re-run) come from the run of "
+               f"{merged_from} on the same machine (--merge).\n")
     if skipped:
         md += f"\nNot run this time (--skip): {', '.join(skipped)}.\n"
     out = Path(args.out)
