@@ -410,6 +410,21 @@ interleaved with our calls. *peak MB*: the process's resident-set high-water mar
 call minus the resident set before it (Linux `VmHWM`, reset via `/proc/self/clear_refs`), so it
 includes ONNX Runtime's and PyTorch's native allocations that `tracemalloc` cannot see.
 
+Grad-CAM, its peers and its floor are timed call by call, alternating, in one process (they take
+milliseconds, so a burst of load from another process would otherwise land on one side only);
+the Score-/Ablation-CAM floors are timed in the same process as our call, on up to 512 inputs
+(`--floor-max`) and scaled to the number of distinct inputs. On a shared machine (load above
+the core count) separately timed runs still move by tens of percent: read the ratios with the
+load line below, and prefer a run on a quiet machine.
+
+Cost: `make benchmark` runs every group (ResNet-18/50, batch 1/8, three methods; two
+repetitions for the short groups, one for the long Score-/Ablation-CAM ones) and takes about
+40 minutes on a quiet 2-core machine, most of it in pytorch-grad-cam's ResNet-50 batch-8
+Ablation-CAM (16,384 full forward passes) and our ResNet-50 batch-8 Score-CAM; add
+`--skip resnet50:8:scorecam,resnet50:8:ablationcam` for a ~15-minute run. pytorch-grad-cam's
+Score-CAM is skipped (and the row says so) when the masked inputs it builds all at once would
+exceed half the available memory (ResNet-50, batch 8: ~13 GiB).
+
 GPU rows are pending: this run had no GPU. On a machine with `onnxruntime-gpu`, the engine uses
 the CUDA execution provider with I/O binding and larger batches by itself
 (`OnnxEngine.uses_io_binding`, `OnnxEngine.batch_size_for`); run the same command there.
@@ -437,10 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-docs", action="store_true", help="also write docs/benchmarks.md")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--merge", help="a benchmark.json from an earlier run: keep its rows for groups this run skips")
+    ap.add_argument("--render", help="only re-write the Markdown (and docs with --update-docs) from a benchmark.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        md = markdown(data["rows"], data.get("memory_scaling", []), data["machine"]) + data.get("tail", "")
+        write(md, data, Path(args.out), args.update_docs)
         return 0
     if args.quick:
         args.models, args.batch, args.repeat, args.scaling_batches = "resnet18", "1", 1, ""
@@ -483,15 +504,19 @@ def main(argv: list[str] | None = None) -> int:
                f"{merged_from} on the same machine (--merge).\n")
     if skipped:
         md += f"\nNot run this time (--skip): {', '.join(skipped)}.\n"
-    out = Path(args.out)
+    tail = md[len(markdown(rows, scaling, info)):]
+    write(md, {"machine": info, "rows": rows, "memory_scaling": scaling, "tail": tail}, Path(args.out), args.update_docs)
+    return 0
+
+
+def write(md: str, data: dict, out: Path, docs: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.md").write_text(md + "\n")
-    (out / "benchmark.json").write_text(json.dumps({"machine": info, "rows": rows, "memory_scaling": scaling}, indent=1))
-    if args.update_docs:
+    (out / "benchmark.json").write_text(json.dumps(data, indent=1))
+    if docs:
         (ROOT / "docs" / "benchmarks.md").write_text(DOC_HEAD + md + "\n")
     print("\n" + md)
-    print(f"\nwrote {out / 'benchmark.md'} and .json" + (" and docs/benchmarks.md" if args.update_docs else ""))
-    return 0
+    print(f"\nwrote {out / 'benchmark.md'} and .json" + (" and docs/benchmarks.md" if docs else ""))
 
 
 if __name__ == "__main__":
