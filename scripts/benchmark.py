@@ -294,10 +294,15 @@ def bench_group(model: str, batch: int, method: str, args, tmp: Path) -> list[di
         floor = median([r["floor_s"] for r in ours])
     if inter:
         floor = median(inter["times_by_impl"]["floor"])
+    over = ours_s / floor if floor else None
+    if method == "scorecam" and floor:  # pair each call with the floor timed in the same process
+        over = median([median(r["times"]) / r["floor_s"] for r in ours])
     base = {"model": model, "batch": batch, "method": method, "ours_s": ours_s,
             "ours_peak_mb": max(r["peak_mb"] for r in ours),
             "load": [x for r in ours for x in r["load"]], "floor_s": floor,
-            "ours_over_floor": ours_s / floor if floor else None}
+            "ours_over_floor": over, "workers": {k: [
+                {"times": r.get("times"), "floor_s": r.get("floor_s"), "peak_mb": r.get("peak_mb"), "load": r["load"]}
+                for r in v] for k, v in results.items()}}
     if method == "scorecam":
         base.update(distinct_inputs=ours[0].get("distinct_inputs"), channel_inputs=ours[0].get("channel_inputs"),
                     ort_batch=ours[0].get("ort_batch"))
@@ -412,8 +417,9 @@ includes ONNX Runtime's and PyTorch's native allocations that `tracemalloc` cann
 
 Grad-CAM, its peers and its floor are timed call by call, alternating, in one process (they take
 milliseconds, so a burst of load from another process would otherwise land on one side only);
-the Score-/Ablation-CAM floors are timed in the same process as our call, on up to 512 inputs
-(`--floor-max`) and scaled to the number of distinct inputs. On a shared machine (load above
+the Score-CAM floor is timed in the same process right after our call, on up to 512 inputs
+(`--floor-max`) scaled to the number of distinct inputs, and *ours/floor* is the median over
+processes of each call's time over its own floor. On a shared machine (load above
 the core count) separately timed runs still move by tens of percent: read the ratios with the
 load line below, and prefer a run on a quiet machine.
 
