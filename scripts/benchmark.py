@@ -239,10 +239,10 @@ def machine() -> dict:
         pass
     vers = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
-    for mod, dist in (("pytorch_grad_cam", "grad-cam"), ("captum", "captum")):
-        try:
-            from importlib.metadata import version
+    from importlib.metadata import version
 
+    for dist in ("grad-cam", "captum"):
+        try:
             vers[dist] = version(dist)
         except Exception:  # noqa: BLE001
             vers[dist] = "not installed"
@@ -386,6 +386,10 @@ def markdown(rows: list[dict], scaling: list[dict], info: dict) -> str:
     t = verdicts(rows)
     if t:
         text += ["Targets (issue 7):", "", *t, ""]
+    have = {(r["model"], r["batch"], r["method"]) for r in rows}
+    missing = [f"{m} b{b} {me}" for m in CHANNELS for b in (1, 8) for me in PEERS if (m, b, me) not in have]
+    if missing:
+        text += [f"Not in this table (not run, see `--skip`): {', '.join(missing)}.", ""]
     if scaling:
         full = CHANNELS["resnet50"] * 3 * SIZE * SIZE * 4 / 2**20
         text += ["Score-CAM memory on ResNet-50 `layer4` (2048 channels), one image, by Score-CAM batch size "
@@ -479,14 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--models from {sorted(CHANNELS)}, --methods from {sorted(PEERS)}")
     args.scaling_batches = [int(b) for b in args.scaling_batches.split(",") if b]
     start = time.time()
-    rows, skipped = [], []
+    rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for model in models:
             for batch in [int(b) for b in args.batch.split(",")]:
                 for method in methods:
                     if f"{model}:{batch}:{method}" in args.skip.split(","):
-                        skipped.append(f"{model} b{batch} {method}")
                         continue
                     rows += bench_group(model, batch, method, args, tmp)
         scaling = memory_scaling(args, tmp) if args.scaling_batches else []
@@ -500,16 +503,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = sorted(rows + keep, key=lambda r: order.get((r["model"], r["batch"], r["method"]), 99))
         scaling = scaling or old.get("memory_scaling", [])
         merged_from = old["machine"].get("date")
-        skipped = [k for k in skipped if tuple(k.split(" ")) not in {(f"{r['model']}", f"b{r['batch']}", r['method']) for r in keep}]
     loads = sorted(x for r in rows for x in r["load"])
     info = machine() | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": (time.time() - start) / 60,
                         "repeat": args.repeat, "long_repeat": args.long_repeat, "long_inputs": args.long_inputs, "load_min": loads[0], "load_median": median(loads), "load_max": loads[-1]}
     md = markdown(rows, scaling, info)
     if merged_from:
-        md += (f"\nRows of groups not re-run here (and the memory test, if not re-run) come from the run of "
-               f"{merged_from} on the same machine (--merge).\n")
-    if skipped:
-        md += f"\nNot run this time (--skip): {', '.join(skipped)}.\n"
+        md += (f"\nOnly some groups were re-run at the time above; the other rows (and the memory test, if not "
+               f"re-run) come from earlier runs on the same machine, the latest of {merged_from} (--merge).\n")
+
     tail = md[len(markdown(rows, scaling, info)):]
     write(md, {"machine": info, "rows": rows, "memory_scaling": scaling, "tail": tail}, Path(args.out), args.update_docs)
     return 0
