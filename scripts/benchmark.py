@@ -417,7 +417,9 @@ forward pass per distinct masked input at the batch size Score-CAM uses (the pas
 avoid); for Grad-CAM, one plain PyTorch forward + `backward()` of the target scores, timed
 interleaved with our calls. *peak MB*: the process's resident-set high-water mark during the
 call minus the resident set before it (Linux `VmHWM`, reset via `/proc/self/clear_refs`), so it
-includes ONNX Runtime's and PyTorch's native allocations that `tracemalloc` cannot see.
+includes ONNX Runtime's and PyTorch's native allocations that `tracemalloc` cannot see. Memory
+freed during set-up (our ONNX export runs the model once) can be reused without raising the
+resident set, so a small number means "no more than the set-up already needed".
 
 Grad-CAM, its peers and its floor are timed call by call, alternating, in one process (they take
 milliseconds, so a burst of load from another process would otherwise land on one side only);
