@@ -389,7 +389,7 @@ def markdown(rows: list[dict], scaling: list[dict], info: dict) -> str:
     have = {(r["model"], r["batch"], r["method"]) for r in rows}
     missing = [f"{m} b{b} {me}" for m in CHANNELS for b in (1, 8) for me in PEERS if (m, b, me) not in have]
     if missing:
-        text += [f"Not in this table (not run, see `--skip`): {', '.join(missing)}.", ""]
+        text += [f"Not in this table (not selected, or skipped, in this run): {', '.join(missing)}.", ""]
     if scaling:
         full = CHANNELS["resnet50"] * 3 * SIZE * SIZE * 4 / 2**20
         text += ["Score-CAM memory on ResNet-50 `layer4` (2048 channels), one image, by Score-CAM batch size "
