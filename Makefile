@@ -24,8 +24,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# Full side-by-side benchmark (writes out/benchmark/ and docs/benchmarks.md); QUICK=1 for a 2-minute check.
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/benchmark.py $(if $(QUICK),--quick,--update-docs)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

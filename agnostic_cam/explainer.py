@@ -193,9 +193,11 @@ class Explainer:
         ad = self.adapter
         if engine not in self._tails:
             tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
-            self._tails[engine] = (tail_engine, extra, False)
-        tail_engine, extra, verified = self._tails[engine]
-        extra_vals = dict(zip(extra, engine.with_outputs(extra).run(x, extra))) if extra else {}
+            # the head view that also outputs the tail's extra inputs: built (and its session
+            # created) once per engine, not once per call
+            self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
+        tail_engine, extra, verified, head = self._tails[engine]
+        extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
 
         def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
             feeds = {ad.activation_name: channels_native(np.asarray(acts, np.float32), ad.activation_layout)}
@@ -209,7 +211,7 @@ class Explainer:
                 raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
                                    "model (its outputs do not reproduce the model's); use a forward method that "
                                    "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[engine] = (tail_engine, extra, True)
+            self._tails[engine] = (tail_engine, extra, True, head)
         return run
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------

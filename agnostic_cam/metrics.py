@@ -134,7 +134,10 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
     fwd = as_forward(model)
     x, m = _check(images, maps, layout)
     base = baseline_for(x, baseline if baseline is not None else ("zero" if mode == "deletion" else "blur"), layout)
-    _, t = _targets(fwd, x, targets, batch_size)
+    if targets is None:  # the top-1 classes need one forward pass; given targets need none
+        _, t = _targets(fwd, x, targets, batch_size)
+    else:
+        t = np.broadcast_to(np.asarray(targets, np.int64), (x.shape[0],))
     n, (h, w) = x.shape[0], m.shape[1:]
     counts = np.ceil(np.arange(steps + 1) * (h * w) / steps).astype(np.int64)
     order = np.argsort(-m.reshape(n, -1), axis=1, kind="stable")
