@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agnostic_cam.features.common import image_shape, random_image
-from agnostic_cam.features.optimise import Callback, ascend, split_options
+from agnostic_cam.features.common import start_images
+from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
 
 DEFAULTS = {"steps": 100, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "jitter": 2, "blur_sigma": 0.3, "blur_every": 4}
@@ -42,16 +42,9 @@ def class_model(adapter, target: int | Sequence[int], shape: tuple[int, ...] | N
     targets = np.atleast_1d(np.asarray(target))
     if targets.ndim != 1 or targets.size == 0 or not np.issubdtype(targets.dtype, np.integer) or targets.min() < 0:
         raise TypeError(f"target must be a class index or a list of them (ints >= 0); got {target!r}")
-    settings, rest = split_options({**DEFAULTS, **options})
-    if rest:
-        raise TypeError(f"class_model got unknown option(s) {sorted(rest)}")
+    settings = ascent_settings(DEFAULTS, options, "class_model")
     n = len(targets)
-    if init is not None:
-        x0 = adapter.prepare(init)
-        if x0.shape[0] != n:
-            raise ValueError(f"init has {x0.shape[0]} images; expected one per target ({n})")
-    else:
-        x0 = random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
+    x0 = start_images(adapter, n, init, shape, seed, init_std, "target")
     rows = np.arange(n)
 
     def grad_fn(x: np.ndarray):

@@ -46,6 +46,17 @@ def random_image(n: int, shape: tuple[int, ...], seed: int, mean: float = 0.0, s
     return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+def start_images(adapter, n: int, init: np.ndarray | None, shape: tuple[int, ...] | None, seed: int,
+                 init_std: float, per: str) -> np.ndarray:
+    """``init`` validated as ``n`` images (one ``per`` target/channel), or seeded noise N(0, init_std^2)."""
+    if init is None:
+        return random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
+    x0 = adapter.prepare(init)
+    if x0.shape[0] != n:
+        raise ValueError(f"init has {x0.shape[0]} images; expected one per {per} ({n})")
+    return x0
+
+
 def channel_list(channel: int | list[int] | tuple[int, ...] | np.ndarray, n_channels: int, what: str = "channel") -> np.ndarray:
     """Validate one channel index or a list of them against ``n_channels``."""
     ch = np.atleast_1d(np.asarray(channel))

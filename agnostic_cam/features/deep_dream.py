@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam.features.common import layer_label, single_image
-from agnostic_cam.features.optimise import Callback, ascend, split_options
+from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
 from agnostic_cam.imaging import _interp_matrix, resize_bilinear
 
@@ -44,9 +44,7 @@ def deep_dream(adapter, x: np.ndarray, layer: Any, octaves: int = 3, octave_scal
         raise ValueError(f"octaves must be a positive integer; got {octaves!r}")
     if not octave_scale > 1:
         raise ValueError(f"octave_scale must be > 1; got {octave_scale!r}")
-    settings, rest = split_options({**DEFAULTS, **options})
-    if rest:
-        raise TypeError(f"deep_dream got unknown option(s) {sorted(rest)}")
+    settings = ascent_settings(DEFAULTS, options, "deep_dream")
     layout = adapter.layout
     hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
     fixed = adapter.spatial is not None and any(s is not None for s in adapter.spatial)

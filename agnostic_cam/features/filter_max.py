@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_cam.features.common import image_shape, layer_label, random_image
-from agnostic_cam.features.optimise import Callback, ascend, split_options
+from agnostic_cam.features.common import layer_label, start_images
+from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
 
 DEFAULTS = {"steps": 80, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "jitter": 2, "blur_sigma": 0.3, "blur_every": 4}
@@ -37,16 +37,9 @@ def filter_maximisation(adapter, layer: Any, channel: int | list[int], shape: tu
         raise TypeError(f"channel must be an int or a list of ints; got {channel!r}")
     if ch.min() < 0:
         raise ValueError(f"channel indices must be >= 0; got {ch.tolist()}")
-    settings, rest = split_options({**DEFAULTS, **options})
-    if rest:
-        raise TypeError(f"filter_maximisation got unknown option(s) {sorted(rest)}")
+    settings = ascent_settings(DEFAULTS, options, "filter_maximisation")
     n = len(ch)
-    if init is not None:
-        x0 = adapter.prepare(init)
-    else:
-        x0 = random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
-    if x0.shape[0] != n:
-        raise ValueError(f"init has {x0.shape[0]} images; expected one per channel ({n})")
+    x0 = start_images(adapter, n, init, shape, seed, init_std, "channel")
     rows = np.arange(n)
 
     def grad_fn(x: np.ndarray):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam.features.common import layer_label, random_image, single_image
-from agnostic_cam.features.optimise import Callback, ascend, split_options
+from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
 
 DEFAULTS = {"steps": 200, "lr": 0.05, "tv": 0.001, "tv_beta": 2.0, "jitter": 0}
@@ -34,9 +34,7 @@ def invert(adapter, x: np.ndarray, layer: Any, seed: int = 0, init: np.ndarray |
     'distance' (of the returned image).
     """
     x = single_image(x, "invert")
-    settings, rest = split_options({**DEFAULTS, **options})
-    if rest:
-        raise TypeError(f"invert got unknown option(s) {sorted(rest)}")
+    settings = ascent_settings(DEFAULTS, options, "invert")
     (a0,) = adapter.activations(x, [layer])
     a0 = np.asarray(a0, dtype=np.float32)
     scale = float(max((a0.astype(np.float64) ** 2).sum(), 1e-12))

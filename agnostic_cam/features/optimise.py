@@ -77,6 +77,15 @@ def split_options(options: dict) -> tuple[Ascent, dict]:
     return asc, {k: v for k, v in options.items() if k not in fields}
 
 
+def ascent_settings(defaults: dict, options: dict, what: str) -> Ascent:
+    """The :class:`Ascent` of ``defaults`` updated by ``options``; a TypeError for unknown keywords."""
+    settings, rest = split_options({**defaults, **options})
+    if rest:
+        raise TypeError(f"{what} got unknown option(s) {sorted(rest)}; its optimiser options are "
+                        f"{sorted(Ascent.__dataclass_fields__)}")
+    return settings
+
+
 def progress_bar(total: int, desc: str, progress: bool | None):
     """tqdm bar; ``progress=None`` shows it only on a terminal, False never."""
     from tqdm.auto import tqdm
