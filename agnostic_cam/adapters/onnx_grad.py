@@ -1,7 +1,8 @@
 """Gradient backend for bare ONNX models: the graph converted to PyTorch with onnx2torch.
 
 Optional (extra ``onnx-grad``). The graph is first given exactly two outputs, the explained output
-(N, K) and the target layer's tensor, then converted, so the layer's tensor is a node of the
+(N, K) and the target layer's tensor (or, for :meth:`TorchGradients.vjp`, any tensor: a few such
+conversions are cached), then converted, so the layer's tensor is a node of the
 converted module's autograd graph: d(score)/d(activation) is one ``torch.autograd.grad`` call.
 Gradients are computed in float32 on CPU (or on the device of ``device=``).
 """
@@ -92,20 +93,40 @@ class TorchGradients:
     explained output (N, K) and of the target layer (rank 4, in the graph's own layout).
     """
 
+    max_cached = 4  # converted modules kept for other tensors than the target layer (converting is slow)
+
     def __init__(self, model: onnx.ModelProto, input_name: str, output: str, activation: str):
         self.input_name = input_name
+        self._model, self._output, self._activation = model, output, activation
         graph = _two_output_graph(model, output, activation)
+        self.module = self._convert(graph)
+        self._modules: dict[str, object] = {activation: self.module}
+        shape = G.tensor_shape(next(i for i in graph.graph.input if i.name == input_name)) or ()
+        self.fixed_batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    @staticmethod
+    def _convert(graph: onnx.ModelProto):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.module = convert(graph).eval()
+                module = convert(graph).eval()
         except Exception as e:  # noqa: BLE001 - onnx2torch raises NotImplementedError, KeyError, ...
             raise ValueError(f"onnx2torch cannot convert this graph ({type(e).__name__}: {e}); gradient methods are "
                              "unavailable for it, use a forward method: scorecam, ablationcam, eigencam") from None
-        for p in self.module.parameters():
+        for p in module.parameters():
             p.requires_grad_(False)
-        shape = G.tensor_shape(next(i for i in graph.graph.input if i.name == input_name)) or ()
-        self.fixed_batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        return module
+
+    def module_for(self, tensor: str):
+        """The converted graph with outputs ``[output, tensor]``; a few are cached, oldest dropped first."""
+        mod = self._modules.pop(tensor, None)
+        if mod is None:
+            mod = self._convert(_two_output_graph(self._model, self._output, tensor))
+        self._modules[tensor] = mod  # most recently used last
+        extra = [t for t in self._modules if t != self._activation]
+        while len(extra) > self.max_cached:
+            del self._modules[extra.pop(0)]
+        return mod
 
     def _chunks(self, x: np.ndarray):
         """(lo, hi, padded chunk) in the graph's fixed batch size, or the whole batch."""
@@ -118,8 +139,8 @@ class TorchGradients:
                 c = np.concatenate([c, np.repeat(c[-1:], bs - m, axis=0)])
             yield m, c
 
-    def _run(self, xt):
-        out = self.module(xt)
+    def _run(self, xt, module=None):
+        out = (module or self.module)(xt)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise ValueError("the converted graph did not return (output, activation)")
         return out[0], out[1]
@@ -168,3 +189,39 @@ class TorchGradients:
         if rule not in RULES:
             raise ValueError(f"unknown backward rule {rule!r}; use one of {RULES}")
         return self._backward(x, target, wrt_input=True, rule=rule)
+
+    def vjp(self, x: np.ndarray, tensor: str | None, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
+        """Forward ``x`` (input layout), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
+
+        A: the explained output (N, K) when ``tensor`` is None, else that tensor in its own layout;
+        ``cotangent`` sees the whole batch's A (N, ...) and returns an array of its shape.
+        Returns (A float32, dx float32 in the input's layout).
+        """
+        if rule not in RULES:
+            raise ValueError(f"unknown backward rule {rule!r}; use one of {RULES}")
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call it outside")
+        module = self.module if tensor is None else self.module_for(tensor)
+        pick = 0 if tensor is None else 1
+        xs, vals, ms = [], [], []
+        with torch.enable_grad(), relu_rule(rule):
+            for m, chunk in self._chunks(x):
+                xt = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).requires_grad_(True)
+                xs.append(xt)
+                vals.append(self._run(xt, module)[pick])
+                ms.append(m)
+            a_np = np.concatenate([v.detach().numpy()[:m] for v, m in zip(vals, ms)]).astype(np.float32)
+            cot = np.asarray(cotangent(a_np), dtype=np.float32)
+            if cot.shape != a_np.shape:
+                raise ValueError(f"the cotangent must have the value's shape {a_np.shape}; got {cot.shape}")
+            grads, lo = [], 0
+            for xt, v, m in zip(xs, vals, ms):
+                c = np.zeros(tuple(v.shape), np.float32)
+                c[:m] = cot[lo:lo + m]
+                lo += m
+                if not v.requires_grad:
+                    grads.append(np.zeros((m, *xt.shape[1:]), np.float32))
+                    continue
+                (g,) = torch.autograd.grad(v, xt, torch.from_numpy(c), allow_unused=True)
+                grads.append(np.zeros((m, *xt.shape[1:]), np.float32) if g is None else g.numpy()[:m].astype(np.float32))
+        return a_np, np.concatenate(grads)
