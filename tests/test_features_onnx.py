@@ -128,7 +128,7 @@ def test_filters_of_a_non_convolution_is_a_clear_error(pair):
 
 
 def test_conv_weights_read_from_constant_nodes(pair):
-    from tests.onnx_helpers import initializers_to_constants
+    from onnx_helpers import initializers_to_constants
 
     model, proto, *_, names = pair
     ex = Explainer.from_onnx(initializers_to_constants(proto), progress=False)
@@ -142,3 +142,47 @@ def test_gradient_features_without_the_backend_name_the_extra(pair):
     assert ex.feature_maps(images[:1], top_k=2).maps.shape[:2] == (1, 2)  # forward-only still works
     with pytest.raises(ImportError, match="onnx-grad"):
         ex.class_model(0, steps=2)
+
+
+@pytest.fixture(scope="module")
+def keras_onnx(pair):
+    """The demo net's Keras twin (NHWC input) through tf2onnx, explained bare."""
+    import onnx2torch  # noqa: F401 - torchvision must be imported before TensorFlow here
+    from onnx_helpers import keras_to_onnx
+
+    from agnostic_cam.demo.keras_model import keras_twin
+
+    model, *_ = pair
+    proto = keras_to_onnx(keras_twin(model), 64)
+    by_op = {}
+    for n in proto.graph.node:
+        by_op.setdefault(n.op_type, []).append(n.output[0])
+    return proto, Explainer.from_onnx(proto, progress=False), by_op
+
+
+def test_keras_tf2onnx_features_match_torch(pair, keras_onnx):
+    model, _, images, ex_t, _, _ = pair
+    _, ex_k, by_op = keras_onnx
+    assert ex_k.adapter.layout == "NHWC"
+    x_nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    ft = ex_t.feature_maps(images, "features.relu2", top_k=5)
+    fk = ex_k.feature_maps(x_nhwc, by_op["Relu"][1], top_k=5)
+    np.testing.assert_array_equal(fk.channels, ft.channels)
+    np.testing.assert_allclose(fk.maps, ft.maps, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(ex_k.filters(by_op["Conv"][1]).weights, model.features.conv2.weight.detach().numpy())
+    rt = ex_t.deconv_reconstruction(images[:1], "features.relu2", top_k=2)
+    rk = ex_k.deconv_reconstruction(x_nhwc[:1], by_op["Relu"][1], top_k=2)
+    np.testing.assert_allclose(rk.images.transpose(0, 3, 1, 2), rt.images, atol=1e-3 * np.abs(rt.images).max(), rtol=0)
+    ct = ex_t.class_model([1], seed=5, steps=4)
+    ck = ex_k.class_model([1], seed=5, steps=4)
+    np.testing.assert_allclose(ck.images.transpose(0, 3, 1, 2), ct.images, atol=1e-3 * np.abs(ct.images).max(), rtol=0)
+    np.testing.assert_allclose(ck.history, ct.history, rtol=1e-3, atol=1e-3 * np.abs(ct.history).max())
+
+
+def test_features_leave_the_onnx_model_unchanged(pair):
+    _, proto, images, _, ex_o, names = pair
+    before = proto.SerializeToString()
+    ex_o.feature_maps(images[:1], names["features.relu1"], top_k=2)
+    ex_o.deconv_reconstruction(images[:1], names["features.relu3"], top_k=1)
+    assert proto.SerializeToString() == before
+    assert ex_o.adapter.model.SerializeToString() == before
