@@ -186,3 +186,19 @@ def test_features_leave_the_onnx_model_unchanged(pair):
     ex_o.deconv_reconstruction(images[:1], names["features.relu3"], top_k=1)
     assert proto.SerializeToString() == before
     assert ex_o.adapter.model.SerializeToString() == before
+
+
+def test_filter_maximisation_deep_dream_and_invert_match_torch(pair):
+    _, _, images, ex_t, ex_o, names = pair
+    # one octave: the exported graph's input is fixed to 64x64, so smaller octaves are resized up
+    # for the ONNX model while the fully convolutional torch model runs them at their own size
+    runs = {
+        "filter_maximisation": lambda ex, ly: ex.filter_maximisation(ly, [1, 3], seed=2, steps=4),
+        "deep_dream": lambda ex, ly: ex.deep_dream(images[:1], ly, octaves=1, steps=4, clip=(0.0, 1.0)),
+        "invert": lambda ex, ly: ex.invert(images[:1], ly, seed=2, steps=4),
+    }
+    for what, run in runs.items():
+        rt, ro = run(ex_t, "features.relu2"), run(ex_o, names["features.relu2"])
+        assert ro.images.shape == rt.images.shape, what
+        np.testing.assert_allclose(ro.images, rt.images, atol=1e-3 * np.abs(rt.images).max(), rtol=0, err_msg=what)
+        np.testing.assert_allclose(ro.history, rt.history, rtol=1e-3, atol=1e-3 * np.abs(rt.history).max(), err_msg=what)
