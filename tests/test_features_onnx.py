@@ -202,3 +202,18 @@ def test_filter_maximisation_deep_dream_and_invert_match_torch(pair):
         assert ro.images.shape == rt.images.shape, what
         np.testing.assert_allclose(ro.images, rt.images, atol=1e-3 * np.abs(rt.images).max(), rtol=0, err_msg=what)
         np.testing.assert_allclose(ro.history, rt.history, rtol=1e-3, atol=1e-3 * np.abs(rt.history).max(), err_msg=what)
+
+
+def test_converted_modules_are_cached_per_tensor_and_bounded(pair):
+    _, proto, images, *_ = pair
+    ex = Explainer.from_onnx(proto, progress=False)
+    names = ex.adapter.layer_names()
+    backend = ex.adapter._backend()
+    for name in names:  # more tensors than the cache holds
+        a, g = ex.adapter.vjp(images[:1], name, lambda a: np.ones_like(a))
+        (ref,) = ex.adapter.activations(images[:1], [name])
+        np.testing.assert_allclose(a, ref, atol=1e-4, rtol=0)
+        assert g.shape == images[:1].shape
+    assert len(backend._modules) <= backend.max_cached + 1  # + the target layer's module
+    assert backend.module_for(names[-1]) is backend.module_for(names[-1])  # reused, not converted again
+    assert len(names) > backend.max_cached + 1
