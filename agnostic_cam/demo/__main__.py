@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import os
 import time
 from pathlib import Path
 
@@ -18,8 +17,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated sections to build (default: all of {','.join(SECTIONS)})")
     a = p.parse_args(argv)
-    # a program entry point (not the library): keep TensorFlow's C++ start-up chatter out of the demo log
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     t0 = time.perf_counter()
     index = run_demo(Path(a.out), n_images=a.images, sections=[s for s in a.sections.split(",") if s])
     print(f"demo written to {html.escape(str(index))} in {time.perf_counter() - t0:.1f} s")
