@@ -28,11 +28,13 @@ class Explainer:
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, model, target_layer, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
+    def from_torch(cls, model, target_layer=None, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
                    providers=None, batch_size: int | None = None, progress: bool | None = None) -> Explainer:
         """Explainer for a ``torch.nn.Module``.
 
-        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module.
+        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
+        picks the last spatial layer before global pooling, found with one zero image of
+        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which.
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
@@ -45,12 +47,13 @@ class Explainer:
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
-    def from_keras(cls, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None,
+    def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
-        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`).
+        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
+        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model.
@@ -87,6 +90,7 @@ class Explainer:
     # -- introspection -----------------------------------------------------------------------
     @property
     def layer(self) -> str:
+        """The target layer's name (also when it was picked automatically)."""
         return self.adapter.layer_name
 
     @property

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from .errors import InputError, OptionError
+
+from agnostic_cam.errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 _SCALES = {"0-1": 1 / 255, "0-255": 1.0}
@@ -110,34 +111,37 @@ class Preprocess:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     # -- applying --------------------------------------------------------------------------------
-    def load(self, image) -> np.ndarray:
-        """One image (path, PIL image or uint8 array) as uint8 (H, W, 3) RGB, resized when ``size`` is set."""
+    def load(self, image, max_pixels: int | None = None) -> np.ndarray:
+        """One image (path, PIL image or uint8 array) as (H, W, 3) RGB, resized when ``size`` is set.
+
+        uint8, or float32 on the 0-255 scale for files deeper than 8 bits (16-bit, float TIFF):
+        see :func:`agnostic_cam.image_io.read_image`, which also refuses decompression bombs
+        (more than ``max_pixels``) with an :class:`~agnostic_cam.errors.InputError`.
+        """
         from PIL import Image
 
+        from agnostic_cam.image_io import read_image, resize_rgb
+
         if isinstance(image, (str, os.PathLike)):
-            try:
-                with Image.open(image) as im:
-                    im.load()
-                    image = im.convert("RGB")
-            except (OSError, ValueError, SyntaxError) as e:
-                raise InputError(f"cannot read image {os.fspath(image)!r}: {e}") from None
-        if isinstance(image, Image.Image):
-            image = image.convert("RGB")
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise InputError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise InputError(f"raw images must be uint8 0-255; got {arr.dtype}. Pass float batches to explain() directly")
-        arr = arr[..., :3]
-        if self.size is not None and arr.shape[:2] != self.size:
-            im = Image.fromarray(arr).resize((self.size[1], self.size[0]), Image.BILINEAR)
-            arr = np.asarray(im)
+            arr = read_image(image, max_pixels)
+        else:
+            if isinstance(image, Image.Image):
+                image = image.convert("RGB")
+            arr = np.asarray(image)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+                raise InputError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+            if arr.dtype != np.uint8:
+                raise InputError(f"raw images must be uint8 0-255; got {arr.dtype}. Pass float batches to explain() "
+                                 "directly")
+            arr = arr[..., :3]
+        if self.size is not None:
+            arr = resize_rgb(arr, self.size)
         return np.ascontiguousarray(arr)
 
     def to_batch(self, rgb: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8 RGB images (list of (H, W, 3)) -> float32 batch in ``layout``."""
+        """RGB images (list of (H, W, 3), uint8 or float 0-255) -> float32 batch in ``layout``."""
         shapes = {a.shape for a in rgb}
         if len(shapes) != 1:
             raise InputError(f"images have different sizes {sorted(s[:2] for s in shapes)}; set a resize rule (size=)")

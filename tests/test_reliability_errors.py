@@ -14,14 +14,14 @@ from agnostic_cam import errors
 
 PKG = pathlib.Path(agnostic_cam.__file__).parent
 # the audit command's modules belong to the audit work (issue #11 items 7-13), which types their errors
-NOT_HERE = {"audit.py", "cli.py", "report.py"}
+NOT_HERE = {"audit.py", "cli.py", "report.py", "audit"}
 BUILTIN_ERRORS = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
 ALLOWED = {"NotImplementedError", "SystemExit", "KeyboardInterrupt", "StopIteration"}  # abstract methods, exits
 
 
 def _untyped_raises():
     for path in sorted(PKG.rglob("*.py")):
-        if path.name in NOT_HERE:
+        if path.name in NOT_HERE or path.relative_to(PKG).parts[0] in NOT_HERE:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and isinstance(node.exc.func, ast.Name):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.adapters import keras_graph as kg
+from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
@@ -60,7 +61,7 @@ class KerasAdapter(Adapter):
     layout = "NHWC"
     activation_layout = "NHWC"
 
-    def __init__(self, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None):
+    def __init__(self, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, keras.Model):
             raise InputError(f"from_keras expects a keras.Model; got {type(model).__name__}")
@@ -89,7 +90,7 @@ class KerasAdapter(Adapter):
         self.model = model
         self.output = output
         self._chains = kg.walk(model)
-        self.chain = self._resolve(target_layer)
+        self.chain = self._resolve(target_layer) if target_layer is not None else keras_default_layer(self._chains, self._static_shape)
         self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
         self._check_static_shape()
         self._head = kg.softmax_head(model) if output == "logits" else None

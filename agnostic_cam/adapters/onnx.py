@@ -128,16 +128,26 @@ class OnnxAdapter(Adapter):
                              "(or use 'logits' to explain the input of a final Softmax)")
         return output, "raw"
 
-    def _before_softmax(self, out: str) -> str:
-        """The tensor entering the Softmax that (through Identity/Reshape/Flatten) produces ``out``."""
+    def _softmax_node(self, out: str):
+        """The Softmax/LogSoftmax node that (through Identity/Reshape/Flatten/Squeeze) produces ``out``,
+        and the op that does produce it (None for a graph input)."""
         producer = {o: n for n in self.model.graph.node for o in n.output if o}
-        t, path = out, []
+        t = out
         while t in producer and producer[t].op_type in ("Identity", "Reshape", "Flatten", "Squeeze"):
-            path.append(producer[t].op_type)
             t = producer[t].input[0]
         node = producer.get(t)
-        if node is None or node.op_type not in _SOFTMAX_OPS:
-            what = node.op_type if node is not None else "a graph input"
+        return (node if node is not None and node.op_type in _SOFTMAX_OPS else None), node
+
+    def final_softmax(self) -> str | None:
+        """'Softmax' or 'LogSoftmax' when the explained output comes out of one, else None."""
+        node, _ = self._softmax_node(self.output_name)
+        return node.op_type if node is not None else None
+
+    def _before_softmax(self, out: str) -> str:
+        """The tensor entering the Softmax that (through Identity/Reshape/Flatten) produces ``out``."""
+        node, producer = self._softmax_node(out)
+        if node is None:
+            what = producer.op_type if producer is not None else "a graph input"
             raise ModelError(f"output='logits' needs output {out!r} to be produced by a Softmax; it comes from {what}. "
                              "If the model already returns logits, use output=None")
         return node.input[0]

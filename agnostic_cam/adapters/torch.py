@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -26,7 +27,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
     layout = "NCHW"
     activation_layout = "NCHW"
 
-    def __init__(self, model: nn.Module, target_layer: str | nn.Module, input_shape: tuple[int, ...] | None = None,
+    def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None, input_shape: tuple[int, ...] | None = None,
                  output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, nn.Module):
@@ -35,11 +36,14 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         self.model = model
         self.output = output
-        self.layer_name, self.layer = self._resolve(target_layer)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        if self.input_shape is not None:
-            if len(self.input_shape) != 3:
-                raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+        if self.input_shape is not None and len(self.input_shape) != 3:
+            raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+        auto = target_layer is None
+        if auto:
+            target_layer = torch_default_layer(model, self.input_shape)
+        self.layer_name, self.layer = self._resolve(target_layer)
+        if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
 
@@ -61,25 +65,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
 
     def check_layer(self, sample_shape: tuple[int, ...]) -> None:
         """Run one zero image and check the target layer emits a spatial (N, C, h, w) tensor."""
-        shapes: dict[str, tuple] = {}
-        handles = []
-        for name, m in self.model.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(
-                    lambda mod, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)) if isinstance(o, torch.Tensor) else None))
-        try:
-            with preserved(self.model), torch.no_grad():
-                p = next(self.model.parameters(), None)
-                x = torch.zeros((1, *sample_shape), dtype=p.dtype if p is not None else torch.float32,
-                                device=p.device if p is not None else "cpu")
-                try:
-                    self.model(x)
-                except Exception as e:  # noqa: BLE001
-                    raise ModelError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
-                                     "Check input_shape (C, H, W)") from None
-        finally:
-            for h in handles:
-                h.remove()
+        shapes = dict(torch_output_shapes(self.model, sample_shape))
         spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
         self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
 
