@@ -9,9 +9,9 @@ import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.errors import OptionError
 from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError, OptionError
 
 
 class Explainer:
@@ -28,11 +28,13 @@ class Explainer:
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, model, target_layer, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
+    def from_torch(cls, model, target_layer=None, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
                    providers=None, batch_size: int | None = None, progress: bool | None = None) -> Explainer:
         """Explainer for a ``torch.nn.Module``.
 
-        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module.
+        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
+        picks the last spatial layer before global pooling, found with one zero image of
+        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which.
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
@@ -41,16 +43,17 @@ class Explainer:
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
-    def from_keras(cls, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None,
+    def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
-        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`).
+        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
+        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model.
@@ -58,7 +61,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
 
     @classmethod
@@ -87,6 +90,7 @@ class Explainer:
     # -- introspection -----------------------------------------------------------------------
     @property
     def layer(self) -> str:
+        """The target layer's name (also when it was picked automatically)."""
         return self.adapter.layer_name
 
     @property
@@ -99,7 +103,7 @@ class Explainer:
         """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
         ls = getattr(self.adapter, "layers", None)
         if ls is None:
-            raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+            raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
 
     def predict(self, images: Any) -> np.ndarray:
@@ -131,14 +135,16 @@ class Explainer:
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
-            raise ValueError(self._unsupported(mcls.name, missing))
+            raise ModelError(self._unsupported(mcls.name, missing))
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         try:
             m = mcls(**options)
+        except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
+            raise
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                            f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
+                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
         if eigen_smooth:
             if not isinstance(m, CamMethod):
                 raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
@@ -236,9 +242,9 @@ class Explainer:
             got = run(cap.activations, np.arange(x.shape[0]))
             tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
             if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                   "model (its outputs do not reproduce the model's); use a forward method that "
-                                   "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
+                raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
+                                 "model (its outputs do not reproduce the model's); use a forward method that "
+                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
             self._tails[engine] = (tail_engine, extra, True, head)
         return run
 
