@@ -9,11 +9,12 @@ import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.combine import average_layers, stitch
-from agnostic_cam.errors import InputError
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
+                                 OptionError)
 
 
 def _layer_arg(target_layer, target_layers):
@@ -70,7 +71,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
         return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size), layer, progress)
 
@@ -90,7 +91,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         layer = _layer_arg(target_layer, target_layers)
         return cls._build(lambda ly: KerasAdapter(model, ly, output=output, providers=providers, batch_size=batch_size),
                           layer, progress)
@@ -135,7 +136,7 @@ class Explainer:
         """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
         ls = getattr(self.adapter, "layers", None)
         if ls is None:
-            raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+            raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
 
     def predict(self, images: Any) -> np.ndarray:
@@ -166,13 +167,15 @@ class Explainer:
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
-            raise ValueError(self._unsupported(mcls.name, missing))
+            raise ModelError(self._unsupported(mcls.name, missing))
         try:
             m = mcls(**options)
+        except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
+            raise
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                            f"{params or 'no options'}") from None
+            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
+                              f"{params or 'no options'}") from None
         x = self._inputs(images)
         groups = target_groups(resolve_alias(target, targets), x.shape[0])
         if len(groups) > 1:
@@ -262,9 +265,9 @@ class Explainer:
             got = run(cap.activations, np.arange(x.shape[0]))
             tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
             if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                   "model (its outputs do not reproduce the model's); use a forward method that "
-                                   "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
+                raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
+                                 "model (its outputs do not reproduce the model's); use a forward method that "
+                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
             self._tails[engine] = (tail_engine, extra, True, head)
         return run
 

@@ -146,7 +146,9 @@ def _element(obj: Any) -> tuple[Any, Any]:
 
 
 def _is_object_list(target: Any) -> bool:
-    return isinstance(target, (list, tuple)) and any(not isinstance(t, (int, np.integer)) for t in target)
+    """A list holding target objects or tensors (plain numbers are left to TargetSpec's checks)."""
+    return isinstance(target, (list, tuple)) and any(
+        callable(t) or type(t).__name__ in TRANSLATORS or _tensor_value(t) is not t for t in target)
 
 
 def target_groups(target: Any, n: int) -> list[Group]:
