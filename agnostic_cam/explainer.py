@@ -10,7 +10,7 @@ import numpy as np
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.combine import average_layers, stitch
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
+from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
 from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
@@ -161,13 +161,18 @@ class Explainer:
         target: None (top-1), an int, one int per image, a tensor of them, a callable mapping the
         output (N, K) to (N,) scores, or pytorch-grad-cam target objects (``targets=`` is the same
         argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.target_objects`).
-        ``options`` go to the method (e.g. ``batch_size`` for Score-CAM).
+        ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
+        that every method takes: ``aug_smooth=True`` averages the explanation over six test-time
+        augmentations (horizontal flip x brightness 0.9/1/1.1, one batched call) and
+        ``eigen_smooth=True`` (CAM methods) keeps the first principal component of the weighted
+        channels instead of their sum; both follow pytorch-grad-cam's definitions.
         Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
         """
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
+        aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         try:
             m = mcls(**options)
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
@@ -175,27 +180,49 @@ class Explainer:
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
             raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                              f"{params or 'no options'}") from None
+                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+        if eigen_smooth:
+            if not isinstance(m, CamMethod):
+                raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
+                                  f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
+            m.eigen_smooth = True
         x = self._inputs(images)
         groups = target_groups(resolve_alias(target, targets), x.shape[0])
         if len(groups) > 1:
-            return stitch([(idx, self._layers_explain(x[idx], m, t)) for idx, t in groups], x.shape[0])
-        return self._layers_explain(x, m, groups[0][1])
+            return stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+        return self._layers_explain(x, m, groups[0][1], aug_smooth)
 
-    def _layers_explain(self, x: np.ndarray, m, target: TargetLike) -> Explanation:
-        first = self._explain_x(x, m, target)
+    def _layers_explain(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool) -> Explanation:
+        first = self._explain_x(x, m, target, aug_smooth)
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
             return first
-        rest = [e._explain_x(x, m, target) for e in self._also]
+        rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
         return average_layers([first, *rest], first.heatmap.shape[1:])
 
-    def _explain_x(self, x: np.ndarray, m, target: TargetLike) -> Explanation:
+    def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
         mcls = type(m)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"))
+        spec = TargetSpec(target, x.shape[0])
+        if aug_smooth:
+            return self._aug_smooth(m, x, spec)
+        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
             method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs)
+
+    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
+        """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
+        augmentations, computed in one batched capture (see :mod:`agnostic_cam.smoothing`)."""
+        from agnostic_cam import smoothing as sm
+
+        n = x.shape[0]
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs,
+                           getattr(m, "rule", "vanilla"))
+        raw = np.asarray(m.compute(cap), dtype=np.float32)
+        heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
+        return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
+                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
+                           outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
