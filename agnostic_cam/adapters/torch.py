@@ -14,6 +14,7 @@ try:
     import torch
     from torch import nn
 
+    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
@@ -41,6 +42,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 raise ValueError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
+        if self.input_shape is not None:
+            self.engine(self.input_shape)  # exportable? (else warn now, once, and use the fallback)
 
     # -- layer resolution ----------------------------------------------------------------------
     def _resolve(self, target_layer) -> tuple[str, nn.Module]:
@@ -160,11 +163,15 @@ class TorchAdapter(TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=[OUTPUT, ACTIVATION],
-                              dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
-                              do_constant_folding=True)
+            run_export(lambda: torch.onnx.export(
+                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+                output_names=[OUTPUT, ACTIVATION], do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}}))
         return onnx.load_from_string(buf.getvalue())
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
+        return engine_for(self, sample_shape)
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
