@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.adapters.base import Adapter, channels_first
 from agnostic_cam.combine import average_layers, stitch
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
@@ -54,7 +54,7 @@ class Explainer:
     @classmethod
     def from_torch(cls, model, target_layer=None, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
                    providers=None, batch_size: int | None = None, progress: bool | None = None, *,
-                   target_layers=None) -> Explainer:
+                   target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a ``torch.nn.Module``.
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
@@ -67,13 +67,20 @@ class Explainer:
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
         providers: ONNX Runtime execution providers for forward-only methods (default CUDA, CPU).
+        layer_layout: how the layer holds channels: None detects it (a LayoutError says when it
+        cannot), 'NCHW', 'NHWC' (Swin, torchvision ConvNeXt blocks), 'tokens' (ViT (N, T, C): the
+        class/register tokens and the patch grid are worked out) or
+        ``agnostic_cam.layout.LayerLayout('tokens', prefix=1, grid=(14, 14))``.
+        reshape: instead, a function (N, ...) -> (N, C, h, w) of torch tensors, like
+        pytorch-grad-cam's ``reshape_transform``; it becomes part of the exported ONNX graph.
         """
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
-        return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size), layer, progress)
+        return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size, layer_layout,
+                                                  reshape), layer, progress)
 
     @classmethod
     def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
@@ -100,7 +107,7 @@ class Explainer:
     def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
                   output: str | None = None, providers=None, batch_size: int | None = None,
                   input_name: str | None = None, gradients: bool | None = None,
-                  progress: bool | None = None, *, target_layers=None) -> Explainer:
+                  progress: bool | None = None, *, target_layers=None, layer_layout=None) -> Explainer:
         """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
 
         target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
@@ -111,11 +118,15 @@ class Explainer:
         JSON/YAML file; then ``explain`` also accepts raw images (paths, PIL images, uint8 HWC).
         output: None (first graph output), a graph output's name, or 'logits' to explain the
         input of a final Softmax. gradients: None uses the onnx2torch backend when installed.
+        layer_layout: the target tensor's layout when it cannot be detected ('NCHW', 'NHWC',
+        'tokens' or a ``LayerLayout``); token tensors (N, T, C) and channels-last ones are found by
+        themselves where the graph tells (see :meth:`layers`).
         """
         from agnostic_cam.adapters.onnx import OnnxAdapter
         from agnostic_cam.preprocess import Preprocess
 
-        ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients),
+        ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients,
+                                                 layer_layout),
                         _layer_arg(target_layer, target_layers), progress)
         ex.preprocess = Preprocess.coerce(preprocess, ex.adapter) if preprocess is not None else None
         return ex
@@ -133,10 +144,12 @@ class Explainer:
         return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs)
 
     def layers(self) -> list:
-        """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
+        """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,
+        ``shape`` and ``layout`` ('NCHW', 'NHWC', 'tokens(prefix=1, grid=14x14)'; None: ambiguous,
+        pass ``layer_layout=``). Per-head attention tensors are never offered."""
         ls = getattr(self.adapter, "layers", None)
         if ls is None:
-            raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+            raise BackendError(f"listing layers is not available for {self.adapter.framework} models")
         return ls()
 
     def predict(self, images: Any) -> np.ndarray:
@@ -245,13 +258,20 @@ class Explainer:
             cap.input_grad = self._input_grad(spec, cap)
         if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
             engine = ad.engine(x.shape[1:])
-            if cap is None:
-                out, act = engine.run(x, [ad.output_name, ad.activation_name])
-                classes = spec.indices(out)
-                cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
-                                   channels_first(act, ad.activation_layout))
-            elif cap.activations is None and needs & Needs.ACTIVATIONS:
-                cap.activations = channels_first(engine.run(x, [ad.activation_name])[0], ad.activation_layout)
+            names = [ad.output_name, ad.activation_name]
+            if needs & Needs.TAIL and ad.native_name != ad.activation_name:
+                names.append(ad.native_name)  # the layer's own tensor (tokens / channels-last): where the tail starts
+            if cap is None or (needs & Needs.ACTIVATIONS and cap.activations is None) or (needs & Needs.TAIL and cap.native is None):
+                vals = dict(zip(names, engine.run(x, names)))
+                act = channels_first(vals[ad.activation_name], ad.activation_layout)
+                if cap is None:
+                    out = vals[ad.output_name]
+                    classes = spec.indices(out)
+                    cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn)
+                cap.activations = act if cap.activations is None else cap.activations
+                cap.native = vals[names[-1]] if len(names) == 3 else vals[ad.activation_name]
+            cap.channel_axis = ad.native_channel_axis
+            cap.native_from_chw = self._native_from_chw()
             cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
             cap.batch_size = engine.batch_size_for(x)
             if needs & Needs.TAIL:
@@ -271,10 +291,11 @@ class Explainer:
         return input_grad
 
     def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
-        """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
+        """A callable (layer tensors (M, ...) in the layer's own layout, image index (M,)) -> outputs (M, K)
+        on the tail graph (the part of the model after the layer)."""
         ad = self.adapter
         if engine not in self._tails:
-            tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
+            tail_engine, extra = engine.tail(ad.native_name, [ad.output_name])
             # the head view that also outputs the tail's extra inputs: built (and its session
             # created) once per engine, not once per call
             self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
@@ -282,12 +303,12 @@ class Explainer:
         extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
 
         def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
-            feeds = {ad.activation_name: channels_native(np.asarray(acts, np.float32), ad.activation_layout)}
+            feeds = {ad.native_name: np.asarray(acts, np.float32)}
             feeds.update({k: v[np.asarray(image)] for k, v in extra_vals.items()})
             return tail_engine.run(feeds, [ad.output_name])[0]
 
         if not verified:
-            got = run(cap.activations, np.arange(x.shape[0]))
+            got = run(cap.native, np.arange(x.shape[0]))
             tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
             if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
                 raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
@@ -295,6 +316,17 @@ class Explainer:
                                  "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
             self._tails[engine] = (tail_engine, extra, True, head)
         return run
+
+    def _native_from_chw(self):
+        lay = self.adapter.native_layout
+
+        def convert(a: np.ndarray) -> np.ndarray:
+            if lay is None:
+                raise LayoutError("this layer is read through reshape=, which cannot be inverted; use a method that "
+                                  "does not rebuild the layer's tensor from (N, C, h, w), e.g. 'gradcam'")
+            return lay.from_chw(np.asarray(a, np.float32))
+
+        return convert
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):

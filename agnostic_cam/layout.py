@@ -131,6 +131,19 @@ class LayerLayout:
         n, _, c = a.shape
         return np.ascontiguousarray(a[:, self.prefix:, :].reshape(n, h, w, c).transpose(0, 3, 1, 2))
 
+    def from_chw(self, a: np.ndarray) -> np.ndarray:
+        """Channel-first (N, C, h, w) -> the native tensor; tokens only without prefix tokens
+        (their values cannot be made up)."""
+        if self.kind == NCHW:
+            return a
+        if self.kind == NHWC:
+            return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        if self.prefix:
+            raise LayoutError(f"a {self} tensor cannot be rebuilt from its patch grid alone: its "
+                              f"{self.prefix} prefix token(s) have no place in (N, C, h, w)")
+        n, c, h, w = a.shape
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1).reshape(n, h * w, c))
+
     def chw_shape(self, shape: tuple) -> tuple:
         """The channel-first shape (N, C, h, w) of a native tensor shape."""
         if self.kind == NCHW:
@@ -247,3 +260,20 @@ def resolve_layer_layout(given: LayerLayout | None, shape: tuple, input_hw: tupl
         return LayerLayout(TOKENS, p, (h, w))
     given.chw_shape(shape)  # validates a tokens grid against the shape
     return given
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate target layer as ``Explainer.layers()`` lists it: its name (what ``target_layer``
+    takes), the op or module type producing it, its shape for one batch, and its layout ('NCHW',
+    'NHWC', 'tokens(prefix=1, grid=14x14)', or None when ambiguous: pass ``layer_layout=``)."""
+
+    name: str
+    op_type: str
+    shape: tuple
+    layout: str | None
+    node: str = ""
+
+    def __str__(self) -> str:
+        lay = self.layout or "ambiguous: pass layer_layout="
+        return f"{self.name}  {self.op_type}  {'x'.join(str(d) for d in self.shape)}  {lay}"

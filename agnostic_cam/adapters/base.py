@@ -20,6 +20,7 @@ from agnostic_cam.errors import BackendError, InputError, NonFiniteError
 
 OUTPUT = "output"
 ACTIVATION = "activation"
+NATIVE = "layer_output"  # the layer's own tensor, when ACTIVATION is a reshape of it (tokens, channels-last)
 
 
 @dataclass
@@ -101,9 +102,27 @@ class Adapter(ABC):
     supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
+    layer_layout = L.LayerLayout(L.NCHW)  # layout of the tensor the tail graph starts from (native_name)
     layer_name: str = ""
     output_name: str = OUTPUT
     activation_name: str = ACTIVATION
+
+    @property
+    def native_name(self) -> str:
+        """The layer's own tensor in the exported graph (where the tail starts); ACTIVATION is
+        either that tensor or its channel-first view computed inside the graph."""
+        return self.activation_name
+
+    @property
+    def native_layout(self) -> L.LayerLayout | None:
+        """Layout of the tensor at ``native_name`` (None: a user reshape, layout unknown)."""
+        return L.LayerLayout(self.activation_layout) if self.native_name == self.activation_name else self.layer_layout
+
+    @property
+    def native_channel_axis(self) -> int | None:
+        """The channel axis of the tensor at ``native_name`` (None: unknown), for ablating a channel."""
+        lay = self.native_layout
+        return None if lay is None else lay.channel_axis
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers

@@ -13,16 +13,17 @@ import numpy as np
 import onnx
 
 from agnostic_cam import layout as L
-from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
-from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
+from agnostic_cam.adapters.base import Adapter, Gradients, closest_names
+from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, chw_view, default_layer, detect_layout, token_layers
 from agnostic_cam.engine import graph as G
 from agnostic_cam.engine.session import load_model
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+CHW_VIEW = "agnostic_cam_chw"  # the target tensor as (N, C, h, w), computed in the exported graph
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 _AFTER_CONV = ("Relu", "BatchNormalization", "Identity")  # conv_weights follows these back to a Conv
 
@@ -51,8 +52,9 @@ class OnnxAdapter(Adapter):
 
     def __init__(self, model, target_layer: str | None = None, layout: str | None = None, output: str | None = None,
                  input_name: str | None = None, providers=None, batch_size: int | None = None,
-                 gradients: bool | None = None):
+                 gradients: bool | None = None, layer_layout=None):
         super().__init__(providers, batch_size)
+        self.layer_layout_given = L.as_layer_layout(layer_layout)
         if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
             raise InputError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
         self.model = load_model(model)
@@ -71,8 +73,11 @@ class OnnxAdapter(Adapter):
         self.layer = self._resolve_layer(target_layer)
         self.picked = target_layer is None
         self.layer_name = self.layer.name
-        self.activation_name = self.layer.name
-        self.activation_layout = self.layer.layout
+        self.layer_layout = self.layer.lay
+        if self.layer.lay.kind == L.TOKENS:  # the channel-first view is computed inside the exported graph
+            self.activation_name, self.activation_layout = CHW_VIEW, L.NCHW
+        else:
+            self.activation_name, self.activation_layout = self.layer.name, self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
         self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
@@ -158,7 +163,36 @@ class OnnxAdapter(Adapter):
         sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
         return candidate_layers(self.model, self.input_name, self.layout, sample, self.output_name)
 
+    @property
+    def native_name(self) -> str:
+        return self.layer.name
+
+    def _given_layout(self, target_layer: str) -> Layer | None:
+        """The target tensor read with the user's ``layer_layout=`` (None when not given)."""
+        given = self.layer_layout_given
+        if given is None:
+            return None
+        node = next((n for n in self.model.graph.node if n.name == target_layer), None)
+        name = node.output[0] if node is not None else target_layer
+        if name not in G.produced_tensors(self.model):
+            return None
+        sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
+        hw = L.spatial_size((1, *sample), self.layout)
+        if given.kind == L.TOKENS:
+            found = token_layers(self.model, hw, {name}, given={name: given}) if all(hw) else []
+            if found:
+                return found[0]
+            raise LayoutError(f"tensor {name!r} is not a (N, T, C) token tensor with a patch grid for {hw} images")
+        ly = next((c for c in self.candidates if c.name == name), None)
+        if ly is None:
+            raise LayoutError(f"tensor {name!r} is not a rank-4 tensor computed from the image; check layer_layout=")
+        return Layer(ly.name, ly.op_type, ly.shape, ly.node, given.kind, ly.index)
+
     def _resolve_layer(self, target_layer) -> Layer:
+        if isinstance(target_layer, str):
+            given = self._given_layout(target_layer)
+            if given is not None:
+                return given
         if not self.candidates:
             raise ModelError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
                              "is it an image classifier?")
@@ -198,6 +232,9 @@ class OnnxAdapter(Adapter):
     # -- ONNX ----------------------------------------------------------------------------------
     def export_onnx(self, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
         """The graph with the output and the layer's tensor as outputs (any per-sample shape)."""
+        if self.activation_name == CHW_VIEW:
+            return G.with_outputs(chw_view(self.model, self.layer.name, self.layer.lay, self.layer.shape[-1], CHW_VIEW),
+                                  [self.output_name, CHW_VIEW, self.layer.name])
         return G.with_outputs(self.model, [self.output_name, self.activation_name])
 
     def engine(self, sample_shape: tuple[int, ...]):
@@ -218,13 +255,13 @@ class OnnxAdapter(Adapter):
         if self._grad is None:
             from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
+            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.layer.name)
         return self._grad
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
-        g.activations = channels_first(g.activations, self.activation_layout)
-        g.grads = channels_first(g.grads, self.activation_layout)
+        g.activations = self.layer.to_chw(g.activations)
+        g.grads = self.layer.to_chw(g.grads)
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
@@ -262,7 +299,7 @@ class OnnxAdapter(Adapter):
         if eng is None:
             eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
-        return [np.ascontiguousarray(channels_first(values[ly.name], ly.layout), dtype=np.float32) for ly in found]
+        return [np.ascontiguousarray(ly.to_chw(values[ly.name]), dtype=np.float32) for ly in found]
 
     def conv_weights(self, layer) -> np.ndarray:
         """The kernel (O, I/groups, kh, kw) float32 of the Conv producing tensor (or node) ``layer``.
@@ -324,11 +361,11 @@ class OnnxAdapter(Adapter):
         ly = self._find(layer)
 
         def native_cot(a: np.ndarray) -> np.ndarray:
-            cot = np.asarray(cotangent(channels_first(a, ly.layout)), dtype=np.float32)
-            want = channels_first(a, ly.layout).shape
+            cot = np.asarray(cotangent(ly.to_chw(a)), dtype=np.float32)
+            want = ly.to_chw(a).shape
             if cot.shape != want:
                 raise InputError(f"the cotangent must have the layer value's shape {want}; got {cot.shape}")
-            return channels_native(cot, ly.layout)
+            return ly.from_chw(cot)
 
         a, gx = backend.vjp(x, ly.name, native_cot, rule)
-        return np.ascontiguousarray(channels_first(a, ly.layout), dtype=np.float32), gx
+        return np.ascontiguousarray(ly.to_chw(a), dtype=np.float32), gx

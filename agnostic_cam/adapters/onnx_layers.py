@@ -37,14 +37,29 @@ class Layer:
     node: str
     layout: str
     index: int
+    lay: L.LayerLayout | None = None  # full layout (tokens: prefix and grid); None: ``layout`` says it all
+
+    def __post_init__(self):
+        if self.lay is None:
+            self.lay = L.LayerLayout(self.layout)
+        self.layout = str(self.lay)
+
+    def to_chw(self, a):
+        """This tensor's value (N, ...) as channel-first (N, C, h, w)."""
+        return self.lay.to_chw(a)
+
+    def from_chw(self, a):
+        return self.lay.from_chw(a)
 
     @property
     def spatial(self) -> tuple[int | None, int | None]:
+        if self.lay.kind == L.TOKENS:
+            return self.lay.grid
         return tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.shape, self.layout))
 
     @property
     def channels(self) -> int | None:
-        c = L.channels(self.shape, self.layout)
+        c = self.shape[-1] if self.lay.kind == L.TOKENS else L.channels(self.shape, self.layout)
         return c if isinstance(c, int) and c > 0 else None
 
     @property
@@ -161,14 +176,118 @@ def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str,
     from_input = depends_on(fixed, input_name)
     needed = ancestors(fixed, output)
     layers = []
+    hw = L.spatial_size((1, *sample_shape), input_layout)
+    producer = {o: n for n in fixed.graph.node for o in n.output if o}
     for i, info in enumerate(G.spatial_tensors(fixed)):
-        if info.name in from_input and info.name in needed and info.name != output:
-            lay = layouts.get(info.name, "NCHW")
-            layers.append(Layer(info.name, info.op_type, tuple(info.shape), info.node_name, lay, i))
-    return layers
+        if info.name in from_input and info.name in needed and info.name != output and not in_attention(info.node_name):
+            lay = layouts.get(info.name) or _shape_layout(info, hw, producer)
+            if lay is not None:  # a layout that cannot be told is not offered (layer_layout= settles it)
+                layers.append(Layer(info.name, info.op_type, tuple(info.shape), info.node_name, lay, i))
+    if all(isinstance(d, int) for d in hw):
+        layers += token_layers(fixed, hw, from_input & needed - {output}, start=len(layers))
+    return sorted(layers, key=lambda ly: _order(fixed).get(ly.name, 0))
+
+
+def _shape_layout(info, hw: tuple, producer: dict) -> str | None:
+    """Layout of a rank-4 tensor the op propagation could not follow: from its shape (one stride over
+    the input in exactly one reading) or the op making it (an op over the last axis: channels-last)."""
+    if not all(isinstance(d, int) for d in hw):
+        return L.NCHW  # images of any size: ONNX's own convention
+    if not all(isinstance(d, int) for d in info.shape[1:]):
+        return None
+    node = producer.get(info.name)
+    hint = "channels_last" if node is not None and _last_axis_source(node, producer) is not None else None
+    try:
+        return L.detect_layer_layout(info.shape, hw, hint).kind
+    except L.LayoutError:
+        return None
+
+
+def _order(model: onnx.ModelProto) -> dict[str, int]:
+    return {o: i for i, n in enumerate(model.graph.node) for o in n.output if o}
+
+
+_LAST_AXIS_OPS = ("LayerNormalization", "MatMul", "Gemm")
+
+
+def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: int = 0,
+                 given: dict | None = None) -> list[Layer]:
+    """Rank-3 float tensors (N, T, C) that read as tokens: a prefix plus a patch grid (h, w) with one
+    stride over the input, produced by an op over the last axis (LayerNormalization, MatMul, Gemm,
+    or an element-wise op / Add after one). ``given``: tensor name -> LayerLayout from the user."""
+    inferred = G.infer_shapes(model)
+    infos = G._value_infos(inferred)
+    grids = [tuple(s[2:]) for info in G.spatial_tensors(inferred) if info.op_type == "Conv"
+             for s in [info.shape] if all(isinstance(d, int) for d in s[2:])]
+    producer = {o: n for n in inferred.graph.node for o in n.output if o}
+    out = []
+    for n in inferred.graph.node:
+        for o in n.output:
+            v = infos.get(o)
+            if o not in allowed or v is None or v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                continue
+            shape = G.tensor_shape(v)
+            if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+                continue
+            if in_attention(n.name) and not (given and o in given):
+                continue
+            if given and o in given:
+                lay = L.resolve_layer_layout(given[o], shape, input_hw, "channels_last", grids, o)
+            else:
+                if _last_axis_source(n, producer) is None:
+                    continue
+                try:
+                    lay = L.detect_layer_layout(shape, input_hw, "channels_last", grids, o)
+                except L.LayoutError:
+                    continue
+                if lay.grid[0] * lay.grid[1] <= 1:
+                    continue
+            out.append(Layer(o, n.op_type, tuple(shape), n.name, lay.kind, start + len(out), lay))
+    return out
+
+
+def in_attention(node_name: str) -> bool:
+    """True for a node inside an attention block (per-head q/k/v and attention-weight tensors), judged by
+    the scope the exporter writes into node names ('/blocks.1/attn/MatMul', '.../self_attention/...')."""
+    scopes = node_name.replace(".", "/").lower().split("/")[:-1]
+    return any(s in ("attn", "attention") or "attention" in s for s in scopes)
+
+
+def _last_axis_source(node: onnx.NodeProto, producer: dict, depth: int = 4):
+    """The op over the last axis that ``node``'s value comes from (through element-wise ops), or None."""
+    for _ in range(depth):
+        if node.op_type in _LAST_AXIS_OPS:
+            return node
+        if node.op_type not in _KEEP_OPS:
+            return None
+        node = producer.get(node.input[0])
+        if node is None:
+            return None
+    return None
 
 
 def default_layer(layers: list[Layer]) -> Layer | None:
     """The last candidate with a spatial extent: the last feature map before global pooling."""
     good = [ly for ly in layers if ly.has_extent]
     return good[-1] if good else None
+
+
+def chw_view(model: onnx.ModelProto, tensor: str, lay: L.LayerLayout, channels: int, name: str) -> onnx.ModelProto:
+    """Copy of ``model`` with nodes computing tensor ``tensor`` (tokens (N, T, C)) as (N, C, h, w) into
+    a new tensor ``name``: Slice off the prefix tokens, Reshape to (N, h, w, C), Transpose."""
+    from onnx import helper, numpy_helper
+    import numpy as np
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    h, w = lay.grid
+    p = f"{name}__"
+    consts = {f"{p}starts": [lay.prefix], f"{p}ends": [2**62], f"{p}axes": [1], f"{p}shape": [-1, h, w, channels]}
+    for k, v in consts.items():
+        out.graph.initializer.append(numpy_helper.from_array(np.asarray(v, np.int64), k))
+    out.graph.node.extend([
+        helper.make_node("Slice", [tensor, f"{p}starts", f"{p}ends", f"{p}axes"], [f"{p}patches"], name=f"{p}slice"),
+        helper.make_node("Reshape", [f"{p}patches", f"{p}shape"], [f"{p}grid"], name=f"{p}reshape"),
+        helper.make_node("Transpose", [f"{p}grid"], [name], perm=[0, 3, 1, 2], name=f"{p}transpose"),
+    ])
+    return out

@@ -6,17 +6,19 @@ import warnings
 
 import numpy as np
 
-from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
-from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
+from agnostic_cam import layout as L
+from agnostic_cam.adapters.auto_layer import torch_default_layer
+from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
     from torch import nn
 
     from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_layers import candidates, no_mha_fastpath, probe
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
@@ -29,8 +31,16 @@ class TorchAdapter(TorchPrimitives, Adapter):
     activation_layout = "NCHW"
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None, input_shape: tuple[int, ...] | None = None,
-                 output: str = "raw", providers=None, batch_size: int | None = None):
+                 output: str = "raw", providers=None, batch_size: int | None = None, layer_layout=None,
+                 reshape=None):
         super().__init__(providers, batch_size)
+        if reshape is not None and not callable(reshape):
+            raise OptionError(f"reshape must be a function (N, ...) -> (N, C, h, w) of torch tensors; got {type(reshape).__name__}")
+        if reshape is not None and layer_layout is not None:
+            raise OptionError("pass either layer_layout= or reshape=, not both: reshape= already says how to read the layer")
+        self.layer_layout_given = L.as_layer_layout(layer_layout)
+        self.reshape = reshape
+        self.layer_layout: L.LayerLayout | None = None  # the target tensor's layout, known after check_layer
         if not isinstance(model, nn.Module):
             raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
         if output not in ("raw", "logits"):
@@ -66,15 +76,88 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise InputError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
         return target_layer, named[target_layer]
 
-    def check_layer(self, sample_shape: tuple[int, ...]) -> None:
-        """Run one zero image and check the target layer emits a spatial (N, C, h, w) tensor."""
-        shapes = dict(torch_output_shapes(self.model, sample_shape))
-        spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
-        self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
+    def probe(self, sample_shape: tuple[int, ...]):
+        """One forward pass of a zero image recording every module's output shape (model unchanged)."""
+        with preserved(self.model):
+            try:
+                return probe(self.model, self._tensor(np.zeros((1, *sample_shape), np.float32)))
+            except Exception as e:  # noqa: BLE001
+                raise InputError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
+                                 "Check input_shape (C, H, W)") from None
 
-    def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None) -> None:
-        """A target layer must emit (N, C, h, w) with more than one position."""
-        examples = f"; pick a convolutional layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}" if spatial else ""
+    def layers(self, sample_shape: tuple[int, ...] | None = None) -> list[L.Candidate]:
+        """Candidate target layers (name, module type, shape, layout) for images of ``sample_shape``."""
+        shape = sample_shape or self.input_shape or self._last_shape
+        if shape is None:
+            raise OptionError("listing layers needs the input size: pass input_shape=(C, H, W) to from_torch")
+        return candidates(self.probe(tuple(shape)))
+
+    _last_shape = None
+
+    def check_layer(self, sample_shape: tuple[int, ...]) -> None:
+        """Run one zero image; resolve the target layer's layout and check it is a spatial map."""
+        p = self.probe(sample_shape)
+        self._last_shape = tuple(sample_shape)
+        listing = [c.name for c in candidates(p) if c.layout is not None]
+        examples = f"; candidate layers (ex.layers()): {', '.join(repr(s) for s in listing[-4:])}" if listing else ""
+        got = p.shapes.get(self.layer_name)
+        if got is None:
+            raise ModelError(f"layer {self.layer_name!r} returns no tensor (or is never called), not a spatial map"
+                             f"{examples}")
+        if self.reshape is not None:
+            with torch.no_grad():
+                chw = self._apply_reshape(torch.zeros(got))
+            self._reshape_shapes = (tuple(got), tuple(chw.shape))
+            self._check_activation(tuple(chw.shape), listing, sample_shape, examples)
+            return
+        try:
+            self.layer_layout = p.layout(self.layer_name, self.layer_layout_given)
+        except LayoutError as e:
+            raise LayoutError(f"{e}{examples}") from None
+        self._check_activation(self.layer_layout.chw_shape(got), listing, sample_shape, examples)
+
+    def _apply_reshape(self, t):
+        out = self.reshape(t)
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            raise ModelError(f"reshape= must return a (N, C, h, w) tensor; for an input of shape {tuple(t.shape)} it "
+                             f"returned {getattr(out, 'shape', type(out).__name__)}")
+        return out
+
+    def to_chw(self, t):
+        """The target layer's tensor (torch) as (N, C, h, w): reshape= or the layer layout, traceable."""
+        if self.reshape is not None:
+            return self._apply_reshape(t)
+        lay = self.layer_layout
+        if lay is None or lay.kind == L.NCHW:
+            return t
+        if lay.kind == L.NHWC:
+            return t.permute(0, 3, 1, 2)
+        h, w = lay.grid
+        return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
+
+    @property
+    def native_layout(self) -> L.LayerLayout | None:
+        return None if self.reshape is not None else (self.layer_layout or L.LayerLayout(L.NCHW))
+
+    @property
+    def native_channel_axis(self) -> int | None:
+        if self.reshape is None:
+            return self.native_layout.channel_axis
+        native, chw = self._reshape_shapes or ((), ())
+        if native and native[-1] == chw[1]:
+            return -1  # pytorch-grad-cam's AblationLayerVit: channels on the last axis
+        return 1 if native and len(native) > 1 and native[1] == chw[1] else None
+
+    _reshape_shapes = None
+
+    @property
+    def native_name(self) -> str:
+        plain = self.reshape is None and (self.layer_layout is None or self.layer_layout.kind == L.NCHW)
+        return ACTIVATION if plain else NATIVE
+
+    def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None,
+                          examples: str = "") -> None:
+        """A target layer must give (N, C, h, w) with more than one position."""
         if got is None or len(got) != 4:
             what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
             raise ModelError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
@@ -131,8 +214,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
     def export_onnx(self, sample_shape: tuple[int, ...]):
         import onnx
 
-        if self.input_shape is None or tuple(self.input_shape) != tuple(sample_shape):
-            self.check_layer(sample_shape)
+        self._ensure_layout(sample_shape)
         adapter = self
 
         class Export(nn.Module):
@@ -144,16 +226,20 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 store = []
                 with hooked(adapter.layer, lambda m, i, o: store.append(o)):
                     out = adapter._forward(x)
-                return out, store[-1]
+                native = store[-1]
+                if adapter.native_name == ACTIVATION:
+                    return out, native
+                return out, adapter.to_chw(native), native
 
+        names = [OUTPUT, ACTIVATION] + ([NATIVE] if self.native_name != ACTIVATION else [])
         buf = io.BytesIO()
-        with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
+        with preserved(self.model), torch.no_grad(), no_mha_fastpath(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
             run_export(lambda: torch.onnx.export(
                 Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
-                output_names=[OUTPUT, ACTIVATION], do_constant_folding=True,
-                dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}}))
+                output_names=names, do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())
 
     def _make_engine(self, sample_shape: tuple[int, ...]):
@@ -166,8 +252,14 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise BackendError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
                                "Call explain() outside the inference_mode block")
 
+    def _ensure_layout(self, sample_shape: tuple[int, ...]) -> None:
+        """The layer's layout depends on the input size (token grids): resolve it once per size."""
+        if self._last_shape != tuple(sample_shape):
+            self.check_layer(tuple(sample_shape))
+
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         self._guard()
+        self._ensure_layout(x.shape[1:])
         store = []
 
         def keep(module, inputs, out):
@@ -179,17 +271,21 @@ class TorchAdapter(TorchPrimitives, Adapter):
         with preserved(self.model), torch.enable_grad(), hooked(self.layer, keep):
             xt = self._tensor(x, requires_grad=True)
             out = self._forward(xt)
-            self._check_activation(tuple(store[-1].shape) if store else None)
+            if not store:
+                self._check_activation(None)
             act = store[-1]
             classes = target.indices(out.detach().cpu().numpy())
             scores = self._scores(out, classes, target)
             (grad,) = torch.autograd.grad(scores.sum(), act)
+            with torch.no_grad():  # the same reshape for activations and gradients (pytorch-grad-cam's rule)
+                act, grad = self.to_chw(act.detach()), self.to_chw(grad)
+            self._check_activation(tuple(act.shape))
             return Gradients(
                 outputs=out.detach().cpu().numpy().astype(np.float32),
                 scores=scores.detach().cpu().numpy().astype(np.float64),
                 classes=classes,
-                activations=act.detach().cpu().numpy().astype(np.float32),
-                grads=grad.detach().cpu().numpy().astype(np.float32),
+                activations=act.cpu().numpy().astype(np.float32),
+                grads=grad.cpu().numpy().astype(np.float32),
             )
 
     _scores = staticmethod(target_scores)

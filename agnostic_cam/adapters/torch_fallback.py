@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 import torch
 
-from agnostic_cam.adapters.base import ACTIVATION, OUTPUT
+from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT
 from agnostic_cam.errors import BackendError
 
 INPUT = "input"
@@ -116,8 +116,9 @@ class EagerEngine:
     """Forward passes of a TorchAdapter's model, with the OnnxEngine interface the explainer uses.
 
     Names: ``"input"`` (the images), ``"output"`` (the explained output (N, K)), ``"activation"``
-    (the target layer, (N, C, h, w)). ``run({"activation": A, "input": X}, ["output"])`` is the
-    tail: image rows X with the target layer's output replaced by A (same batch).
+    (the target layer, (N, C, h, w)), ``"layer_output"`` (the layer's own tensor, e.g. tokens).
+    ``run({adapter.native_name: A, "input": X}, ["output"])`` is the tail: image rows X with the
+    target layer's output replaced by A (same batch).
     """
 
     input_name = INPUT
@@ -135,14 +136,14 @@ class EagerEngine:
         return int(max(1, min(_MAX_AUTO_BATCH, _TARGET_BATCH_BYTES // per)))
 
     def with_outputs(self, names) -> EagerEngine:
-        unknown = set(names) - {INPUT, OUTPUT, ACTIVATION}
+        unknown = set(names) - {INPUT, OUTPUT, ACTIVATION, NATIVE}
         if unknown:
             raise BackendError(f"the PyTorch forward fallback has no tensor(s) {sorted(unknown)}")
         return self
 
     def tail(self, start: str, outputs=None) -> tuple[EagerEngine, list[str]]:
         """(engine, extra inputs): the tail takes the layer's new values plus the image rows."""
-        if start != ACTIVATION:
+        if start != self.adapter.native_name:
             raise BackendError(f"the PyTorch forward fallback can only restart at the target layer, not {start!r}")
         return self, [INPUT]
 
@@ -151,7 +152,7 @@ class EagerEngine:
             feeds = {INPUT: feeds}
         names = list(outputs) if outputs else list(self.output_names)
         x = feeds[INPUT]
-        replace = feeds.get(ACTIVATION)
+        replace = feeds.get(self.adapter.native_name)
         bs = batch_size or self.batch_size_for(x)
         results: list[list[np.ndarray]] = [[] for _ in names]
         for lo in range(0, x.shape[0], bs):
@@ -179,4 +180,6 @@ class EagerEngine:
             out = ad._forward(ad._tensor(np.ascontiguousarray(x, dtype=np.float32)))
         if not store:
             raise BackendError(f"layer {ad.layer_name!r} was not called by the model's forward pass")
-        return {OUTPUT: out.detach().cpu().float().numpy(), ACTIVATION: store[-1].detach().cpu().float().numpy()}
+        native = store[-1].detach()
+        return {OUTPUT: out.detach().cpu().float().numpy(), NATIVE: native.cpu().float().numpy(),
+                ACTIVATION: ad.to_chw(native).cpu().float().numpy()}

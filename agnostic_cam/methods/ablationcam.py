@@ -1,35 +1,60 @@
 """Ablation-CAM (Desai & Ramaswamy 2020, eq. 3), forward-only on ONNX Runtime.
 
 w_c = (y - y_c) / y, where y is the target score and y_c the score with channel c of the
-layer's activation set to zero. Only the tail of the graph after the layer runs again, with
-the ablated activations batched. Channels that are already all zero are not re-run: ablating
-them changes nothing, so y_c = y and w_c = 0 exactly.
+layer's tensor set to the ablation value. Only the tail of the graph after the layer runs again,
+with the ablated tensors batched. The channel is ablated in the layer's own layout: for a token
+layer (N, T, C) channel c is set on every token, class token included, as pytorch-grad-cam's
+``AblationLayerVit`` does. Channels that are already all zero are not re-run when the value is
+0: ablating them changes nothing, so y_c = y and w_c = 0 exactly.
+
+value: 0.0 (the paper's rule, default) or "pytorch-grad-cam": 0 when the layer's minimum is 0
+(as after a ReLU), else that minimum - 1e7 (pytorch-grad-cam's rule for signed layers such as a
+ViT's LayerNorm output, where zero is an ordinary value).
 """
 import numpy as np
 
+from agnostic_cam.errors import LayoutError, OptionError
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+
+PGC_OFFSET = 1e7
 
 
 @register("ablationcam")
 class AblationCAM(CamMethod):
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
-    def __init__(self, batch_size: int | None = None):
+    def __init__(self, batch_size: int | None = None, value: float | str = 0.0):
+        if not (value == "pytorch-grad-cam" or (isinstance(value, (int, float)) and np.isfinite(value))):
+            raise OptionError(f"value must be a finite number or 'pytorch-grad-cam'; got {value!r}")
         self.batch_size = batch_size
+        self.value = value
+
+    def _value(self, native: np.ndarray) -> float:
+        if self.value != "pytorch-grad-cam":
+            return float(self.value)
+        lo = float(native.min())
+        return 0.0 if lo == 0 else lo - PGC_OFFSET
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
-        acts = cap.activations
-        n, c = acts.shape[:2]
+        c = cap.activations.shape[1]
+        ax = cap.channel_axis
+        if ax is None or cap.native.shape[ax] != c:
+            raise LayoutError("ablationcam cannot tell which axis of the layer's own tensor holds the channels (it is "
+                              "read through reshape=); pass layer_layout= instead, or use another method")
+        native = np.moveaxis(cap.native, ax, 1)  # (N, C, ...) in the layer's own layout
         bs = self.batch_size or max(cap.batch_size, 64)
         y = cap.scores.astype(np.float64)
         ablated = np.repeat(y[:, None], c, axis=1)
-        live = [np.flatnonzero(np.abs(a).reshape(c, -1).max(axis=1) > 0) for a in acts]
+        values = [self._value(a) for a in native]
+        live = [np.flatnonzero(np.abs(a).reshape(c, -1).max(axis=1) > 0) if v == 0 else np.arange(c)
+                for a, v in zip(native, values)]
         with cap.progress_bar(sum(len(v) for v in live), "Ablation-CAM") as bar:
             for i, chans in enumerate(live):
                 for lo in range(0, len(chans), bs):
                     chunk = chans[lo:lo + bs]
-                    batch = np.repeat(acts[i][None], len(chunk), axis=0)
-                    batch[np.arange(len(chunk)), chunk] = 0
-                    ablated[i, chunk] = cap.row_scores(cap.tail(batch, np.full(len(chunk), i)), i)
+                    batch = np.repeat(native[i][None], len(chunk), axis=0)
+                    batch[np.arange(len(chunk)), chunk] = values[i]
+                    out = cap.tail(np.moveaxis(batch, 1, ax), np.full(len(chunk), i))
+                    ablated[i, chunk] = cap.row_scores(out, i)
                     bar.update(len(chunk))
         return (y[:, None] - ablated) / y[:, None]

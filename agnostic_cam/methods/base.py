@@ -40,6 +40,9 @@ class LayerCapture:
 
     x (N, *input) in the model's layout; outputs (N, K); scores (N,);
     activations and grads (N, C, h, w) channel-first whatever the framework's layout.
+    ``native``: the layer's own tensor (channel-first, channels-last or tokens (N, T, C)), what
+    ``tail(native, image)`` takes; ``channel_axis``: its channel axis (None: unknown);
+    ``native_from_chw``: channel-first -> native (raises where that cannot be done).
     ``input_grad(inputs, image, rule)``: d(score)/d(input) (M, *input) in the model's layout for
     input rows (M, *input), row i scored for the target of image ``image[i]`` ((M,) ints; None:
     row i is image i), every ReLU under backward ``rule`` ('vanilla', 'guided', 'deconv').
@@ -53,6 +56,9 @@ class LayerCapture:
     target_fn: Callable | None
     activations: np.ndarray | None = None
     grads: np.ndarray | None = None
+    native: np.ndarray | None = None
+    channel_axis: int | None = 1
+    native_from_chw: Callable[[np.ndarray], np.ndarray] | None = None
     forward: Callable[[np.ndarray], np.ndarray] | None = None
     tail: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     input_grad: Callable[[np.ndarray, np.ndarray | None, str], np.ndarray] | None = None

@@ -18,13 +18,13 @@ def linear_head(cap: LayerCapture) -> tuple[np.ndarray, np.ndarray]:
     n, c, h, w = a.shape
     probes = np.zeros((c + 1, c, h, w), dtype=np.float32)
     probes[np.arange(1, c + 1), np.arange(c)] = 1.0
-    out = cap.tail(probes, np.zeros(c + 1, dtype=np.int64)).astype(np.float64)
+    out = cap.tail(cap.native_from_chw(probes), np.zeros(c + 1, dtype=np.int64)).astype(np.float64)
     b = out[0]
     W = (out[1:] - b).T
     rng = np.random.default_rng(0)
     shuffled = a.reshape(n, c, -1)[..., rng.permutation(h * w)].reshape(a.shape)
     pred = a.mean(axis=(2, 3)) @ W.T + b
-    for name, got in (("activations", cap.outputs), ("shuffled activations", cap.tail(shuffled, np.arange(n)))):
+    for name, got in (("activations", cap.outputs), ("shuffled activations", cap.tail(cap.native_from_chw(shuffled), np.arange(n)))):
         scale = np.abs(got).max() + 1e-6
         if np.abs(got - pred).max() > 1e-3 * scale:
             raise ModelError(
