@@ -121,7 +121,9 @@ def test_same_name_in_two_nested_models_asks_for_the_path(x):
         Explainer.from_keras(model, "feat")
     ex = Explainer.from_keras(model, "b/feat", progress=False)
     assert ex.layer == "b/feat" and "a/feat" in ex.adapter.layer_names()
-    assert {"a/feat", "b/feat", "a/conv1", "b/conv2"} <= set(ex.layers()) and "a/gap" not in ex.layers()
+    listed = {c.name: c for c in ex.layers()}
+    assert {"a/feat", "b/feat", "a/conv1", "b/conv2"} <= set(listed) and "a/gap" not in listed
+    assert listed["b/feat"].layout == "NHWC" and len(listed["b/feat"].shape) == 4
     # a's head does not depend on b's activations, so at b/feat: the gradients equal b's own, and
     # Ablation-CAM's y - y_c (raw map times the score y) equals b's own on the ONNX tail graph
     own_ex = Explainer.from_keras(b, "feat", progress=False)

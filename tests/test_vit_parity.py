@@ -2,12 +2,13 @@
 
 Models (random seeded weights, nothing downloaded), reduced so the suite stays fast:
 - torchvision ``vit_b_16`` at 48 px (3x3 patch grid + class token), layer
-  ``encoder.layers.encoder_layer_11.ln_1``: every gradient method and Eigen-CAM. Score-CAM and
-  Ablation-CAM run one full forward (or tail) per channel, 768 here: they run on the same
-  torchvision ``VisionTransformer`` class with hidden_dim 32 and 2 layers instead.
-- torchvision ``swin_t`` at 64 px, layer ``features`` ((N, h, w, C), channels-last): gradient
-  methods and Eigen-CAM on swin_t itself; Score-/Ablation-CAM on the same ``SwinTransformer``
-  class with embed_dim 8 (32 channels at ``features``).
+  ``encoder.layers.encoder_layer_11.ln_1``: every gradient method. Score-CAM and Ablation-CAM run
+  one full forward (or tail) per channel, 768 here, and Eigen-CAM needs the ONNX export of 86M
+  weights: these three run on the same torchvision ``VisionTransformer`` class with hidden_dim 32
+  and 2 layers instead.
+- torchvision ``swin_t`` at 96 px (one image), layer ``features`` ((N, h, w, C), channels-last):
+  gradient methods; Score-/Ablation-/Eigen-CAM on the same ``SwinTransformer`` class with
+  embed_dim 8 (64 channels at ``features``).
 - timm ``VisionTransformer`` (test-only reference) with 4 register tokens besides the class token
   (5 prefix tokens), 32 px, patch 8, embed_dim 24, depth 2, layer ``blocks.1.norm1``: every method.
 Ablation-CAM: pytorch-grad-cam's ``AblationLayerVit`` ablates a channel on every token, class token
@@ -29,7 +30,7 @@ from agnostic_cam.errors import LayoutError  # noqa: E402
 from agnostic_cam.layout import LayerLayout  # noqa: E402
 
 GRADIENT = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
-FORWARD = ["scorecam", "ablationcam"]
+FORWARD = ["scorecam", "ablationcam", "eigencam"]
 CLASSES = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
            "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "scorecam": pgc.ScoreCAM,
            "ablationcam": pgc.AblationCAM, "eigencam": pgc.EigenCAM}
@@ -74,20 +75,22 @@ def compare(model, layer_name, x, methods, reshape, expect_layout):
         ours = ex.explain(x, method=name, target=targets).heatmap
         ref = reference(name, model, layer, x, targets, reshape)
         diff = np.abs(ours - ref).max()
-        if name == "eigencam":  # the sign of a principal component is arbitrary: compare up to sign
-            diff = min(diff, eigen_flipped_diff(ex, x, ref))
+        if name == "eigencam":  # the sign of a principal component is arbitrary: compare up to sign, per image
+            diff = eigen_diff_up_to_sign(ex, x, ref)
         assert diff <= TOL, f"{name} at {layer_name}: max abs diff {diff}"
         assert ours.std() > 0, f"{name}: flat map"
     return ex
 
 
-def eigen_flipped_diff(ex, x, ref):
+def eigen_diff_up_to_sign(ex, x, ref):
     from agnostic_cam.imaging import cam_to_heatmap
+    from agnostic_cam.methods import Needs
     from agnostic_cam.methods.eigencam import first_component_projection
+    from agnostic_cam.targets import TargetSpec
 
-    acts = ex.capture(x, __import__("agnostic_cam.targets", fromlist=["TargetSpec"]).TargetSpec(0, len(x)),
-                      __import__("agnostic_cam.methods", fromlist=["Needs"]).Needs.ACTIVATIONS).activations
-    return np.abs(cam_to_heatmap(-first_component_projection(acts), x.shape[2:]) - ref).max()
+    p = first_component_projection(ex.capture(x, TargetSpec(0, len(x)), Needs.ACTIVATIONS).activations)
+    both = [np.abs(cam_to_heatmap(s * p, x.shape[2:]) - ref).reshape(len(x), -1).max(axis=1) for s in (1, -1)]
+    return np.minimum(*both).max()
 
 
 def randomise_norms(model, seed=0):
@@ -110,10 +113,10 @@ def images(n, size, seed=0):
     return np.random.default_rng(seed).normal(size=(n, 3, size, size)).astype(np.float32)
 
 
-def test_vit_b_16_tokens_gradient_methods_and_eigencam():
+def test_vit_b_16_tokens_gradient_methods():
     torch.manual_seed(0)
     model = randomise_norms(torchvision.models.vit_b_16(weights=None, image_size=48).eval())
-    compare(model, "encoder.layers.encoder_layer_11.ln_1", images(2, 48), GRADIENT + ["eigencam"],
+    compare(model, "encoder.layers.encoder_layer_11.ln_1", images(2, 48), GRADIENT,
             tokens_to_chw(1, 3, 3), "tokens(prefix=1, grid=3x3)")
 
 
@@ -127,10 +130,10 @@ def test_torchvision_vit_tokens_forward_methods_reduced_width():
             "tokens(prefix=1, grid=3x3)")
 
 
-def test_swin_t_channels_last_gradient_methods_and_eigencam():
+def test_swin_t_channels_last_gradient_methods():
     torch.manual_seed(0)
     model = randomise_norms(torchvision.models.swin_t(weights=None).eval())
-    compare(model, "features", images(2, 64), GRADIENT + ["eigencam"], nhwc_to_chw, "NHWC")
+    compare(model, "features", images(1, 96), GRADIENT, nhwc_to_chw, "NHWC")
 
 
 def test_swin_channels_last_forward_methods_reduced_width():
@@ -149,7 +152,7 @@ def test_timm_vit_with_register_tokens_every_method():
     model = timm.models.vision_transformer.VisionTransformer(
         img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=2, reg_tokens=4, num_classes=10).eval()
     randomise_norms(model)
-    ex = compare(model, "blocks.1.norm1", images(2, 32), GRADIENT + FORWARD + ["eigencam"], tokens_to_chw(5, 4, 4),
+    ex = compare(model, "blocks.1.norm1", images(2, 32), GRADIENT + FORWARD, tokens_to_chw(5, 4, 4),
                  "tokens(prefix=5, grid=4x4)")
     listed = {c.name: c for c in ex.layers()}
     assert listed["blocks.1.norm1"].layout == "tokens(prefix=5, grid=4x4)"

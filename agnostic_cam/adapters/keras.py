@@ -33,7 +33,7 @@ import numpy as np
 from agnostic_cam import layout as L
 from agnostic_cam.adapters import keras_graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
-from agnostic_cam.adapters.keras_export import convert, rename_through_identities
+from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -126,13 +126,18 @@ class KerasAdapter(Adapter):
                              f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
         return hits[0]
 
-    def layers(self) -> list[str]:
+    def layers(self) -> list[L.Candidate]:
         """Candidate target layers: every layer (nested ones included) whose output is a spatial
-        (N, h, w, C) map, by the name ``target_layer`` takes."""
-        return [self._name(c) for c in self._chains if len(self._static_shape(c[-1]) or ()) == 4]
+        (N, h, w, C) map, with the name ``target_layer`` takes, its class, shape and layout."""
+        out = []
+        for c in self._chains:
+            shape = self._static_shape(c[-1]) or ()
+            if len(shape) == 4 and not (shape[1] is not None and shape[2] is not None and shape[1] * shape[2] <= 1):
+                out.append(L.Candidate(self._name(c), type(c[-1]).__name__, shape, L.NHWC))
+        return out
 
     def _spatial_examples(self) -> str:
-        names = self.layers()
+        names = [c.name for c in self.layers()]
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
 
     @staticmethod
@@ -166,9 +171,10 @@ class KerasAdapter(Adapter):
         return None if hw == (None, None) else hw
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, xt, chains: list, rule: str = "vanilla"):
-        """(explained output, [tapped values]) of the model for the tensor ``xt``."""
-        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head)
+    def _evaluate(self, xt, chains: list, rule: str = "vanilla", export: bool = False):
+        """(explained output, [tapped values]) of the model for the tensor ``xt``; ``export``: written
+        with ops tf2onnx converts (see :func:`keras_graph.exportable`)."""
+        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head, export=export)
         out = kg.evaluate(self.model, xt, plan)
         missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
         if missing:
@@ -195,12 +201,12 @@ class KerasAdapter(Adapter):
 
         @tf.function(input_signature=spec, autograph=False)
         def tapped(x):
-            out, (act,), _ = self._evaluate(x, [self.chain])
+            out, (act,), _ = self._evaluate(x, [self.chain], export=True)
             return out, act
 
         conc = tapped.get_concrete_function()
         self._check_activation(tuple(conc.structured_outputs[1].shape))
-        proto = convert(conc)
+        proto = replace_erfc(convert(conc))
         for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
             rename_through_identities(proto.graph, o, new)
         return proto

@@ -55,3 +55,25 @@ def rename_through_identities(graph, name: str, new: str) -> None:
     for vi in (*graph.output, *graph.value_info):
         if vi.name in chain:
             vi.name = new
+
+
+def replace_erfc(proto):
+    """``Erfc(x)`` (exact GELU in TensorFlow: ``0.5 x erfc(-x / sqrt 2)``), which tf2onnx leaves
+    unconverted, written as ``1 - Erf(x)`` in place; returns ``proto``."""
+    from onnx import helper, numpy_helper
+    import numpy as np
+
+    nodes = list(proto.graph.node)
+    if not any(n.op_type == "Erfc" for n in nodes):
+        return proto
+    one = "agnostic_cam_erfc_one"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+    del proto.graph.node[:]
+    for n in nodes:
+        if n.op_type != "Erfc":
+            proto.graph.node.append(n)
+            continue
+        erf = f"{n.output[0]}__erf"
+        proto.graph.node.extend([helper.make_node("Erf", [n.input[0]], [erf], name=f"{n.name}__erf"),
+                                 helper.make_node("Sub", [one, erf], [n.output[0]], name=f"{n.name}__sub")])
+    return proto

@@ -150,10 +150,36 @@ class Plan:
     head: tuple | None = None
     values: dict = field(default_factory=dict)
     relus: int = 0
+    export: bool = False  # trace with ops tf2onnx converts (see exportable)
+
+
+def exportable(op):
+    """A depthwise ``Conv2D(groups=C)`` (ConvNeXt) as ``tf.nn.depthwise_conv2d``, or None.
+
+    Keras runs grouped convolutions on TensorFlow through an XLA-compiled nested function, which
+    tf2onnx leaves as an unconverted ``StatefulPartitionedCall``; a depthwise convolution is the
+    same computation in one op it converts."""
+    if not (isinstance(op, keras.layers.Conv2D) and getattr(op, "groups", 1) > 1):
+        return None
+    k = op.kernel  # (kh, kw, 1, C) for groups == C
+    if k.shape[2] != 1 or k.shape[3] != op.groups or op.data_format != "channels_last":
+        return None
+    strides, dil = tuple(op.strides), tuple(op.dilation_rate)
+
+    def call(x, *a, **kw):
+        w = tf.reshape(tf.cast(k, x.dtype), (k.shape[0], k.shape[1], k.shape[3], 1))
+        y = tf.nn.depthwise_conv2d(x, w, (1, *strides, 1), op.padding.upper(), dilations=dil)
+        if op.use_bias:
+            y = y + tf.cast(op.bias, y.dtype)
+        return op.activation(y) if op.activation is not None else y
+
+    return call
 
 
 def _substitute(op, chain: tuple, plan: Plan):
     """The callable evaluating ``op``: the op itself, or a view without softmax / with a ruled ReLU."""
+    if plan.export and (dw := exportable(op)) is not None and not same(chain, plan.head):
+        return dw
     if same(chain, plan.head):
         if _is_softmax_op(op):
             return lambda *a, **k: a[0]

@@ -184,9 +184,14 @@ class OnnxAdapter(Adapter):
                 return found[0]
             raise LayoutError(f"tensor {name!r} is not a (N, T, C) token tensor with a patch grid for {hw} images")
         ly = next((c for c in self.candidates if c.name == name), None)
-        if ly is None:
-            raise LayoutError(f"tensor {name!r} is not a rank-4 tensor computed from the image; check layer_layout=")
-        return Layer(ly.name, ly.op_type, ly.shape, ly.node, given.kind, ly.index)
+        if ly is not None:
+            return Layer(ly.name, ly.op_type, ly.shape, ly.node, given.kind, ly.index)
+        infos = G._value_infos(G.infer_shapes(self.model))
+        shape = G.tensor_shape(infos[name]) if name in infos else None
+        if shape is not None and len(shape) != 4:
+            raise LayoutError(f"tensor {name!r} has shape {shape}, not a rank-4 {given.kind} tensor; check layer_layout=")
+        producer = next(n for n in self.model.graph.node if name in n.output)
+        return Layer(name, producer.op_type, tuple(shape or (None,) * 4), producer.name, given.kind, -1)
 
     def _resolve_layer(self, target_layer) -> Layer:
         if isinstance(target_layer, str):
