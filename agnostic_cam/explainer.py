@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.errors import IncompatibleDependencyError, MissingDependencyError
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
@@ -39,8 +41,14 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+        if compat.is_script_module(model):  # torch.jit.trace / script: explained through its ONNX export
+            from agnostic_cam.adapters.torch_script import ScriptAdapter
+
+            return cls(ScriptAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
@@ -56,8 +64,10 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
 
     @classmethod
@@ -100,6 +110,16 @@ class Explainer:
         if ls is None:
             raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
+
+    def describe(self) -> str:
+        """A few lines on what is explained: framework, layer, layouts, runnable methods and, for ONNX
+        graphs, their precision; for fp16 / int8 graphs also how far the float32 twin that gradient
+        methods use is from the graph as shipped (measured on the first gradient call's images)."""
+        a = self.adapter
+        lines = [f"framework: {a.framework}", f"layer: {self.layer} ({a.activation_layout})",
+                 f"input layout: {a.layout}", f"methods: {', '.join(self.methods)}"]
+        lines += getattr(a, "describe_lines", list)()
+        return "\n".join(lines)
 
     def predict(self, images: Any) -> np.ndarray:
         """The explained model output (N, K) for ``images``, run on ONNX Runtime in batches."""

@@ -14,8 +14,11 @@ import onnx
 
 from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
+from agnostic_cam.adapters.onnx_legal import opset as legal_opset
+from agnostic_cam.adapters.onnx_twin import agreement, float_twin, precision
 from agnostic_cam.engine import graph as G
 from agnostic_cam.engine.session import load_model
+from agnostic_cam.errors import BackendError, MissingDependencyError, ModelError
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
 
@@ -53,7 +56,7 @@ class OnnxAdapter(Adapter):
         super().__init__(providers, batch_size)
         if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
             raise TypeError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
-        self.model = load_model(model)
+        self.model = G.topologically_sorted(load_model(model))
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
         self.input_shape = self._declared_input_shape()
@@ -75,7 +78,10 @@ class OnnxAdapter(Adapter):
         self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+        self.precision = precision(self.model)
+        self.twin_report: dict | None = None  # filled by the first gradient call on an fp16 / int8 graph
         self._grad = None
+        self._grad_error: Exception | None = None  # a failed conversion is kept: raised again, not retried
         self._act_engines: dict[tuple[str, ...], object] = {}
 
     # -- graph reading -------------------------------------------------------------------------
@@ -105,8 +111,10 @@ class OnnxAdapter(Adapter):
         if shape is None or len(shape) != 4:
             raise ValueError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
                              "(N, C, H, W) or (N, H, W, C)")
-        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ValueError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
+        if vi.type.tensor_type.elem_type not in G.FLOAT_TYPES:
+            raise ModelError(f"input {self.input_name!r} has element type "
+                             f"{onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}; image inputs must be "
+                             "float32, float16 or float64 (quantized graphs take float images and quantize inside)")
         return shape
 
     def _resolve_output(self, output: str | None) -> tuple[str, str]:
@@ -199,27 +207,55 @@ class OnnxAdapter(Adapter):
         if gradients is None:
             return gradient_backend_available()
         if gradients and not gradient_backend_available():
-            raise ImportError(f"gradients=True needs the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+            raise MissingDependencyError(f"gradients=True needs the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
         return bool(gradients)
 
     def _backend(self):
         if not self._use_grad:
-            raise ImportError(self.gradient_hint)
+            raise MissingDependencyError(self.gradient_hint)
+        if self._grad_error is not None:
+            raise self._grad_error
         if self._grad is None:
             from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
+            try:
+                self._twin = float_twin(self.model)
+                self._grad = TorchGradients(self._twin, self.input_name, self.output_name, self.activation_name)
+            except BackendError as e:  # once per model: the next call raises the same error at once
+                self._grad_error = e
+                raise
         return self._grad
+
+    def _check_twin(self, x: np.ndarray) -> None:
+        """On fp16 / int8 graphs, measure once how far the float twin's outputs are from the shipped graph's."""
+        if self.precision != "float32" and self.twin_report is None:
+            self.twin_report = agreement(self.engine(()), self._twin, x, self.input_name, self.output_name)
+
+    def describe_lines(self) -> list[str]:
+        """Lines for ``Explainer.describe()``: the graph's precision and, for fp16 / int8, the twin's agreement."""
+        lines = [f"precision: {self.precision} (opset {legal_opset(self.model)})"]
+        if self.precision != "float32":
+            lines.append("forward methods run on the graph as shipped; gradient methods on its float32 twin "
+                         "(fp16 -> float32; int8 -> dequantized weights, quantization without rounding)")
+            r = self.twin_report
+            lines.append("twin agreement: not measured yet (run a gradient method)" if r is None else
+                         f"twin agreement: max |shipped - twin| output difference {r['max_abs_diff']:.3g} "
+                         f"(outputs up to {r['max_abs_output']:.3g}), same top-1 on {100 * r['top1_agree']:.0f}% "
+                         f"of {r['images']} image(s)")
+        return lines
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
+        self._check_twin(x)
         if self.activation_layout == "NHWC":
             g.activations = np.ascontiguousarray(g.activations.transpose(0, 3, 1, 2))
             g.grads = np.ascontiguousarray(g.grads.transpose(0, 3, 1, 2))
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
-        return self._backend().input_gradients(x, target, rule)
+        g = self._backend().input_gradients(x, target, rule)
+        self._check_twin(x)
+        return g
 
     # -- feature visualisation primitives ------------------------------------------------------
     def layer_names(self) -> list[str]:

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -160,7 +161,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
+            compat.torch_onnx_export_legacy(Export(), (x,), buf, opset_version=17,
                               input_names=["input"], output_names=[OUTPUT, ACTIVATION],
                               dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
                               do_constant_folding=True)

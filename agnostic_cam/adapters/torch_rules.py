@@ -60,9 +60,9 @@ class _RuleReLU(torch.autograd.Function):
 
 def _relu_ops() -> tuple[set, set]:
     """(out-of-place, in-place) ReLU callables as ``__torch_function__`` sees them."""
-    out = {torch.relu, torch.Tensor.relu, torch._C._VariableFunctions.relu}
-    inplace = {torch.relu_, torch.Tensor.relu_, torch._C._VariableFunctions.relu_, F.relu_}
-    return out, inplace
+    from agnostic_cam import compat
+
+    return compat.torch_relu_functions()
 
 
 class ReluRuleMode(TorchFunctionMode):
