@@ -117,7 +117,9 @@ def tf2onnx_convert_common():
     and ``tf2onnx.convert.tensor_names_from_structed``."""
     common = private("tf2onnx", "convert._convert_common")
     params = inspect.signature(common).parameters
-    missing = [p for p in ("optimizers", "tensors_to_rename", "input_names", "output_names") if p not in params]
+    anything = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # passed on to process_tf_graph
+    missing = [p for p in ("optimizers", "tensors_to_rename", "input_names", "output_names")
+               if p not in params and (p == "optimizers" or not anything)]
     if missing:
         raise incompatible("tf2onnx", "`convert._convert_common` with the arguments " + ", ".join(missing))
     return common, private("tf2onnx", "convert.tensor_names_from_structed")

@@ -8,7 +8,8 @@ differentiable float32 graph, so gradient methods run on a *twin* with the same 
 - int8 QDQ (``quantize_static(..., quant_format=QDQ)``): weights are the dequantized int8 values
   ``(q - zero_point) * scale``; each activation ``QuantizeLinear -> DequantizeLinear`` becomes the
   same affine map without rounding, ``clip(x, (qmin - zp) * s, (qmax - zp) * s)``, so the
-  saturation (e.g. a ReLU folded into the quantization range) is kept and only rounding is lost.
+  saturation is kept and only rounding is lost; a range that starts at 0 (a ReLU the quantizer
+  folded into it) gets an explicit ``Relu``, so backward rules (guided, deconv) see the model's ReLUs.
 - int8 dynamic (``quantize_dynamic``): ``ConvInteger`` / ``MatMulInteger`` become ``Conv`` /
   ``MatMul`` on the dequantized weights; ``DynamicQuantizeLinear`` passes its input through
   (scale 1, zero point 0), which is exact up to rounding because its range always covers the input.
@@ -132,6 +133,10 @@ class _Twin:
         lo, hi = _QRANGE.get(zdt, (0, 255))
         if s in self.const and self.const[s].size > 1:
             raise BackendError(f"cannot build the float twin: per-axis quantization of computed tensor {x!r} is not supported")
+        if zp is not None and zp in self.const and self.const[zp].size == 1 and float(self.const[zp].ravel()[0]) == lo:
+            # the range starts at 0: a ReLU folded into the quantization (QDQ drops Relu nodes); made explicit so
+            # the twin has the model's ReLUs for guided / deconv rules (same values: clip(relu(x)) = clip(x))
+            x = self._node("Relu", [x])
         y = self._node("Div", [x, self._float(s)])
         if zp is not None:
             y = self._node("Add", [y, self._float(zp)])
