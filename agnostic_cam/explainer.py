@@ -9,8 +9,9 @@ import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
+from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError, OptionError
 
 
 class Explainer:
@@ -42,7 +43,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
@@ -60,7 +61,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
 
     @classmethod
@@ -102,7 +103,7 @@ class Explainer:
         """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
         ls = getattr(self.adapter, "layers", None)
         if ls is None:
-            raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+            raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
 
     def predict(self, images: Any) -> np.ndarray:
@@ -124,25 +125,54 @@ class Explainer:
         """Explain ``images`` (N, ...) in the model's layout with ``method``.
 
         target: None (top-1), an int, one int per image, or a callable mapping the output (N, K)
-        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM).
+        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
+        that every method takes: ``aug_smooth=True`` averages the explanation over six test-time
+        augmentations (horizontal flip x brightness 0.9/1/1.1, one batched call) and
+        ``eigen_smooth=True`` (CAM methods) keeps the first principal component of the weighted
+        channels instead of their sum; both follow pytorch-grad-cam's definitions.
         Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
         """
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
-            raise ValueError(self._unsupported(mcls.name, missing))
+            raise ModelError(self._unsupported(mcls.name, missing))
+        aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         try:
             m = mcls(**options)
+        except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
+            raise
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                            f"{params or 'no options'}") from None
+            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
+                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+        if eigen_smooth:
+            if not isinstance(m, CamMethod):
+                raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
+                                  f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
+            m.eigen_smooth = True
         x = self._inputs(images)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"))
+        spec = TargetSpec(target, x.shape[0])
+        if aug_smooth:
+            return self._aug_smooth(m, x, spec)
+        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
             method=mcls.name, layer=self.layer, outputs=cap.outputs)
+
+    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
+        """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
+        augmentations, computed in one batched capture (see :mod:`agnostic_cam.smoothing`)."""
+        from agnostic_cam import smoothing as sm
+
+        n = x.shape[0]
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs,
+                           getattr(m, "rule", "vanilla"))
+        raw = np.asarray(m.compute(cap), dtype=np.float32)
+        heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
+        return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
+                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.layer,
+                           outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
@@ -212,9 +242,9 @@ class Explainer:
             got = run(cap.activations, np.arange(x.shape[0]))
             tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
             if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                   "model (its outputs do not reproduce the model's); use a forward method that "
-                                   "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
+                raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
+                                 "model (its outputs do not reproduce the model's); use a forward method that "
+                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
             self._tails[engine] = (tail_engine, extra, True, head)
         return run
 

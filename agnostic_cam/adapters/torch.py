@@ -10,6 +10,7 @@ from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_s
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
@@ -17,7 +18,7 @@ try:
 
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
-    raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
+    raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
 class TorchAdapter(TorchPrimitives, Adapter):
@@ -30,14 +31,14 @@ class TorchAdapter(TorchPrimitives, Adapter):
                  output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
+            raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
         if output not in ("raw", "logits"):
-            raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         self.model = model
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         if self.input_shape is not None and len(self.input_shape) != 3:
-            raise ValueError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+            raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
         auto = target_layer is None
         if auto:
             target_layer = torch_default_layer(model, self.input_shape)
@@ -53,13 +54,13 @@ class TorchAdapter(TorchPrimitives, Adapter):
             for name, m in named.items():
                 if m is target_layer:
                     return name or "<model>", m
-            raise ValueError("target_layer is a module that is not part of the model; pass one of model's "
+            raise InputError("target_layer is a module that is not part of the model; pass one of model's "
                              "submodules or its dotted name, e.g. 'layer4'")
         if not isinstance(target_layer, str):
-            raise TypeError(f"target_layer must be a dotted module name or the module itself; got {type(target_layer).__name__}")
+            raise InputError(f"target_layer must be a dotted module name or the module itself; got {type(target_layer).__name__}")
         if target_layer not in named or target_layer == "":
             names = [n for n in named if n]
-            raise ValueError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
+            raise InputError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
         return target_layer, named[target_layer]
 
     def check_layer(self, sample_shape: tuple[int, ...]) -> None:
@@ -73,9 +74,9 @@ class TorchAdapter(TorchPrimitives, Adapter):
         examples = f"; pick a convolutional layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}" if spatial else ""
         if got is None or len(got) != 4:
             what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
-            raise ValueError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
+            raise ModelError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
         if got[2] * got[3] <= 1:
-            raise ValueError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images than {sample_shape or 'these'} or an earlier layer"
                              f"{examples}")
 
@@ -85,7 +86,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
             last = m
         if isinstance(last, (nn.Softmax, nn.LogSoftmax)):
             return last
-        raise ValueError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
+        raise ModelError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
                          "input (the logits) can be read without changing the model; this model's last module is "
                          f"{type(last).__name__}. If it already returns logits, use output='raw'")
 
@@ -114,8 +115,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 self.model(x)
             out = store[-1]
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
-                            "module whose forward returns the classification output")
+            raise ModelError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
+                             "module whose forward returns the classification output")
         return out
 
     def weights_version(self) -> object:
@@ -155,7 +156,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
+            raise BackendError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
                                "Call explain() outside the inference_mode block")
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
