@@ -143,7 +143,7 @@ def _preprocess(args, adapter):
         try:
             given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
         except OSError as e:
-            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+            raise OptionError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
     flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
              "scale": args.scale, "mean": args.mean, "std": args.std}
     try:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
         return EXIT_WRITE
-    except (AgnosticCamError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except AgnosticCamError as e:  # anything else is a bug and keeps its traceback
         print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
