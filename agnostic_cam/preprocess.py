@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -151,9 +152,7 @@ class Preprocess:
         if self.channels == 1:
             x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
         x = (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        if self.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(L.to_chw(x, L.NHWC) if self.layout == L.NCHW else x, dtype=np.float32)
 
     def __call__(self, images) -> np.ndarray:
         """Paths / PIL images / uint8 arrays (one or a list) -> float32 batch."""

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import onnx
 
+from agnostic_cam import layout as L
 from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
 from agnostic_cam.engine import graph as G
@@ -186,14 +187,12 @@ class OnnxAdapter(Adapter):
     # -- input ---------------------------------------------------------------------------------
     @property
     def channels(self) -> int | None:
-        c = self.input_shape[1] if self.layout == "NCHW" else self.input_shape[3]
+        c = L.channels(self.input_shape, self.layout)
         return c if isinstance(c, int) and c > 0 else None
 
     @property
     def spatial(self) -> tuple | None:
-        s = self.input_shape
-        hw = (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
-        hw = tuple(d if isinstance(d, int) and d > 0 else None for d in hw)
+        hw = tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.input_shape, self.layout))
         return None if hw == (None, None) else hw
 
     # -- ONNX ----------------------------------------------------------------------------------
@@ -224,9 +223,8 @@ class OnnxAdapter(Adapter):
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
-        if self.activation_layout == "NHWC":
-            g.activations = np.ascontiguousarray(g.activations.transpose(0, 3, 1, 2))
-            g.grads = np.ascontiguousarray(g.grads.transpose(0, 3, 1, 2))
+        g.activations = channels_first(g.activations, self.activation_layout)
+        g.grads = channels_first(g.grads, self.activation_layout)
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:

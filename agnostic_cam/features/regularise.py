@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 from ..errors import OptionError
 
+from agnostic_cam import layout as L
+
 TV_EPS = 1e-8
 
 
 def spatial_axes(layout: str) -> tuple[int, int]:
     """The (H, W) axes of a batch in ``layout``."""
-    if layout not in ("NCHW", "NHWC"):
-        raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
-    return (2, 3) if layout == "NCHW" else (1, 2)
+    return L.spatial_axes(L.image_layout(layout))
 
 
 def jitter(x: np.ndarray, dy: int, dx: int, axes: tuple[int, int]) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.imaging import cam_to_heatmap
 from agnostic_cam.methods.projection import first_component_projection
 from agnostic_cam.targets import select_scores
@@ -68,7 +69,7 @@ class LayerCapture:
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the input images."""
-        return (self.x.shape[2], self.x.shape[3]) if self.layout == "NCHW" else (self.x.shape[1], self.x.shape[2])
+        return L.spatial_size(self.x.shape, self.layout)
 
     def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
         """Target scores (M,) of output rows (M, K) that belong to images ``image`` (int or (M,))."""
@@ -79,7 +80,7 @@ class LayerCapture:
     def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
         """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
         xi = self.x[image][None]
-        return xi * (masks[:, None] if self.layout == "NCHW" else masks[..., None])
+        return xi * L.expand_mask(masks, self.layout)
 
     def progress_bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
