@@ -73,7 +73,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocessing (defaults: the model's input size and layout, RGB, 0-1, no mean/std)")
-    g.add_argument("--preprocess", type=Path, help="JSON or flat YAML file with fields size, channel_order, scale, mean, std")
+    g.add_argument("--preprocess", type=Path, help="JSON or YAML file with fields size, channel_order, scale, mean, std")
     g.add_argument("--size", type=_size, help="resize images to H,W; 'none' keeps them as they are")
     g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     g.add_argument("--scale", help="'0-1' (default), '0-255' or a multiplier of the 0-255 values")
