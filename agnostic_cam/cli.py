@@ -1,16 +1,24 @@
 """The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models.
 
-Exit codes: 0 success; 1 the audit finished but some images could not be read; 2 bad usage or
-input (the message says what to change).
+Exit codes: 0 success; 1 the audit finished but some images could not be used (listed in the
+report); 2 bad usage, options or model (one line says what to change; no image was run);
+3 an output file could not be written (disk full, permissions); 130 interrupted (Ctrl-C: the
+report of the images done so far is written, a rerun resumes).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+from agnostic_cam._version import __version__
+from agnostic_cam.errors import AgnosticCamError, OptionError
+
+log = logging.getLogger("agnostic_cam.cli")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _floats(text: str) -> list[float]:
@@ -32,6 +40,26 @@ def _size(text: str):
     return (vals[0], vals[-1])
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return v
+
+
+def _class_index(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a class index >= 0; got {text!r}")
+    return v
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
@@ -40,12 +68,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="graph output to explain (name), or 'logits' to explain the input of a final Softmax")
     p.add_argument("--input-name", help="the graph input that takes the images, when the model has several")
     p.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: CUDA when available, CPU)")
-    p.add_argument("--batch-size", type=int, help="rows per ONNX Runtime call")
+    p.add_argument("--batch-size", type=_positive, help="rows per ONNX Runtime call")
 
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocessing (defaults: the model's input size and layout, RGB, 0-1, no mean/std)")
-    g.add_argument("--preprocess", type=Path, help="JSON or flat YAML file with fields size, channel_order, scale, mean, std")
+    g.add_argument("--preprocess", type=Path, help="JSON or YAML file with fields size, channel_order, scale, mean, std")
     g.add_argument("--size", type=_size, help="resize images to H,W; 'none' keeps them as they are")
     g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     g.add_argument("--scale", help="'0-1' (default), '0-255' or a multiplier of the 0-255 values")
@@ -53,35 +81,68 @@ def _prep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", type=_floats, help="per-channel std dividing after the mean, e.g. 0.229,0.224,0.225")
 
 
+def _method_help() -> str:
+    """The registered methods, one line each with the options they take."""
+    from agnostic_cam.methods import registry
+    from agnostic_cam.methods.options import method_options
+
+    lines = [f"  {name:<22} {', '.join(method_options(cls)) or '-'}" for name, cls in sorted(registry().items())]
+    return "methods (name, options):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agnostic-cam", description="Explain and audit image classifiers in ONNX "
-                                     "format: list target layers, write heatmaps, audit a folder with a report.")
+                                     "format: list target layers, write heatmaps, audit a folder with a report.",
+                                     epilog=_method_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"agnostic-cam {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details too")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="list candidate target layers of an ONNX model",
                        description="List the tensors that can be explained: name, op, shape, layout, node.")
     _model_args(p)
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p = sub.add_parser("explain", help="write heatmap overlays for some images",
-                       description="Explain images with one method; writes <image>_<method>.png overlays to --out.")
+                       description="Explain images with one method; writes <image>_<method>.png overlays to --out.",
+                       epilog=_method_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(p)
     p.add_argument("images", nargs="+", type=Path, help="image files")
-    p.add_argument("--method", default="scorecam", help="method name (default scorecam)")
-    p.add_argument("--target", type=int, help="class index to explain (default: the top-1 prediction)")
+    p.add_argument("--method", default="scorecam", help="method name (default scorecam; the list is below)")
+    p.add_argument("--target", type=_class_index, help="class index to explain (default: the top-1 prediction)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _prep_args(p)
     p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
                        description="Explain every image of a folder with several methods, score the maps' "
                        "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "
-                       "resumes: finished images are not recomputed.")
+                       "resumes: finished images are not recomputed.",
+                       epilog=_method_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(p)
-    p.add_argument("image_dir", type=Path, help="folder of images")
-    p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam)")
-    p.add_argument("--target", type=int, help="class index to explain for every image (default: top-1)")
+    p.add_argument("image_dir", type=Path, help="folder of images, a folder tree (sub-folder = label) or a .txt/.csv "
+                                                "list of image paths")
+    p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam; the list "
+                                                         "is below)")
+    p.add_argument("--target", type=_class_index, help="class index to explain for every image (default: top-1)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=20, help="steps of the deletion/insertion curves (default 20)")
+    p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game")
     p.add_argument("--labels", type=Path, help="text file of class names, one per line")
+    p.add_argument("--score", choices=["auto", "softmax", "raw"], default="auto",
+                   help="probabilities for the metrics: softmax of the outputs, or the outputs as they are ('raw'); "
+                        "'auto' (default) uses them as they are when the model ends in a Softmax")
     p.add_argument("--no-resume", action="store_true", help="recompute every image even if finished before")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
+    p.add_argument("--max-pixels", type=_positive, help="refuse images with more pixels (default: Pillow's limit, ~89 M)")
+    p.add_argument("--batch-images", type=_positive, default=4, help="images explained together (default 4)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
+                   "(default) or Ray Data actors (needs the [ray] extra)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=_positive, help="parallel workers: Ray actors, or local reader threads")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (default 0)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-image metrics as metrics.csv "
+                   "(default) or metrics.parquet (large runs; results.json then holds the summary only)")
+    p.add_argument("--report-images", type=int, default=200, help="images shown in report.html (a sample: best and "
+                   "worst per method, then random); every image is in the summary (default 200)")
     _prep_args(p)
     return parser
 
@@ -103,7 +164,7 @@ def _preprocess(args, adapter):
         try:
             given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
         except OSError as e:
-            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+            raise OptionError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
     flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
              "scale": args.scale, "mean": args.mean, "std": args.std}
     try:
@@ -117,24 +178,35 @@ def _preprocess(args, adapter):
     return pre
 
 
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]], marks: list[str] | None = None) -> str:
+    """A plain-text table, columns as wide as their widest cell (``str.ljust``; no dependency is
+    worth a five-column listing). ``marks``: one character per row shown before it."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda mark, cells: (mark + " " + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))).rstrip()  # noqa: E731
+    return "\n".join([line(" ", header), *(line(m, r) for m, r in zip(marks or [" "] * len(rows), rows))])
+
+
 def cmd_layers(args) -> int:
     ex = _explainer(args)
-    rows = [(ly.name, ly.op_type, "x".join(str(d) for d in ly.shape), ly.layout, ly.node) for ly in ex.layers()]
-    widths = [max(len(r[i]) for r in rows + [("tensor", "op", "shape", "layout", "node")]) for i in range(5)]
-    print(f"model input {ex.adapter.input_name!r} {ex.adapter.input_shape} layout {ex.adapter.layout}"
-          f"{' (detected)' if ex.adapter.layout_detected else ''}; explained output {ex.adapter.output_name!r}")
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(("tensor", "op", "shape", "layout", "node"), widths)))
-    for r in rows:
-        mark = "*" if r[0] == ex.layer else " "
-        print(mark + " " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print(f"* default target layer: {ex.layer}")
+    layers = ex.layers()
+    if args.json:
+        sys.stdout.write(json.dumps([{"tensor": ly.name, "op": ly.op_type, "shape": list(ly.shape), "layout": ly.layout,
+                                      "node": ly.node, "default": ly.name == ex.layer} for ly in layers], indent=1) + "\n")
+        return EXIT_OK
+    rows = [(ly.name, ly.op_type, "x".join(str(d) for d in ly.shape), ly.layout, ly.node) for ly in layers]
+    sys.stdout.write(f"model input {ex.adapter.input_name!r} {ex.adapter.input_shape} layout {ex.adapter.layout}"
+                     f"{' (detected)' if ex.adapter.layout_detected else ''}; explained output "
+                     f"{ex.adapter.output_name!r}\n")
+    sys.stdout.write(table(("tensor", "op", "shape", "layout", "node"), rows,
+                           ["*" if r[0] == ex.layer else " " for r in rows]) + "\n")
+    sys.stdout.write(f"* default target layer: {ex.layer}\n")
     return EXIT_OK
 
 
 def cmd_explain(args) -> int:
     from PIL import Image
 
-    from agnostic_cam.audit import atomic_write, check_writable
+    from agnostic_cam.audit_files import atomic_write, check_writable
 
     ex = _explainer(args)
     pre = _preprocess(args, ex.adapter)
@@ -148,46 +220,75 @@ def cmd_explain(args) -> int:
         buf = io.BytesIO()
         Image.fromarray(e.overlay(rgb[None])[0]).save(buf, format="PNG")
         atomic_write(dst, buf.getvalue())
-        print(f"{path}: class {int(e.targets[0])} score {float(e.scores[0]):.4g} -> {dst}")
+        log.info("%s: class %d score %.4g -> %s", path, int(e.targets[0]), float(e.scores[0]), dst)
     return EXIT_OK
 
 
 def cmd_audit(args) -> int:
-    from agnostic_cam.audit import Audit, AuditConfig, check_writable, find_images
+    from agnostic_cam import audit
+    from agnostic_cam.audit.context import check_boxes
 
-    check_writable(args.out)
-    images = find_images(args.image_dir)
-    ex = _explainer(args)
-    pre = _preprocess(args, ex.adapter)
-    boxes = {}
+    boxes = None
     if args.boxes is not None:
         try:
-            boxes = json.loads(args.boxes.read_text())
+            boxes = check_boxes(json.loads(args.boxes.read_text()))
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read --boxes {args.boxes}: {e}") from None
-    labels = args.labels.read_text().splitlines() if args.labels else None
-    if args.steps < 1:
-        raise ValueError("--steps must be at least 1")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    cfg = AuditConfig(methods, args.steps, args.target, boxes, labels, resume=not args.no_resume)
-    audit = Audit(ex, pre, cfg, args.out, args.model.read_bytes(), args.model.name)
-    res = audit.run(images, progress=False if args.no_progress else None)
+            raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
+    try:
+        labels = args.labels.read_text().splitlines() if args.labels else None
+    except OSError as e:
+        raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
+    explainer = _explainer(args)
+    pre = _preprocess(args, explainer.adapter)
+    res = audit.run(args.model, args.image_dir, args.out, args.methods, engine=args.engine, workers=args.workers,
+                    address=args.address, gpus_per_worker=args.gpus_per_worker, preprocess=pre, layer=args.layer,
+                    layout=args.layout, output=args.output, input_name=args.input_name, providers=args.providers,
+                    batch_size=args.batch_size, steps=args.steps, target=args.target, boxes=boxes, labels=labels,
+                    resume=not args.no_resume, score=args.score, batch_images=args.batch_images,
+                    max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
+                    report_images=args.report_images, progress=False if args.no_progress else None,
+                    explainer=explainer)
     run = res["run"]
-    print(f"explained {len(res['images'])} images, {len(run['failed'])} failed ({len(run['computed'])} files "
-          f"processed now, {len(run['reused'])} reused from a previous run) -> {args.out / 'report.html'}")
+    log.info("explained %d images, %d failed (%d files processed now, %d reused from a previous run) -> %s",
+             run["explained"], len(run["failed"]), len(run["computed"]), len(run["reused"]), args.out / "report.html")
     for f in run["failed"]:
-        print(f"  could not read {f['file']}: {f['error']}", file=sys.stderr)
+        log.warning("  could not use %s: %s", f["file"], f["error"])
     return EXIT_SOME_FAILED if run["failed"] else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agnostic-cam`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    setup_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    from agnostic_cam.audit_files import OutputError
+
     try:
         return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        msg = str(e) if str(e) else "interrupted before any image was finished; rerun the same command to resume"
+        log.error("agnostic-cam %s: %s", args.command, msg)
+        return EXIT_INTERRUPTED
+    except OutputError as e:
+        log.error("agnostic-cam %s: error: %s", args.command, e)
+        return EXIT_WRITE
+    except AgnosticCamError as e:  # anything else is a bug and keeps its traceback
+        log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_USAGE
+
+
+def setup_logging(level: int) -> None:
+    """Messages of the ``agnostic_cam`` loggers to stderr, bare (the command's data goes to stdout)."""
+    logger = logging.getLogger("agnostic_cam")
+    if not any(getattr(h, "_agnostic_cam_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._agnostic_cam_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    for h in logger.handlers:
+        if getattr(h, "_agnostic_cam_cli", False):
+            h.stream = sys.stderr  # the current stderr (tests capture it)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 if __name__ == "__main__":  # pragma: no cover

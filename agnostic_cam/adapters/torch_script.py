@@ -113,13 +113,14 @@ class ScriptAdapter(OnnxAdapter):
                              f"shape: pass input_shape=(C, H, W) (got {input_shape})")
         if output not in ("raw", "logits"):
             raise InputError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
-        name = _layer_name(model, target_layer)
+        name = None if target_layer is None else _layer_name(model, target_layer)
         self.script = model
         self._version = self.weights_version()
         proto = export(model, tuple(input_shape))
-        super().__init__(proto, module_output(proto, name), "NCHW", None if output == "raw" else "logits",
-                         "input", providers, batch_size)
-        self.layer_name = name
+        tensor = None if name is None else module_output(proto, name)  # None: the ONNX adapter picks one
+        super().__init__(proto, tensor, "NCHW", None if output == "raw" else "logits", "input", providers, batch_size)
+        if name is not None:
+            self.layer_name = name
 
     def weights_version(self) -> object:
         return tuple((t.data_ptr(), t._version) for t in (*self.script.parameters(), *self.script.buffers()))

@@ -7,6 +7,9 @@ ground-truth boxes for faithfulness checks and the pointing game.
 from __future__ import annotations
 
 import numpy as np
+from ..errors import InputError
+
+from agnostic_cam import layout as L
 
 CLASSES = ("disk", "square", "triangle", "cross")
 
@@ -24,7 +27,7 @@ def shape_mask(kind: str, size: int, cy: float, cx: float, r: float) -> np.ndarr
     if kind == "cross":
         t = r * 0.3
         return ((np.abs(dy) <= t) & (np.abs(dx) <= r)) | ((np.abs(dx) <= t) & (np.abs(dy) <= r))
-    raise ValueError(f"unknown shape {kind!r}; known: {CLASSES}")
+    raise InputError(f"unknown shape {kind!r}; known: {CLASSES}")
 
 
 def make_shapes(n: int, size: int = 64, seed: int = 0, layout: str = "NCHW"):
@@ -44,6 +47,4 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, layout: str = "NCHW"):
         images[i] = np.clip(img, 0, 1)
         ys, xs = np.nonzero(mask)
         boxes[i] = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
-    if layout == "NCHW":
-        images = images.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images), labels.astype(np.int64), boxes
+    return np.ascontiguousarray(L.from_chw(L.to_chw(images, L.NHWC), layout)), labels.astype(np.int64), boxes

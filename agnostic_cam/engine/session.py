@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.engine import graph as G
+from agnostic_cam.errors import InputError, MissingDependencyError, MissingFileError, ModelError
 
 # Bytes of input per batch the engine aims for when the caller does not choose a batch size.
 # CPU: moderate batches bound memory; measured on a 2-core machine, ResNet-18 at 224 px runs at
@@ -29,10 +30,21 @@ def _np_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
         t, np.dtype(np.float32))
 
 
+def onnxruntime():
+    """The ``onnxruntime`` module, or a :class:`MissingDependencyError` naming the extras that install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError(
+            "ONNX Runtime is not installed; it runs the forward passes. Install exactly one build: "
+            "pip install 'agnostic-cam[cpu]' (onnxruntime) or pip install 'agnostic-cam[gpu]' (onnxruntime-gpu, "
+            "CUDA)") from None
+    return ort
+
+
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build offers it, then CPU."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     avail = ort.get_available_providers()
     order = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
     return order or list(avail)
@@ -48,14 +60,14 @@ def load_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> onnx.Model
         else:
             path = Path(model)
             if not path.is_file():
-                raise FileNotFoundError(f"ONNX file not found: {path}")
+                raise MissingFileError(f"ONNX file not found: {path}")
             proto = onnx.load(str(path))
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - protobuf raises many types
-        raise ValueError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
+        raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
     if not proto.graph.node:
-        raise ValueError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
+        raise ModelError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
     return proto
 
 
@@ -88,7 +100,7 @@ class OnnxEngine:
     @property
     def session(self):
         if self._session is None:
-            import onnxruntime as ort
+            ort = onnxruntime()
 
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -102,7 +114,7 @@ class OnnxEngine:
             try:
                 self._session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=self.providers)
             except Exception as e:  # noqa: BLE001
-                raise ValueError(f"ONNX Runtime cannot load this model: {e}") from None
+                raise ModelError(f"ONNX Runtime cannot load this model: {e}") from None
         return self._session
 
     @property
@@ -127,7 +139,7 @@ class OnnxEngine:
         """Declared shape of an input: ints for fixed dims, None/str for dynamic ones."""
         vi = next((i for i in self.inputs if i.name == (name or self.input_name)), None)
         if vi is None:
-            raise ValueError(f"the model has no input named {name!r}; inputs: {[i.name for i in self.inputs]}")
+            raise InputError(f"the model has no input named {name!r}; inputs: {[i.name for i in self.inputs]}")
         return G.tensor_shape(vi) or ()
 
     @property

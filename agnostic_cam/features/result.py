@@ -5,11 +5,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
+
+from agnostic_cam import layout as L
 
 
 def to_hwc(images: np.ndarray, layout: str) -> np.ndarray:
     """(M, ...) in ``layout`` -> (M, H, W, C)."""
-    return np.asarray(images).transpose(0, 2, 3, 1) if layout == "NCHW" else np.asarray(images)
+    return L.from_chw(L.to_chw(np.asarray(images), layout), L.NHWC)
 
 
 def stretch(images: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
@@ -118,7 +121,7 @@ class Visualisation:
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, images=self.images, history=np.array([]) if self.history is None else self.history)
         else:
-            raise ValueError(f"unsupported file type {path.suffix!r}: use .png (figure) or .npz (arrays)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .png (figure) or .npz (arrays)")
         return path
 
 
@@ -138,7 +141,7 @@ class FeatureMaps:
     def figure(self, image: int = 0, cols: int | None = None, cell: float = 1.3, cmap: str = "viridis"):
         """The maps of one image on a grid, one shared colour scale (min-max over the maps shown)."""
         if not 0 <= image < self.maps.shape[0]:
-            raise ValueError(f"image must be in [0, {self.maps.shape[0]}); got {image}")
+            raise InputError(f"image must be in [0, {self.maps.shape[0]}); got {image}")
         m = self.maps[image].astype(np.float64)
         m = (m - m.min()) / max(m.max() - m.min(), 1e-12)
         titles = [f"ch {c}: {v:.2g}" for c, v in zip(self.channels, self.means[image])]
@@ -162,7 +165,7 @@ class Filters:
         w = self.weights[:max_filters].astype(np.float64)
         o, i = w.shape[:2]
         if i == 3:
-            rgb = w.transpose(0, 2, 3, 1)
+            rgb = L.from_chw(w, L.NHWC)
             lo = rgb.min(axis=(1, 2, 3), keepdims=True)
             rgb = (rgb - lo) / np.maximum(rgb.max(axis=(1, 2, 3), keepdims=True) - lo, 1e-12)
             return grid_figure(list(rgb), [str(k) for k in range(o)], None, f"{self.layer}: {o} filters (RGB)", cell * 1.3)

@@ -13,8 +13,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.imaging import cam_to_heatmap
+from agnostic_cam.methods.projection import first_component_projection
 from agnostic_cam.targets import select_scores
+from agnostic_cam.errors import InputError, OptionError
 
 
 class Needs(enum.Flag):
@@ -25,10 +28,12 @@ class Needs(enum.Flag):
     TAIL = enum.auto()              # model outputs for new layer activations (ONNX tail graph)
     LAYER_GRADIENTS = enum.auto()   # activations and d(score)/d(activations) (framework autograd)
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
+    HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
+    BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
 
 
 @dataclass
@@ -56,6 +61,8 @@ class LayerCapture:
     batch_size: int = 32
     progress: bool | None = None
     extras: dict = field(default_factory=dict)
+    hvp: np.ndarray | None = None   # (N, C, h, w) Hessian-vector product d/dA <dS/dA, A>
+    bias_terms: list = field(default_factory=list)  # [(bias (C,), d(score)/d(layer output) (N, C, h, w))]
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -66,7 +73,7 @@ class LayerCapture:
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the input images."""
-        return (self.x.shape[2], self.x.shape[3]) if self.layout == "NCHW" else (self.x.shape[1], self.x.shape[2])
+        return L.spatial_size(self.x.shape, self.layout)
 
     def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
         """Target scores (M,) of output rows (M, K) that belong to images ``image`` (int or (M,))."""
@@ -77,7 +84,7 @@ class LayerCapture:
     def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
         """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
         xi = self.x[image][None]
-        return xi * (masks[:, None] if self.layout == "NCHW" else masks[..., None])
+        return xi * L.expand_mask(masks, self.layout)
 
     def progress_bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -101,14 +108,31 @@ class Method:
 
 
 class CamMethod(Method):
-    """A CAM: ``cam = sum_c w_c * A_c``. Override :meth:`weights` (N, C), or :meth:`compute`."""
+    """A CAM: ``cam = sum_c M_c`` over per-channel maps M (N, C, h, w), by default ``M_c = w_c * A_c``.
+
+    Override :meth:`weights` (N, C), :meth:`maps` (N, C, h, w), or :meth:`compute` (then the
+    method is already a projection and ``eigen_smooth`` leaves it as it is, as in pytorch-grad-cam).
+    ``eigen_smooth`` (set by ``explain(eigen_smooth=True)``): the first principal component of M
+    instead of its channel sum (pytorch-grad-cam's ``get_2d_projection``; the component's sign is
+    chosen so it correlates positively with the channel sum).
+    """
+
+    eigen_smooth: bool = False
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         raise NotImplementedError
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def maps(self, cap: LayerCapture) -> np.ndarray:
+        """Per-channel contributions (N, C, h, w) whose channel sum is the CAM."""
         w = np.asarray(self.weights(cap), dtype=np.float32)
-        return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
+        return w[:, :, None, None] * cap.activations
+
+    def compute(self, cap: LayerCapture) -> np.ndarray:
+        if not self.eigen_smooth and type(self).maps is CamMethod.maps:
+            w = np.asarray(self.weights(cap), dtype=np.float32)
+            return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
+        m = self.maps(cap)
+        return first_component_projection(m) if self.eigen_smooth else m.sum(axis=1)
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -119,7 +143,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def deco(cls: type[Method]) -> type[Method]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a method named {name!r} is already registered")
+            raise InputError(f"a method named {name!r} is already registered")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -134,7 +158,7 @@ def registry() -> dict[str, type[Method]]:
 def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; a ``ValueError`` listing the known names otherwise."""
     if not isinstance(name, str):
-        raise TypeError(f"method must be a method name (str); got {type(name).__name__}")
+        raise InputError(f"method must be a method name (str); got {type(name).__name__}")
     key = name.strip().lower()
     for k in (key, key.replace("-", "_"), key.replace("_", "-")):
         if k in _REGISTRY:
@@ -143,4 +167,4 @@ def get_method(name: str) -> type[Method]:
 
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown method {name!r}.{hint} Known methods: {', '.join(sorted(_REGISTRY))}")
+    raise OptionError(f"unknown method {name!r}.{hint} Known methods: {', '.join(sorted(_REGISTRY))}")

@@ -12,20 +12,19 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.methods.base import LayerCapture, Method, Needs
+from agnostic_cam.errors import OptionError
 
 SIGNS = ("abs", "positive", "negative")
 
 
 def to_chw(a: np.ndarray, layout: str) -> np.ndarray:
     """(M, *input) in ``layout`` -> (M, C, H, W) float32."""
-    a = np.asarray(a, dtype=np.float32)
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
+    return L.to_chw(np.asarray(a, dtype=np.float32), layout)
 
 
-def from_chw(a: np.ndarray, layout: str) -> np.ndarray:
-    """(M, C, H, W) -> (M, *input) in ``layout``."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
+from_chw = L.from_chw  # (M, C, H, W) -> (M, *input) in ``layout``
 
 
 def scale_max(maps: np.ndarray) -> np.ndarray:
@@ -41,7 +40,7 @@ def scale_max(maps: np.ndarray) -> np.ndarray:
 def channel_saliency(raw: np.ndarray, sign: str = "abs") -> np.ndarray:
     """(N, C, H, W) signed map -> (N, H, W): max over channels of |raw|, relu(raw) or relu(-raw)."""
     if sign not in SIGNS:
-        raise ValueError(f"sign must be one of {SIGNS}; got {sign!r}")
+        raise OptionError(f"sign must be one of {SIGNS}; got {sign!r}")
     m = np.abs(raw) if sign == "abs" else np.maximum(raw if sign == "positive" else -raw, 0)
     return m.max(axis=1)
 
@@ -55,7 +54,7 @@ def accumulate(total: np.ndarray, index: np.ndarray, values: np.ndarray) -> None
 
 def check_int(name: str, value, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}; got {value!r}")
+        raise OptionError(f"{name} must be an int >= {lo}; got {value!r}")
     return int(value)
 
 
