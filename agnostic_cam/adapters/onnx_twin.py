@@ -13,8 +13,8 @@ differentiable float32 graph, so gradient methods run on a *twin* with the same 
 - int8 dynamic (``quantize_dynamic``): ``ConvInteger`` / ``MatMulInteger`` become ``Conv`` /
   ``MatMul`` on the dequantized weights; ``DynamicQuantizeLinear`` passes its input through
   (scale 1, zero point 0), which is exact up to rounding because its range always covers the input.
-- int8 QOperator: ``QLinearConv`` / ``QLinearMatMul`` become dequantize -> float op -> quantize (no
-  rounding). Other quantized operators are refused with their name.
+- int8 QOperator: ``QLinearConv`` / ``QLinearMatMul`` / ``QGemm`` become dequantize -> float op ->
+  quantize (no rounding). Other quantized operators are refused with their name.
 
 :func:`precision` tells which of these a graph is; the adapter reports how far the twin's outputs
 are from the shipped graph's (``Explainer.describe()``).
@@ -191,6 +191,21 @@ class _Twin:
             a = self._dequant(ins[0], ins[1], ins[2], 1)
             b = self._weight(ins[3], ins[5], ins[4], -1)
             self._quant(self._node("MatMul", [a, b]), ins[6], ins[7], outs[0])
+        elif op == "QGemm" and n.domain == "com.microsoft":  # A, a_s, a_zp, B, b_s, b_zp, [C int32], [y_s, y_zp]
+            a = self._dequant(ins[0], ins[1], ins[2], 1)
+            trans_b = _attr(n, "transB", 0)
+            b = self._weight(ins[3], ins[5], ins[4], 0 if trans_b else -1)
+            args = [a, b]
+            if self._opt(n, 6):
+                c = self.const.get(ins[6])
+                if c is None or ins[1] not in self.const or ins[4] not in self.const:
+                    raise BackendError("cannot build the float twin: QGemm with a computed bias or scale")
+                args.append(self._new((c * self.const[ins[1]] * self.const[ins[4]]).astype(np.float32), "b"))
+            attrs = {k: v for k, v in conv_attrs.items() if k in ("alpha", "transA", "transB")}
+            if self._opt(n, 7):
+                self._quant(self._node("Gemm", args, **attrs), ins[7], self._opt(n, 8), outs[0])
+            else:
+                self._node("Gemm", args, outs, **attrs)
         elif op in _QOPERATOR or n.domain not in ("", "ai.onnx"):
             raise BackendError(f"cannot build the float twin of this quantized graph: operator {op!r} "
                                f"(domain {n.domain or 'ai.onnx'!r}) has no float equivalent here; forward methods "
