@@ -306,6 +306,12 @@ class KerasAdapter(Adapter):
         _, vals, _ = self._evaluate(self._tensor(x), chains)
         return [_first(v.numpy().astype(np.float32)) for v in vals]
 
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The model's activations, read from its graph (see :func:`keras_graph.census`)."""
+        if getattr(self, "_census", None) is None:
+            self._census = kg.census(self.model)
+        return self._census
+
     def conv_weights(self, layer) -> np.ndarray:
         """A 2-D convolution's kernel as (O, I, kh, kw) float32; a DepthwiseConv2D's as (C*m, 1, kh, kw)."""
         chain = self._resolve(layer)

@@ -266,6 +266,14 @@ class OnnxAdapter(Adapter):
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(channels_first(values[ly.name], ly.layout), dtype=np.float32) for ly in found]
 
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The graph's activation nodes (see :mod:`agnostic_cam.adapters.onnx_census`)."""
+        if getattr(self, "_census", None) is None:
+            from agnostic_cam.adapters.onnx_census import census
+
+            self._census = census(self.model, self.output_name)
+        return self._census
+
     def conv_weights(self, layer) -> np.ndarray:
         """The kernel (O, I/groups, kh, kw) float32 of the Conv producing tensor (or node) ``layer``.
 
