@@ -49,7 +49,7 @@ def reasons(raw: np.ndarray, heatmap: np.ndarray, scale: np.ndarray | None = Non
         lo, hi = ri.min(), ri.max()
         mag = float(np.abs(ri).max()) if scale is None else float(scale[i])
         if hi == lo:
-            out[i] = f"constant map (every value is {hi:.3g})"
+            out[i] = f"constant map (every value is {hi + 0.0:.3g})"
         elif not np.isfinite(mag):
             continue
         elif hi - lo <= K * EPS32 * mag:

@@ -86,3 +86,33 @@ def test_demo_network_maps_are_not_flagged(torch, demo_model):
         for m in METHODS:
             e = ex.explain(x, m)
             assert not e.degenerate.any(), (m, e.degenerate_reason)
+
+
+def test_audit_report_flags_and_counts_degenerate_maps(torch, tmp_path):
+    """Audit of a model whose head ignores the layer: every Ablation-CAM map is all zero (flagged per
+    image and counted per method), Eigen-CAM maps are fine (count 0)."""
+    import json
+
+    import onnx
+    from onnx_helpers import export_torch, torch_net
+    from PIL import Image
+
+    from agnostic_cam.cli import main
+
+    net = torch_net(seed=4)
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.arange(5.0))
+    onnx.save(export_torch(net, 32), str(tmp_path / "m.onnx"))
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(imgs / f"img{i}.png")
+    assert main(["audit", str(tmp_path / "m.onnx"), str(imgs), "--out", str(tmp_path / "o"), "--steps", "3",
+                 "--no-progress", "--methods", "ablationcam,eigencam"]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["summary"]["ablationcam"]["degenerate"] == 2 and res["summary"]["eigencam"]["degenerate"] == 0
+    assert all(r["methods"]["ablationcam"]["degenerate"].startswith("constant map") for r in res["images"])
+    html = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    assert html.count("degenerate map: constant map") == 2 and "<th title=" in html

@@ -260,3 +260,24 @@ def test_keras_backward_rule_policy_counts_activations():
         ex.explain(x, "guided_backprop")
     g = ex.explain(x, "guided_backprop", partial_rules=True)
     assert np.isfinite(g.raw).all() and np.abs(g.raw).max() > 0
+
+
+def test_keras_hint_for_a_1x1_layer_names_layers_larger_than_1x1():
+    """Issue 18: the error for a 1x1 target layer suggests layers whose map is larger than 1x1."""
+    import keras
+    from keras import layers
+
+    from agnostic_cam import Explainer
+    from agnostic_cam.errors import ModelError
+
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2D(4, 3, padding="same", name="big1")(inp)
+    h = layers.Conv2D(4, 3, padding="same", name="big2")(h)
+    h = layers.MaxPooling2D(8, name="pool")(h)
+    for i in range(4):
+        h = layers.Conv2D(4, 1, name=f"one{i}")(h)
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(h)))
+    with pytest.raises(ModelError, match="1x1 map") as err:
+        Explainer.from_keras(model, "one3")
+    hint = str(err.value).split("e.g.")[1]
+    assert "'big2'" in hint and "'big1'" in hint and "one" not in hint and "pool" not in hint

@@ -132,7 +132,12 @@ class KerasAdapter(Adapter):
         return [self._name(c) for c in self._chains if len(self._static_shape(c[-1]) or ()) == 4]
 
     def _spatial_examples(self) -> str:
-        names = self.layers()
+        """Hint naming the last layers whose map is larger than 1x1 (any rank-4 layer if none is known)."""
+        def extent(c) -> bool:
+            sh = self._static_shape(c[-1]) or ()
+            return len(sh) == 4 and (sh[1] is None or sh[2] is None or sh[1] * sh[2] > 1)
+
+        names = [self._name(c) for c in self._chains if extent(c)] or self.layers()
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
 
     @staticmethod

@@ -174,8 +174,10 @@ class OnnxAdapter(Adapter):
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
+                    best = default_layer(self.candidates)
+                    hint = f"pick an earlier layer, e.g. {best.name!r}" if best else "use a larger input"
                     raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
-                                     f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
+                                     f"explain; {hint}")
                 return ly
         produced = G.produced_tensors(self.model)
         names = [ly.name for ly in self.candidates]
