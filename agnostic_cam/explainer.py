@@ -223,7 +223,12 @@ class Explainer:
                            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
+        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
+            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
+            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
+                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
+                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
             hint = getattr(self.adapter, "gradient_hint", "")
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
@@ -234,6 +239,11 @@ class Explainer:
         input gradients are taken under ReLU backward ``rule``."""
         ad = self.adapter
         cap = None
+        if needs & (Needs.HVP | Needs.BIAS_GRADIENTS):
+            h = ad.higher_derivatives(x, spec, hvp=bool(needs & Needs.HVP), bias=bool(needs & Needs.BIAS_GRADIENTS))
+            cap = LayerCapture(x, ad.layout, h.outputs, h.scores, h.classes, spec.fn, h.activations, h.grads,
+                               hvp=h.hvp, bias_terms=h.bias_terms)
+            cap.extras["input_grads"] = h.input_grads
         if needs & Needs.LAYER_GRADIENTS:
             g = ad.layer_gradients(x, spec)
             cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)

@@ -23,6 +23,7 @@ from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, 
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 _AFTER_CONV = ("Relu", "BatchNormalization", "Identity")  # conv_weights follows these back to a Conv
 
@@ -74,7 +75,7 @@ class OnnxAdapter(Adapter):
         self.activation_name = self.layer.name
         self.activation_layout = self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
-        self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
+        self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
         self._grad = None
@@ -229,6 +230,17 @@ class OnnxAdapter(Adapter):
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         return self._backend().input_gradients(x, target, rule)
+
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """HVP / bias gradients through the gradient backend's PyTorch graph (see ``Adapter``);
+        bias layers are the converted graph's convolutions and batch norms with a bias."""
+        backend = self._backend()
+        from agnostic_cam.adapters.torch_higher import backend_higher_derivatives
+
+        h = backend_higher_derivatives(backend, x, target, hvp, bias)
+        if self.activation_layout == "NHWC" and h.activations is not None:
+            h.activations, h.grads, h.hvp = (channels_first(a, "NHWC") for a in (h.activations, h.grads, h.hvp))
+        return h
 
     # -- feature visualisation primitives ------------------------------------------------------
     def layer_names(self) -> list[str]:

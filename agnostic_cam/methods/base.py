@@ -28,10 +28,12 @@ class Needs(enum.Flag):
     TAIL = enum.auto()              # model outputs for new layer activations (ONNX tail graph)
     LAYER_GRADIENTS = enum.auto()   # activations and d(score)/d(activations) (framework autograd)
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
+    HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
+    BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
 
 
 @dataclass
@@ -59,6 +61,8 @@ class LayerCapture:
     batch_size: int = 32
     progress: bool | None = None
     extras: dict = field(default_factory=dict)
+    hvp: np.ndarray | None = None   # (N, C, h, w) Hessian-vector product d/dA <dS/dA, A>
+    bias_terms: list = field(default_factory=list)  # [(bias (C,), d(score)/d(layer output) (N, C, h, w))]
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
