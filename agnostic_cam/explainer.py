@@ -211,14 +211,17 @@ class Explainer:
 
     def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
         mcls = type(m)
+        if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
+            target = m.target_for(self.predict(x), target)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)
         cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return degenerate.mark(Explanation(
-            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
-            method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs), getattr(m, "scale", None))
+            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),
+            scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
+            getattr(m, "scale", None))
 
     def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
         """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
