@@ -164,7 +164,7 @@ def _preprocess(args, adapter):
         try:
             given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
         except OSError as e:
-            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+            raise OptionError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
     flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
              "scale": args.scale, "mean": args.mean, "std": args.std}
     try:
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_WRITE
-    except (AgnosticCamError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except AgnosticCamError as e:  # anything else is a bug and keeps its traceback
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_USAGE
 

@@ -57,7 +57,7 @@ def report_context(results: dict, out: Path) -> dict:
     best = {c: best_methods(s, c) for c in cols}
     summary = [{"method": m, "images": s[m]["images"],
                 "cells": [{"text": fmt(s[m][c], c, (s[m].get("counts") or {}).get(c)), "best": m in best[c]}
-                          for c in cols]} for m in methods]
+                          for c in cols], "degenerate": s[m].get("degenerate") or 0} for m in methods]
     classes = results.get("classes") or {}
     n_cls = sum(c["images"] for c in classes.values())
     accuracy = None
@@ -75,7 +75,8 @@ def report_context(results: dict, out: Path) -> dict:
             row = r["methods"].get(m)
             cells.append(None if row is None else {
                 "img": _img(out, row["overlay"]),
-                "metrics": [f"{_short(c)}: {fmt(row.get(c), c)}" for c in cols if c != "seconds"]})
+                "metrics": [f"{_short(c)}: {fmt(row.get(c), c)}" for c in cols if c != "seconds"],
+                "degenerate": row.get("degenerate")})
         images.append({"file": r["file"], "input": _img(out, r["input"]), "label": r["label"], "true": true,
                        "wrong": true is not None and r["label"] != true, "score": f"{r['score']:.3g}",
                        "probability": f"{r['probability']:.3f}", "cells": cells})

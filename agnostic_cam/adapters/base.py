@@ -158,6 +158,18 @@ class Adapter(ABC):
         """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
         raise BackendError(f"input gradients are not available for {self.framework} models yet")
 
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """Derivatives beyond one gradient, for methods that need ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS``.
+
+        Returns an object with outputs (N, K), scores (N,), classes; with ``hvp``: activations,
+        grads and hvp = d/dA <dS/dA, A> (N, C, h, w) channel-first at the target layer; with
+        ``bias``: input_grads (N, *input) and bias_terms [(bias (C,), d(score)/d(output) (N, C, h, w))]
+        for every convolution / batch-norm layer with a bias. Adapters that cannot provide them
+        leave ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS`` out of ``supports``.
+        """
+        raise BackendError(f"second-order and bias gradients are not available for {self.framework} models; "
+                           "explain the model with from_torch, or its ONNX export with from_onnx")
+
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of x (N, ...) in the model's input layout, then one backward pass.
 
@@ -181,6 +193,12 @@ class Adapter(ABC):
     def layer_names(self) -> list[str]:
         """Every named layer the user may pass as a layer."""
         raise BackendError(f"listing layer names is not available for {self.framework} models yet")
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The model's activations as a :class:`~agnostic_cam.relu_policy.Census` (ReLU-family vs
+        others), for the backward-rule policy; None when unknown. ``sample_shape``: one input's shape,
+        for adapters that must run the model to see its activations."""
+        return None
 
     def conv_weights(self, layer) -> np.ndarray:
         """A convolution's kernel as (O, I, kh, kw) float32."""

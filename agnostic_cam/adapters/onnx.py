@@ -23,6 +23,7 @@ from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, 
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 _AFTER_CONV = ("Relu", "BatchNormalization", "Identity")  # conv_weights follows these back to a Conv
 
@@ -74,7 +75,7 @@ class OnnxAdapter(Adapter):
         self.activation_name = self.layer.name
         self.activation_layout = self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
-        self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
+        self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
         self._grad = None
@@ -173,8 +174,10 @@ class OnnxAdapter(Adapter):
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
+                    best = default_layer(self.candidates)
+                    hint = f"pick an earlier layer, e.g. {best.name!r}" if best else "use a larger input"
                     raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
-                                     f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
+                                     f"explain; {hint}")
                 return ly
         produced = G.produced_tensors(self.model)
         names = [ly.name for ly in self.candidates]
@@ -230,6 +233,17 @@ class OnnxAdapter(Adapter):
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         return self._backend().input_gradients(x, target, rule)
 
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """HVP / bias gradients through the gradient backend's PyTorch graph (see ``Adapter``);
+        bias layers are the converted graph's convolutions and batch norms with a bias."""
+        backend = self._backend()
+        from agnostic_cam.adapters.torch_higher import backend_higher_derivatives
+
+        h = backend_higher_derivatives(backend, x, target, hvp, bias)
+        if self.activation_layout == "NHWC" and h.activations is not None:
+            h.activations, h.grads, h.hvp = (channels_first(a, "NHWC") for a in (h.activations, h.grads, h.hvp))
+        return h
+
     # -- feature visualisation primitives ------------------------------------------------------
     def layer_names(self) -> list[str]:
         """The candidate layer tensor names (what :meth:`layers` lists), in graph order."""
@@ -263,6 +277,14 @@ class OnnxAdapter(Adapter):
             eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(channels_first(values[ly.name], ly.layout), dtype=np.float32) for ly in found]
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The graph's activation nodes (see :mod:`agnostic_cam.adapters.onnx_census`)."""
+        if getattr(self, "_census", None) is None:
+            from agnostic_cam.adapters.onnx_census import census
+
+            self._census = census(self.model, self.output_name)
+        return self._census
 
     def conv_weights(self, layer) -> np.ndarray:
         """The kernel (O, I/groups, kh, kw) float32 of the Conv producing tensor (or node) ``layer``.

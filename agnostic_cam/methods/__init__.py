@@ -6,6 +6,8 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     eigencam,
     eigengradcam,
     fem,
+    finercam,
+    fullgrad,
     gradcam,
     gradcam_elementwise,
     gradcam_pp,
@@ -20,6 +22,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     saliency,
     scorecam,
     segeigencam,
+    shapleycam,
     smoothgrad,
     xgradcam,
 )
