@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agnostic_cam import metrics
 from agnostic_cam.audit.sources import Item, read_bytes
+from agnostic_cam.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, NonFiniteError
 
 
@@ -139,7 +141,9 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     kw = {"steps": cfg.steps, "layout": layout, "score": ctx.score, "progress": False}
     for method in cfg.methods:
         t0 = time.perf_counter()
-        e = ex.explain(x, method, target=ks)
+        with warnings.catch_warnings():  # degenerate maps are counted in the report instead
+            warnings.simplefilter("ignore", DegenerateMapWarning)
+            e = ex.explain(x, method, target=ks)
         heat = e.heatmap
         dele = metrics.deletion_auc(ex, x, heat, ks, **kw)
         ins = metrics.insertion_auc(ex, x, heat, ks, **kw)
@@ -153,6 +157,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                 "deletion_auc": float(dele[j]), "insertion_auc": float(ins[j]),
                 "drop_pct": float(100 * cc["drop"][j]), "increase": float(cc["increase"][j]),
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heat[j:j + 1], [box])[0]),
-                "seconds": secs, "overlay": name}
+                "seconds": secs, "overlay": name,
+                "degenerate": "" if e.degenerate is None else str(e.degenerate_reason[j])}
             res.files[name] = _png(overlays[j])
     return results
