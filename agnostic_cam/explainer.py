@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import inspect
-import weakref
 from typing import Any
 
 import numpy as np
 
-from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
-from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.methods import Capture, Needs, get_method, registry
+from agnostic_cam.targets import TargetLike, TargetSpec
 
 
 class Explainer:
@@ -23,15 +22,15 @@ class Explainer:
         self.adapter = adapter
         self.progress = progress
         self.preprocess = None
-        self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, model, target_layer, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
+    def from_torch(cls, model, target_layer=None, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
                    providers=None, batch_size: int | None = None, progress: bool | None = None) -> Explainer:
         """Explainer for a ``torch.nn.Module``.
 
-        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module.
+        target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
+        for no layer: the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run.
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
@@ -44,12 +43,13 @@ class Explainer:
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
-    def from_keras(cls, model, target_layer, output: str = "raw", providers=None, batch_size: int | None = None,
+    def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
-        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`).
+        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None for
+        no layer: the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model.
@@ -85,7 +85,8 @@ class Explainer:
 
     # -- introspection -----------------------------------------------------------------------
     @property
-    def layer(self) -> str:
+    def layer(self) -> str | None:
+        """The target layer's name; None when the explainer has none (layer-free methods only)."""
         return self.adapter.layer_name
 
     @property
@@ -134,7 +135,7 @@ class Explainer:
             raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
                             f"{params or 'no options'}") from None
         x = self._inputs(images)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"))
+        cap = self.adapter.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, m.rule, self.progress, mcls.name)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
@@ -142,77 +143,15 @@ class Explainer:
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
-            hint = getattr(self.adapter, "gradient_hint", "")
+            hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
-    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla") -> LayerCapture:
-        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``);
-        input gradients are taken under ReLU backward ``rule``."""
-        ad = self.adapter
-        cap = None
-        if needs & Needs.LAYER_GRADIENTS:
-            g = ad.layer_gradients(x, spec)
-            cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
-        if needs & Needs.INPUT_GRADIENTS:
-            g = ad.input_gradients(x, spec, rule)
-            if cap is None:
-                cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
-            cap.extras["input_grads"] = g.input_grads
-            cap.input_grad = self._input_grad(spec, cap)
-        if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
-            engine = ad.engine(x.shape[1:])
-            if cap is None:
-                out, act = engine.run(x, [ad.output_name, ad.activation_name])
-                classes = spec.indices(out)
-                cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
-                                   channels_first(act, ad.activation_layout))
-            elif cap.activations is None and needs & Needs.ACTIVATIONS:
-                cap.activations = channels_first(engine.run(x, [ad.activation_name])[0], ad.activation_layout)
-            cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
-            cap.batch_size = engine.batch_size_for(x)
-            if needs & Needs.TAIL:
-                cap.tail = self._tail(engine, x, cap)
-        cap.progress = self.progress
-        return cap
-
-    def _input_grad(self, spec: TargetSpec, cap: LayerCapture):
-        """``cap.input_grad``: gradients of new input rows for the targets of the images they belong to."""
-        ad = self.adapter
-
-        def input_grad(inputs: np.ndarray, image: np.ndarray | None = None, rule: str = "vanilla") -> np.ndarray:
-            idx = np.arange(cap.n) if image is None else np.asarray(image, dtype=np.int64)
-            sub = TargetSpec(spec.fn if spec.fn is not None else cap.classes[idx], len(idx))
-            return ad.input_gradients(np.ascontiguousarray(inputs, dtype=np.float32), sub, rule).input_grads
-
-        return input_grad
-
-    def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
-        """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
-        ad = self.adapter
-        if engine not in self._tails:
-            tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
-            # the head view that also outputs the tail's extra inputs: built (and its session
-            # created) once per engine, not once per call
-            self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
-        tail_engine, extra, verified, head = self._tails[engine]
-        extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
-
-        def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
-            feeds = {ad.activation_name: channels_native(np.asarray(acts, np.float32), ad.activation_layout)}
-            feeds.update({k: v[np.asarray(image)] for k, v in extra_vals.items()})
-            return tail_engine.run(feeds, [ad.output_name])[0]
-
-        if not verified:
-            got = run(cap.activations, np.arange(x.shape[0]))
-            tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
-            if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise RuntimeError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                   "model (its outputs do not reproduce the model's); use a forward method that "
-                                   "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[engine] = (tail_engine, extra, True, head)
-        return run
+    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla") -> Capture:
+        """What ``needs`` asks for, for the validated batch ``x`` (built by the adapter, see
+        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``."""
+        return self.adapter.capture(x, spec, needs, rule, self.progress)
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, channels_native  # noqa: F401 - re-exported
 from agnostic_cam.engine import OnnxEngine
-from agnostic_cam.methods.base import Needs
+from agnostic_cam.errors import OptionError
 from agnostic_cam.targets import TargetSpec
 
 OUTPUT = "output"
@@ -89,14 +90,6 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
-
-
-def channels_native(a: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
-
-
 class Adapter(ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
@@ -104,14 +97,34 @@ class Adapter(ABC):
     supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
-    layer_name: str = ""
+    layer_name: str | None = None    # None: no target layer (layer-free methods only)
     output_name: str = OUTPUT
-    activation_name: str = ACTIVATION
+    activation_name: str | None = ACTIVATION
+    gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers
         self.batch_size = batch_size
         self._engines: dict[tuple, tuple[object, OnnxEngine]] = {}
+        self._capturer = Capturer(self)
+
+    # -- capture -----------------------------------------------------------------------------
+    def capture(self, x: np.ndarray, target: TargetSpec, needs: Needs, rule: str = "vanilla",
+                progress: bool | None = None, method: str = "") -> Capture:
+        """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
+        return self._capturer(x, target, needs, rule, progress, method)
+
+    def require_layer(self, method: str = "") -> None:
+        """Raise a clear error when a method needs a target layer and this adapter has none."""
+        if self.layer_name is None:
+            who = f"method {method!r}" if method else "this method"
+            raise OptionError(f"{who} works on a layer's activations, but this explainer has no target layer"
+                              f"{self._no_layer_reason()}. Pass target_layer= (a layer name or object; see "
+                              "Explainer.layers()), or use a layer-free method: 'occlusion', 'rise', 'kernelshap', "
+                              "'lime'")
+
+    def _no_layer_reason(self) -> str:
+        return ""
 
     # -- input -------------------------------------------------------------------------------
     @property

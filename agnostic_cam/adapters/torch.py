@@ -25,7 +25,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
     layout = "NCHW"
     activation_layout = "NCHW"
 
-    def __init__(self, model: nn.Module, target_layer: str | nn.Module, input_shape: tuple[int, ...] | None = None,
+    def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None, input_shape: tuple[int, ...] | None = None,
                  output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, nn.Module):
@@ -34,7 +34,9 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         self.model = model
         self.output = output
-        self.layer_name, self.layer = self._resolve(target_layer)
+        self.layer_name, self.layer = self._resolve(target_layer) if target_layer is not None else (None, None)
+        if self.layer is None:
+            self.activation_name = None
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         if self.input_shape is not None:
             if len(self.input_shape) != 3:
@@ -79,6 +81,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
         finally:
             for h in handles:
                 h.remove()
+        if self.layer is None:
+            return
         spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
         self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
 
@@ -151,18 +155,21 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 self.model = adapter.model
 
             def forward(self, x):
+                if adapter.layer is None:
+                    return adapter._forward(x)
                 store = []
                 with hooked(adapter.layer, lambda m, i, o: store.append(o)):
                     out = adapter._forward(x)
                 return out, store[-1]
 
+        names = [OUTPUT] if self.layer is None else [OUTPUT, ACTIVATION]
         buf = io.BytesIO()
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
             torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=[OUTPUT, ACTIVATION],
-                              dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
+                              input_names=["input"], output_names=names,
+                              dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               do_constant_folding=True)
         return onnx.load_from_string(buf.getvalue())
 
