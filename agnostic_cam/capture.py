@@ -127,7 +127,7 @@ class CaptureSource(Protocol):
     def engine(self, sample_shape: tuple[int, ...]): ...
     def layer_gradients(self, x: np.ndarray, target: TargetSpec): ...
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla"): ...
-    def require_layer(self, method: str) -> None: ...
+    def require_layer(self, method: str, sample_shape: tuple[int, ...]) -> None: ...
 
 
 class Capturer:
@@ -143,7 +143,7 @@ class Capturer:
         under ReLU backward ``rule``."""
         src = self.source
         if needs.uses_layer:
-            src.require_layer(method)
+            src.require_layer(method, x.shape[1:])
         grads = src.layer_gradients(x, spec) if needs & Needs.LAYER_GRADIENTS else None
         igrads = src.input_gradients(x, spec, rule) if needs & Needs.INPUT_GRADIENTS else None
         first = grads or igrads

@@ -1,7 +1,9 @@
 """The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models.
 
-Exit codes: 0 success; 1 the audit finished but some images could not be read; 2 bad usage or
-input (the message says what to change).
+Exit codes: 0 success; 1 the audit finished but some images could not be used (listed in the
+report); 2 bad usage, options or model (one line says what to change; no image was run);
+3 an output file could not be written (disk full, permissions); 130 interrupted (Ctrl-C: the
+report of the images done so far is written, a rerun resumes).
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+from agnostic_cam.errors import AgnosticCamError, OptionError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _floats(text: str) -> list[float]:
@@ -32,6 +36,26 @@ def _size(text: str):
     return (vals[0], vals[-1])
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return v
+
+
+def _class_index(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a class index >= 0; got {text!r}")
+    return v
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
@@ -40,7 +64,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="graph output to explain (name), or 'logits' to explain the input of a final Softmax")
     p.add_argument("--input-name", help="the graph input that takes the images, when the model has several")
     p.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: CUDA when available, CPU)")
-    p.add_argument("--batch-size", type=int, help="rows per ONNX Runtime call")
+    p.add_argument("--batch-size", type=_positive, help="rows per ONNX Runtime call")
 
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("images", nargs="+", type=Path, help="image files")
     p.add_argument("--method", default="scorecam", help="method name (default scorecam)")
-    p.add_argument("--target", type=int, help="class index to explain (default: the top-1 prediction)")
+    p.add_argument("--target", type=_class_index, help="class index to explain (default: the top-1 prediction)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _prep_args(p)
     p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
@@ -73,15 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
                        "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "
                        "resumes: finished images are not recomputed.")
     _model_args(p)
-    p.add_argument("image_dir", type=Path, help="folder of images")
+    p.add_argument("image_dir", type=Path, help="folder of images, a folder tree (sub-folder = label) or a .txt/.csv "
+                                                "list of image paths")
     p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam)")
-    p.add_argument("--target", type=int, help="class index to explain for every image (default: top-1)")
+    p.add_argument("--target", type=_class_index, help="class index to explain for every image (default: top-1)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=20, help="steps of the deletion/insertion curves (default 20)")
+    p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game")
     p.add_argument("--labels", type=Path, help="text file of class names, one per line")
+    p.add_argument("--score", choices=["auto", "softmax", "raw"], default="auto",
+                   help="probabilities for the metrics: softmax of the outputs, or the outputs as they are ('raw'); "
+                        "'auto' (default) uses them as they are when the model ends in a Softmax")
     p.add_argument("--no-resume", action="store_true", help="recompute every image even if finished before")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
+    p.add_argument("--max-pixels", type=_positive, help="refuse images with more pixels (default: Pillow's limit, ~89 M)")
+    p.add_argument("--batch-images", type=_positive, default=4, help="images explained together (default 4)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
+                   "(default) or Ray Data actors (needs the [ray] extra)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=_positive, help="parallel workers: Ray actors, or local reader threads")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (default 0)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-image metrics as metrics.csv "
+                   "(default) or metrics.parquet (large runs; results.json then holds the summary only)")
+    p.add_argument("--report-images", type=int, default=200, help="images shown in report.html (a sample: best and "
+                   "worst per method, then random); every image is in the summary (default 200)")
     _prep_args(p)
     return parser
 
@@ -134,7 +174,7 @@ def cmd_layers(args) -> int:
 def cmd_explain(args) -> int:
     from PIL import Image
 
-    from agnostic_cam.audit import atomic_write, check_writable
+    from agnostic_cam.audit_files import atomic_write, check_writable
 
     ex = _explainer(args)
     pre = _preprocess(args, ex.adapter)
@@ -153,39 +193,52 @@ def cmd_explain(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from agnostic_cam.audit import Audit, AuditConfig, check_writable, find_images
+    from agnostic_cam import audit
+    from agnostic_cam.audit.context import check_boxes
 
-    check_writable(args.out)
-    images = find_images(args.image_dir)
-    ex = _explainer(args)
-    pre = _preprocess(args, ex.adapter)
-    boxes = {}
+    boxes = None
     if args.boxes is not None:
         try:
-            boxes = json.loads(args.boxes.read_text())
+            boxes = check_boxes(json.loads(args.boxes.read_text()))
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read --boxes {args.boxes}: {e}") from None
-    labels = args.labels.read_text().splitlines() if args.labels else None
-    if args.steps < 1:
-        raise ValueError("--steps must be at least 1")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    cfg = AuditConfig(methods, args.steps, args.target, boxes, labels, resume=not args.no_resume)
-    audit = Audit(ex, pre, cfg, args.out, args.model.read_bytes(), args.model.name)
-    res = audit.run(images, progress=False if args.no_progress else None)
+            raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
+    try:
+        labels = args.labels.read_text().splitlines() if args.labels else None
+    except OSError as e:
+        raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
+    explainer = _explainer(args)
+    pre = _preprocess(args, explainer.adapter)
+    res = audit.run(args.model, args.image_dir, args.out, args.methods, engine=args.engine, workers=args.workers,
+                    address=args.address, gpus_per_worker=args.gpus_per_worker, preprocess=pre, layer=args.layer,
+                    layout=args.layout, output=args.output, input_name=args.input_name, providers=args.providers,
+                    batch_size=args.batch_size, steps=args.steps, target=args.target, boxes=boxes, labels=labels,
+                    resume=not args.no_resume, score=args.score, batch_images=args.batch_images,
+                    max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
+                    report_images=args.report_images, progress=False if args.no_progress else None,
+                    explainer=explainer)
     run = res["run"]
-    print(f"explained {len(res['images'])} images, {len(run['failed'])} failed ({len(run['computed'])} files "
+    print(f"explained {run['explained']} images, {len(run['failed'])} failed ({len(run['computed'])} files "
           f"processed now, {len(run['reused'])} reused from a previous run) -> {args.out / 'report.html'}")
     for f in run["failed"]:
-        print(f"  could not read {f['file']}: {f['error']}", file=sys.stderr)
+        print(f"  could not use {f['file']}: {f['error']}", file=sys.stderr)
     return EXIT_SOME_FAILED if run["failed"] else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agnostic-cam`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    from agnostic_cam.audit_files import OutputError
+
     try:
         return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except KeyboardInterrupt as e:
+        msg = str(e) if str(e) else "interrupted before any image was finished; rerun the same command to resume"
+        print(f"agnostic-cam {args.command}: {msg}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OutputError as e:
+        print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_WRITE
+    except (AgnosticCamError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
         print(f"agnostic-cam {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -22,6 +22,10 @@ class InputError(AgnosticCamError, ValueError, TypeError):
     """Bad input from the caller: images, targets or options."""
 
 
+class MissingFileError(InputError, FileNotFoundError):
+    """A file the caller named (model, image, preprocessing file) does not exist."""
+
+
 class OptionError(InputError):
     """A method or explainer option has an unusable value (e.g. ``batch_size=-1``)."""
 
@@ -54,5 +58,5 @@ class IncompatibleDependencyError(BackendError, ImportError):
     """An installed dependency's version is not compatible; the message names the version that broke."""
 
 
-__all__ = ["AgnosticCamError", "InputError", "OptionError", "NonFiniteError", "ModelError", "LayoutError",
+__all__ = ["AgnosticCamError", "InputError", "MissingFileError", "OptionError", "NonFiniteError", "ModelError", "LayoutError",
            "BackendError", "MissingDependencyError", "IncompatibleDependencyError"]

@@ -10,6 +10,7 @@ from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import Capture, Needs, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
+from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError, OptionError
 
 
 class Explainer:
@@ -30,7 +31,10 @@ class Explainer:
         """Explainer for a ``torch.nn.Module``.
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
-        for no layer: the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run.
+        picks the last spatial layer before global pooling, found with one zero image of
+        ``input_shape`` (else (C, 224, 224), or the images' shape at the first call that needs a
+        layer), as torchcam does; ``ex.layer`` tells which. A model without a spatial layer gets
+        none: the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run.
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
@@ -39,7 +43,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
 
     @classmethod
@@ -48,8 +52,9 @@ class Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
-        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None for
-        no layer: the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run.
+        models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
+        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells
+        which. A model without a spatial layer gets none: the layer-free methods still run.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model.
@@ -57,7 +62,7 @@ class Explainer:
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:
-            raise ImportError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
+            raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
 
     @classmethod
@@ -86,7 +91,8 @@ class Explainer:
     # -- introspection -----------------------------------------------------------------------
     @property
     def layer(self) -> str | None:
-        """The target layer's name; None when the explainer has none (layer-free methods only)."""
+        """The target layer's name (also when it was picked automatically); None when the explainer
+        has none (layer-free methods only)."""
         return self.adapter.layer_name
 
     @property
@@ -99,7 +105,7 @@ class Explainer:
         """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
         ls = getattr(self.adapter, "layers", None)
         if ls is None:
-            raise NotImplementedError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
+            raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
 
     def predict(self, images: Any) -> np.ndarray:
@@ -127,13 +133,15 @@ class Explainer:
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
-            raise ValueError(self._unsupported(mcls.name, missing))
+            raise ModelError(self._unsupported(mcls.name, missing))
         try:
             m = mcls(**options)
+        except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
+            raise
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise TypeError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                            f"{params or 'no options'}") from None
+            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
+                              f"{params or 'no options'}") from None
         x = self._inputs(images)
         cap = self.adapter.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, m.rule, self.progress, mcls.name)
         raw = np.asarray(m.compute(cap), dtype=np.float32)

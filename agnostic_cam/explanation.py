@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from .errors import InputError, OptionError
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Explanation:
     # -- pixel-space renderings (gradient methods) ------------------------------------------
     def _pixel_raw(self) -> np.ndarray:
         if self.raw.ndim != 4:
-            raise ValueError(f"method {self.method!r} gives a {self.raw.ndim - 1}-D map, not a pixel-space attribution "
+            raise InputError(f"method {self.method!r} gives a {self.raw.ndim - 1}-D map, not a pixel-space attribution "
                              "(N, C, H, W); gradient_image/saliency_image apply to pixel methods such as "
                              "'saliency', 'guided_backprop', 'integrated_gradients'")
         return np.nan_to_num(self.raw.astype(np.float64))
@@ -67,7 +68,7 @@ class Explanation:
             img = np.maximum(raw if sign == "positive" else -raw, 0)
             top = img.max(axis=(1, 2, 3), keepdims=True)
         else:
-            raise ValueError(f"sign must be None, 'positive' or 'negative'; got {sign!r}")
+            raise OptionError(f"sign must be None, 'positive' or 'negative'; got {sign!r}")
         img = np.divide(img, top, out=np.zeros_like(img), where=top > 0).transpose(0, 2, 3, 1)
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, axis=-1)
@@ -80,7 +81,7 @@ class Explanation:
         classic collections do, so a few extreme pixels do not wash out the rest)."""
         raw = self._pixel_raw()
         if sign not in ("abs", "positive", "negative"):
-            raise ValueError(f"sign must be 'abs', 'positive' or 'negative'; got {sign!r}")
+            raise OptionError(f"sign must be 'abs', 'positive' or 'negative'; got {sign!r}")
         m = (np.abs(raw) if sign == "abs" else np.maximum(raw if sign == "positive" else -raw, 0)).sum(axis=1)
         lo = m.min(axis=(1, 2), keepdims=True)
         hi = np.percentile(m, percentile, axis=(1, 2), keepdims=True)
@@ -127,14 +128,14 @@ class Explanation:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".png":
             if images is None:
-                raise ValueError("saving a .png needs the images: exp.save('x.png', images)")
+                raise InputError("saving a .png needs the images: exp.save('x.png', images)")
             self.figure(images).savefig(path, dpi=100)
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
                                 method=self.method, layer=self.layer)
         else:
-            raise ValueError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
         return path
 
     @classmethod

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from .errors import InputError, OptionError
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -33,7 +34,7 @@ def as_forward(model) -> Forward:
         return lambda x: model.run(np.asarray(x, np.float32))[0]
     if callable(model):
         return model
-    raise TypeError(f"model must be an Explainer, an OnnxEngine or a callable batch -> outputs; got {type(model).__name__}")
+    raise InputError(f"model must be an Explainer, an OnnxEngine or a callable batch -> outputs; got {type(model).__name__}")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -46,7 +47,7 @@ def _score(outputs: np.ndarray, classes: np.ndarray, kind: str) -> np.ndarray:
     if kind == "softmax":
         out = softmax(out)
     elif kind != "raw":
-        raise ValueError(f"score must be 'softmax' (probabilities from logits) or 'raw' (outputs as they are); got {kind!r}")
+        raise OptionError(f"score must be 'softmax' (probabilities from logits) or 'raw' (outputs as they are); got {kind!r}")
     return out[np.arange(out.shape[0]), classes]
 
 
@@ -54,12 +55,12 @@ def _check(images: np.ndarray, maps: np.ndarray, layout: str) -> tuple[np.ndarra
     x = np.asarray(images, np.float32)
     m = np.asarray(maps, np.float32)
     if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
+        raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
     if x.ndim != 4:
-        raise ValueError(f"images must be a batch (N, C, H, W) or (N, H, W, C); got shape {x.shape}")
+        raise InputError(f"images must be a batch (N, C, H, W) or (N, H, W, C); got shape {x.shape}")
     hw = x.shape[2:] if layout == "NCHW" else x.shape[1:3]
     if m.shape != (x.shape[0], *hw):
-        raise ValueError(f"maps must be (N, H, W) = {(x.shape[0], *hw)} to match the images ({layout}); got {m.shape}. "
+        raise InputError(f"maps must be (N, H, W) = {(x.shape[0], *hw)} to match the images ({layout}); got {m.shape}. "
                          "Use Explanation.heatmap (input resolution)")
     return x, m
 
@@ -98,7 +99,7 @@ def baseline_for(images: np.ndarray, kind, layout: str) -> np.ndarray:
     if kind == "mean":
         axes = (2, 3) if layout == "NCHW" else (1, 2)
         return np.broadcast_to(images.mean(axis=axes, keepdims=True), images.shape).copy()
-    raise ValueError(f"baseline must be 'zero', 'blur', 'mean' or a number; got {kind!r}")
+    raise OptionError(f"baseline must be 'zero', 'blur', 'mean' or a number; got {kind!r}")
 
 
 @dataclass
@@ -128,9 +129,9 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
     from tqdm.auto import tqdm
 
     if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
+        raise OptionError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
+        raise OptionError(f"steps must be a positive int; got {steps!r}")
     fwd = as_forward(model)
     x, m = _check(images, maps, layout)
     base = baseline_for(x, baseline if baseline is not None else ("zero" if mode == "deletion" else "blur"), layout)
@@ -184,7 +185,7 @@ def confidence_change(model, images, maps, targets=None, layout: str = "NCHW", s
     out_m = np.concatenate([fwd(masked[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
     y, o = _score(out, t, score), _score(out_m, t, score)
     if (y <= 0).any():
-        raise ValueError("average drop needs positive scores Y; use score='softmax' for models that output logits")
+        raise InputError("average drop needs positive scores Y; use score='softmax' for models that output logits")
     return {"drop": np.maximum(0.0, y - o) / y, "increase": (o > y).astype(np.float64), "score": y, "masked_score": o}
 
 
@@ -206,9 +207,9 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> np.ndarray:
     """
     m = np.asarray(maps, np.float32)
     if m.ndim != 3:
-        raise ValueError(f"maps must be (N, H, W); got shape {m.shape}")
+        raise InputError(f"maps must be (N, H, W); got shape {m.shape}")
     if len(boxes) != m.shape[0]:
-        raise ValueError(f"got {len(boxes)} boxes for {m.shape[0]} maps; pass one box (or box list) per image")
+        raise InputError(f"got {len(boxes)} boxes for {m.shape[0]} maps; pass one box (or box list) per image")
     hits = np.zeros(m.shape[0], dtype=bool)
     for i, (mi, bi) in enumerate(zip(m, boxes)):
         b = np.asarray(bi, np.float64).reshape(-1, 4)

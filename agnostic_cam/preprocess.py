@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam.errors import InputError, OptionError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 _SCALES = {"0-1": 1 / 255, "0-255": 1.0}
 
@@ -37,30 +39,30 @@ class Preprocess:
     def __post_init__(self):
         if isinstance(self.scale, str):
             if self.scale not in _SCALES:
-                raise ValueError(f"scale must be a number or one of {list(_SCALES)}; got {self.scale!r}")
+                raise OptionError(f"scale must be a number or one of {list(_SCALES)}; got {self.scale!r}")
             self.scale = _SCALES[self.scale]
         self.scale = float(self.scale)
         if self.size is not None:
             size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
             if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
-                raise ValueError(f"size must be (H, W) positive ints, an int, or None; got {self.size!r}")
+                raise OptionError(f"size must be (H, W) positive ints, an int, or None; got {self.size!r}")
             self.size = (int(size[0]), int(size[1]))
         self.channel_order = str(self.channel_order).upper()
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR'; got {self.channel_order!r}")
+            raise OptionError(f"channel_order must be 'RGB' or 'BGR'; got {self.channel_order!r}")
         self.layout = str(self.layout).upper()
         if self.layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"layout must be 'NCHW' or 'NHWC'; got {self.layout!r}")
+            raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {self.layout!r}")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (colour); got {self.channels!r}")
+            raise OptionError(f"channels must be 1 (grayscale) or 3 (colour); got {self.channels!r}")
         for name in ("mean", "std"):
             v = getattr(self, name)
             v = (float(v),) * self.channels if np.isscalar(v) else tuple(float(a) for a in v)
             if len(v) not in (1, self.channels):
-                raise ValueError(f"{name} needs 1 or {self.channels} values (one per channel); got {len(v)}")
+                raise OptionError(f"{name} needs 1 or {self.channels} values (one per channel); got {len(v)}")
             setattr(self, name, v)
         if any(s == 0 for s in self.std):
-            raise ValueError("std must not contain 0")
+            raise OptionError("std must not contain 0")
 
     # -- constructors ----------------------------------------------------------------------------
     @classmethod
@@ -70,7 +72,7 @@ class Preprocess:
         try:
             text = p.read_text()
         except OSError as e:
-            raise ValueError(f"cannot read the preprocessing file {p}: {e.strerror}") from None
+            raise InputError(f"cannot read the preprocessing file {p}: {e.strerror}") from None
         data = _parse_json_or_yaml(text, p)
         return cls.from_dict({**defaults, **data})
 
@@ -79,7 +81,7 @@ class Preprocess:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown preprocessing field(s) {unknown}; known: {sorted(known)}")
+            raise OptionError(f"unknown preprocessing field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
     @classmethod
@@ -103,43 +105,46 @@ class Preprocess:
         if isinstance(spec, (str, os.PathLike)):
             data = _parse_json_or_yaml(Path(spec).read_text(), Path(spec))
             return cls.for_adapter(adapter, **data) if adapter is not None else cls.from_dict(data)
-        raise TypeError(f"preprocess must be a Preprocess, a dict or a JSON/YAML path; got {type(spec).__name__}")
+        raise InputError(f"preprocess must be a Preprocess, a dict or a JSON/YAML path; got {type(spec).__name__}")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     # -- applying --------------------------------------------------------------------------------
-    def load(self, image) -> np.ndarray:
-        """One image (path, PIL image or uint8 array) as uint8 (H, W, 3) RGB, resized when ``size`` is set."""
+    def load(self, image, max_pixels: int | None = None) -> np.ndarray:
+        """One image (path, PIL image or uint8 array) as (H, W, 3) RGB, resized when ``size`` is set.
+
+        uint8, or float32 on the 0-255 scale for files deeper than 8 bits (16-bit, float TIFF):
+        see :func:`agnostic_cam.image_io.read_image`, which also refuses decompression bombs
+        (more than ``max_pixels``) with an :class:`~agnostic_cam.errors.InputError`.
+        """
         from PIL import Image
 
+        from agnostic_cam.image_io import read_image, resize_rgb
+
         if isinstance(image, (str, os.PathLike)):
-            try:
-                with Image.open(image) as im:
-                    im.load()
-                    image = im.convert("RGB")
-            except (OSError, ValueError, SyntaxError) as e:
-                raise ValueError(f"cannot read image {os.fspath(image)!r}: {e}") from None
-        if isinstance(image, Image.Image):
-            image = image.convert("RGB")
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise TypeError(f"raw images must be uint8 0-255; got {arr.dtype}. Pass float batches to explain() directly")
-        arr = arr[..., :3]
-        if self.size is not None and arr.shape[:2] != self.size:
-            im = Image.fromarray(arr).resize((self.size[1], self.size[0]), Image.BILINEAR)
-            arr = np.asarray(im)
+            arr = read_image(image, max_pixels)
+        else:
+            if isinstance(image, Image.Image):
+                image = image.convert("RGB")
+            arr = np.asarray(image)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+                raise InputError(f"an image must be (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+            if arr.dtype != np.uint8:
+                raise InputError(f"raw images must be uint8 0-255; got {arr.dtype}. Pass float batches to explain() "
+                                 "directly")
+            arr = arr[..., :3]
+        if self.size is not None:
+            arr = resize_rgb(arr, self.size)
         return np.ascontiguousarray(arr)
 
     def to_batch(self, rgb: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8 RGB images (list of (H, W, 3)) -> float32 batch in ``layout``."""
+        """RGB images (list of (H, W, 3), uint8 or float 0-255) -> float32 batch in ``layout``."""
         shapes = {a.shape for a in rgb}
         if len(shapes) != 1:
-            raise ValueError(f"images have different sizes {sorted(s[:2] for s in shapes)}; set a resize rule (size=)")
+            raise InputError(f"images have different sizes {sorted(s[:2] for s in shapes)}; set a resize rule (size=)")
         x = np.stack(rgb).astype(np.float32)
         if self.channel_order == "BGR":
             x = x[..., ::-1]
@@ -171,12 +176,12 @@ def _parse_json_or_yaml(text: str, path: Path) -> dict:
                 continue
             key, sep, value = line.partition(":")
             if not sep or not key.strip():
-                raise ValueError(f"{path}:{n}: expected 'key: value' (flat YAML) or a JSON object; got {line!r}") from None
+                raise InputError(f"{path}:{n}: expected 'key: value' (flat YAML) or a JSON object; got {line!r}") from None
             value = value.strip()
             try:
                 data[key.strip()] = json.loads(value)
             except json.JSONDecodeError:
                 data[key.strip()] = value.strip("'\"")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the preprocessing file must hold an object of fields, got {type(data).__name__}")
+        raise InputError(f"{path}: the preprocessing file must hold an object of fields, got {type(data).__name__}")
     return data

@@ -5,7 +5,7 @@ import base64
 import html
 from pathlib import Path
 
-from agnostic_cam.audit import METRIC_COLUMNS
+from agnostic_cam.audit_files import METRIC_COLUMNS
 
 _HEAD = {"deletion_auc": "Deletion AUC ↓", "insertion_auc": "Insertion AUC ↑", "drop_pct": "Average drop % ↓",
          "increase": "Increase in confidence ↑", "pointing_hit": "Pointing game ↑", "seconds": "Seconds / image"}
@@ -20,7 +20,10 @@ th{background:#f1f4f7} td.l,th.l{text-align:left} .best{font-weight:700;backgrou
 
 
 def _img(out: Path, rel: str) -> str:
-    data = (out / rel).read_bytes()
+    try:
+        data = (out / rel).read_bytes()
+    except OSError:  # deleted since: the report still renders
+        return f"<div class='small fail'>{html.escape(rel)} missing</div>"
     return f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{html.escape(rel)}">'
 
 
@@ -53,7 +56,7 @@ def render_report(results: dict, out: Path) -> str:
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Audit of {esc(results['model'])}</h1>",
              f"<div class='meta'>target layer <code>{esc(results['layer'])}</code> · input layout {esc(results['layout'])}"
-             f" · methods {esc(', '.join(methods))} · {len(results['images'])} images explained, "
+             f" · methods {esc(', '.join(methods))} · {run.get('explained', len(results['images']))} images explained, "
              f"{len(run['failed'])} failed · deletion/insertion with {results['settings']['steps']} steps "
              f"(Petsiuk et al. 2018), average drop / increase in confidence (Chattopadhay et al. 2018)</div>"]
     # summary table
@@ -69,8 +72,22 @@ def render_report(results: dict, out: Path) -> str:
                      "<tr><th class='l'>file</th><th class='l'>error</th></tr>")
         parts += [f"<tr><td class='l'>{esc(f['file'])}</td><td class='l'>{esc(f['error'])}</td></tr>" for f in run["failed"]]
         parts.append("</table>")
+    classes = results.get("classes") or {}
+    if classes:
+        n = sum(c["images"] for c in classes.values())
+        acc = sum(c["correct"] for c in classes.values()) / n
+        parts.append(f"<h2>Accuracy by folder label: {100 * acc:.1f}% of {n}</h2><table><tr><th class='l'>label</th>"
+                     "<th>images</th><th>top-1 accuracy</th></tr>")
+        parts += [f"<tr><td class='l'>{esc(k)}</td><td>{c['images']}</td><td>{100 * c['accuracy']:.1f}%</td></tr>"
+                  for k, c in classes.items()]
+        parts.append("</table>")
+    if run.get("interrupted"):
+        parts.append(f"<p class='fail'>Interrupted after {run.get('explained', 0) + len(run['failed'])} of "
+                     f"{run.get('total', '?')} images: rerun the same command to resume.</p>")
     # per-image grid
-    parts.append("<h2>Per image</h2><table class='grid'><tr><th class='l'>image</th>"
+    shown = len(results["images"])
+    note = "" if shown >= run.get("explained", shown) else f" (a sample of {shown}: best and worst per method, then random)"
+    parts.append(f"<h2>Per image{note}</h2><table class='grid'><tr><th class='l'>image</th>"
                  + "".join(f"<th>{esc(m)}</th>" for m in methods) + "</tr>")
     for r in results["images"]:
         head = (f"<td class='l'>{_img(out, r['input'])}<div class='small'><b>{esc(r['file'])}</b><br>"

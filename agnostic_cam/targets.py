@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from .errors import InputError
 
 TargetLike = int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None
 
@@ -53,22 +54,22 @@ class TargetSpec:
         elif callable(target):
             self.fn = target
         elif isinstance(target, (bool, np.bool_)):
-            raise TypeError("target must be an int class index, a sequence of ints, None or a callable; got a bool")
+            raise InputError("target must be an int class index, a sequence of ints, None or a callable; got a bool")
         elif isinstance(target, (int, np.integer)):
             self.fixed = np.full(n, int(target), dtype=np.int64)
         elif isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, (str, bytes)):
             arr = np.asarray(target)
             if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-                raise TypeError(
+                raise InputError(
                     f"target must be an int, a 1-D sequence of ints (one per image), None or a callable; "
                     f"got an array of shape {arr.shape} and dtype {arr.dtype}")
             if arr.size != n:
-                raise ValueError(
+                raise InputError(
                     f"target has {arr.size} class indices but the batch has {n} images; "
                     f"pass one index per image, or a single int for all of them")
             self.fixed = arr.astype(np.int64)
         else:
-            raise TypeError(
+            raise InputError(
                 f"target must be an int, a sequence of ints (one per image), None (top-1) or a callable "
                 f"on the model output; got {type(target).__name__}")
 
@@ -92,7 +93,7 @@ class TargetSpec:
             return None
         outputs = np.asarray(outputs)
         if outputs.ndim != 2:
-            raise ValueError(
+            raise InputError(
                 f"class-index targets need a model output of shape (N, num_classes); the model returns "
                 f"shape {outputs.shape}. Pass a callable target that maps the output to one score per image")
         k = outputs.shape[1]
@@ -100,7 +101,7 @@ class TargetSpec:
             return outputs.argmax(axis=1).astype(np.int64)
         bad = (self.fixed < 0) | (self.fixed >= k)
         if bad.any():
-            raise ValueError(
+            raise InputError(
                 f"target class index {int(self.fixed[bad][0])} is out of range: the model has {k} outputs "
                 f"(valid indices 0..{k - 1})")
         return self.fixed
@@ -111,7 +112,7 @@ def select_scores(outputs: np.ndarray, classes: np.ndarray | None, fn: Callable 
     if fn is not None:
         s = np.asarray(fn(outputs), dtype=np.float64).reshape(-1)
         if s.shape[0] != outputs.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"the target callable must return one score per image: got {s.shape[0]} scores "
                 f"for {outputs.shape[0]} images")
         return s

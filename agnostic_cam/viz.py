@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from agnostic_cam.errors import InputError, OptionError
 
 
 def to_display(images: Any) -> np.ndarray:
@@ -20,11 +21,11 @@ def to_display(images: Any) -> np.ndarray:
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C) or (N, C, H, W); got shape {x.shape}")
+        raise InputError(f"images must be (N, H, W, C) or (N, C, H, W); got shape {x.shape}")
     if x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
         x = x.transpose(0, 2, 3, 1)
     if x.shape[-1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels; got shape {x.shape}")
+        raise InputError(f"images must have 1 or 3 channels; got shape {x.shape}")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
     else:
@@ -51,13 +52,13 @@ def overlay(images: Any, heatmap: np.ndarray, alpha: float = 0.5, colormap: str 
     heatmap are an error (resize them first, or explain at their size).
     """
     if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+        raise OptionError(f"alpha must be in [0, 1]; got {alpha}")
     img = to_display(images)
     heat = np.asarray(heatmap)
     if heat.ndim == 2:
         heat = heat[None]
     if img.shape[:3] != heat.shape:
-        raise ValueError(f"images {img.shape[:3]} and heatmaps {heat.shape} differ in batch size or (H, W)")
+        raise InputError(f"images {img.shape[:3]} and heatmaps {heat.shape} differ in batch size or (H, W)")
     blend = (1 - alpha) * img + alpha * colorize(heat, colormap)
     return np.clip(np.round(blend * 255), 0, 255).astype(np.uint8)
 

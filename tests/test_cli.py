@@ -11,7 +11,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from agnostic_cam import audit as audit_mod
+from agnostic_cam.audit import record as record_mod
 from agnostic_cam.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_audit_end_to_end_with_corrupt_image_and_resume(model_path, image_dir, t
     def boom(*a, **k):
         raise AssertionError("an image was recomputed on resume")
 
-    monkeypatch.setattr(audit_mod.Audit, "run_image", boom)
+    monkeypatch.setattr(record_mod, "compute_records", boom)
     assert _audit(model_path, image_dir, out) == 1
     res2 = json.loads((out / "results.json").read_text())
     assert res2["run"]["computed"] == [] and len(res2["run"]["reused"]) == 5
@@ -119,10 +119,11 @@ def test_audit_bad_input(model_path, image_dir, tmp_path, capsys):
     assert "not a readable ONNX model" in capsys.readouterr().err
     assert main(["audit", str(model_path), str(image_dir), "--out", str(tmp_path / "o"), "--methods", "gradcan"]) == 2
     assert "gradcan" in capsys.readouterr().err
-    assert main(["audit", str(model_path), str(image_dir), "--out", str(tmp_path / "o"), "--size", "none"]) == 1
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert {f["file"] for f in res["run"]["failed"]} >= {"img0.png", "corrupt.png"}   # 40 px vs a 32 px model
-    assert any("(32, 32)" in f["error"] and "Resize" in f["error"] for f in res["run"]["failed"])
+    # --size none with 40 px images and a 32 px model: the options' fault, stopped before any image runs
+    assert main(["audit", str(model_path), str(image_dir), "--out", str(tmp_path / "o2"), "--size", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "40x40" in err and "32x32" in err and "--size none" in err and err.count("\n") == 1
+    assert not (tmp_path / "o2" / "results.json").exists()
 
 
 def test_layers_and_explain_commands(model_path, image_dir, tmp_path, capsys):

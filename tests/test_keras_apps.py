@@ -102,6 +102,17 @@ def test_every_method_runs(app):
     run_every_method(ex, x, 1, score_ex, has_relu="efficientnet" not in model.name.lower())
 
 
+def test_automatic_layer_is_the_input_of_global_pooling(app):
+    """from_keras(model) without a layer picks the layer that feeds the top's global pooling."""
+    import keras
+
+    model, layer, output, x, ex, _ = app
+    pool_input = [ly for ly in model.layers if isinstance(ly, keras.layers.GlobalAveragePooling2D)][-1].input
+    feeding = [ly.name for ly in model.layers if ly.output is pool_input]
+    auto = Explainer.from_keras(model, output=output, progress=False)
+    assert auto.layer == layer == feeding[0]
+
+
 @pytest.fixture(scope="module")
 def nested():
     """Transfer-learning shapes: Sequential([base, GAP, Dense(softmax)]) and a functional wrapper
@@ -129,7 +140,7 @@ def test_nested_transfer_model(nested, which):
     model = fun if which == "functional" else seq
     output = "logits" if which == "sequential_logits" else "raw"
     ex = Explainer.from_keras(model, "out_relu", output=output, progress=False)
-    assert ex.layer == "out_relu"
+    assert ex.layer == "out_relu" == Explainer.from_keras(model, output=output, progress=False).layer  # inside the base
     inner = keras.Model(base.inputs, [base.get_layer("out_relu").output, base.output])
     gap = keras.layers.GlobalAveragePooling2D()
     if which == "functional":

@@ -14,8 +14,8 @@ import numpy as np
 
 from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, channels_native  # noqa: F401 - re-exported
 from agnostic_cam.engine import OnnxEngine
-from agnostic_cam.errors import OptionError
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
 
 OUTPUT = "output"
 ACTIVATION = "activation"
@@ -58,13 +58,13 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     """
     x = to_numpy(images)
     if x.dtype == object:
-        raise TypeError("images must be a numeric array (N, ...) or tensor; got an object array")
+        raise InputError("images must be a numeric array (N, ...) or tensor; got an object array")
     shape_txt = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
     if x.ndim != 4:
         hint = " Add a batch dimension: images[None]." if x.ndim == 3 else ""
-        raise ValueError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}); got shape {x.shape}.{hint}")
+        raise InputError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}); got shape {x.shape}.{hint}")
     if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(
+        raise InputError(
             f"images must be floating point (got {x.dtype}): convert them the way the model was trained, "
             f"e.g. images.astype(np.float32) / 255 followed by the model's mean/std normalisation")
     c_axis = 1 if layout == "NCHW" else 3
@@ -73,20 +73,21 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
         if x.shape[other] == channels:
             fix = "x.transpose(0, 3, 1, 2)" if layout == "NCHW" else "x.transpose(0, 2, 3, 1)"
             got = "channels-last (NHWC)" if layout == "NCHW" else "channels-first (NCHW)"
-            raise ValueError(
+            raise InputError(
                 f"images look {got} (shape {x.shape}) but the model takes {layout} {shape_txt} with "
                 f"{channels} channels; convert with {fix}")
-        raise ValueError(f"the model expects {channels} channels in {layout} layout {shape_txt}; got shape {x.shape}")
+        raise InputError(f"the model expects {channels} channels in {layout} layout {shape_txt}; got shape {x.shape}")
     if spatial is not None:
         hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
         if any(s is not None and s != g for s, g in zip(spatial, hw)):
-            raise ValueError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
+            raise InputError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
     if x.shape[0] == 0:
-        raise ValueError("images is an empty batch (N = 0)")
+        raise InputError("images is an empty batch (N = 0)")
     finite = np.isfinite(x)
     if not finite.all():
         bad = int((~finite).sum())
-        raise ValueError(f"images contain {bad} NaN or Inf values; clean the input (e.g. np.nan_to_num) before explaining")
+        raise NonFiniteError(f"images contain {bad} NaN or Inf values; clean the input (e.g. np.nan_to_num) "
+                             "before explaining", where="input")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -101,6 +102,7 @@ class Adapter(ABC):
     output_name: str = OUTPUT
     activation_name: str | None = ACTIVATION
     gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
+    _no_layer: str = ""              # why there is no target layer ("" when there is one or none was sought)
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers
@@ -114,17 +116,15 @@ class Adapter(ABC):
         """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
         return self._capturer(x, target, needs, rule, progress, method)
 
-    def require_layer(self, method: str = "") -> None:
-        """Raise a clear error when a method needs a target layer and this adapter has none."""
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Raise a clear error when a method needs a target layer and this adapter has none
+        (``sample_shape``: one image's shape, for adapters that pick a layer lazily)."""
         if self.layer_name is None:
             who = f"method {method!r}" if method else "this method"
-            raise OptionError(f"{who} works on a layer's activations, but this explainer has no target layer"
-                              f"{self._no_layer_reason()}. Pass target_layer= (a layer name or object; see "
-                              "Explainer.layers()), or use a layer-free method: 'occlusion', 'rise', 'kernelshap', "
-                              "'lime'")
-
-    def _no_layer_reason(self) -> str:
-        return ""
+            why = f" ({self._no_layer})" if self._no_layer else ""
+            raise ModelError(f"{who} works on a layer's activations, but this explainer has no target layer{why}. "
+                             "Pass target_layer= (a layer name or object; see Explainer.layers()), or use a "
+                             "layer-free method: 'occlusion', 'rise', 'kernelshap', 'lime'")
 
     # -- input -------------------------------------------------------------------------------
     @property
@@ -168,7 +168,7 @@ class Adapter(ABC):
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
-        raise NotImplementedError(f"input gradients are not available for {self.framework} models yet")
+        raise BackendError(f"input gradients are not available for {self.framework} models yet")
 
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of x (N, ...) in the model's input layout, then one backward pass.
@@ -184,16 +184,16 @@ class Adapter(ABC):
               of the forward input). The user's model is left unchanged.
         Returns (A channel-first float32, d<A, cot>/dx float32 in the input's layout).
         """
-        raise NotImplementedError(f"vjp is not available for {self.framework} models yet")
+        raise BackendError(f"vjp is not available for {self.framework} models yet")
 
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
         """Forward only: the value of each of ``layers`` (names or layer objects), channel-first."""
-        raise NotImplementedError(f"activations of arbitrary layers are not available for {self.framework} models yet")
+        raise BackendError(f"activations of arbitrary layers are not available for {self.framework} models yet")
 
     def layer_names(self) -> list[str]:
         """Every named layer the user may pass as a layer."""
-        raise NotImplementedError(f"listing layer names is not available for {self.framework} models yet")
+        raise BackendError(f"listing layer names is not available for {self.framework} models yet")
 
     def conv_weights(self, layer) -> np.ndarray:
         """A convolution's kernel as (O, I, kh, kw) float32."""
-        raise NotImplementedError(f"convolution weights are not available for {self.framework} models yet")
+        raise BackendError(f"convolution weights are not available for {self.framework} models yet")

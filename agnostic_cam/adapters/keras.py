@@ -31,16 +31,18 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.adapters import keras_graph as kg
+from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
     import keras
     import tensorflow as tf
 except ImportError as e:  # pragma: no cover - exercised by test_import with tensorflow blocked
-    raise ImportError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
+    raise MissingDependencyError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
 
 
 def _native(a: np.ndarray) -> np.ndarray:
@@ -62,34 +64,39 @@ class KerasAdapter(Adapter):
     def __init__(self, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, keras.Model):
-            raise TypeError(f"from_keras expects a keras.Model; got {type(model).__name__}")
+            raise InputError(f"from_keras expects a keras.Model; got {type(model).__name__}")
         if not kg.is_graph_model(model):
-            raise TypeError(f"{type(model).__name__} is a subclassed keras.Model, whose layers cannot be read without "
-                            "changing it; build the network with the functional API (keras.Model(inputs, outputs)) or "
-                            "keras.Sequential, which may nest other models")
+            raise InputError(f"{type(model).__name__} is a subclassed keras.Model, whose layers cannot be read without "
+                             "changing it; build the network with the functional API (keras.Model(inputs, outputs)) or "
+                             "keras.Sequential, which may nest other models")
         if output not in ("raw", "logits"):
-            raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         try:
             inputs, outputs = model.inputs, model.outputs
         except (AttributeError, ValueError):
             inputs = outputs = None
         if not model.built or not inputs:
-            raise ValueError("the Keras model has never been built or called, so its layers have no shapes yet; call "
+            raise ModelError("the Keras model has never been built or called, so its layers have no shapes yet; call "
                              "it once on a batch (model(x)) or give it an input (keras.Input / model.build((None, H, W, C)))")
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier with one "
+            raise ModelError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier with one "
                              "image input and one (N, K) output is expected")
         self.input_shape = tuple(inputs[0].shape)
         if len(self.input_shape) != 4:
-            raise ValueError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C)")
+            raise ModelError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C)")
         if keras.config.image_data_format() != "channels_last":
-            raise ValueError("channels_first Keras models are not supported (TensorFlow CPU kernels are NHWC); "
-                             "use keras.config.set_image_data_format('channels_last')")
+            raise LayoutError("channels_first Keras models are not supported (TensorFlow CPU kernels are NHWC); "
+                              "use keras.config.set_image_data_format('channels_last')")
         self.model = model
         self.output = output
         self._chains = kg.walk(model)
         self.chain = self._resolve(target_layer) if target_layer is not None else None
-        if self.chain is None:  # no layer: layer-free methods only
+        if target_layer is None:
+            try:
+                self.chain = keras_default_layer(self._chains, self._static_shape)
+            except ModelError as e:  # no spatial layer: layer-free methods still run
+                self._no_layer = str(e)
+        if self.chain is None:
             self.layer = self.layer_name = self.activation_name = None
         else:
             self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
@@ -113,16 +120,16 @@ class KerasAdapter(Adapter):
             for c in self._chains:
                 if c[-1] is layer:
                     return c
-            raise ValueError(f"layer {layer.name!r} is not part of the model; pass one of its layers or a name, e.g. "
+            raise InputError(f"layer {layer.name!r} is not part of the model; pass one of its layers or a name, e.g. "
                              f"{closest_names(layer.name, self.layer_names())}")
         if not isinstance(layer, str):
-            raise TypeError(f"target_layer must be a layer name or a keras layer; got {type(layer).__name__}")
+            raise InputError(f"target_layer must be a layer name or a keras layer; got {type(layer).__name__}")
         hits = [c for c in self._chains if kg.path(c) == layer] or [c for c in self._chains if c[-1].name == layer]
         if len(hits) > 1:
             paths = ", ".join(repr(kg.path(c)) for c in hits)
-            raise ValueError(f"layer name {layer!r} exists in several nested models; pass its path instead: {paths}")
+            raise InputError(f"layer name {layer!r} exists in several nested models; pass its path instead: {paths}")
         if not hits:
-            raise ValueError(f"model has no layer named {layer!r}; closest names: "
+            raise InputError(f"model has no layer named {layer!r}; closest names: "
                              f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
         return hits[0]
 
@@ -149,10 +156,10 @@ class KerasAdapter(Adapter):
 
     def _check_activation(self, shape: tuple) -> None:
         if len(shape) != 4:
-            raise ValueError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map"
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map"
                              f"{self._spatial_examples()}")
         if shape[1] is not None and shape[2] is not None and shape[1] * shape[2] <= 1:
-            raise ValueError(f"layer {self.layer_name!r} outputs shape {shape}: a 1x1 map has no spatial extent to "
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images or an earlier layer{self._spatial_examples()}")
 
     # -- input ---------------------------------------------------------------------------------
@@ -172,7 +179,7 @@ class KerasAdapter(Adapter):
         out = kg.evaluate(self.model, xt, plan)
         missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
         if missing:
-            raise ValueError(f"layer(s) {missing} are not on the path from the model's input to its output")
+            raise InputError(f"layer(s) {missing} are not on the path from the model's input to its output")
         return out, [plan.values[i] for i in range(len(chains))], plan
 
     def weights_version(self) -> object:
@@ -217,7 +224,7 @@ class KerasAdapter(Adapter):
         if classes is None:
             s = target.fn(out)
             if not tf.is_tensor(s) or tuple(s.shape) != (out.shape[0],):
-                raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+                raise InputError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
             return s
         return tf.gather(out, tf.constant(classes), axis=1, batch_dims=1)
 
@@ -283,13 +290,13 @@ class KerasAdapter(Adapter):
         xt = self._tensor(x)
         out, vals, plan = self._evaluate(xt, [] if chain is None else [chain], rule)  # forward only
         if rule != "vanilla" and plan.relus == 0:
-            raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
+            raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
                              "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
                              "'vanilla' (e.g. method 'saliency')")
         a_np = _first((out if chain is None else vals[0]).numpy().astype(np.float32))
         cot = np.asarray(cotangent(a_np), dtype=np.float32)
         if cot.shape != a_np.shape:
-            raise ValueError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
+            raise InputError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
         _, gx, _ = self._compiled_backward(chain, rule, False)(xt, tf.constant(_native(cot)))
         return a_np, gx.numpy().astype(np.float32)
 
@@ -319,6 +326,6 @@ class KerasAdapter(Adapter):
             kh, kw, c, m = k.shape
             return np.ascontiguousarray(k.reshape(kh, kw, c * m, 1).transpose(2, 3, 0, 1))
         if not isinstance(ly, keras.layers.Conv2D):
-            raise ValueError(f"layer {self._name(chain)!r} is a {type(ly).__name__}, not a Conv2D with a (kh, kw, I, O) "
+            raise InputError(f"layer {self._name(chain)!r} is a {type(ly).__name__}, not a Conv2D with a (kh, kw, I, O) "
                              "kernel; pass a keras.layers.Conv2D")
         return np.ascontiguousarray(np.asarray(ly.kernel.numpy(), np.float32).transpose(3, 2, 0, 1))

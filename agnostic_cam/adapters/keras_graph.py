@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
+from ..errors import ModelError, OptionError
 
 RULES = ("vanilla", "guided", "deconv")
 _RELU_NAMES = ("relu", "relu6")
@@ -32,7 +33,7 @@ _RELU_OPS = ("Relu", "Relu6")  # keras.ops.relu / relu6 called on symbolic tenso
 
 def check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"unknown backward rule {rule!r}; use one of {', '.join(map(repr, RULES))}")
+        raise OptionError(f"unknown backward rule {rule!r}; use one of {', '.join(map(repr, RULES))}")
     return rule
 
 
@@ -135,7 +136,7 @@ def softmax_head(model) -> tuple:
     if _is_softmax_op(op) or is_softmax_fn(getattr(op, "activation", None)):
         return chain
     act = _fn_name(getattr(op, "activation", None))
-    raise ValueError(f"output='logits' needs a model that ends in a softmax (Dense(activation='softmax'), a Softmax or "
+    raise ModelError(f"output='logits' needs a model that ends in a softmax (Dense(activation='softmax'), a Softmax or "
                      f"Activation('softmax') layer); its last layer {path(chain)!r} is a {type(op).__name__}"
                      f"{f' with activation {act!r}' if act else ''}. If it already returns logits, use output='raw'")
 

@@ -18,6 +18,7 @@ from agnostic_cam.engine import graph as G
 from agnostic_cam.engine.session import load_model
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, OptionError
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
@@ -52,7 +53,7 @@ class OnnxAdapter(Adapter):
                  gradients: bool | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
-            raise TypeError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
+            raise InputError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
         self.model = load_model(model)
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
@@ -63,13 +64,15 @@ class OnnxAdapter(Adapter):
         elif isinstance(layout, str) and layout.upper() in ("NCHW", "NHWC"):
             self.layout, self.layout_detected = layout.upper(), False
         else:
-            raise ValueError(f"layout must be 'NCHW', 'NHWC' or None (detect from the input shape); got {layout!r}")
+            raise OptionError(f"layout must be 'NCHW', 'NHWC' or None (detect from the input shape); got {layout!r}")
         self.output_name, self.output_kind = self._resolve_output(output)
         self.candidates = self.layers()
         self.layer = self._resolve_layer(target_layer)
         self.picked = target_layer is None
         if self.layer is None:  # no spatial tensor: layer-free methods only
             self.layer_name = self.activation_name = None
+            self._no_layer = ("the graph has no rank-4 feature map between the input and the output" if not self.candidates
+                              else "every feature map of this graph is 1x1 for its declared input size")
         else:
             self.layer_name = self.activation_name = self.layer.name
             self.activation_layout = self.layer.layout
@@ -84,7 +87,7 @@ class OnnxAdapter(Adapter):
     def _check_opset(self) -> None:
         ops = [o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")]
         if ops and ops[0] < 11:
-            raise ValueError(f"this ONNX model uses opset {ops[0]}; opset 11 or newer is supported. Upgrade it with "
+            raise ModelError(f"this ONNX model uses opset {ops[0]}; opset 11 or newer is supported. Upgrade it with "
                              "onnx.version_converter.convert_version(model, 13)")
 
     def _graph_inputs(self) -> list[onnx.ValueInfoProto]:
@@ -95,20 +98,20 @@ class OnnxAdapter(Adapter):
         inputs = [i.name for i in self._graph_inputs()]
         if name is None:
             if len(inputs) != 1:
-                raise ValueError(f"the model has {len(inputs)} inputs {inputs}; say which takes the images with input_name=")
+                raise InputError(f"the model has {len(inputs)} inputs {inputs}; say which takes the images with input_name=")
             return inputs[0]
         if name not in inputs:
-            raise ValueError(f"the model has no input named {name!r}; its inputs are {inputs}")
+            raise InputError(f"the model has no input named {name!r}; its inputs are {inputs}")
         return name
 
     def _declared_input_shape(self) -> tuple:
         vi = next(i for i in self._graph_inputs() if i.name == self.input_name)
         shape = G.tensor_shape(vi)
         if shape is None or len(shape) != 4:
-            raise ValueError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
+            raise ModelError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
                              "(N, C, H, W) or (N, H, W, C)")
         if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ValueError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
+            raise ModelError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
         return shape
 
     def _resolve_output(self, output: str | None) -> tuple[str, str]:
@@ -116,30 +119,40 @@ class OnnxAdapter(Adapter):
         if output is None or output == "raw":
             return names[0], "raw"
         if not isinstance(output, str):
-            raise TypeError(f"output must be None, 'raw', 'logits' or the name of a graph output; got {type(output).__name__}")
+            raise InputError(f"output must be None, 'raw', 'logits' or the name of a graph output; got {type(output).__name__}")
         if output in names:  # a graph output's name wins over the 'logits' keyword
             return output, "raw"
         if output == "logits" or output.startswith("logits:"):
             base = output.partition(":")[2] or names[0]
             if base not in names:
-                raise ValueError(f"the model has no output named {base!r}; its outputs are {names}")
+                raise InputError(f"the model has no output named {base!r}; its outputs are {names}")
             return self._before_softmax(base), "logits"
         if output not in names:
-            raise ValueError(f"the model has no output named {output!r}; its outputs are {names} "
+            raise InputError(f"the model has no output named {output!r}; its outputs are {names} "
                              "(or use 'logits' to explain the input of a final Softmax)")
         return output, "raw"
 
-    def _before_softmax(self, out: str) -> str:
-        """The tensor entering the Softmax that (through Identity/Reshape/Flatten) produces ``out``."""
+    def _softmax_node(self, out: str):
+        """The Softmax/LogSoftmax node that (through Identity/Reshape/Flatten/Squeeze) produces ``out``,
+        and the op that does produce it (None for a graph input)."""
         producer = {o: n for n in self.model.graph.node for o in n.output if o}
-        t, path = out, []
+        t = out
         while t in producer and producer[t].op_type in ("Identity", "Reshape", "Flatten", "Squeeze"):
-            path.append(producer[t].op_type)
             t = producer[t].input[0]
         node = producer.get(t)
-        if node is None or node.op_type not in _SOFTMAX_OPS:
-            what = node.op_type if node is not None else "a graph input"
-            raise ValueError(f"output='logits' needs output {out!r} to be produced by a Softmax; it comes from {what}. "
+        return (node if node is not None and node.op_type in _SOFTMAX_OPS else None), node
+
+    def final_softmax(self) -> str | None:
+        """'Softmax' or 'LogSoftmax' when the explained output comes out of one, else None."""
+        node, _ = self._softmax_node(self.output_name)
+        return node.op_type if node is not None else None
+
+    def _before_softmax(self, out: str) -> str:
+        """The tensor entering the Softmax that (through Identity/Reshape/Flatten) produces ``out``."""
+        node, producer = self._softmax_node(out)
+        if node is None:
+            what = producer.op_type if producer is not None else "a graph input"
+            raise ModelError(f"output='logits' needs output {out!r} to be produced by a Softmax; it comes from {what}. "
                              "If the model already returns logits, use output=None")
         return node.input[0]
 
@@ -152,22 +165,22 @@ class OnnxAdapter(Adapter):
         if target_layer is None:  # None when there is none: layer-free methods still run
             return default_layer(self.candidates)
         if not self.candidates:
-            raise ValueError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
+            raise ModelError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
                              "use a layer-free method ('occlusion', 'rise', 'kernelshap', 'lime') without target_layer")
         if not isinstance(target_layer, str):
-            raise TypeError(f"target_layer must be a tensor or node name (str); got {type(target_layer).__name__}")
+            raise InputError(f"target_layer must be a tensor or node name (str); got {type(target_layer).__name__}")
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
-                    raise ValueError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
+                    raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
                                      f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
                 return ly
         produced = G.produced_tensors(self.model)
         names = [ly.name for ly in self.candidates]
         if target_layer in produced or any(n.name == target_layer for n in self.model.graph.node):
-            raise ValueError(f"tensor {target_layer!r} is not a spatial (N, C, h, w) feature map of the image the output "
+            raise ModelError(f"tensor {target_layer!r} is not a spatial (N, C, h, w) feature map of the image the output "
                              f"depends on; pick one of Explainer.layers(), e.g. {closest_names(target_layer, names)}")
-        raise ValueError(f"the ONNX graph has no tensor or node named {target_layer!r}; closest layer names: "
+        raise InputError(f"the ONNX graph has no tensor or node named {target_layer!r}; closest layer names: "
                          f"{closest_names(target_layer, names)}")
 
     # -- input ---------------------------------------------------------------------------------
@@ -197,19 +210,14 @@ class OnnxAdapter(Adapter):
         if gradients is None:
             return gradient_backend_available()
         if gradients and not gradient_backend_available():
-            raise ImportError(f"gradients=True needs the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+            raise MissingDependencyError(f"gradients=True needs the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
         return bool(gradients)
-
-    def _no_layer_reason(self) -> str:
-        if not self.candidates:
-            return " (the graph has no rank-4 feature map between the input and the output)"
-        return " (every feature map of this graph is 1x1 for its declared input size; pass a larger input)"
 
     def _backend(self):
         if not self._use_grad:
-            raise ImportError(self.gradient_hint)
+            raise MissingDependencyError(self.gradient_hint)
         if self.activation_name is None:
-            raise ValueError("gradients of a bare ONNX model without a spatial target layer are not supported; "
+            raise ModelError("gradients of a bare ONNX model without a spatial target layer are not supported; "
                              "use a forward-only method ('occlusion', 'rise', 'kernelshap', 'lime')")
         if self._grad is None:
             from agnostic_cam.adapters.onnx_grad import TorchGradients
@@ -237,15 +245,15 @@ class OnnxAdapter(Adapter):
         if isinstance(layer, Layer):
             return layer
         if not isinstance(layer, str):
-            raise TypeError(f"an ONNX layer is a tensor or node name (str); got {type(layer).__name__}")
+            raise InputError(f"an ONNX layer is a tensor or node name (str); got {type(layer).__name__}")
         for ly in self.candidates:
             if layer in (ly.name, ly.node):
                 return ly
         names = self.layer_names()
         if layer in G.produced_tensors(self.model) or any(n.name == layer for n in self.model.graph.node):
-            raise ValueError(f"tensor {layer!r} is not a spatial (N, C, h, w) feature map of the image the output "
+            raise ModelError(f"tensor {layer!r} is not a spatial (N, C, h, w) feature map of the image the output "
                              f"depends on; closest layer names: {closest_names(layer, names)}")
-        raise ValueError(f"the ONNX graph has no tensor or node named {layer!r}; closest layer names: "
+        raise InputError(f"the ONNX graph has no tensor or node named {layer!r}; closest layer names: "
                          f"{closest_names(layer, names)}")
 
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
@@ -269,24 +277,24 @@ class OnnxAdapter(Adapter):
         The kernel is read from an initializer or a ``Constant`` node.
         """
         if not isinstance(layer, str):
-            raise TypeError(f"an ONNX layer is a tensor or node name (str); got {type(layer).__name__}")
+            raise InputError(f"an ONNX layer is a tensor or node name (str); got {type(layer).__name__}")
         nodes = list(self.model.graph.node)
         producer = {o: n for n in nodes for o in n.output if o}
         node = next((n for n in nodes if n.name and n.name == layer), None) or producer.get(layer)
         convs = [n.output[0] for n in nodes if n.op_type == "Conv"]
         if node is None:
-            raise ValueError(f"the ONNX graph has no tensor or node named {layer!r}; closest convolution outputs: "
+            raise InputError(f"the ONNX graph has no tensor or node named {layer!r}; closest convolution outputs: "
                              f"{closest_names(layer, convs)}")
         start = node
         while node is not None and node.op_type in _AFTER_CONV:
             node = producer.get(node.input[0])
         if node is None or node.op_type != "Conv":
             what = start.op_type if node is None else f"{start.op_type} (after {node.op_type})"
-            raise ValueError(f"{layer!r} is produced by {what}, not by a convolution (Conv, possibly followed by "
+            raise ModelError(f"{layer!r} is produced by {what}, not by a convolution (Conv, possibly followed by "
                              f"BatchNormalization/Relu); closest convolution outputs: {closest_names(layer, convs)}")
         w = self._constant(node.input[1], producer)
         if w is None or w.ndim != 4:
-            raise ValueError(f"the kernel {node.input[1]!r} of Conv {node.name or node.output[0]!r} is not a constant "
+            raise ModelError(f"the kernel {node.input[1]!r} of Conv {node.name or node.output[0]!r} is not a constant "
                              "rank-4 (O, I, kh, kw) tensor (computed at run time, or not 2-D)")
         return np.array(w, dtype=np.float32)
 
@@ -324,7 +332,7 @@ class OnnxAdapter(Adapter):
             cot = np.asarray(cotangent(channels_first(a, ly.layout)), dtype=np.float32)
             want = channels_first(a, ly.layout).shape
             if cot.shape != want:
-                raise ValueError(f"the cotangent must have the layer value's shape {want}; got {cot.shape}")
+                raise InputError(f"the cotangent must have the layer value's shape {want}; got {cot.shape}")
             return channels_native(cot, ly.layout)
 
         a, gx = backend.vjp(x, ly.name, native_cot, rule)

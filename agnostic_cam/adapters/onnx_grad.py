@@ -17,6 +17,7 @@ import onnx
 from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.engine import graph as G
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
 _EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 
@@ -28,7 +29,7 @@ try:
     from agnostic_cam.adapters.torch_rules import relu_rule as torch_relu_rule
     from agnostic_cam.adapters.torch_vjp import target_scores
 except ImportError as e:  # pragma: no cover - exercised with the modules blocked
-    raise ImportError(f"gradient methods on a bare ONNX model need torch and onnx2torch ({e}): {_EXTRA}") from e
+    raise MissingDependencyError(f"gradient methods on a bare ONNX model need torch and onnx2torch ({e}): {_EXTRA}") from e
 
 
 def _constants_to_initializers(m: onnx.ModelProto) -> None:
@@ -83,7 +84,7 @@ def relu_rule(rule: str):
     with torch_relu_rule(rule) as mode:
         yield mode
     if mode is not None and mode.calls == 0:
-        raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but the converted graph has none")
+        raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the converted graph has none")
 
 
 class TorchGradients:
@@ -111,8 +112,8 @@ class TorchGradients:
                 warnings.simplefilter("ignore")
                 module = convert(graph).eval()
         except Exception as e:  # noqa: BLE001 - onnx2torch raises NotImplementedError, KeyError, ...
-            raise ValueError(f"onnx2torch cannot convert this graph ({type(e).__name__}: {e}); gradient methods are "
-                             "unavailable for it, use a forward method: scorecam, ablationcam, eigencam") from None
+            raise BackendError(f"onnx2torch cannot convert this graph ({type(e).__name__}: {e}); gradient methods are "
+                               "unavailable for it, use a forward method: scorecam, ablationcam, eigencam") from None
         for p in module.parameters():
             p.requires_grad_(False)
         return module
@@ -142,14 +143,14 @@ class TorchGradients:
     def _run(self, xt, module=None):
         out = (module or self.module)(xt)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise ValueError("the converted graph did not return (output, activation)")
+            raise BackendError("the converted graph did not return (output, activation)")
         return out[0], out[1]
 
     _scores = staticmethod(target_scores)
 
     def _backward(self, x: np.ndarray, target: TargetSpec, wrt_input: bool, rule: str = "vanilla") -> Gradients:
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call explain() outside it")
+            raise BackendError("cannot compute ONNX gradients inside torch.inference_mode(); call explain() outside it")
         outs, acts, grads, scores, classes_all = [], [], [], [], []
         with torch.enable_grad(), relu_rule(rule):
             for m, chunk in self._chunks(x):
@@ -187,7 +188,7 @@ class TorchGradients:
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         """d(score)/d(input) in the input's layout, under ``rule`` ('vanilla', 'guided', 'deconv')."""
         if rule not in RULES:
-            raise ValueError(f"unknown backward rule {rule!r}; use one of {RULES}")
+            raise OptionError(f"unknown backward rule {rule!r}; use one of {RULES}")
         return self._backward(x, target, wrt_input=True, rule=rule)
 
     def vjp(self, x: np.ndarray, tensor: str | None, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
@@ -198,9 +199,9 @@ class TorchGradients:
         Returns (A float32, dx float32 in the input's layout).
         """
         if rule not in RULES:
-            raise ValueError(f"unknown backward rule {rule!r}; use one of {RULES}")
+            raise OptionError(f"unknown backward rule {rule!r}; use one of {RULES}")
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("cannot compute ONNX gradients inside torch.inference_mode(); call it outside")
+            raise BackendError("cannot compute ONNX gradients inside torch.inference_mode(); call it outside")
         module = self.module if tensor is None else self.module_for(tensor)
         pick = 0 if tensor is None else 1
         xs, vals, ms = [], [], []
@@ -213,7 +214,7 @@ class TorchGradients:
             a_np = np.concatenate([v.detach().numpy()[:m] for v, m in zip(vals, ms)]).astype(np.float32)
             cot = np.asarray(cotangent(a_np), dtype=np.float32)
             if cot.shape != a_np.shape:
-                raise ValueError(f"the cotangent must have the value's shape {a_np.shape}; got {cot.shape}")
+                raise InputError(f"the cotangent must have the value's shape {a_np.shape}; got {cot.shape}")
             grads, lo = [], 0
             for xt, v, m in zip(xs, vals, ms):
                 c = np.zeros(tuple(v.shape), np.float32)

@@ -6,9 +6,11 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
@@ -16,7 +18,7 @@ try:
 
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
-    raise ImportError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
+    raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
 class TorchAdapter(TorchPrimitives, Adapter):
@@ -29,18 +31,26 @@ class TorchAdapter(TorchPrimitives, Adapter):
                  output: str = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
+            raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
         if output not in ("raw", "logits"):
-            raise ValueError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         self.model = model
         self.output = output
-        self.layer_name, self.layer = self._resolve(target_layer) if target_layer is not None else (None, None)
-        if self.layer is None:
-            self.activation_name = None
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        if self.input_shape is not None:
-            if len(self.input_shape) != 3:
-                raise ValueError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+        if self.input_shape is not None and len(self.input_shape) != 3:
+            raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+        auto = target_layer is None
+        self._no_layer = ""  # why there is no target layer (auto pick failed), for require_layer
+        if auto:
+            try:
+                target_layer = torch_default_layer(model, self.input_shape)
+            except ModelError as e:  # no spatial layer (or no known input size yet): layer-free methods still run
+                self._no_layer = str(e)
+        if target_layer is None:
+            self.layer_name = self.layer = self.activation_name = None
+        else:
+            self.layer_name, self.layer = self._resolve(target_layer)
+        if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
 
@@ -51,49 +61,45 @@ class TorchAdapter(TorchPrimitives, Adapter):
             for name, m in named.items():
                 if m is target_layer:
                     return name or "<model>", m
-            raise ValueError("target_layer is a module that is not part of the model; pass one of model's "
+            raise InputError("target_layer is a module that is not part of the model; pass one of model's "
                              "submodules or its dotted name, e.g. 'layer4'")
         if not isinstance(target_layer, str):
-            raise TypeError(f"target_layer must be a dotted module name or the module itself; got {type(target_layer).__name__}")
+            raise InputError(f"target_layer must be a dotted module name or the module itself; got {type(target_layer).__name__}")
         if target_layer not in named or target_layer == "":
             names = [n for n in named if n]
-            raise ValueError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
+            raise InputError(f"model has no layer named {target_layer!r}; closest names: {closest_names(target_layer, names)}")
         return target_layer, named[target_layer]
 
     def check_layer(self, sample_shape: tuple[int, ...]) -> None:
         """Run one zero image and check the target layer emits a spatial (N, C, h, w) tensor."""
-        shapes: dict[str, tuple] = {}
-        handles = []
-        for name, m in self.model.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(
-                    lambda mod, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)) if isinstance(o, torch.Tensor) else None))
-        try:
-            with preserved(self.model), torch.no_grad():
-                p = next(self.model.parameters(), None)
-                x = torch.zeros((1, *sample_shape), dtype=p.dtype if p is not None else torch.float32,
-                                device=p.device if p is not None else "cpu")
-                try:
-                    self.model(x)
-                except Exception as e:  # noqa: BLE001
-                    raise ValueError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
-                                     "Check input_shape (C, H, W)") from None
-        finally:
-            for h in handles:
-                h.remove()
+        shapes = dict(torch_output_shapes(self.model, sample_shape))
         if self.layer is None:
             return
         spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
         self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
+
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Without a target layer, try the automatic pick again at the images' own shape (the guessed
+        224 px shape may not fit the model); then the base class's clear error if there is none."""
+        if self.layer is None and sample_shape is not None and self._no_layer:
+            try:
+                name = torch_default_layer(self.model, tuple(sample_shape))
+            except ModelError as e:
+                self._no_layer = str(e)
+            else:
+                self.layer_name, self.layer = self._resolve(name)
+                self.activation_name, self._no_layer = ACTIVATION, ""
+                self._engines.clear()  # exported without the layer's activation
+        super().require_layer(method, sample_shape)
 
     def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None) -> None:
         """A target layer must emit (N, C, h, w) with more than one position."""
         examples = f"; pick a convolutional layer, e.g. {', '.join(repr(s) for s in spatial[-4:])}" if spatial else ""
         if got is None or len(got) != 4:
             what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
-            raise ValueError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
+            raise ModelError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
         if got[2] * got[3] <= 1:
-            raise ValueError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images than {sample_shape or 'these'} or an earlier layer"
                              f"{examples}")
 
@@ -103,7 +109,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
             last = m
         if isinstance(last, (nn.Softmax, nn.LogSoftmax)):
             return last
-        raise ValueError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
+        raise ModelError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
                          "input (the logits) can be read without changing the model; this model's last module is "
                          f"{type(last).__name__}. If it already returns logits, use output='raw'")
 
@@ -132,8 +138,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 self.model(x)
             out = store[-1]
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
-                            "module whose forward returns the classification output")
+            raise ModelError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
+                             "module whose forward returns the classification output")
         return out
 
     def weights_version(self) -> object:
@@ -176,7 +182,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
+            raise BackendError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
                                "Call explain() outside the inference_mode block")
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:

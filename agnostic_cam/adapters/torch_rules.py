@@ -24,13 +24,14 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from ..errors import OptionError
 
 RULES = ("vanilla", "guided", "deconv")
 
 
 def check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"unknown backward rule {rule!r}; use one of {', '.join(map(repr, RULES))}")
+        raise OptionError(f"unknown backward rule {rule!r}; use one of {', '.join(map(repr, RULES))}")
     return rule
 
 

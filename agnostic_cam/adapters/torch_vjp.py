@@ -16,6 +16,7 @@ from torch import nn
 from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.adapters.torch_rules import check_rule, relu_rule
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.errors import InputError, ModelError
 
 
 @contextlib.contextmanager
@@ -49,7 +50,7 @@ def target_scores(out: torch.Tensor, classes, target: TargetSpec) -> torch.Tenso
     if classes is None:
         s = target.fn(out)
         if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
-            raise ValueError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
+            raise InputError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
         return s
     return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]
 
@@ -67,7 +68,7 @@ class TorchPrimitives:
         name, m = self._resolve(layer)
         w = getattr(m, "weight", None)
         if not isinstance(m, nn.modules.conv._ConvNd) or not isinstance(w, torch.Tensor) or w.ndim != 4:
-            raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a 2-D convolution with a (O, I, kh, kw) "
+            raise InputError(f"layer {name!r} is a {type(m).__name__}, not a 2-D convolution with a (O, I, kh, kw) "
                              "kernel; pass an nn.Conv2d")
         w = w.detach()
         if isinstance(m, nn.ConvTranspose2d):
@@ -81,7 +82,7 @@ class TorchPrimitives:
         for i, (name, m) in enumerate(layers):
             def keep(module, inputs, out, i=i, name=name):
                 if not isinstance(out, torch.Tensor):
-                    raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
+                    raise ModelError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
                 store[i] = out
                 return out.clone()
             handles.append(m.register_forward_hook(keep))
@@ -100,7 +101,7 @@ class TorchPrimitives:
                 h.remove()
         missing = [resolved[i][0] for i in range(len(resolved)) if i not in store]
         if missing:
-            raise ValueError(f"layer(s) {missing} were not called by the model's forward pass")
+            raise ModelError(f"layer(s) {missing} were not called by the model's forward pass")
         return [store[i].detach().cpu().float().numpy() for i in range(len(resolved))]
 
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +113,7 @@ class TorchPrimitives:
         """
         self._guard()
         if check_rule(rule) != "vanilla" and any(isinstance(m, torch.jit.ScriptModule) for m in self.model.modules()):
-            raise ValueError(f"rule {rule!r} needs an eager PyTorch model: TorchScript modules run their ReLUs where "
+            raise ModelError(f"rule {rule!r} needs an eager PyTorch model: TorchScript modules run their ReLUs where "
                              "they cannot be intercepted. Explain the original (non-scripted) module")
         resolved = None if layer is None else self._resolve(layer)
         store: dict[int, object] = {}
@@ -125,19 +126,19 @@ class TorchPrimitives:
                 with relu_rule(rule) as mode:
                     out = self._forward(xt)
                 if mode is not None and mode.calls == 0:
-                    raise ValueError(f"rule {rule!r} changes how gradients pass through ReLUs, but no ReLU was called "
+                    raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but no ReLU was called "
                                      "in the forward pass (activations other than ReLU, or ReLUs inside TorchScript "
                                      "code, which cannot be intercepted); use rule 'vanilla' (e.g. method 'saliency')")
                 if resolved is None:
                     a = out
                 elif 0 not in store:
-                    raise ValueError(f"layer {resolved[0]!r} was not called by the model's forward pass")
+                    raise ModelError(f"layer {resolved[0]!r} was not called by the model's forward pass")
                 else:
                     a = store[0]
                 a_np = a.detach().cpu().float().numpy()
                 cot = np.asarray(cotangent(a_np), dtype=np.float32)
                 if cot.shape != a_np.shape:
-                    raise ValueError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
+                    raise InputError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
                 if not a.requires_grad:
                     return a_np, np.zeros(x.shape, np.float32)
                 (gx,) = torch.autograd.grad(a, xt, torch.from_numpy(cot).to(a.device, a.dtype), allow_unused=True)

@@ -7,6 +7,7 @@ ground-truth boxes for faithfulness checks and the pointing game.
 from __future__ import annotations
 
 import numpy as np
+from ..errors import InputError
 
 CLASSES = ("disk", "square", "triangle", "cross")
 
@@ -24,7 +25,7 @@ def shape_mask(kind: str, size: int, cy: float, cx: float, r: float) -> np.ndarr
     if kind == "cross":
         t = r * 0.3
         return ((np.abs(dy) <= t) & (np.abs(dx) <= r)) | ((np.abs(dx) <= t) & (np.abs(dy) <= r))
-    raise ValueError(f"unknown shape {kind!r}; known: {CLASSES}")
+    raise InputError(f"unknown shape {kind!r}; known: {CLASSES}")
 
 
 def make_shapes(n: int, size: int = 64, seed: int = 0, layout: str = "NCHW"):

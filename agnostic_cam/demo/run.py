@@ -12,6 +12,7 @@ from agnostic_cam.demo.data import CLASSES, make_shapes
 from agnostic_cam.demo.frameworks import frameworks_section
 from agnostic_cam.demo.features_section import features_section
 from agnostic_cam.demo.gradients_section import gradients_section
+from agnostic_cam.errors import InputError
 
 
 def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) -> str:
@@ -62,7 +63,7 @@ def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) ->
              f"held-out accuracy {accuracy(model):.0%}.</p>"]
     for name in sections or list(SECTIONS):
         if name not in SECTIONS:
-            raise ValueError(f"unknown demo section {name!r}; known: {', '.join(SECTIONS)}")
+            raise InputError(f"unknown demo section {name!r}; known: {', '.join(SECTIONS)}")
         t = time.perf_counter()
         parts.append(SECTIONS[name](out, model, images, labels))
         print(f"  section {name}: {time.perf_counter() - t:.1f} s")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 from onnx import helper, shape_inference
+from ..errors import ModelError
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -40,7 +41,7 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     known = produced_tensors(model) | {i.name for i in model.graph.input}
     missing = [n for n in names if n not in known]
     if missing:
-        raise ValueError(f"tensor(s) {missing} do not exist in the ONNX graph")
+        raise ModelError(f"tensor(s) {missing} do not exist in the ONNX graph")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     present = {o.name for o in out.graph.output}
@@ -85,7 +86,7 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
     graph_inputs = [i.name for i in g.input if i.name not in inits]
     producer = {o: idx for idx, n in enumerate(g.node) for o in n.output if o}
     if start not in producer and start not in graph_inputs:
-        raise ValueError(f"tensor {start!r} does not exist in the ONNX graph")
+        raise ModelError(f"tensor {start!r} does not exist in the ONNX graph")
 
     # Forward reachability: which tensors depend on the graph input / on `start`.
     dep_input: set[str] = set(graph_inputs)
@@ -117,7 +118,7 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
         stack.extend(g.node[idx].input)
         for attr in g.node[idx].attribute:  # subgraph-free ops only; If/Loop bodies are not followed
             if attr.type == onnx.AttributeProto.GRAPH:
-                raise ValueError("cannot cut a graph with control flow (If/Loop) after the target layer")
+                raise ModelError("cannot cut a graph with control flow (If/Loop) after the target layer")
 
     nodes = [g.node[i] for i in sorted(needed_nodes)]
     used = {i for n in nodes for i in n.input}

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.engine import graph as G
+from agnostic_cam.errors import InputError, MissingFileError, ModelError
 
 # Bytes of input per batch the engine aims for when the caller does not choose a batch size.
 # CPU: moderate batches bound memory; measured on a 2-core machine, ResNet-18 at 224 px runs at
@@ -38,14 +39,14 @@ def load_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> onnx.Model
         else:
             path = Path(model)
             if not path.is_file():
-                raise FileNotFoundError(f"ONNX file not found: {path}")
+                raise MissingFileError(f"ONNX file not found: {path}")
             proto = onnx.load(str(path))
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - protobuf raises many types
-        raise ValueError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
+        raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
     if not proto.graph.node:
-        raise ValueError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
+        raise ModelError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
     return proto
 
 
@@ -90,7 +91,7 @@ class OnnxEngine:
             try:
                 self._session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=self.providers)
             except Exception as e:  # noqa: BLE001
-                raise ValueError(f"ONNX Runtime cannot load this model: {e}") from None
+                raise ModelError(f"ONNX Runtime cannot load this model: {e}") from None
         return self._session
 
     @property
@@ -115,7 +116,7 @@ class OnnxEngine:
         """Declared shape of an input: ints for fixed dims, None/str for dynamic ones."""
         vi = next((i for i in self.inputs if i.name == (name or self.input_name)), None)
         if vi is None:
-            raise ValueError(f"the model has no input named {name!r}; inputs: {[i.name for i in self.inputs]}")
+            raise InputError(f"the model has no input named {name!r}; inputs: {[i.name for i in self.inputs]}")
         return G.tensor_shape(vi) or ()
 
     @property

@@ -13,6 +13,7 @@ import numpy as np
 from agnostic_cam.features.common import start_images
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
+from agnostic_cam.errors import InputError, ModelError
 
 DEFAULTS = {"steps": 100, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "jitter": 2, "blur_sigma": 0.3, "blur_every": 4}
 
@@ -20,9 +21,9 @@ DEFAULTS = {"steps": 100, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "
 def one_hot_rows(out: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """(N, K) cotangent with 1 at ``targets[n]`` in row n; checks the classes exist."""
     if out.ndim != 2:
-        raise ValueError(f"the model output has shape {out.shape}; class models need scores (N, K)")
+        raise ModelError(f"the model output has shape {out.shape}; class models need scores (N, K)")
     if targets.max() >= out.shape[1]:
-        raise ValueError(f"target {int(targets.max())} out of range: the model has {out.shape[1]} outputs (0..{out.shape[1] - 1})")
+        raise InputError(f"target {int(targets.max())} out of range: the model has {out.shape[1]} outputs (0..{out.shape[1] - 1})")
     cot = np.zeros_like(out)
     cot[np.arange(out.shape[0]), targets] = 1.0
     return cot
@@ -41,7 +42,7 @@ def class_model(adapter, target: int | Sequence[int], shape: tuple[int, ...] | N
     """
     targets = np.atleast_1d(np.asarray(target))
     if targets.ndim != 1 or targets.size == 0 or not np.issubdtype(targets.dtype, np.integer) or targets.min() < 0:
-        raise TypeError(f"target must be a class index or a list of them (ints >= 0); got {target!r}")
+        raise InputError(f"target must be a class index or a list of them (ints >= 0); got {target!r}")
     settings = ascent_settings(DEFAULTS, options, "class_model")
     n = len(targets)
     x0 = start_images(adapter, n, init, shape, seed, init_std, "target")

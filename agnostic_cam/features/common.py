@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from ..errors import InputError
 
 
 def layer_label(layer: Any) -> str:
@@ -27,12 +28,12 @@ def image_shape(adapter, shape: tuple[int, ...] | None) -> tuple[int, int, int]:
         else:
             c, hw = adapter.channels, adapter.spatial
             if c is None or hw is None or any(s is None for s in hw):
-                raise ValueError(f"the model's input size is not known: pass shape={want} in its layout ({layout}), "
+                raise InputError(f"the model's input size is not known: pass shape={want} in its layout ({layout}), "
                                  f"e.g. shape={(3, 64, 64) if layout == 'NCHW' else (64, 64, 3)}")
             shape = (c, *hw) if layout == "NCHW" else (*hw, c)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape is one image's shape {want} in the model's layout ({layout}); got {shape}")
+        raise InputError(f"shape is one image's shape {want} in the model's layout ({layout}); got {shape}")
     return shape
 
 
@@ -53,7 +54,7 @@ def start_images(adapter, n: int, init: np.ndarray | None, shape: tuple[int, ...
         return random_image(n, image_shape(adapter, shape), seed, std=init_std, layout=adapter.layout)
     x0 = adapter.prepare(init)
     if x0.shape[0] != n:
-        raise ValueError(f"init has {x0.shape[0]} images; expected one per {per} ({n})")
+        raise InputError(f"init has {x0.shape[0]} images; expected one per {per} ({n})")
     return x0
 
 
@@ -61,14 +62,14 @@ def channel_list(channel: int | list[int] | tuple[int, ...] | np.ndarray, n_chan
     """Validate one channel index or a list of them against ``n_channels``."""
     ch = np.atleast_1d(np.asarray(channel))
     if ch.ndim != 1 or ch.size == 0 or not np.issubdtype(ch.dtype, np.integer):
-        raise TypeError(f"{what} must be an int or a non-empty list of ints; got {channel!r}")
+        raise InputError(f"{what} must be an int or a non-empty list of ints; got {channel!r}")
     bad = ch[(ch < 0) | (ch >= n_channels)]
     if bad.size:
-        raise ValueError(f"{what} {bad.tolist()} out of range: the layer has {n_channels} channels (0..{n_channels - 1})")
+        raise InputError(f"{what} {bad.tolist()} out of range: the layer has {n_channels} channels (0..{n_channels - 1})")
     return ch.astype(np.int64)
 
 
 def single_image(x: np.ndarray, what: str) -> np.ndarray:
     if x.shape[0] != 1:
-        raise ValueError(f"{what} takes one image (1, ...); got a batch of {x.shape[0]}: pass images[i:i + 1]")
+        raise InputError(f"{what} takes one image (1, ...); got a batch of {x.shape[0]}: pass images[i:i + 1]")
     return x

@@ -14,6 +14,7 @@ import numpy as np
 
 from agnostic_cam.features.common import channel_list, layer_label, single_image
 from agnostic_cam.features.result import Visualisation
+from agnostic_cam.errors import ModelError, OptionError
 
 
 def strongest(acts: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,13 +45,13 @@ def deconv_reconstruction(adapter, x: np.ndarray, layer: Any, top_k: int = 5, ch
     """
     x = single_image(x, "deconv_reconstruction")
     if rule not in ("deconv", "guided", "vanilla"):
-        raise ValueError(f"rule must be 'deconv', 'guided' or 'vanilla'; got {rule!r}")
+        raise OptionError(f"rule must be 'deconv', 'guided' or 'vanilla'; got {rule!r}")
     (acts,) = adapter.activations(x, [layer])
     if acts.ndim != 4:
-        raise ValueError(f"layer {layer_label(layer)!r} outputs shape {acts.shape}, not a spatial map (N, C, h, w)")
+        raise ModelError(f"layer {layer_label(layer)!r} outputs shape {acts.shape}, not a spatial map (N, C, h, w)")
     if channels is None:
         if not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer; got {top_k!r}")
+            raise OptionError(f"top_k must be a positive integer; got {top_k!r}")
         ch, pos = strongest(acts, int(top_k))
     else:
         ch = channel_list(channels, acts.shape[1], "channels")

@@ -16,6 +16,7 @@ from agnostic_cam.features.common import layer_label, single_image
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
 from agnostic_cam.imaging import _interp_matrix, resize_bilinear
+from agnostic_cam.errors import OptionError
 
 DEFAULTS = {"steps": 10, "lr": 0.01, "jitter": 2, "schedule": "constant"}
 
@@ -41,9 +42,9 @@ def deep_dream(adapter, x: np.ndarray, layer: Any, octaves: int = 3, octave_scal
     """The dreamed image (1, ...) in the model's layout; history: ``0.5 ||A||^2`` per step (all octaves)."""
     x = single_image(x, "deep_dream")
     if not isinstance(octaves, int | np.integer) or octaves < 1:
-        raise ValueError(f"octaves must be a positive integer; got {octaves!r}")
+        raise OptionError(f"octaves must be a positive integer; got {octaves!r}")
     if not octave_scale > 1:
-        raise ValueError(f"octave_scale must be > 1; got {octave_scale!r}")
+        raise OptionError(f"octave_scale must be > 1; got {octave_scale!r}")
     settings = ascent_settings(DEFAULTS, options, "deep_dream")
     layout = adapter.layout
     hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])

@@ -12,6 +12,7 @@ import numpy as np
 from agnostic_cam.features.common import layer_label, start_images
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
+from agnostic_cam.errors import InputError, ModelError
 
 DEFAULTS = {"steps": 80, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "jitter": 2, "blur_sigma": 0.3, "blur_every": 4}
 
@@ -19,9 +20,9 @@ DEFAULTS = {"steps": 80, "lr": 0.05, "normalise": True, "l2": 0.1, "tv": 0.3, "j
 def channel_mean_cotangent(acts: np.ndarray, channels: np.ndarray) -> np.ndarray:
     """(N, C, h, w) cotangent: ``1 / (h w)`` on channel ``channels[n]`` of row n, zero elsewhere."""
     if acts.ndim != 4:
-        raise ValueError(f"filter maximisation needs a spatial layer (N, C, h, w); this one outputs {acts.shape}")
+        raise ModelError(f"filter maximisation needs a spatial layer (N, C, h, w); this one outputs {acts.shape}")
     if channels.max() >= acts.shape[1]:
-        raise ValueError(f"channel {int(channels.max())} out of range: the layer has {acts.shape[1]} channels "
+        raise InputError(f"channel {int(channels.max())} out of range: the layer has {acts.shape[1]} channels "
                          f"(0..{acts.shape[1] - 1})")
     cot = np.zeros_like(acts)
     cot[np.arange(acts.shape[0]), channels] = 1.0 / (acts.shape[2] * acts.shape[3])
@@ -34,9 +35,9 @@ def filter_maximisation(adapter, layer: Any, channel: int | list[int], shape: tu
     """One image per channel, in the model's layout; history (steps, N): the channel means."""
     ch = np.atleast_1d(np.asarray(channel))
     if ch.ndim != 1 or ch.size == 0 or not np.issubdtype(ch.dtype, np.integer):
-        raise TypeError(f"channel must be an int or a list of ints; got {channel!r}")
+        raise InputError(f"channel must be an int or a list of ints; got {channel!r}")
     if ch.min() < 0:
-        raise ValueError(f"channel indices must be >= 0; got {ch.tolist()}")
+        raise InputError(f"channel indices must be >= 0; got {ch.tolist()}")
     settings = ascent_settings(DEFAULTS, options, "filter_maximisation")
     n = len(ch)
     x0 = start_images(adapter, n, init, shape, seed, init_std, "channel")

@@ -13,6 +13,7 @@ import numpy as np
 from agnostic_cam.features.common import layer_label, random_image, single_image
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
+from agnostic_cam.errors import InputError
 
 DEFAULTS = {"steps": 200, "lr": 0.05, "tv": 0.001, "tv_beta": 2.0, "jitter": 0}
 
@@ -41,7 +42,7 @@ def invert(adapter, x: np.ndarray, layer: Any, seed: int = 0, init: np.ndarray |
     if init is not None:
         x0 = adapter.prepare(init)
         if x0.shape != x.shape:
-            raise ValueError(f"init must have the image's shape {x.shape}; got {x0.shape}")
+            raise InputError(f"init must have the image's shape {x.shape}; got {x0.shape}")
     else:
         std = float(x.std()) if init_std is None else float(init_std)
         x0 = random_image(1, x.shape[1:], seed, float(x.mean()), std, adapter.layout)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agnostic_cam.features.regularise import gaussian_blur, jitter, spatial_axes, total_variation_grad
+from agnostic_cam.errors import BackendError, NonFiniteError, OptionError
 
 GradFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Callback = Callable[[int, np.ndarray, np.ndarray], object]
@@ -49,19 +50,19 @@ class Ascent:
 
     def check(self) -> None:
         if not isinstance(self.steps, int | np.integer) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {self.steps!r}")
+            raise OptionError(f"steps must be a positive integer; got {self.steps!r}")
         for name in ("lr", "l2", "tv", "blur_sigma"):
             v = getattr(self, name)
             if not isinstance(v, int | float | np.floating) or not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-                raise ValueError(f"{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} number; got {v!r}")
+                raise OptionError(f"{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} number; got {v!r}")
         if self.jitter < 0 or self.blur_every < 1:
-            raise ValueError(f"jitter must be >= 0 and blur_every >= 1; got {self.jitter}, {self.blur_every}")
+            raise OptionError(f"jitter must be >= 0 and blur_every >= 1; got {self.jitter}, {self.blur_every}")
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
+            raise OptionError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
+            raise OptionError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
         if self.clip is not None and (len(self.clip) != 2 or not self.clip[0] < self.clip[1]):
-            raise ValueError(f"clip must be (low, high) with low < high, or None; got {self.clip!r}")
+            raise OptionError(f"clip must be (low, high) with low < high, or None; got {self.clip!r}")
 
     def lr_at(self, t: int) -> float:
         if self.schedule == "constant" or self.steps == 1:
@@ -81,8 +82,8 @@ def ascent_settings(defaults: dict, options: dict, what: str) -> Ascent:
     """The :class:`Ascent` of ``defaults`` updated by ``options``; a TypeError for unknown keywords."""
     settings, rest = split_options({**defaults, **options})
     if rest:
-        raise TypeError(f"{what} got unknown option(s) {sorted(rest)}; its optimiser options are "
-                        f"{sorted(Ascent.__dataclass_fields__)}")
+        raise OptionError(f"{what} got unknown option(s) {sorted(rest)}; its optimiser options are "
+                          f"{sorted(Ascent.__dataclass_fields__)}")
     return settings
 
 
@@ -118,7 +119,7 @@ def ascend(x0: np.ndarray, grad_fn: GradFn, settings: Ascent, layout: str, seed:
             value, g = grad_fn(jitter(x, dy, dx, axes) if j else x)
             g = np.asarray(g, dtype=np.float32)
             if g.shape != x.shape:
-                raise RuntimeError(f"the gradient has shape {g.shape}, not the image's {x.shape}")
+                raise BackendError(f"the gradient has shape {g.shape}, not the image's {x.shape}")
             if j:
                 g = jitter(g, -dy, -dx, axes)
             if settings.normalise:
@@ -142,7 +143,7 @@ def ascend(x0: np.ndarray, grad_fn: GradFn, settings: Ascent, layout: str, seed:
                 np.clip(x, settings.clip[0], settings.clip[1], out=x)
             value = np.asarray(value, dtype=np.float64).reshape(-1)
             if not np.all(np.isfinite(value)):
-                raise FloatingPointError(f"the objective became {value} at step {t}; lower lr or add l2/clip")
+                raise NonFiniteError(f"the objective became {value} at step {t}; lower lr or add l2/clip")
             history.append(value)
             bar.update(1)
             if callback is not None and callback(t, x, value) is True:

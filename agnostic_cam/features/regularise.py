@@ -12,6 +12,7 @@ axes ((2, 3) for NCHW, (1, 2) for NHWC); see :func:`spatial_axes`.
 from __future__ import annotations
 
 import numpy as np
+from ..errors import OptionError
 
 TV_EPS = 1e-8
 
@@ -19,7 +20,7 @@ TV_EPS = 1e-8
 def spatial_axes(layout: str) -> tuple[int, int]:
     """The (H, W) axes of a batch in ``layout``."""
     if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
+        raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
     return (2, 3) if layout == "NCHW" else (1, 2)
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError
 
 
 def to_hwc(images: np.ndarray, layout: str) -> np.ndarray:
@@ -118,7 +119,7 @@ class Visualisation:
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, images=self.images, history=np.array([]) if self.history is None else self.history)
         else:
-            raise ValueError(f"unsupported file type {path.suffix!r}: use .png (figure) or .npz (arrays)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .png (figure) or .npz (arrays)")
         return path
 
 
@@ -138,7 +139,7 @@ class FeatureMaps:
     def figure(self, image: int = 0, cols: int | None = None, cell: float = 1.3, cmap: str = "viridis"):
         """The maps of one image on a grid, one shared colour scale (min-max over the maps shown)."""
         if not 0 <= image < self.maps.shape[0]:
-            raise ValueError(f"image must be in [0, {self.maps.shape[0]}); got {image}")
+            raise InputError(f"image must be in [0, {self.maps.shape[0]}); got {image}")
         m = self.maps[image].astype(np.float64)
         m = (m - m.min()) / max(m.max() - m.min(), 1e-12)
         titles = [f"ch {c}: {v:.2g}" for c, v in zip(self.channels, self.means[image])]

@@ -13,6 +13,7 @@ import numpy as np
 
 from agnostic_cam.capture import Capture, LayerCapture, Needs  # noqa: F401 - re-exported
 from agnostic_cam.imaging import cam_to_heatmap
+from agnostic_cam.errors import InputError, OptionError
 
 
 class Method:
@@ -50,7 +51,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
     def deco(cls: type[Method]) -> type[Method]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"a method named {name!r} is already registered")
+            raise InputError(f"a method named {name!r} is already registered")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -65,7 +66,7 @@ def registry() -> dict[str, type[Method]]:
 def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``; a ``ValueError`` listing the known names otherwise."""
     if not isinstance(name, str):
-        raise TypeError(f"method must be a method name (str); got {type(name).__name__}")
+        raise InputError(f"method must be a method name (str); got {type(name).__name__}")
     key = name.strip().lower()
     for k in (key, key.replace("-", "_"), key.replace("_", "-")):
         if k in _REGISTRY:
@@ -74,4 +75,4 @@ def get_method(name: str) -> type[Method]:
 
     close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown method {name!r}.{hint} Known methods: {', '.join(sorted(_REGISTRY))}")
+    raise OptionError(f"unknown method {name!r}.{hint} Known methods: {', '.join(sorted(_REGISTRY))}")

@@ -9,6 +9,7 @@ generalises CAM to any head.
 import numpy as np
 
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.errors import InputError, ModelError
 
 
 def linear_head(cap: LayerCapture) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +27,7 @@ def linear_head(cap: LayerCapture) -> tuple[np.ndarray, np.ndarray]:
     for name, got in (("activations", cap.outputs), ("shuffled activations", cap.tail(shuffled, np.arange(n)))):
         scale = np.abs(got).max() + 1e-6
         if np.abs(got - pred).max() > 1e-3 * scale:
-            raise ValueError(
+            raise ModelError(
                 "method 'cam' needs a global-average-pool + linear head right after the target layer "
                 f"(the model's output must equal W * mean(A) + b for the {name}); this model's head is "
                 "something else (a softmax? several layers? flatten without pooling?). Use 'gradcam', "
@@ -41,6 +42,6 @@ class CAM(CamMethod):
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         if cap.classes is None:
-            raise ValueError("method 'cam' takes class-index targets (int, list of ints or None), not a callable")
+            raise InputError("method 'cam' takes class-index targets (int, list of ints or None), not a callable")
         W, _ = linear_head(cap)
         return W[cap.classes]

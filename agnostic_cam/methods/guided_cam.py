@@ -19,6 +19,7 @@ from agnostic_cam.imaging import cam_to_heatmap, minmax, resize_bilinear
 from agnostic_cam.methods import gradcam, gradcam_pp, layercam, scorecam  # noqa: F401 - registers the CAMs
 from agnostic_cam.methods.base import LayerCapture, Needs, get_method, register
 from agnostic_cam.methods.pixel import PixelMethod, to_chw
+from agnostic_cam.errors import OptionError
 
 UPSAMPLE = ("bilinear", "nearest")
 
@@ -40,7 +41,7 @@ class GuidedCAM(PixelMethod):
 
     def __init__(self, upsample: str = "bilinear", normalize: bool = True, **cam_options):
         if upsample not in UPSAMPLE:
-            raise ValueError(f"upsample must be one of {UPSAMPLE}; got {upsample!r}")
+            raise OptionError(f"upsample must be one of {UPSAMPLE}; got {upsample!r}")
         self.upsample, self.normalize = upsample, bool(normalize)
         self.inner = get_method(self.cam)(**cam_options)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, register
 from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, to_chw
+from agnostic_cam.errors import InputError, OptionError
 
 QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -44,7 +45,7 @@ class IntegratedGradients(PixelMethod):
     def __init__(self, baseline: float | np.ndarray | None = None, steps: int = 50,
                  quadrature: str = "gausslegendre", batch_size: int | None = None):
         if quadrature not in QUADRATURES:
-            raise ValueError(f"quadrature must be one of {QUADRATURES}; got {quadrature!r}")
+            raise OptionError(f"quadrature must be one of {QUADRATURES}; got {quadrature!r}")
         self.steps = check_int("steps", steps, 2 if quadrature == "riemann_trapezoid" else 1)
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
         self.quadrature = quadrature
@@ -63,7 +64,7 @@ class IntegratedGradients(PixelMethod):
             return np.broadcast_to(b, inputs.shape)
         if b.shape == cap.x.shape:
             return b[image]
-        raise ValueError(f"baseline must be None, a float, one image of shape {cap.x.shape[1:]} or a batch of shape "
+        raise InputError(f"baseline must be None, a float, one image of shape {cap.x.shape[1:]} or a batch of shape "
                          f"{cap.x.shape} in the model's layout ({cap.layout}); got shape {b.shape}")
 
     def attribute(self, cap: LayerCapture, inputs: np.ndarray, image: np.ndarray,

@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, Method, Needs
+from agnostic_cam.errors import OptionError
 
 SIGNS = ("abs", "positive", "negative")
 
@@ -41,7 +42,7 @@ def scale_max(maps: np.ndarray) -> np.ndarray:
 def channel_saliency(raw: np.ndarray, sign: str = "abs") -> np.ndarray:
     """(N, C, H, W) signed map -> (N, H, W): max over channels of |raw|, relu(raw) or relu(-raw)."""
     if sign not in SIGNS:
-        raise ValueError(f"sign must be one of {SIGNS}; got {sign!r}")
+        raise OptionError(f"sign must be one of {SIGNS}; got {sign!r}")
     m = np.abs(raw) if sign == "abs" else np.maximum(raw if sign == "positive" else -raw, 0)
     return m.max(axis=1)
 
@@ -55,7 +56,7 @@ def accumulate(total: np.ndarray, index: np.ndarray, values: np.ndarray) -> None
 
 def check_int(name: str, value, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}; got {value!r}")
+        raise OptionError(f"{name} must be an int >= {lo}; got {value!r}")
     return int(value)
 
 

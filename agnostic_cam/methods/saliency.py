@@ -8,6 +8,7 @@ import numpy as np
 
 from agnostic_cam.methods.base import register
 from agnostic_cam.methods.pixel import SIGNS, PixelMethod, channel_saliency, scale_max
+from agnostic_cam.errors import OptionError
 
 
 @register("saliency")
@@ -16,7 +17,7 @@ class Saliency(PixelMethod):
 
     def __init__(self, sign: str = "abs"):
         if sign not in SIGNS:
-            raise ValueError(f"sign must be one of {SIGNS}; got {sign!r}")
+            raise OptionError(f"sign must be one of {SIGNS}; got {sign!r}")
         self.sign = sign
 
     def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:

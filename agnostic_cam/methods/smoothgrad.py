@@ -17,6 +17,7 @@ import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
 from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, from_chw, to_chw
+from agnostic_cam.errors import AgnosticCamError, OptionError
 
 
 @register("smoothgrad")
@@ -28,16 +29,18 @@ class SmoothGrad(PixelMethod):
         cls = get_method(base)
         if not (issubclass(cls, PixelMethod) and cls.smoothable):
             ok = sorted(n for n, c in registry().items() if issubclass(c, PixelMethod) and c.smoothable)
-            raise ValueError(f"smoothgrad's base must be a pixel-space gradient method, one of {ok}; got {base!r}")
+            raise OptionError(f"smoothgrad's base must be a pixel-space gradient method, one of {ok}; got {base!r}")
         try:
             self.base = cls(**base_options)
+        except AgnosticCamError:
+            raise
         except TypeError:  # a ValueError: the explainer rewrites TypeErrors with smoothgrad's own options only
             own = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
-            raise ValueError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad (base, noise, "
-                             f"samples, seed, batch_size) nor its base {cls.name!r} ({own or 'no options'}) "
-                             "takes") from None
+            raise OptionError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad (base, noise, "
+                              f"samples, seed, batch_size) nor its base {cls.name!r} ({own or 'no options'}) "
+                              "takes") from None
         if not (isinstance(noise, (int, float)) and noise >= 0):
-            raise ValueError(f"noise must be a float >= 0 (a fraction of each image's value range); got {noise!r}")
+            raise OptionError(f"noise must be a float >= 0 (a fraction of each image's value range); got {noise!r}")
         self.noise = float(noise)
         self.samples = check_int("samples", samples, 1)
         self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)

@@ -1,0 +1,87 @@
+"""The Ray engine: a Ray Data pipeline of image names -> actors that each hold one Explainer
+(one ONNX Runtime session, CUDA when the worker has a GPU) -> records streamed back to the driver.
+
+Each actor rebuilds the audit's :class:`~agnostic_cam.audit.context.Context` from its spec and
+calls the same :func:`~agnostic_cam.audit.record.load` / ``compute_records`` as the local engine,
+so the records are the same. The driver writes files and records as they arrive (the pipeline
+streams; memory is bounded by Ray Data's backpressure, not by the number of images). A worker
+that dies is restarted and its batch retried by Ray; an image delivered twice is kept once, and
+an image lost with the driver is picked up by the next run's resume. Needs the ``[ray]`` extra.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+from collections.abc import Iterable, Iterator
+
+from agnostic_cam.audit import record
+from agnostic_cam.audit.sources import Item
+from agnostic_cam.errors import AgnosticCamError, MissingDependencyError, OptionError
+
+EXTRA = "pip install 'agnostic-cam[ray]'"
+
+
+def require(module: str, what: str = "the Ray engine"):
+    """Import ``module`` or raise MissingDependencyError naming the [ray] extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{what} needs {module}, which is not installed: {EXTRA}") from None
+
+
+class AuditWorker:
+    """A Ray Data actor: one explainer, records for batches of image names."""
+
+    def __init__(self, spec: dict):
+        from agnostic_cam.audit.context import Context
+
+        self.ctx = Context.from_spec(spec)
+
+    def __call__(self, batch: dict) -> dict:
+        items = [Item(os.fsdecode(bytes(p)), os.fsdecode(bytes(r)), str(lab) or None)
+                 for p, r, lab in zip(batch["path"], batch["rel"], batch["true_label"])]
+        results = record.compute_records(self.ctx, [record.load(self.ctx, it) for it in items])
+        return {"record": [json.dumps(r.record) for r in results], "files": [pickle.dumps(r.files) for r in results],
+                "pid": [os.getpid()] * len(results)}
+
+
+def run_ray(ctx, items: Iterable[Item], workers: int | None = None, address: str | None = None,
+            gpus_per_worker: float = 0, **_) -> Iterator[record.Result]:
+    """Results of ``items`` computed by ``workers`` Ray actors (default 1 per 2 CPUs of the cluster)."""
+    ray = require("ray")
+    require("ray.data")
+    items = list(items)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise OptionError(f"workers must be a positive int; got {workers!r}")
+    if gpus_per_worker is None or gpus_per_worker < 0:
+        raise OptionError(f"gpus_per_worker must be >= 0; got {gpus_per_worker!r}")
+    spec = ctx.spec()
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        if not items:
+            return
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        ds = ray.data.from_items([{"path": os.fsencode(it.path), "rel": os.fsencode(it.rel),
+                                   "true_label": it.true_label or ""} for it in items],
+                                 override_num_blocks=max(1, min(len(items), 4 * workers)))
+        ds = ds.map_batches(AuditWorker, fn_constructor_kwargs={"spec": spec}, batch_size=ctx.cfg.batch_images,
+                            concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker or None, batch_format="numpy",
+                            max_restarts=-1, max_task_retries=-1)
+        try:
+            for row in ds.iter_rows():
+                yield record.Result(json.loads(row["record"]), pickle.loads(row["files"]))
+        except Exception as e:  # a typed error raised in a worker: re-raise it as such (exit 2), not as a Ray trace
+            cause = getattr(e, "cause", None) or e.__cause__
+            if isinstance(cause, AgnosticCamError):
+                raise cause from None
+            raise
+    finally:
+        if started:
+            ray.shutdown()

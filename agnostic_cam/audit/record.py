@@ -1,0 +1,158 @@
+"""The per-image record: what is computed for an image, its fingerprint, where its files go.
+
+Every engine calls :func:`load` then :func:`compute_records` and gets the same records. A record
+is a JSON-able dict::
+
+    {"file", "rel", "key", "sha", "fingerprint", "class", "label", "true_label", "score",
+     "probability", "input": "overlays/<stem>__input.png",
+     "methods": {method: {"deletion_auc", "insertion_auc", "drop_pct", "increase", "pointing_hit",
+                          "seconds", "overlay": "overlays/<stem>__<method>.png"}}}
+
+or, for an image that cannot be used, ``{"file", "rel", "key", "sha", "fingerprint", "error"}``.
+The PNG files come back as bytes beside the record (``files``); the engine never writes them, the
+:class:`~agnostic_cam.audit.store.Store` does, so records can be computed anywhere (Ray workers).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agnostic_cam import metrics
+from agnostic_cam.audit.sources import Item, read_bytes
+from agnostic_cam.errors import InputError, NonFiniteError
+
+
+@dataclass
+class Loaded:
+    """An image read and preprocessed (``rgb`` (H, W, 3) 0-255 at the model's size), or its ``error``."""
+
+    item: Item
+    sha: str | None = None
+    rgb: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass
+class Result:
+    """A record and the files (relative path -> PNG bytes) that go with it."""
+
+    record: dict
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
+    """Read, hash and preprocess one image; a file that cannot be used gives ``Loaded.error``."""
+    from agnostic_cam.image_io import read_image, resize_rgb
+
+    try:
+        data = read_bytes(item) if data is None else data
+        sha = content_hash(data)
+    except InputError as e:
+        return Loaded(item, error=str(e))
+    try:
+        rgb = read_image(data, ctx.cfg.max_pixels, name=item.file)
+        if ctx.pre.size is not None:
+            rgb = resize_rgb(rgb, ctx.pre.size)
+        else:
+            check_size(ctx, item, rgb)
+    except InputError as e:
+        return Loaded(item, sha, error=str(e))
+    return Loaded(item, sha, rgb)
+
+
+def check_size(ctx, item: Item, rgb: np.ndarray) -> None:
+    """With no resize rule, an image must have the model's fixed input size (InputError otherwise)."""
+    sp = ctx.ex.adapter.spatial
+    if sp is not None and None not in sp and tuple(rgb.shape[:2]) != tuple(sp):
+        raise InputError(f"image {item.file!r} is {rgb.shape[0]}x{rgb.shape[1]} but the model takes {tuple(sp)}; "
+                         "Resize it (drop --size none / size=None)")
+
+
+def failed(ctx, loaded: Loaded) -> Result:
+    it = loaded.item
+    return Result({"file": it.file, "rel": it.rel, "key": it.key, "sha": loaded.sha, "fingerprint": ctx.fingerprint,
+                   "error": loaded.error})
+
+
+def compute_records(ctx, batch: list[Loaded]) -> list[Result]:
+    """Records of ``batch`` (loaded images, errors included), computed together.
+
+    Images of one shape are explained and scored in one batch (one ONNX Runtime call per curve
+    chunk for all of them). An :class:`InputError` raised for a batch is retried image by image,
+    so it fails only the image it belongs to; any other error stops the audit.
+    """
+    results: dict[int, Result] = {i: failed(ctx, b) for i, b in enumerate(batch) if b.error is not None}
+    groups: dict[tuple, list[int]] = {}
+    for i, b in enumerate(batch):
+        if b.error is None:
+            groups.setdefault(b.rgb.shape, []).append(i)
+    for idx in groups.values():
+        try:
+            for i, res in zip(idx, _compute(ctx, [batch[i] for i in idx])):
+                results[i] = res
+        except InputError as e:
+            if len(idx) == 1:
+                batch[idx[0]].error = str(e)
+                results[idx[0]] = failed(ctx, batch[idx[0]])
+                continue
+            for i in idx:  # find the culprit
+                results[i] = compute_records(ctx, [batch[i]])[0]
+    return [results[i] for i in range(len(batch))]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _compute(ctx, batch: list[Loaded]) -> list[Result]:
+    from agnostic_cam.image_io import to_uint8
+
+    ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
+    x = ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
+    out = np.asarray(ex.predict(x), np.float64)
+    if not np.isfinite(out).all():
+        raise NonFiniteError(f"the model's output is NaN/Inf on {batch[0].item.file!r} (a finite image): the model "
+                             "itself produces non-finite numbers (check its weights)", where="model output")
+    ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
+    probs = out if ctx.score == "raw" else metrics.softmax(out)
+    layout = ex.adapter.layout
+    shown = [to_uint8(b.rgb) for b in batch]
+    results = []
+    for j, b in enumerate(batch):
+        it, k = b.item, int(ks[j])
+        rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
+               "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
+               "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
+        results.append(Result(rec, {rec["input"]: _png(shown[j])}))
+    kw = {"steps": cfg.steps, "layout": layout, "score": ctx.score, "progress": False}
+    for method in cfg.methods:
+        t0 = time.perf_counter()
+        e = ex.explain(x, method, target=ks)
+        heat = e.heatmap
+        dele = metrics.deletion_auc(ex, x, heat, ks, **kw)
+        ins = metrics.insertion_auc(ex, x, heat, ks, **kw)
+        cc = metrics.confidence_change(ex, x, heat, ks, layout=layout, score=ctx.score)
+        overlays = e.overlay(np.stack(shown))
+        secs = round((time.perf_counter() - t0) / n, 4)
+        for j, res in enumerate(results):
+            box = cfg.boxes.get(res.record["rel"], cfg.boxes.get(res.record["file"]))
+            name = f"overlays/{batch[j].item.stem}__{method.replace('+', 'p')}.png"
+            res.record["methods"][method] = {
+                "deletion_auc": float(dele[j]), "insertion_auc": float(ins[j]),
+                "drop_pct": float(100 * cc["drop"][j]), "increase": float(cc["increase"][j]),
+                "pointing_hit": None if box is None else float(metrics.pointing_game(heat[j:j + 1], [box])[0]),
+                "seconds": secs, "overlay": name}
+            res.files[name] = _png(overlays[j])
+    return results

@@ -1,0 +1,157 @@
+"""One audit run: list images -> checks done once -> reuse finished records -> an engine computes
+the rest -> result files. Engines are interchangeable; resume works across runs and engines.
+
+Faults: an image that cannot be used (unreadable, a bomb, a wrong size) is listed as failed and
+the run goes on; anything that is not the image's fault (model, options, gradient backend) stops
+the run before images run, as a typed error; a write failure (disk full) raises
+:class:`~agnostic_cam.audit_files.OutputError` and leaves no temporary file; Ctrl-C writes the
+report of the images done so far and re-raises ``KeyboardInterrupt`` (a rerun resumes).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from agnostic_cam.audit import record
+from agnostic_cam.audit.context import AuditConfig, Context, ModelSpec, model_fingerprint, preflight
+from agnostic_cam.audit.engines import get_engine
+from agnostic_cam.audit.outputs import FORMATS, write_outputs
+from agnostic_cam.audit.sources import Item, list_images, read_bytes
+from agnostic_cam.audit.store import Store
+from agnostic_cam.audit_files import OutputError, check_writable
+from agnostic_cam.errors import InputError, OptionError
+
+
+def run(model, images, out, methods="scorecam", *, engine: str = "local", workers: int | None = None,
+        address: str | None = None, gpus_per_worker: float = 0, preprocess=None, layer: str | None = None,
+        layout: str | None = None, output: str | None = None, input_name: str | None = None, providers=None,
+        batch_size: int | None = None, steps: int = 20, target: int | None = None, boxes: dict | None = None,
+        labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 4,
+        max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
+        report_images: int = 200, progress: bool | None = None, explainer=None) -> dict:
+    """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
+    (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
+    metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results.
+
+    engine 'local' (this process) or 'ray' (Ray Data actors, ``workers`` of them, each with
+    ``gpus_per_worker`` GPUs, on the cluster at ``address`` or a local Ray). ``explainer``: one
+    already built from the ``model`` path with the same options (saves loading it twice). See the README
+    section "Audit a million images" and docs/onnx-audit.md for every option.
+    """
+    from agnostic_cam.preprocess import Preprocess
+
+    if format not in FORMATS:
+        raise OptionError(f"format must be one of {FORMATS}; got {format!r}")
+    if not isinstance(report_images, int) or report_images < 0:
+        raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
+    cfg = AuditConfig(methods, steps, target, boxes or {}, labels, resume, score, batch_images, max_pixels,
+                      follow_symlinks)
+    engine_fn = get_engine(engine)
+    try:
+        check_writable(Path(out))
+    except OutputError as e:
+        raise OptionError(str(e)) from None
+    items, refused = list_images(images, follow_symlinks)
+    if isinstance(model, (str, os.PathLike)):
+        spec = ModelSpec(os.fspath(model), layer, layout, output, input_name,
+                         providers.split(",") if isinstance(providers, str) else providers, batch_size)
+        model_hash, name = model_fingerprint(model), Path(model).name
+        ex = explainer if explainer is not None else spec.build()
+    else:
+        ex, spec, name = model, None, "model"
+        model_hash = hashlib.blake2b(ex.adapter.model.SerializeToString(), digest_size=16).hexdigest()
+    pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.for_adapter(ex.adapter, **(preprocess or {}))
+    ctx = Context(ex, pre, cfg, model_hash, spec)
+    preflight(ctx)
+    if pre.size is None:
+        _check_sizes(ctx, items)
+    store = Store(out, ctx.fingerprint, resume)
+    header = {"model": name, "layer": ex.layer, "layout": ex.adapter.layout, "score": ctx.score,
+              "engine": {"name": engine, "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker},
+              "settings": ctx.settings, "fingerprint": ctx.fingerprint}
+    return _execute(ctx, store, items, refused, engine_fn, header, format, report_images, progress,
+                    {"workers": workers, "address": address, "gpus_per_worker": gpus_per_worker})
+
+
+def _check_sizes(ctx: Context, items: list[Item]) -> None:
+    """--size none with a fixed-size model: every image must have that size (read from headers)."""
+    from PIL import Image
+
+    sp = ctx.ex.adapter.spatial
+    if sp is None or None in sp:
+        return
+    for it in items:
+        try:
+            with Image.open(it.path) as im:
+                hw = (im.size[1], im.size[0])
+        except Exception:  # noqa: BLE001 - unreadable files fail later, as that image's failure
+            continue
+        if hw != tuple(sp):
+            raise OptionError(f"no resize rule (size none) but {it.file!r} is {hw[0]}x{hw[1]} and the model takes "
+                              f"{sp[0]}x{sp[1]}; drop --size none (size=None) to resize, or resize the images")
+
+
+def _scan(store: Store, items: list[Item]) -> tuple[dict[str, dict], list[Item]]:
+    """(reusable records by key, items to compute), hashing file contents in a thread pool."""
+    def one(it: Item):
+        try:
+            return it, store.cached(it, record.content_hash(read_bytes(it)))
+        except InputError:
+            return it, None
+
+    if not store.resume:
+        return {}, list(items)
+    done, todo = {}, []
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for it, rec in pool.map(one, items):
+            if rec is None:
+                todo.append(it)
+            else:
+                done[it.key] = rec
+    return done, todo
+
+
+def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, progress, options) -> dict:
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    done, todo = _scan(store, items)
+    reused = [done[k]["file"] for k in done]
+    computed: list[str] = []
+    interrupted = False
+    try:
+        with tqdm(total=len(items), initial=len(done), desc="Audit", unit="img",
+                  disable=None if progress is None else not progress) as bar:
+            seen: set[str] = set()
+            for res in engine_fn(ctx, todo, **options):
+                key = res.record["key"]
+                if key in seen:  # a retried worker may deliver an image twice: keep the first
+                    continue
+                seen.add(key)
+                store.save(res)
+                computed.append(res.record["file"])
+                done[key] = res.record
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    records = [done[it.key] for it in items if it.key in done]
+    failed = list(refused) + [{"file": r["file"], "error": r["error"]} for r in records if "error" in r]
+    header = {**header, "run": {"computed": computed, "reused": reused, "interrupted": interrupted,
+                                "total": len(items), "seconds": round(time.perf_counter() - t0, 3)}}
+    results = write_outputs(store.out, header, [r for r in records if "error" not in r], failed,
+                            ctx.cfg.methods, fmt, report_images)
+    if interrupted:
+        raise AuditInterrupted(len(records), len(items), store.out)
+    return results
+
+
+class AuditInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an audit: the report of the ``done`` images is written; a rerun resumes."""
+
+    def __init__(self, done: int, total: int, out: Path):
+        super().__init__(f"interrupted after {done} of {total} images; report of those written to {out}. "
+                         "Rerun the same command to resume")
+        self.done, self.total, self.out = done, total, out
