@@ -1,7 +1,6 @@
 """The one entry point: ``Explainer.from_torch / from_keras / from_onnx`` and ``explain()``."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -10,6 +9,7 @@ from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.combine import average_layers, stitch
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
+from agnostic_cam.methods.options import unknown_option_message
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
 from agnostic_cam.targets import TargetLike, TargetSpec
 from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
@@ -182,9 +182,7 @@ class Explainer:
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
             raise
         except TypeError:
-            params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+            raise OptionError(unknown_option_message(mcls, options)) from None
         if eigen_smooth:
             if not isinstance(m, CamMethod):
                 raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "

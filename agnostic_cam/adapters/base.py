@@ -158,8 +158,12 @@ class Adapter(ABC):
         version = self.weights_version()
         cached = self._engines.get(key)
         if cached is None or cached[0] != version:
-            self._engines[key] = (version, OnnxEngine(self.export_onnx(key), self.providers, self.batch_size))
+            self._engines[key] = (version, self._make_engine(key))
         return self._engines[key][1]
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """A new engine for ``sample_shape`` (an adapter may fall back to another forward path)."""
+        return OnnxEngine(self.export_onnx(sample_shape), self.providers, self.batch_size)
 
     # -- gradients ---------------------------------------------------------------------------
     @abstractmethod

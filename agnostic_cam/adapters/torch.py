@@ -16,6 +16,7 @@ try:
     import torch
     from torch import nn
 
+    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
@@ -53,6 +54,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
         if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
+        if self.input_shape is not None:
+            self.engine(self.input_shape)  # exportable? (else warn now, once, and use the fallback)
 
     # -- layer resolution ----------------------------------------------------------------------
     def _resolve(self, target_layer) -> tuple[str, nn.Module]:
@@ -173,11 +176,15 @@ class TorchAdapter(TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=names,
-                              dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-                              do_constant_folding=True)
+            run_export(lambda: torch.onnx.export(
+                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+                output_names=names, do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
+        return engine_for(self, sample_shape)
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
