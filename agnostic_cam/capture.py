@@ -12,11 +12,12 @@ from __future__ import annotations
 import enum
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.errors import ModelError
 from agnostic_cam.targets import TargetSpec, for_rows, select_scores
 
@@ -29,25 +30,21 @@ class Needs(enum.Flag):
     TAIL = enum.auto()              # model outputs for new layer activations (ONNX tail graph)
     LAYER_GRADIENTS = enum.auto()   # activations and d(score)/d(activations) (framework autograd)
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
+    HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
+    BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
 
     @property
     def uses_layer(self) -> bool:
         """Whether a target layer is needed (layer-free methods need none)."""
-        return bool(self & (Needs.ACTIVATIONS | Needs.TAIL | Needs.LAYER_GRADIENTS))
+        return bool(self & (Needs.ACTIVATIONS | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.HVP))
 
 
-def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
-    """(N, h, w, C) -> (N, C, h, w) when ``layout`` is 'NHWC'; unchanged otherwise."""
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
-
-
-def channels_native(a: np.ndarray, layout: str) -> np.ndarray:
-    """(N, C, h, w) -> (N, h, w, C) when ``layout`` is 'NHWC'; unchanged otherwise."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
+channels_first = L.to_chw      # kept names: (N, ...) in a layout <-> channel-first
+channels_native = L.from_chw
 
 
 @dataclass
@@ -57,7 +54,8 @@ class Capture:
     x (N, *input) in the model's layout; outputs: the explained output (N, K) for classifiers, any
     (N, ...) array for other tasks (targets then map it to scores); scores (N,);
     activations and grads (N, C, h, w) channel-first whatever the framework's layout (None when the
-    method does not need them); input_grads (N, *input) d(score)/d(input) under the method's rule.
+    method does not need them); input_grads (N, *input) d(score)/d(input) under the method's rule;
+    hvp and bias_terms for ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS`` (ShapleyCAM, FullGrad).
     ``forward(inputs)``: outputs for new input rows (M, *input) on ONNX Runtime, in batches.
     ``tail(acts, image)``: outputs for new activations (M, C, h, w) of images ``image`` (M,).
     ``input_grad(inputs, image, rule)``: d(score)/d(input) (M, *input) for input rows (M, *input),
@@ -78,6 +76,8 @@ class Capture:
     batch_size: int = 32
     progress: bool | None = None
     input_grads: np.ndarray | None = None
+    hvp: np.ndarray | None = None   # (N, C, h, w) Hessian-vector product d/dA <dS/dA, A>
+    bias_terms: list = field(default_factory=list)  # [(bias (C,), d(score)/d(layer output) (N, C, h, w))]
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -88,7 +88,7 @@ class Capture:
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the input images."""
-        return (self.x.shape[2], self.x.shape[3]) if self.layout == "NCHW" else (self.x.shape[1], self.x.shape[2])
+        return L.spatial_size(self.x.shape, self.layout)
 
     def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
         """Target scores (M,) of output rows (M, ...) that belong to images ``image`` (int or (M,))."""
@@ -99,13 +99,13 @@ class Capture:
     def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
         """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
         xi = self.x[image][None]
-        return xi * (masks[:, None] if self.layout == "NCHW" else masks[..., None])
+        return xi * L.expand_mask(masks, self.layout)
 
     def blend(self, image: int, masks: np.ndarray, baseline: np.ndarray | float = 0.0) -> np.ndarray:
         """``x * m + baseline * (1 - m)`` for image ``image`` and masks (M, H, W), model layout.
 
         ``baseline``: a number or one image (*input) in the model's layout."""
-        m = masks[:, None] if self.layout == "NCHW" else masks[..., None]
+        m = L.expand_mask(masks, self.layout)
         xi = self.x[image][None]
         return (xi * m + np.asarray(baseline, np.float32) * (1 - m)).astype(np.float32)
 
@@ -127,6 +127,7 @@ class CaptureSource(Protocol):
     def engine(self, sample_shape: tuple[int, ...]): ...
     def layer_gradients(self, x: np.ndarray, target: TargetSpec): ...
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla"): ...
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool, bias: bool): ...
     def require_layer(self, method: str, sample_shape: tuple[int, ...]) -> None: ...
 
 
@@ -144,8 +145,11 @@ class Capturer:
         src = self.source
         if needs.uses_layer:
             src.require_layer(method, x.shape[1:])
-        grads = src.layer_gradients(x, spec) if needs & Needs.LAYER_GRADIENTS else None
-        igrads = src.input_gradients(x, spec, rule) if needs & Needs.INPUT_GRADIENTS else None
+        higher = None
+        if needs & (Needs.HVP | Needs.BIAS_GRADIENTS):
+            higher = src.higher_derivatives(x, spec, hvp=bool(needs & Needs.HVP), bias=bool(needs & Needs.BIAS_GRADIENTS))
+        grads = src.layer_gradients(x, spec) if needs & Needs.LAYER_GRADIENTS else higher
+        igrads = src.input_gradients(x, spec, rule) if needs & Needs.INPUT_GRADIENTS else higher
         first = grads or igrads
         acts = None if grads is None else grads.activations
         engine = src.engine(x.shape[1:]) if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL) else None
@@ -164,6 +168,8 @@ class Capturer:
         cap = Capture(x, src.layout, outputs, scores, classes, spec.fn, acts,
                       None if grads is None else grads.grads, progress=progress,
                       input_grads=None if igrads is None else igrads.input_grads)
+        if higher is not None:
+            cap.hvp, cap.bias_terms = higher.hvp, higher.bias_terms
         if needs & Needs.INPUT_GRADIENTS:
             cap.input_grad = self._input_grad(spec, cap)
         if engine is not None:

@@ -73,7 +73,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocessing (defaults: the model's input size and layout, RGB, 0-1, no mean/std)")
-    g.add_argument("--preprocess", type=Path, help="JSON or flat YAML file with fields size, channel_order, scale, mean, std")
+    g.add_argument("--preprocess", type=Path, help="JSON or YAML file with fields size, channel_order, scale, mean, std")
     g.add_argument("--size", type=_size, help="resize images to H,W; 'none' keeps them as they are")
     g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     g.add_argument("--scale", help="'0-1' (default), '0-255' or a multiplier of the 0-255 values")
@@ -164,7 +164,7 @@ def _preprocess(args, adapter):
         try:
             given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
         except OSError as e:
-            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+            raise OptionError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
     flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
              "scale": args.scale, "mean": args.mean, "std": args.std}
     try:
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_WRITE
-    except (AgnosticCamError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except AgnosticCamError as e:  # anything else is a bug and keeps its traceback
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_USAGE
 

@@ -226,7 +226,12 @@ class Explainer:
                            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
+        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
+            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
+            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
+                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
+                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
             hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")

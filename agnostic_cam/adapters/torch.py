@@ -17,14 +17,15 @@ try:
     from torch import nn
 
     from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
-class TorchAdapter(TorchPrimitives, Adapter):
+class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     framework = "torch"
-    supports = Adapter.supports | Needs.INPUT_GRADIENTS
+    supports = Adapter.supports | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
     layout = "NCHW"
     activation_layout = "NCHW"
 

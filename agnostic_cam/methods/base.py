@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.capture import Capture, LayerCapture, Needs  # noqa: F401 - re-exported
 from agnostic_cam.imaging import cam_to_heatmap
 from agnostic_cam.methods.projection import first_component_projection
