@@ -6,6 +6,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     eigencam,
     eigengradcam,
     fem,
+    finercam,
     fullgrad,
     gradcam,
     gradcam_elementwise,
@@ -18,13 +19,15 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     kpcacam,
     layercam,
     randomcam,
+    refinecam,
     saliency,
     scorecam,
     segeigencam,
+    sess,
     shapleycam,
     smoothgrad,
     xgradcam,
 )
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Method, Needs, get_method, register, registry
+from agnostic_cam.methods.base import CamMethod, Capture, LayerCapture, Method, Needs, get_method, register, registry
 
-__all__ = ["CamMethod", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]
+__all__ = ["CamMethod", "Capture", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]
