@@ -29,7 +29,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         address: str | None = None, gpus_per_worker: float = 0, preprocess=None, layer: str | None = None,
         layout: str | None = None, output: str | None = None, input_name: str | None = None, providers=None,
         batch_size: int | None = None, steps: int = 20, target: int | None = None, boxes: dict | None = None,
-        labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 4,
+        labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 8,
         max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
         report_images: int = 200, progress: bool | None = None, explainer=None) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
