@@ -22,6 +22,9 @@ class Explanation:
     targets: (N,) class indices explained, or None for a callable target.
     scores: (N,) the model's output for those targets.
     method, layer: what produced it. outputs: the model's full output (N, K).
+    degenerate: (N,) bool, True where the map is constant or at rounding-noise level (it is still
+        returned as computed, but carries no spatial information); degenerate_reason: (N,) str,
+        why ("" where the map is fine). See :mod:`agnostic_cam.degenerate`.
     """
 
     heatmap: np.ndarray
@@ -32,6 +35,8 @@ class Explanation:
     layer: str
     outputs: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    degenerate: np.ndarray | None = None
+    degenerate_reason: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -135,7 +140,10 @@ class Explanation:
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
-                                method=self.method, layer=self.layer)
+                                method=self.method, layer=self.layer,
+                                **({} if self.degenerate is None else {
+                                    "degenerate": self.degenerate,
+                                    "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
         else:
             raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
         return path
@@ -145,4 +153,7 @@ class Explanation:
         """Read an Explanation saved as ``.npz``."""
         with np.load(path) as z:
             t = z["targets"]
-            return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]))
+            flags = {"degenerate": z["degenerate"], "degenerate_reason": z["degenerate_reason"].astype(object)} \
+                if "degenerate" in z.files else {}
+            return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]),
+                       **flags)

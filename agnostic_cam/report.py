@@ -61,11 +61,14 @@ def render_report(results: dict, out: Path) -> str:
              f"(Petsiuk et al. 2018), average drop / increase in confidence (Chattopadhay et al. 2018)</div>"]
     # summary table
     parts.append("<h2>Summary (mean over images)</h2><table><tr><th class='l'>method</th><th>images</th>"
-                 + "".join(f"<th>{esc(_HEAD[c])}</th>" for c in cols) + "</tr>")
+                 + "".join(f"<th>{esc(_HEAD[c])}</th>" for c in cols)
+                 + "<th title='constant or rounding-noise maps, shown but uninformative'>degenerate maps</th></tr>")
     best = {c: _best(s, c) for c in cols}
     for m in methods:
         cells = "".join(f"<td class='{'best' if m in best[c] else ''}'>{_fmt(s[m][c], c)}</td>" for c in cols)
-        parts.append(f"<tr><td class='l'>{esc(m)}</td><td>{s[m]['images']}</td>{cells}</tr>")
+        deg = s[m].get("degenerate") or 0
+        parts.append(f"<tr><td class='l'>{esc(m)}</td><td>{s[m]['images']}</td>{cells}"
+                     f"<td class='{'fail' if deg else ''}'>{deg}</td></tr>")
     parts.append("</table>")
     if run["failed"]:
         parts.append(f"<h2 class='fail'>Images that could not be read ({len(run['failed'])})</h2><table>"
@@ -100,6 +103,8 @@ def render_report(results: dict, out: Path) -> str:
                 continue
             info = "<br>".join(f"{esc(_HEAD[c].split(' ↓')[0].split(' ↑')[0])}: {_fmt(row.get(c), c)}"
                                for c in cols if c != "seconds")
+            if row.get("degenerate"):
+                info += f"<br><span class='fail'>&#9888; degenerate map: {esc(row['degenerate'])}</span>"
             cells.append(f"<td>{_img(out, row['overlay'])}<div class='small'>{info}</div></td>")
         parts.append(f"<tr>{head}{''.join(cells)}</tr>")
     parts.append("</table><p class='meta'>Made with agnostic-cam. Metrics are computed on the model's softmax "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from agnostic_cam import metrics
 from agnostic_cam.audit.scoring import score_maps
 from agnostic_cam.audit.sources import Item, read_bytes
+from agnostic_cam.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, NonFiniteError
 
 
@@ -136,11 +138,14 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
         results.append(Result(rec, {rec["input"]: _png(shown[j])}))
-    heats, overlays, secs = {}, {}, {}
+    heats, overlays, secs, degenerate = {}, {}, {}, {}
     for method in cfg.methods:
         t0 = time.perf_counter()
-        e = ex.explain(x, method, target=ks)
+        with warnings.catch_warnings():  # degenerate maps are counted in the report instead
+            warnings.simplefilter("ignore", DegenerateMapWarning)
+            e = ex.explain(x, method, target=ks)
         heats[method], overlays[method] = e.heatmap, e.overlay(np.stack(shown))
+        degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]
         secs[method] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = score_maps(ex, x, out, heats, ks, cfg.steps, ex.adapter.layout, ctx.score)
@@ -155,6 +160,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                 "deletion_auc": float(sc["deletion_auc"][j]), "insertion_auc": float(sc["insertion_auc"][j]),
                 "drop_pct": None if np.isnan(drop) else drop, "increase": float(sc["increase"][j]),
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heats[method][j:j + 1], [box])[0]),
-                "seconds": round((secs[method] + share) / n, 4), "overlay": name}
+                "seconds": round((secs[method] + share) / n, 4), "overlay": name,
+                "degenerate": "" if degenerate[method] is None else degenerate[method][j]}
             res.files[name] = _png(overlays[method][j])
     return results

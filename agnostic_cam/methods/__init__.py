@@ -6,6 +6,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     eigencam,
     eigengradcam,
     fem,
+    finercam,
     fullgrad,
     gradcam,
     gradcam_elementwise,
