@@ -8,7 +8,7 @@ import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam import degenerate, relu_policy
-from agnostic_cam.combine import average_layers, stitch
+from agnostic_cam.combine import average_layers, product_layers, stitch
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.methods.options import unknown_option_message
@@ -207,7 +207,8 @@ class Explainer:
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
             return first
         rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
-        return degenerate.combine([first, *rest], average_layers([first, *rest], first.heatmap.shape[1:]))
+        combine = product_layers if getattr(m, "layers_combine", "mean") == "product" else average_layers
+        return degenerate.combine([first, *rest], combine([first, *rest], first.heatmap.shape[1:]))
 
     def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
         mcls = type(m)
@@ -216,7 +217,7 @@ class Explainer:
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)
-        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"))
+        cap = self.capture(x, spec, m.needs, getattr(m, "rule", "vanilla"))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         return degenerate.mark(Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),

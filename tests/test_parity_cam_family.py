@@ -162,3 +162,19 @@ def test_finercam_matches_pytorch_grad_cam(models, model_name):
             ref = cam(x[i:i + 1], target_idx=t, alpha=0.6)
         assert np.abs(ours.heatmap[i] - ref[0]).max() <= TOL
     np.testing.assert_array_equal(ours.targets, targets)
+
+
+@pytest.mark.parametrize("model_name,layers", [("resnet18", ["layer3", "layer4"]),
+                                               ("mobilenet_v3", ["features.8", "features.12"])])
+def test_refinecam_matches_pytorch_grad_cam(models, model_name, layers):
+    """RefineCAM over two layers (Grad-CAM++ per layer, product, min-max)."""
+    from pytorch_grad_cam import RefineCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, _, x, targets, _ = models[model_name]
+    ex = Explainer.from_torch(model, target_layers=layers, progress=False)
+    ours = ex.explain(x.numpy(), "refinecam", target=targets)
+    named = dict(model.named_modules())
+    ref = RefineCAM(model, [named[n] for n in layers])(x, [ClassifierOutputTarget(t) for t in targets])
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, targets)

@@ -19,6 +19,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     kpcacam,
     layercam,
     randomcam,
+    refinecam,
     saliency,
     scorecam,
     segeigencam,
