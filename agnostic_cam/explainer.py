@@ -218,6 +218,12 @@ class Explainer:
         mcls = type(m)
         if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
             target = m.target_for(self.predict(x), target)
+        if hasattr(m, "explain_with"):  # a meta-method that runs other explanations itself (sess)
+            if aug_smooth:
+                raise OptionError(f"aug_smooth does not apply to {mcls.name!r}, which already fuses many views")
+            heat, classes, scores, out = m.explain_with(self, x, target)
+            return degenerate.mark(Explanation(heatmap=heat, raw=heat, targets=classes, scores=scores, method=mcls.name,
+                                               layer=self.adapter.layer_name, outputs=out), None)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)
@@ -274,6 +280,15 @@ class Explainer:
         from agnostic_cam.features import feature_maps
 
         return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
+
+    def feature_factorization(self, images: Any, n_components: int = 5):
+        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
+        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
+        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
+        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
+        from agnostic_cam.features.factorization import feature_factorization
+
+        return feature_factorization(self, self._inputs(images), n_components)
 
     def filters(self, layer=None):
         """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""
