@@ -73,7 +73,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _prep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocessing (defaults: the model's input size and layout, RGB, 0-1, no mean/std)")
-    g.add_argument("--preprocess", type=Path, help="JSON or flat YAML file with fields size, channel_order, scale, mean, std")
+    g.add_argument("--preprocess", type=Path, help="JSON or YAML file with fields size, channel_order, scale, mean, std")
     g.add_argument("--size", type=_size, help="resize images to H,W; 'none' keeps them as they are")
     g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     g.add_argument("--scale", help="'0-1' (default), '0-255' or a multiplier of the 0-255 values")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
     p.add_argument("--max-pixels", type=_positive, help="refuse images with more pixels (default: Pillow's limit, ~89 M)")
-    p.add_argument("--batch-images", type=_positive, default=4, help="images explained together (default 4)")
+    p.add_argument("--batch-images", type=_positive, default=8, help="images explained together (default 8)")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
                    "(default) or Ray Data actors (needs the [ray] extra)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (default 0)")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-image metrics as metrics.csv "
                    "(default) or metrics.parquet (large runs; results.json then holds the summary only)")
+    p.add_argument("--sanity", action="store_true", help="also run the model-randomisation sanity check of every "
+                   "method on a few images (sanity.json, a report table; methods whose maps barely change are flagged)")
+    p.add_argument("--sanity-images", type=_positive, default=4, help="images for --sanity (default 4)")
     p.add_argument("--report-images", type=int, default=200, help="images shown in report.html (a sample: best and "
                    "worst per method, then random); every image is in the summary (default 200)")
     _prep_args(p)
@@ -164,7 +167,7 @@ def _preprocess(args, adapter):
         try:
             given = _parse_json_or_yaml(args.preprocess.read_text(), args.preprocess)
         except OSError as e:
-            raise ValueError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
+            raise OptionError(f"cannot read --preprocess {args.preprocess}: {e.strerror}") from None
     flags = {"size": None if args.size == "none" else args.size, "channel_order": "BGR" if args.bgr else None,
              "scale": args.scale, "mean": args.mean, "std": args.std}
     try:
@@ -211,14 +214,17 @@ def cmd_explain(args) -> int:
     ex = _explainer(args)
     pre = _preprocess(args, ex.adapter)
     check_writable(args.out)
+    from agnostic_cam.audit.record import display_copy, overlay_at
+    from agnostic_cam.image_io import read_image
+
     for path in args.images:
         rgb = pre.load(path)
         e = ex.explain(pre.to_batch([rgb]), args.method, target=args.target)
         dst = args.out / f"{path.stem}_{args.method.replace('+', 'p')}.png"
         import io
 
-        buf = io.BytesIO()
-        Image.fromarray(e.overlay(rgb[None])[0]).save(buf, format="PNG")
+        buf = io.BytesIO()  # the overlay at the image's own aspect ratio, not squashed to the model's input
+        Image.fromarray(overlay_at(display_copy(read_image(path)), e.heatmap[0])).save(buf, format="PNG")
         atomic_write(dst, buf.getvalue())
         log.info("%s: class %d score %.4g -> %s", path, int(e.targets[0]), float(e.scores[0]), dst)
     return EXIT_OK
@@ -236,6 +242,8 @@ def cmd_audit(args) -> int:
             raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
     try:
         labels = args.labels.read_text().splitlines() if args.labels else None
+        while labels and not labels[-1].strip():  # a trailing empty line is not a class
+            labels.pop()
     except OSError as e:
         raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
     explainer = _explainer(args)
@@ -248,6 +256,11 @@ def cmd_audit(args) -> int:
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
                     explainer=explainer)
+    if args.sanity:
+        from agnostic_cam.audit.sanity_check import run_sanity
+
+        run_sanity(explainer, pre, args.image_dir, [m.strip() for m in args.methods.split(",") if m.strip()],
+                   args.out, n_images=args.sanity_images, follow_symlinks=args.follow_symlinks)
     run = res["run"]
     log.info("explained %d images, %d failed (%d files processed now, %d reused from a previous run) -> %s",
              run["explained"], len(run["failed"]), len(run["computed"]), len(run["reused"]), args.out / "report.html")
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_WRITE
-    except (AgnosticCamError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except AgnosticCamError as e:  # anything else is a bug and keeps its traceback
         log.error("agnostic-cam %s: error: %s", args.command, e)
         return EXIT_USAGE
 

@@ -1,18 +1,19 @@
 """The one entry point: ``Explainer.from_torch / from_keras / from_onnx`` and ``explain()``."""
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
-from agnostic_cam.adapters.base import Adapter, channels_first
-from agnostic_cam.combine import average_layers, stitch
+from agnostic_cam import compat, degenerate, relu_policy
+from agnostic_cam.adapters.base import Adapter
+from agnostic_cam.combine import average_layers, product_layers, stitch
+from agnostic_cam.errors import IncompatibleDependencyError, MissingDependencyError
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
+from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
 from agnostic_cam.methods.options import unknown_option_message
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
-from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.targets import TargetLike, TargetSpec
 from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
                                  OptionError)
 
@@ -30,13 +31,16 @@ class Explainer:
     """Explains one model at one target layer with any registered method.
 
     Build it with :meth:`from_torch`, :meth:`from_keras` or :meth:`from_onnx`.
+    ``partial_rules``: default for ``explain(..., partial_rules=)`` and :attr:`methods` (see
+    :mod:`agnostic_cam.relu_policy`: guided/deconv methods on models that mix ReLUs with other activations).
     """
+
+    partial_rules: bool = False
 
     def __init__(self, adapter: Adapter, progress: bool | None = None):
         self.adapter = adapter
         self.progress = progress
         self.preprocess = None
-        self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
 
     @classmethod
@@ -59,7 +63,9 @@ class Explainer:
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
         picks the last spatial layer before global pooling, found with one zero image of
-        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which. A list
+        ``input_shape`` (else (C, 224, 224), or the images' shape at the first call that needs a
+        layer), as torchcam does; ``ex.layer`` tells which; a model without a spatial layer gets
+        none, and the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run. A list
         of layers (also as ``target_layers=``, pytorch-grad-cam's spelling) averages their CAMs the
         way pytorch-grad-cam does (per layer ReLU, min-max, resize; mean; min-max), one backward
         pass per layer; pixel-space methods ignore the layer.
@@ -76,9 +82,16 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
+        if compat.is_script_module(model):  # torch.jit.trace / script: explained through its ONNX export
+            from agnostic_cam.adapters.torch_script import ScriptAdapter
+
+            return cls._build(lambda ly: ScriptAdapter(model, ly, input_shape, output, providers, batch_size),
+                              layer, progress)
         return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size, layer_layout,
                                                   reshape), layer, progress)
 
@@ -89,7 +102,8 @@ class Explainer:
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
         models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
-        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which.
+        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which
+        (None without one: the layer-free methods still run).
         A list (or ``target_layers=``) averages the layers' CAMs as in :meth:`from_torch`.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
@@ -97,6 +111,8 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         layer = _layer_arg(target_layer, target_layers)
@@ -133,15 +149,19 @@ class Explainer:
 
     # -- introspection -----------------------------------------------------------------------
     @property
-    def layer(self) -> str:
-        """The target layer's name (also when it was picked automatically); several are joined by ' + '."""
-        return " + ".join(e.adapter.layer_name for e in (self, *self._also))
+    def layer(self) -> str | None:
+        """The target layer's name (also when it was picked automatically); several are joined by ' + ';
+        None when the explainer has none (layer-free methods only)."""
+        if not self._also:
+            return self.adapter.layer_name
+        return " + ".join(str(e.adapter.layer_name) for e in (self, *self._also))
 
     @property
     def methods(self) -> list[str]:
         """Names of the methods this explainer can run (depends on the backend's abilities)."""
         sup = self.adapter.supports
-        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs)
+        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs
+                      and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules))
 
     def layers(self) -> list:
         """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,
@@ -151,6 +171,16 @@ class Explainer:
         if ls is None:
             raise BackendError(f"listing layers is not available for {self.adapter.framework} models")
         return ls()
+
+    def describe(self) -> str:
+        """A few lines on what is explained: framework, layer, layouts, runnable methods and, for ONNX
+        graphs, their precision; for fp16 / int8 graphs also how far the float32 twin that gradient
+        methods use is from the graph as shipped (measured on the first gradient call's images)."""
+        a = self.adapter
+        lines = [f"framework: {a.framework}", f"layer: {self.layer} ({a.activation_layout})",
+                 f"input layout: {a.layout}", f"methods: {', '.join(self.methods)}"]
+        lines += getattr(a, "describe_lines", list)()
+        return "\n".join(lines)
 
     def predict(self, images: Any) -> np.ndarray:
         """The explained model output (N, K) for ``images``, run on ONNX Runtime in batches."""
@@ -186,6 +216,7 @@ class Explainer:
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
+        partial = options.pop("partial_rules", None)
         try:
             m = mcls(**options)
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
@@ -198,28 +229,43 @@ class Explainer:
                                   f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
             m.eigen_smooth = True
         x = self._inputs(images)
+        relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
+                            self.partial_rules if partial is None else bool(partial))
         groups = target_groups(resolve_alias(target, targets), x.shape[0])
         if len(groups) > 1:
-            return stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
-        return self._layers_explain(x, m, groups[0][1], aug_smooth)
+            exp = stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+        else:
+            exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
+        degenerate.warn(exp)
+        return exp
 
     def _layers_explain(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
             return first
         rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
-        return average_layers([first, *rest], first.heatmap.shape[1:])
+        combine = product_layers if getattr(m, "layers_combine", "mean") == "product" else average_layers
+        return degenerate.combine([first, *rest], combine([first, *rest], first.heatmap.shape[1:]))
 
     def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
         mcls = type(m)
+        if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
+            target = m.target_for(self.predict(x), target)
+        if hasattr(m, "explain_with"):  # a meta-method that runs other explanations itself (sess)
+            if aug_smooth:
+                raise OptionError(f"aug_smooth does not apply to {mcls.name!r}, which already fuses many views")
+            heat, classes, scores, out = m.explain_with(self, x, target)
+            return degenerate.mark(Explanation(heatmap=heat, raw=heat, targets=classes, scores=scores, method=mcls.name,
+                                               layer=self.adapter.layer_name, outputs=out), None)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)
-        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"))
+        cap = self.capture(x, spec, m.needs, m.rule, mcls.name)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
-        return Explanation(
-            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
-            method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs)
+        return degenerate.mark(Explanation(
+            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),
+            scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
+            getattr(m, "scale", None))
 
     def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
         """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
@@ -227,106 +273,31 @@ class Explainer:
         from agnostic_cam import smoothing as sm
 
         n = x.shape[0]
-        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs,
-                           getattr(m, "rule", "vanilla"))
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs, m.rule, m.name)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
-        return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
-                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
-                           outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
+        return degenerate.mark(Explanation(
+            heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
+            scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
+            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True}))
 
     def _unsupported(self, name: str, missing: Needs) -> str:
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
-            hint = getattr(self.adapter, "gradient_hint", "")
+        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
+            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
+            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
+                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
+                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
+            hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
-    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla") -> LayerCapture:
-        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``);
-        input gradients are taken under ReLU backward ``rule``."""
-        ad = self.adapter
-        cap = None
-        if needs & Needs.LAYER_GRADIENTS:
-            g = ad.layer_gradients(x, spec)
-            cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
-        if needs & Needs.INPUT_GRADIENTS:
-            g = ad.input_gradients(x, spec, rule)
-            if cap is None:
-                cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
-            cap.extras["input_grads"] = g.input_grads
-            cap.input_grad = self._input_grad(spec, cap)
-        if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
-            engine = ad.engine(x.shape[1:])
-            names = [ad.output_name, ad.activation_name]
-            if needs & Needs.TAIL and ad.native_name != ad.activation_name:
-                names.append(ad.native_name)  # the layer's own tensor (tokens / channels-last): where the tail starts
-            if cap is None or (needs & Needs.ACTIVATIONS and cap.activations is None) or (needs & Needs.TAIL and cap.native is None):
-                vals = dict(zip(names, engine.run(x, names)))
-                act = channels_first(vals[ad.activation_name], ad.activation_layout)
-                if cap is None:
-                    out = vals[ad.output_name]
-                    classes = spec.indices(out)
-                    cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn)
-                cap.activations = act if cap.activations is None else cap.activations
-                cap.native = vals[names[-1]] if len(names) == 3 else vals[ad.activation_name]
-            cap.channel_axis = ad.native_channel_axis
-            cap.native_from_chw = self._native_from_chw()
-            cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
-            cap.batch_size = engine.batch_size_for(x)
-            if needs & Needs.TAIL:
-                cap.tail = self._tail(engine, x, cap)
-        cap.progress = self.progress
-        return cap
-
-    def _input_grad(self, spec: TargetSpec, cap: LayerCapture):
-        """``cap.input_grad``: gradients of new input rows for the targets of the images they belong to."""
-        ad = self.adapter
-
-        def input_grad(inputs: np.ndarray, image: np.ndarray | None = None, rule: str = "vanilla") -> np.ndarray:
-            idx = np.arange(cap.n) if image is None else np.asarray(image, dtype=np.int64)
-            sub = TargetSpec(spec.fn if spec.fn is not None else cap.classes[idx], len(idx))
-            return ad.input_gradients(np.ascontiguousarray(inputs, dtype=np.float32), sub, rule).input_grads
-
-        return input_grad
-
-    def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
-        """A callable (layer tensors (M, ...) in the layer's own layout, image index (M,)) -> outputs (M, K)
-        on the tail graph (the part of the model after the layer)."""
-        ad = self.adapter
-        if engine not in self._tails:
-            tail_engine, extra = engine.tail(ad.native_name, [ad.output_name])
-            # the head view that also outputs the tail's extra inputs: built (and its session
-            # created) once per engine, not once per call
-            self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
-        tail_engine, extra, verified, head = self._tails[engine]
-        extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
-
-        def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
-            feeds = {ad.native_name: np.asarray(acts, np.float32)}
-            feeds.update({k: v[np.asarray(image)] for k, v in extra_vals.items()})
-            return tail_engine.run(feeds, [ad.output_name])[0]
-
-        if not verified:
-            got = run(cap.native, np.arange(x.shape[0]))
-            tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
-            if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                 "model (its outputs do not reproduce the model's); use a forward method that "
-                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[engine] = (tail_engine, extra, True, head)
-        return run
-
-    def _native_from_chw(self):
-        lay = self.adapter.native_layout
-
-        def convert(a: np.ndarray) -> np.ndarray:
-            if lay is None:
-                raise LayoutError("this layer is read through reshape=, which cannot be inverted; use a method that "
-                                  "does not rebuild the layer's tensor from (N, C, h, w), e.g. 'gradcam'")
-            return lay.from_chw(np.asarray(a, np.float32))
-
-        return convert
+    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
+                method: str = "") -> Capture:
+        """What ``needs`` asks for, for the validated batch ``x`` (built by the adapter, see
+        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``."""
+        return self.adapter.capture(x, spec, needs, rule, self.progress, method)
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):
@@ -343,6 +314,15 @@ class Explainer:
 
         return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
 
+    def feature_factorization(self, images: Any, n_components: int = 5):
+        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
+        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
+        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
+        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
+        from agnostic_cam.features.factorization import feature_factorization
+
+        return feature_factorization(self, self._inputs(images), n_components)
+
     def filters(self, layer=None):
         """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""
         from agnostic_cam.features import filters
@@ -354,7 +334,10 @@ class Explainer:
         for one image (1, ...). Returns a :class:`~agnostic_cam.features.Visualisation`."""
         from agnostic_cam.features import deconv_reconstruction
 
-        return deconv_reconstruction(self.adapter, self._inputs(image), self._layer(layer), top_k, **options)
+        x = self._inputs(image)
+        partial = options.pop("partial_rules", self.partial_rules)
+        relu_policy.enforce(self.adapter, options.get("rule", "deconv"), "deconv_reconstruction", x.shape[1:], partial)
+        return deconv_reconstruction(self.adapter, x, self._layer(layer), top_k, **options)
 
     def class_model(self, target, **options):
         """Images maximising class ``target``'s score (Simonyan et al. 2014); one per target.

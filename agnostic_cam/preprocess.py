@@ -68,7 +68,7 @@ class Preprocess:
     # -- constructors ----------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike, **defaults) -> Preprocess:
-        """Read a JSON or a flat YAML file (``key: value`` lines; values in JSON syntax) of fields."""
+        """Read a JSON or YAML file of fields (``size: [224, 224]`` or a block list, ``mean:`` ...)."""
         p = Path(path)
         try:
             text = p.read_text()
@@ -164,23 +164,17 @@ class Preprocess:
 
 
 def _parse_json_or_yaml(text: str, path: Path) -> dict:
-    """JSON, or flat YAML (``key: value`` per line, ``#`` comments, values in JSON/flow syntax)."""
+    """A JSON or YAML (PyYAML ``safe_load``: block lists, flow lists, comments) mapping of fields."""
+    import yaml
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = {}
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            key, sep, value = line.partition(":")
-            if not sep or not key.strip():
-                raise InputError(f"{path}:{n}: expected 'key: value' (flat YAML) or a JSON object; got {line!r}") from None
-            value = value.strip()
-            try:
-                data[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                data[key.strip()] = value.strip("'\"")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise InputError(f"{where}: not valid YAML/JSON ({getattr(e, 'problem', None) or e}); expected 'key: value' "
+                         "lines, e.g. 'size: [224, 224]'") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: the preprocessing file must hold an object of fields, got {type(data).__name__}")
+        raise InputError(f"{path}: the preprocessing file must hold 'key: value' fields (a mapping), got "
+                         f"{type(data).__name__} {str(data)[:40]!r}")
     return data

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agnostic_cam.errors import InputError
+
 
 def rank(a: np.ndarray) -> np.ndarray:
     """Average ranks (1..n) of a 1-D array; ties get the mean of their ranks."""
@@ -45,7 +47,7 @@ def ssim(a: np.ndarray, b: np.ndarray, win: int = 7, data_range: float = 1.0) ->
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"ssim takes two 2-D maps of one shape; got {a.shape} and {b.shape}")
+        raise InputError(f"ssim takes two 2-D maps of one shape; got {a.shape} and {b.shape}")
     win = min(win, *a.shape) | 1  # odd, at most the map size
     ua, ub = _box(a, win), _box(b, win)
     cov = win * win / (win * win - 1)  # sample covariance, as scikit-image

@@ -7,6 +7,8 @@
 - a callable ``f(output) -> scores``: maps the model output ``(M, K)`` to ``(M,)`` scores.
   Forward-only methods call it with NumPy arrays; gradient methods with the framework's
   tensors. Indexing and arithmetic (``out[:, 3] - out[:, 5]``) work on both.
+- a task target for segmentation, detection or embedding models (:class:`SegmentationMask`,
+  :class:`DetectionBoxes`, :class:`Similarity`; see :mod:`agnostic_cam.task_targets`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from .errors import InputError
+
+from agnostic_cam.task_targets import DetectionBoxes, SegmentationMask, Similarity, Target, for_rows  # noqa: F401 - re-exported
 
 TargetLike = int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None
 
@@ -49,6 +53,13 @@ class TargetSpec:
             raise InputError(
                 f"target must be an int, a sequence of ints (one per image), None (top-1) or a callable "
                 f"on the model output; got {type(target).__name__}")
+
+    def subset(self, image: np.ndarray, classes: np.ndarray | None) -> TargetSpec:
+        """The spec for rows that belong to images ``image`` (M,) (``classes``: the resolved class per image)."""
+        image = np.asarray(image, dtype=np.int64)
+        if self.fn is not None:
+            return TargetSpec(for_rows(self.fn, image), len(image))
+        return TargetSpec(classes[image], len(image))
 
     @property
     def is_callable(self) -> bool:

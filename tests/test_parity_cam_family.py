@@ -1,6 +1,9 @@
 """The rest of pytorch-grad-cam 1.5.7's CAM family and its aug_smooth / eigen_smooth options,
 against pytorch-grad-cam itself (test-only reference) on ResNet-18 and MobileNetV3-Small with
 random weights. Reduced for time: 96 px inputs (3x3 last-stage maps), two images per model."""
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -15,6 +18,8 @@ CASES = {
     "kpcacam": ("kpcacam", {}, "KPCA_CAM", {}, False),
     "fem": ("fem", {}, "FEM", {}, False),
     "segeigencam": ("segeigencam", {}, "SegEigenCAM", {}, False),
+    "shapleycam": ("shapleycam", {}, "ShapleyCAM", {}, False),  # H A != 0 on MobileNetV3 (hardswish, SE)
+    "fullgrad": ("fullgrad", {}, "FullGrad", {}, False),
     "gradcam_aug": ("gradcam", {"aug_smooth": True}, "GradCAM", {"aug_smooth": True}, False),
     "gradcam++_aug": ("gradcam++", {"aug_smooth": True}, "GradCAMPlusPlus", {"aug_smooth": True}, False),
     "gradcam_eigen": ("gradcam", {"eigen_smooth": True}, "GradCAM", {"eigen_smooth": True}, True),
@@ -63,7 +68,7 @@ def pgc_reference(model, layer, x, targets, cls_name, call, sign_free, monkeypat
 
         for mod in (base, egc):
             monkeypatch.setattr(mod, "get_2d_projection", signed)
-    with getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
+    with contextlib.redirect_stdout(io.StringIO()), getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets], **call)
 
 
@@ -121,3 +126,96 @@ def test_randomcam_weights_are_seeded_uniform(models):
     act = ex.capture(x96, TargetSpec(None, 2), get_method("randomcam").needs).activations
     w7 = np.random.default_rng(7).uniform(-1, 1, size=act.shape[:2])
     np.testing.assert_allclose(a.raw, np.einsum("nc,nchw->nhw", w7, act), rtol=1e-4, atol=1e-4)
+
+
+def test_second_order_methods_on_the_onnx_backend(models, tmp_path):
+    """ShapleyCAM and FullGrad through the ONNX gradient backend equal from_torch on the exported
+    file (MobileNetV3: a non-zero Hessian term; BatchNorm folded into the convolutions by the export
+    leaves FullGrad unchanged here, the convolutions before BatchNorm having no bias)."""
+    model, layer, x, targets, ex = models["mobilenet_v3"]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(ex.adapter.engine(tuple(x.shape[1:])).model.SerializeToString())
+    ex_onnx = Explainer.from_onnx(str(path), target_layer="activation", progress=False)
+    assert {"shapleycam", "fullgrad"} <= set(ex_onnx.methods)
+    for name in ("shapleycam", "fullgrad"):
+        a = ex.explain(x.numpy(), name, target=targets).heatmap
+        b = ex_onnx.explain(x.numpy(), name, target=targets).heatmap
+        assert np.abs(a - b).max() <= 1e-4, name
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_finercam_matches_pytorch_grad_cam(models, model_name):
+    """Finer-CAM: top-1 targets (pytorch-grad-cam's default) and explicit targets with alpha 0.6
+    (its ``target_idx``, one image per call as it takes one index)."""
+    from pytorch_grad_cam import FinerCAM
+
+    model, layer, x, targets, ex = models[model_name]
+    module = dict(model.named_modules())[layer]
+    with FinerCAM(model, [module]) as cam:
+        ref = cam(x)
+    ours = ex.explain(x.numpy(), "finercam")
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, ex.predict(x.numpy()).argmax(axis=1))
+    ours = ex.explain(x.numpy(), "finercam", target=targets, alpha=0.6)
+    for i, t in enumerate(targets):
+        with FinerCAM(model, [module]) as cam:
+            ref = cam(x[i:i + 1], target_idx=t, alpha=0.6)
+        assert np.abs(ours.heatmap[i] - ref[0]).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, targets)
+
+
+@pytest.mark.parametrize("model_name,layers", [("resnet18", ["layer3", "layer4"]),
+                                               ("mobilenet_v3", ["features.8", "features.12"])])
+def test_refinecam_matches_pytorch_grad_cam(models, model_name, layers):
+    """RefineCAM over two layers (Grad-CAM++ per layer, product, min-max)."""
+    from pytorch_grad_cam import RefineCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, _, x, targets, _ = models[model_name]
+    ex = Explainer.from_torch(model, target_layers=layers, progress=False)
+    ours = ex.explain(x.numpy(), "refinecam", target=targets)
+    named = dict(model.named_modules())
+    ref = RefineCAM(model, [named[n] for n in layers])(x, [ClassifierOutputTarget(t) for t in targets])
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, targets)
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_sess_matches_pytorch_grad_cam(models, model_name):
+    """SESS over Grad-CAM, at a reduced scale count (2 scales instead of 12: 5 patches per image),
+    and on a non-square crop with top-1 targets."""
+    from pytorch_grad_cam.sess import SESS
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, layer, x, targets, ex = models[model_name]
+    module = dict(model.named_modules())[layer]
+    ours = ex.explain(x.numpy(), "sess", target=targets, num_scales=2)
+    with SESS(model, [module], num_scales=2) as cam:
+        ref = cam(x, [ClassifierOutputTarget(t) for t in targets])
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    crop = x[:1, :, :, :80]
+    ours = ex.explain(crop.numpy(), "sess", num_scales=2, pool="max")
+    with SESS(model, [module], num_scales=2, pool="max") as cam:
+        ref = cam(crop)
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_feature_factorization_matches_pytorch_grad_cam(models, model_name):
+    """Deep Feature Factorization: concepts, per-image concept heatmaps and the head's scores of
+    each concept against pytorch-grad-cam's DeepFeatureFactorization (classifier on concepts)."""
+    from pytorch_grad_cam import DeepFeatureFactorization
+
+    model, layer, x, _, ex = models[model_name]
+    f = ex.feature_factorization(x.numpy(), n_components=4)
+    head = model.fc if model_name == "resnet18" else None
+    d = DeepFeatureFactorization(model, dict(model.named_modules())[layer], computation_on_concepts=head)
+    ref = d(x, 4)
+    concepts, expl = ref[0], np.stack(ref[1])
+    assert f.concepts.shape == concepts.shape and f.explanations.shape == expl.shape == (2, 4, 96, 96)
+    assert np.abs(f.concepts - concepts).max() <= 1e-4 * np.abs(concepts).max()
+    assert np.abs(f.explanations - expl).max() <= TOL
+    if head is not None:  # GAP + linear head: the tail of a map filled with the concept is fc(concept)
+        assert np.abs(f.concept_scores - ref[2]).max() <= 1e-4 * np.abs(ref[2]).max()
+    fig = f.figure()
+    assert len(fig.axes) == 4

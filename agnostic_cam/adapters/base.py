@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agnostic_cam import layout as L
+from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, channels_native  # noqa: F401 - re-exported
 from agnostic_cam.engine import OnnxEngine
-from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import BackendError, InputError, NonFiniteError
+from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
 
 OUTPUT = "output"
 ACTIVATION = "activation"
@@ -91,10 +91,6 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-channels_first = L.to_chw      # kept names: (N, ...) in a layout <-> channel-first
-channels_native = L.from_chw
-
-
 class Adapter(ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
@@ -103,9 +99,11 @@ class Adapter(ABC):
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
     layer_layout = L.LayerLayout(L.NCHW)  # layout of the tensor the tail graph starts from (native_name)
-    layer_name: str = ""
+    layer_name: str | None = None    # None: no target layer (layer-free methods only)
     output_name: str = OUTPUT
-    activation_name: str = ACTIVATION
+    activation_name: str | None = ACTIVATION
+    gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
+    _no_layer: str = ""              # why there is no target layer ("" when there is one or none was sought)
 
     @property
     def native_name(self) -> str:
@@ -128,6 +126,23 @@ class Adapter(ABC):
         self.providers = providers
         self.batch_size = batch_size
         self._engines: dict[tuple, tuple[object, OnnxEngine]] = {}
+        self._capturer = Capturer(self)
+
+    # -- capture -----------------------------------------------------------------------------
+    def capture(self, x: np.ndarray, target: TargetSpec, needs: Needs, rule: str = "vanilla",
+                progress: bool | None = None, method: str = "") -> Capture:
+        """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
+        return self._capturer(x, target, needs, rule, progress, method)
+
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Raise a clear error when a method needs a target layer and this adapter has none
+        (``sample_shape``: one image's shape, for adapters that pick a layer lazily)."""
+        if self.layer_name is None:
+            who = f"method {method!r}" if method else "this method"
+            why = f" ({self._no_layer})" if self._no_layer else ""
+            raise ModelError(f"{who} works on a layer's activations, but this explainer has no target layer{why}. "
+                             "Pass target_layer= (a layer name or object; see Explainer.layers()), or use a "
+                             "layer-free method: 'occlusion', 'rise', 'kernelshap', 'lime'")
 
     # -- input -------------------------------------------------------------------------------
     @property
@@ -177,6 +192,18 @@ class Adapter(ABC):
         """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
         raise BackendError(f"input gradients are not available for {self.framework} models yet")
 
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """Derivatives beyond one gradient, for methods that need ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS``.
+
+        Returns an object with outputs (N, K), scores (N,), classes; with ``hvp``: activations,
+        grads and hvp = d/dA <dS/dA, A> (N, C, h, w) channel-first at the target layer; with
+        ``bias``: input_grads (N, *input) and bias_terms [(bias (C,), d(score)/d(output) (N, C, h, w))]
+        for every convolution / batch-norm layer with a bias. Adapters that cannot provide them
+        leave ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS`` out of ``supports``.
+        """
+        raise BackendError(f"second-order and bias gradients are not available for {self.framework} models; "
+                           "explain the model with from_torch, or its ONNX export with from_onnx")
+
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of x (N, ...) in the model's input layout, then one backward pass.
 
@@ -200,6 +227,12 @@ class Adapter(ABC):
     def layer_names(self) -> list[str]:
         """Every named layer the user may pass as a layer."""
         raise BackendError(f"listing layer names is not available for {self.framework} models yet")
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The model's activations as a :class:`~agnostic_cam.relu_policy.Census` (ReLU-family vs
+        others), for the backward-rule policy; None when unknown. ``sample_shape``: one input's shape,
+        for adapters that must run the model to see its activations."""
+        return None
 
     def conv_weights(self, layer) -> np.ndarray:
         """A convolution's kernel as (O, I, kh, kw) float32."""

@@ -15,14 +15,17 @@ import onnx
 from agnostic_cam import layout as L
 from agnostic_cam.adapters.base import Adapter, Gradients, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, chw_view, default_layer, detect_layout, token_layers
+from agnostic_cam.adapters.onnx_legal import opset as legal_opset
+from agnostic_cam.adapters.onnx_twin import agreement, float_twin, precision
 from agnostic_cam.engine import graph as G
 from agnostic_cam.engine.session import load_model
+from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
 CHW_VIEW = "agnostic_cam_chw"  # the target tensor as (N, C, h, w), computed in the exported graph
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 _AFTER_CONV = ("Relu", "BatchNormalization", "Identity")  # conv_weights follows these back to a Conv
@@ -57,7 +60,7 @@ class OnnxAdapter(Adapter):
         self.layer_layout_given = L.as_layer_layout(layer_layout)
         if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
             raise InputError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
-        self.model = load_model(model)
+        self.model = G.topologically_sorted(load_model(model))
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
         self.input_shape = self._declared_input_shape()
@@ -72,17 +75,25 @@ class OnnxAdapter(Adapter):
         self.candidates = self.layers()
         self.layer = self._resolve_layer(target_layer)
         self.picked = target_layer is None
-        self.layer_name = self.layer.name
-        self.layer_layout = self.layer.lay
-        if self.layer.lay.kind == L.TOKENS:  # the channel-first view is computed inside the exported graph
-            self.activation_name, self.activation_layout = CHW_VIEW, L.NCHW
+        if self.layer is None:  # no spatial tensor: layer-free methods only
+            self.layer_name = self.activation_name = None
+            self._no_layer = ("the graph has no rank-4 feature map between the input and the output" if not self.candidates
+                              else "every feature map of this graph is 1x1 for its declared input size")
         else:
-            self.activation_name, self.activation_layout = self.layer.name, self.layer.layout
+            self.layer_name = self.layer.name
+            self.layer_layout = self.layer.lay
+            if self.layer.lay.kind == L.TOKENS:  # the channel-first view is computed inside the exported graph
+                self.activation_name, self.activation_layout = CHW_VIEW, L.NCHW
+            else:
+                self.activation_name, self.activation_layout = self.layer.name, self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
-        self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
+        self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+        self.precision = precision(self.model)
+        self.twin_report: dict | None = None  # filled by the first gradient call on an fp16 / int8 graph
         self._grad = None
+        self._grad_error: Exception | None = None  # a failed conversion is kept: raised again, not retried
         self._act_engines: dict[tuple[str, ...], object] = {}
 
     # -- graph reading -------------------------------------------------------------------------
@@ -112,8 +123,10 @@ class OnnxAdapter(Adapter):
         if shape is None or len(shape) != 4:
             raise ModelError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
                              "(N, C, H, W) or (N, H, W, C)")
-        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ModelError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
+        if vi.type.tensor_type.elem_type not in G.FLOAT_TYPES:
+            raise ModelError(f"input {self.input_name!r} has element type "
+                             f"{onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}; image inputs must be "
+                             "float32, float16 or float64 (quantized graphs take float images and quantize inside)")
         return shape
 
     def _resolve_output(self, output: str | None) -> tuple[str, str]:
@@ -165,7 +178,7 @@ class OnnxAdapter(Adapter):
 
     @property
     def native_name(self) -> str:
-        return self.layer.name
+        return self.activation_name if self.layer is None else self.layer.name
 
     def _given_layout(self, target_layer: str) -> Layer | None:
         """The target tensor read with the user's ``layer_layout=`` (None when not given)."""
@@ -198,22 +211,20 @@ class OnnxAdapter(Adapter):
             given = self._given_layout(target_layer)
             if given is not None:
                 return given
+        if target_layer is None:  # None when there is none: layer-free methods still run
+            return default_layer(self.candidates)
         if not self.candidates:
             raise ModelError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
-                             "is it an image classifier?")
-        if target_layer is None:
-            ly = default_layer(self.candidates)
-            if ly is None:
-                raise ModelError("every feature map of this graph is 1x1 for its declared input size; pass "
-                                 "target_layer= and a larger input, see Explainer.layers()")
-            return ly
+                             "use a layer-free method ('occlusion', 'rise', 'kernelshap', 'lime') without target_layer")
         if not isinstance(target_layer, str):
             raise InputError(f"target_layer must be a tensor or node name (str); got {type(target_layer).__name__}")
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
+                    best = default_layer(self.candidates)
+                    hint = f"pick an earlier layer, e.g. {best.name!r}" if best else "use a larger input"
                     raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
-                                     f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
+                                     f"explain; {hint}")
                 return ly
         produced = G.produced_tensors(self.model)
         names = [ly.name for ly in self.candidates]
@@ -240,7 +251,7 @@ class OnnxAdapter(Adapter):
         if self.activation_name == CHW_VIEW:
             return G.with_outputs(chw_view(self.model, self.layer.name, self.layer.lay, self.layer.shape[-1], CHW_VIEW),
                                   [self.output_name, CHW_VIEW, self.layer.name])
-        return G.with_outputs(self.model, [self.output_name, self.activation_name])
+        return G.with_outputs(self.model, [n for n in (self.output_name, self.activation_name) if n is not None])
 
     def engine(self, sample_shape: tuple[int, ...]):
         # one graph serves every input size: cache a single engine
@@ -257,20 +268,63 @@ class OnnxAdapter(Adapter):
     def _backend(self):
         if not self._use_grad:
             raise MissingDependencyError(self.gradient_hint)
+        if self.activation_name is None:
+            raise ModelError("gradients of a bare ONNX model without a spatial target layer are not supported; "
+                             "use a forward-only method ('occlusion', 'rise', 'kernelshap', 'lime')")
+        if self._grad_error is not None:
+            raise self._grad_error
         if self._grad is None:
             from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.layer.name)
+            try:
+                self._twin = float_twin(self.model)
+                self._grad = TorchGradients(self._twin, self.input_name, self.output_name, None if self.layer is None else self.layer.name)
+            except BackendError as e:  # once per model: the next call raises the same error at once
+                self._grad_error = e
+                raise
         return self._grad
+
+    def _check_twin(self, x: np.ndarray) -> None:
+        """On fp16 / int8 graphs, measure once how far the float twin's outputs are from the shipped graph's."""
+        if self.precision != "float32" and self.twin_report is None:
+            self.twin_report = agreement(self.engine(()), self._twin, x, self.input_name, self.output_name)
+
+    def describe_lines(self) -> list[str]:
+        """Lines for ``Explainer.describe()``: the graph's precision and, for fp16 / int8, the twin's agreement."""
+        lines = [f"precision: {self.precision} (opset {legal_opset(self.model)})"]
+        if self.precision != "float32":
+            lines.append("forward methods run on the graph as shipped; gradient methods on its float32 twin "
+                         "(fp16 -> float32; int8 -> dequantized weights, quantization without rounding)")
+            r = self.twin_report
+            lines.append("twin agreement: not measured yet (run a gradient method)" if r is None else
+                         f"twin agreement: max |shipped - twin| output difference {r['max_abs_diff']:.3g} "
+                         f"(outputs up to {r['max_abs_output']:.3g}), same top-1 on {100 * r['top1_agree']:.0f}% "
+                         f"of {r['images']} image(s)")
+        return lines
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
+        self._check_twin(x)
         g.activations = self.layer.to_chw(g.activations)
         g.grads = self.layer.to_chw(g.grads)
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
-        return self._backend().input_gradients(x, target, rule)
+        g = self._backend().input_gradients(x, target, rule)
+        self._check_twin(x)
+        return g
+
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """HVP / bias gradients through the gradient backend's PyTorch graph (see ``Adapter``);
+        bias layers are the converted graph's convolutions and batch norms with a bias."""
+        backend = self._backend()
+        from agnostic_cam.adapters.torch_higher import backend_higher_derivatives
+
+        h = backend_higher_derivatives(backend, x, target, hvp, bias)
+        self._check_twin(x)
+        if self.layer is not None and self.layer.lay.kind != L.NCHW and h.activations is not None:
+            h.activations, h.grads, h.hvp = (self.layer.to_chw(a) for a in (h.activations, h.grads, h.hvp))
+        return h
 
     # -- feature visualisation primitives ------------------------------------------------------
     def layer_names(self) -> list[str]:
@@ -305,6 +359,14 @@ class OnnxAdapter(Adapter):
             eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(ly.to_chw(values[ly.name]), dtype=np.float32) for ly in found]
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The graph's activation nodes (see :mod:`agnostic_cam.adapters.onnx_census`)."""
+        if getattr(self, "_census", None) is None:
+            from agnostic_cam.adapters.onnx_census import census
+
+            self._census = census(self.model, self.output_name)
+        return self._census
 
     def conv_weights(self, layer) -> np.ndarray:
         """The kernel (O, I/groups, kh, kw) float32 of the Conv producing tensor (or node) ``layer``.

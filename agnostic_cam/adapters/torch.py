@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam import layout as L
 from agnostic_cam.adapters.auto_layer import torch_default_layer
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, Gradients, closest_names
@@ -18,20 +19,22 @@ try:
     from torch import nn
 
     from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_higher import TorchHigherOrder
+    from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_layers import candidates, no_mha_fastpath, probe
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
-class TorchAdapter(TorchPrimitives, Adapter):
+class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     framework = "torch"
-    supports = Adapter.supports | Needs.INPUT_GRADIENTS
+    supports = Adapter.supports | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
     layout = "NCHW"
     activation_layout = "NCHW"
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None, input_shape: tuple[int, ...] | None = None,
-                 output: str = "raw", providers=None, batch_size: int | None = None, layer_layout=None,
+                 output: str | int = "raw", providers=None, batch_size: int | None = None, layer_layout=None,
                  reshape=None):
         super().__init__(providers, batch_size)
         if reshape is not None and not callable(reshape):
@@ -43,17 +46,25 @@ class TorchAdapter(TorchPrimitives, Adapter):
         self.layer_layout: L.LayerLayout | None = None  # the target tensor's layout, known after check_layer
         if not isinstance(model, nn.Module):
             raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
-        if output not in ("raw", "logits"):
-            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        if isinstance(output, bool) or not isinstance(output, (str, int)):
+            raise OptionError(f"output must be 'raw' (the model's own output), 'logits', a dict output's key or a "
+                              f"tuple output's index; got {output!r}")
         self.model = model
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         if self.input_shape is not None and len(self.input_shape) != 3:
             raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
         auto = target_layer is None
+        self._no_layer = ""  # why there is no target layer (auto pick failed), for require_layer
         if auto:
-            target_layer = torch_default_layer(model, self.input_shape)
-        self.layer_name, self.layer = self._resolve(target_layer)
+            try:
+                target_layer = torch_default_layer(model, self.input_shape)
+            except ModelError as e:  # no spatial layer (or no known input size yet): layer-free methods still run
+                self._no_layer = str(e)
+        if target_layer is None:
+            self.layer_name = self.layer = self.activation_name = None
+        else:
+            self.layer_name, self.layer = self._resolve(target_layer)
         if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
@@ -98,6 +109,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
         """Run one zero image; resolve the target layer's layout and check it is a spatial map."""
         p = self.probe(sample_shape)
         self._last_shape = tuple(sample_shape)
+        if self.layer is None:
+            return
         listing = [c.name for c in candidates(p) if c.layout is not None]
         examples = f"; candidate layers (ex.layers()): {', '.join(repr(s) for s in listing[-4:])}" if listing else ""
         got = p.shapes.get(self.layer_name)
@@ -155,6 +168,20 @@ class TorchAdapter(TorchPrimitives, Adapter):
         plain = self.reshape is None and (self.layer_layout is None or self.layer_layout.kind == L.NCHW)
         return ACTIVATION if plain else NATIVE
 
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Without a target layer, try the automatic pick again at the images' own shape (the guessed
+        224 px shape may not fit the model); then the base class's clear error if there is none."""
+        if self.layer is None and sample_shape is not None and self._no_layer:
+            try:
+                name = torch_default_layer(self.model, tuple(sample_shape))
+            except ModelError as e:
+                self._no_layer = str(e)
+            else:
+                self.layer_name, self.layer = self._resolve(name)
+                self.activation_name, self._no_layer = ACTIVATION, ""
+                self._engines.clear()  # exported without the layer's activation
+        super().require_layer(method, sample_shape)
+
     def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None,
                           examples: str = "") -> None:
         """A target layer must give (N, C, h, w) with more than one position."""
@@ -200,10 +227,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
             with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
                 self.model(x)
             out = store[-1]
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
-                             "module whose forward returns the classification output")
-        return out
+        return select_output(out, self.output, self.model)
 
     def weights_version(self) -> object:
         """Storage and in-place version counter of every parameter and buffer: any optimiser step,
@@ -223,6 +247,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 self.model = adapter.model
 
             def forward(self, x):
+                if adapter.layer is None:
+                    return adapter._forward(x)
                 store = []
                 with hooked(adapter.layer, lambda m, i, o: store.append(o)):
                     out = adapter._forward(x)
@@ -231,13 +257,13 @@ class TorchAdapter(TorchPrimitives, Adapter):
                     return out, native
                 return out, adapter.to_chw(native), native
 
-        names = [OUTPUT, ACTIVATION] + ([NATIVE] if self.native_name != ACTIVATION else [])
+        names = [OUTPUT] if self.layer is None else [OUTPUT, ACTIVATION] + ([NATIVE] if self.native_name != ACTIVATION else [])
         buf = io.BytesIO()
         with preserved(self.model), torch.no_grad(), no_mha_fastpath(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            run_export(lambda: torch.onnx.export(
-                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+            run_export(lambda: compat.torch_onnx_export_legacy(
+                Export(), (x,), buf, opset_version=17, input_names=["input"],
                 output_names=names, do_constant_folding=True,
                 dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())

@@ -17,23 +17,31 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agnostic_cam import metrics
+from agnostic_cam.audit.scoring import score_maps
 from agnostic_cam.audit.sources import Item, read_bytes
+from agnostic_cam.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, NonFiniteError
 
 
 @dataclass
 class Loaded:
-    """An image read and preprocessed (``rgb`` (H, W, 3) 0-255 at the model's size), or its ``error``."""
+    """An image read and preprocessed (``rgb`` (H, W, 3) 0-255 at the model's size), or its ``error``.
+    ``display``: the image at its own aspect ratio (longer side at most DISPLAY_MAX) for the overlays."""
 
     item: Item
     sha: str | None = None
     rgb: np.ndarray | None = None
     error: str | None = None
+    display: np.ndarray | None = None
+
+
+DISPLAY_MAX = 512  # longer side of the overlay PNGs (images are shown at their own aspect ratio)
 
 
 @dataclass
@@ -59,13 +67,31 @@ def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
         return Loaded(item, error=str(e))
     try:
         rgb = read_image(data, ctx.cfg.max_pixels, name=item.file)
+        display = display_copy(rgb)
         if ctx.pre.size is not None:
             rgb = resize_rgb(rgb, ctx.pre.size)
         else:
             check_size(ctx, item, rgb)
     except InputError as e:
         return Loaded(item, sha, error=str(e))
-    return Loaded(item, sha, rgb)
+    return Loaded(item, sha, rgb, display=display)
+
+
+def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
+    """(h, w, 3) uint8 with the image's aspect ratio, the longer side at most ``longest``."""
+    from agnostic_cam.image_io import resize_rgb, to_uint8
+
+    h, w = rgb.shape[:2]
+    f = min(1.0, longest / max(h, w))
+    return to_uint8(resize_rgb(rgb, (max(1, round(h * f)), max(1, round(w * f))))) if f < 1 else to_uint8(rgb)
+
+
+def overlay_at(display: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """A heatmap (H, W) at the model's input size blended over ``display`` (h, w, 3) at its own size."""
+    from agnostic_cam.imaging import resize_bilinear
+    from agnostic_cam.viz import overlay
+
+    return overlay(display[None], np.clip(resize_bilinear(heat[None], display.shape[:2]), 0, 1))[0]
 
 
 def check_size(ctx, item: Item, rgb: np.ndarray) -> None:
@@ -127,8 +153,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                              "itself produces non-finite numbers (check its weights)", where="model output")
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
-    layout = ex.adapter.layout
-    shown = [to_uint8(b.rgb) for b in batch]
+    shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
     results = []
     for j, b in enumerate(batch):
         it, k = b.item, int(ks[j])
@@ -136,23 +161,33 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
         results.append(Result(rec, {rec["input"]: _png(shown[j])}))
-    kw = {"steps": cfg.steps, "layout": layout, "score": ctx.score, "progress": False}
+    heats, overlays, secs, degenerate = {}, {}, {}, {}
     for method in cfg.methods:
         t0 = time.perf_counter()
-        e = ex.explain(x, method, target=ks)
-        heat = e.heatmap
-        dele = metrics.deletion_auc(ex, x, heat, ks, **kw)
-        ins = metrics.insertion_auc(ex, x, heat, ks, **kw)
-        cc = metrics.confidence_change(ex, x, heat, ks, layout=layout, score=ctx.score)
-        overlays = e.overlay(np.stack(shown))
-        secs = round((time.perf_counter() - t0) / n, 4)
+        with warnings.catch_warnings():  # degenerate maps are counted in the report instead
+            warnings.simplefilter("ignore", DegenerateMapWarning)
+            e = ex.explain(x, method, target=ks)
+        heats[method] = e.heatmap
+        overlays[method] = [overlay_at(shown[j], e.heatmap[j]) for j in range(n)]
+        degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]
+        secs[method] = time.perf_counter() - t0
+        step = getattr(ctx, "on_step", None)  # progress inside a batch: one tick per method (local engine)
+        if step is not None:
+            step([b.item.key for b in batch], method)
+    t0 = time.perf_counter()
+    scores = score_maps(ex, x, out, heats, ks, cfg.steps, ex.adapter.layout, ctx.score)
+    share = (time.perf_counter() - t0) / len(cfg.methods)
+    for method in cfg.methods:
+        sc = scores[method]
         for j, res in enumerate(results):
             box = cfg.boxes.get(res.record["rel"], cfg.boxes.get(res.record["file"]))
             name = f"overlays/{batch[j].item.stem}__{method.replace('+', 'p')}.png"
+            drop = float(100 * sc["drop"][j])
             res.record["methods"][method] = {
-                "deletion_auc": float(dele[j]), "insertion_auc": float(ins[j]),
-                "drop_pct": float(100 * cc["drop"][j]), "increase": float(cc["increase"][j]),
-                "pointing_hit": None if box is None else float(metrics.pointing_game(heat[j:j + 1], [box])[0]),
-                "seconds": secs, "overlay": name}
-            res.files[name] = _png(overlays[j])
+                "deletion_auc": float(sc["deletion_auc"][j]), "insertion_auc": float(sc["insertion_auc"][j]),
+                "drop_pct": None if np.isnan(drop) else drop, "increase": float(sc["increase"][j]),
+                "pointing_hit": None if box is None else float(metrics.pointing_game(heats[method][j:j + 1], [box])[0]),
+                "seconds": round((secs[method] + share) / n, 4), "overlay": name,
+                "degenerate": "" if degenerate[method] is None else degenerate[method][j]}
+            res.files[name] = _png(overlays[method][j])
     return results

@@ -6,6 +6,8 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     eigencam,
     eigengradcam,
     fem,
+    finercam,
+    fullgrad,
     gradcam,
     gradcam_elementwise,
     gradcam_pp,
@@ -14,15 +16,22 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     guided_cam,
     hirescam,
     integrated_gradients,
+    kernelshap,
     kpcacam,
     layercam,
+    lime,
+    occlusion,
     randomcam,
+    rise,
+    refinecam,
     saliency,
     scorecam,
     segeigencam,
+    sess,
+    shapleycam,
     smoothgrad,
     xgradcam,
 )
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Method, Needs, get_method, register, registry
+from agnostic_cam.methods.base import CamMethod, Capture, LayerCapture, Method, Needs, get_method, register, registry
 
-__all__ = ["CamMethod", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]
+__all__ = ["CamMethod", "Capture", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]

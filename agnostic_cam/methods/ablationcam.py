@@ -57,4 +57,6 @@ class AblationCAM(CamMethod):
                     out = cap.tail(np.moveaxis(batch, 1, ax), np.full(len(chunk), i))
                     ablated[i, chunk] = cap.row_scores(out, i)
                     bar.update(len(chunk))
+        # w_c is a difference of two rounded scores: its rounding is ~eps * (|y| + |y_c|) / |y|
+        self.weight_noise = (np.abs(y)[:, None] + np.abs(ablated)) / np.maximum(np.abs(y)[:, None], 1e-30)
         return (y[:, None] - ablated) / y[:, None]
