@@ -24,7 +24,7 @@ def test_convnext_forward_methods_run_on_the_onnx_export():
     keras.utils.set_random_seed(0)
     model = ConvNeXt(depths=[1, 1, 1, 1], projection_dims=[8, 16, 32, 64], drop_path_rate=0.1, weights=None,
                      input_shape=(64, 64, 3), classes=4, classifier_activation=None, name="mini_convnext")
-    layer = "mini_convnext_stage_2_block_0_identity"
+    layer = "mini_convnext_stage_2_block_0_layer_scale"  # LayerScale, before stochastic depth
     ex = Explainer.from_keras(model, layer, progress=False)
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
 
