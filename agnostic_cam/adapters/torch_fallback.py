@@ -33,11 +33,10 @@ import numpy as np
 import torch
 
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT
+from agnostic_cam.engine.session import _MAX_AUTO_BATCH, _TARGET_BATCH_BYTES  # the same rule as on ORT CPU
 from agnostic_cam.errors import BackendError
 
 INPUT = "input"
-_TARGET_BATCH_BYTES = 10 * 2**20  # as OnnxEngine on CPU
-_MAX_AUTO_BATCH = 32
 
 
 class ExportFallbackWarning(UserWarning):
@@ -132,7 +131,7 @@ class EagerEngine:
         if self.adapter.batch_size:
             return self.adapter.batch_size
         per = max(1, int(np.prod(sample.shape[1:])) * 4)
-        return int(max(1, min(_MAX_AUTO_BATCH, _TARGET_BATCH_BYTES // per)))
+        return int(max(1, min(_MAX_AUTO_BATCH["cpu"], _TARGET_BATCH_BYTES["cpu"] // per)))
 
     def with_outputs(self, names) -> EagerEngine:
         unknown = set(names) - {INPUT, OUTPUT, ACTIVATION}
