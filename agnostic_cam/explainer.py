@@ -218,6 +218,12 @@ class Explainer:
         mcls = type(m)
         if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
             target = m.target_for(self.predict(x), target)
+        if hasattr(m, "explain_with"):  # a meta-method that runs other explanations itself (sess)
+            if aug_smooth:
+                raise OptionError(f"aug_smooth does not apply to {mcls.name!r}, which already fuses many views")
+            heat, classes, scores, out = m.explain_with(self, x, target)
+            return degenerate.mark(Explanation(heatmap=heat, raw=heat, targets=classes, scores=scores, method=mcls.name,
+                                               layer=self.adapter.layer_name, outputs=out), None)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)

@@ -178,3 +178,23 @@ def test_refinecam_matches_pytorch_grad_cam(models, model_name, layers):
     ref = RefineCAM(model, [named[n] for n in layers])(x, [ClassifierOutputTarget(t) for t in targets])
     assert np.abs(ours.heatmap - ref).max() <= TOL
     np.testing.assert_array_equal(ours.targets, targets)
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_sess_matches_pytorch_grad_cam(models, model_name):
+    """SESS over Grad-CAM, at a reduced scale count (2 scales instead of 12: 5 patches per image),
+    and on a non-square crop with top-1 targets."""
+    from pytorch_grad_cam.sess import SESS
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, layer, x, targets, ex = models[model_name]
+    module = dict(model.named_modules())[layer]
+    ours = ex.explain(x.numpy(), "sess", target=targets, num_scales=2)
+    with SESS(model, [module], num_scales=2) as cam:
+        ref = cam(x, [ClassifierOutputTarget(t) for t in targets])
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    crop = x[:1, :, :, :80]
+    ours = ex.explain(crop.numpy(), "sess", num_scales=2, pool="max")
+    with SESS(model, [module], num_scales=2, pool="max") as cam:
+        ref = cam(crop)
+    assert np.abs(ours.heatmap - ref).max() <= TOL

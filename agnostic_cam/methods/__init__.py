@@ -23,6 +23,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     saliency,
     scorecam,
     segeigencam,
+    sess,
     shapleycam,
     smoothgrad,
     xgradcam,
