@@ -35,7 +35,7 @@ import numpy as np
 
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT
 from agnostic_cam.engine.session import _MAX_AUTO_BATCH, _TARGET_BATCH_BYTES  # the same rule as on ORT CPU
-from agnostic_cam.errors import BackendError
+from agnostic_cam.errors import AgnosticCamError, BackendError
 
 INPUT = "input"
 
@@ -88,6 +88,8 @@ def run_export(export) -> None:
     try:
         with quiet_fds():
             export()
+    except (ImportError, AgnosticCamError):  # a missing exporter or our own checks: not a fallback case
+        raise
     except Exception as e:  # noqa: BLE001 - the exporters raise many types (SymbolicValueError, ...)
         raise ExportFailed(e) from e
 
