@@ -281,6 +281,15 @@ class Explainer:
 
         return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
 
+    def feature_factorization(self, images: Any, n_components: int = 5):
+        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
+        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
+        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
+        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
+        from agnostic_cam.features.factorization import feature_factorization
+
+        return feature_factorization(self, self._inputs(images), n_components)
+
     def filters(self, layer=None):
         """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""
         from agnostic_cam.features import filters
