@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
@@ -177,8 +178,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            run_export(lambda: torch.onnx.export(
-                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+            run_export(lambda: compat.torch_onnx_export_legacy(
+                Export(), (x,), buf, opset_version=17, input_names=["input"],
                 output_names=names, do_constant_folding=True,
                 dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())
