@@ -18,7 +18,8 @@ try:
     import torch
     from torch import nn
 
-    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_fallback import torch_forward
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_layers import candidates, no_mha_fastpath, probe
@@ -148,6 +149,11 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         h, w = lay.grid
         return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
 
+    def eager_view(self, native: np.ndarray) -> np.ndarray:
+        """The export's ACTIVATION for the layer's own tensor (export fallback): (N, C, h, w)."""
+        with torch.no_grad():
+            return self.to_chw(torch.from_numpy(np.ascontiguousarray(native))).numpy()
+
     @property
     def native_layout(self) -> L.LayerLayout | None:
         return None if self.reshape is not None else (self.layer_layout or L.LayerLayout(L.NCHW))
@@ -271,6 +277,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     def _make_engine(self, sample_shape: tuple[int, ...]):
         """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
         return engine_for(self, sample_shape)
+
+    eager_forward = torch_forward  # (x, replace) -> (output, activation): the fallback's forward passes
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
