@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
@@ -16,7 +17,8 @@ try:
     import torch
     from torch import nn
 
-    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_fallback import torch_forward
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
@@ -176,8 +178,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            run_export(lambda: torch.onnx.export(
-                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+            run_export(lambda: compat.torch_onnx_export_legacy(
+                Export(), (x,), buf, opset_version=17, input_names=["input"],
                 output_names=names, do_constant_folding=True,
                 dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())
@@ -185,6 +187,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     def _make_engine(self, sample_shape: tuple[int, ...]):
         """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
         return engine_for(self, sample_shape)
+
+    eager_forward = torch_forward  # (x, replace) -> (output, activation): the fallback's forward passes
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
