@@ -322,7 +322,13 @@ class OnnxAdapter(Adapter):
         if getattr(self, "_census", None) is None:
             from agnostic_cam.adapters.onnx_census import census
 
-            self._census = census(self.model, self.output_name)
+            graph = self.model
+            if self.precision != "float32":  # rules apply to the twin's ReLUs (QDQ graphs fold theirs into ranges)
+                try:
+                    graph = float_twin(self.model)
+                except BackendError:
+                    pass
+            self._census = census(graph, self.output_name)
         return self._census
 
     def conv_weights(self, layer) -> np.ndarray:
