@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import weakref
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
+from agnostic_cam.guards import batched_gradients, check_finite, checked_capture, gradient_batch, verify_tail
+from agnostic_cam.options import check_options
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
 from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError, OptionError
 
@@ -25,6 +28,7 @@ class Explainer:
         self.progress = progress
         self.preprocess = None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._tails_lock = threading.Lock()
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
@@ -133,7 +137,7 @@ class Explainer:
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
         try:
-            m = mcls(**options)
+            m = mcls(**check_options(options))
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
             raise
         except TypeError:
@@ -141,8 +145,10 @@ class Explainer:
             raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
                               f"{params or 'no options'}") from None
         x = self._inputs(images)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"))
+        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"),
+                           batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
+        check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
             method=mcls.name, layer=self.layer, outputs=cap.outputs)
@@ -154,16 +160,20 @@ class Explainer:
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
-    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla") -> LayerCapture:
+    def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
+                batch_size: int | None = None) -> LayerCapture:
         """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``);
-        input gradients are taken under ReLU backward ``rule``."""
+        input gradients are taken under ReLU backward ``rule``, ``batch_size`` images per gradient
+        pass (None: the explainer's batch size, else chosen from the input size). Every array is
+        checked for NaN/Inf (:mod:`agnostic_cam.guards`)."""
         ad = self.adapter
         cap = None
+        gbs = gradient_batch(x, batch_size or ad.batch_size)
         if needs & Needs.LAYER_GRADIENTS:
-            g = ad.layer_gradients(x, spec)
+            g = batched_gradients(ad.layer_gradients, x, spec, gbs)
             cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
         if needs & Needs.INPUT_GRADIENTS:
-            g = ad.input_gradients(x, spec, rule)
+            g = batched_gradients(lambda xs, sp: ad.input_gradients(xs, sp, rule), x, spec, gbs)
             if cap is None:
                 cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
             cap.extras["input_grads"] = g.input_grads
@@ -182,6 +192,7 @@ class Explainer:
             if needs & Needs.TAIL:
                 cap.tail = self._tail(engine, x, cap)
         cap.progress = self.progress
+        checked_capture(cap)
         return cap
 
     def _input_grad(self, spec: TargetSpec, cap: LayerCapture):
@@ -198,12 +209,13 @@ class Explainer:
     def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
         """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
         ad = self.adapter
-        if engine not in self._tails:
-            tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
-            # the head view that also outputs the tail's extra inputs: built (and its session
-            # created) once per engine, not once per call
-            self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
-        tail_engine, extra, verified, head = self._tails[engine]
+        with self._tails_lock:
+            if engine not in self._tails:
+                tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
+                # the head view that also outputs the tail's extra inputs: built (and its session
+                # created) once per engine, not once per call
+                self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
+            tail_engine, extra, verified, head = self._tails[engine]
         extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
 
         def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -212,13 +224,9 @@ class Explainer:
             return tail_engine.run(feeds, [ad.output_name])[0]
 
         if not verified:
-            got = run(cap.activations, np.arange(x.shape[0]))
-            tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
-            if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise ModelError(f"the graph after layer {self.layer!r} could not be separated from the rest of the "
-                                 "model (its outputs do not reproduce the model's); use a forward method that "
-                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[engine] = (tail_engine, extra, True, head)
+            verify_tail(run, cap, self.layer, tail_engine.model, ad.activation_name, ad.output_name)
+            with self._tails_lock:
+                self._tails[engine] = (tail_engine, extra, True, head)
         return run
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------

@@ -15,7 +15,7 @@ import onnx
 from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
 from agnostic_cam.engine import graph as G
-from agnostic_cam.engine.session import load_model
+from agnostic_cam.engine.session import check_run_bytes, load_model
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, OptionError
@@ -58,6 +58,8 @@ class OnnxAdapter(Adapter):
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
         self.input_shape = self._declared_input_shape()
+        fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) and self.input_shape[0] > 0 else 1
+        check_run_bytes(fixed, self.input_shape[1:], f"input {self.input_name!r} of shape {self.input_shape}")
         if layout is None:
             self.layout = detect_layout(self.input_shape, self.model, self.input_name)
             self.layout_detected = True
@@ -98,6 +100,11 @@ class OnnxAdapter(Adapter):
             return inputs[0]
         if name not in inputs:
             raise InputError(f"the model has no input named {name!r}; its inputs are {inputs}")
+        others = [i for i in inputs if i != name]
+        if others:
+            raise ModelError(f"the model has other input(s) {others} besides {name!r}; explain() feeds only the image "
+                             "batch and cannot fill them. Export the model with the image as its only input (make "
+                             "the others constants or initializers, e.g. with onnx.helper) and explain that")
         return name
 
     def _declared_input_shape(self) -> tuple:
@@ -216,10 +223,11 @@ class OnnxAdapter(Adapter):
     def _backend(self):
         if not self._use_grad:
             raise MissingDependencyError(self.gradient_hint)
-        if self._grad is None:
-            from agnostic_cam.adapters.onnx_grad import TorchGradients
+        with self._lock:  # converted once, also when threads race for it
+            if self._grad is None:
+                from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
+                self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
         return self._grad
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
@@ -260,9 +268,10 @@ class OnnxAdapter(Adapter):
         """
         found = [self._find(ly) for ly in layers]
         names = tuple(dict.fromkeys(ly.name for ly in found))
-        eng = self._act_engines.get(names)
-        if eng is None:
-            eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
+        with self._lock:
+            eng = self._act_engines.get(names)
+            if eng is None:
+                eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(channels_first(values[ly.name], ly.layout), dtype=np.float32) for ly in found]
 

@@ -10,12 +10,15 @@ from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_s
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.concurrency import EXPORT_LOCK, serialised
+from agnostic_cam.engine.graph import to_float32
+from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
     from torch import nn
 
+    from agnostic_cam.adapters.torch_checks import check_model, fingerprint, forward_failure
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
@@ -34,6 +37,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
         if output not in ("raw", "logits"):
             raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        check_model(model)
         self.model = model
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -107,22 +111,29 @@ class TorchAdapter(TorchPrimitives, Adapter):
 
     def _forward(self, x):
         """Model output, or its pre-softmax input with output='logits'."""
-        if self._softmax_head is None:
-            out = self.model(x)
-        else:
-            store = []
-            with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
-                self.model(x)
-            out = store[-1]
+        try:
+            if self._softmax_head is None:
+                out = self.model(x)
+            else:
+                store = []
+                with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
+                    self.model(x)
+                out = store[-1]
+        except AgnosticCamError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's model failed on this input: say what it expects
+            raise forward_failure(e, tuple(x.shape), self.channels) from e
         if not isinstance(out, torch.Tensor):
             raise ModelError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
                              "module whose forward returns the classification output")
         return out
 
     def weights_version(self) -> object:
-        """Storage and in-place version counter of every parameter and buffer: any optimiser step,
-        load_state_dict or BN statistics update changes it."""
-        return tuple((t.data_ptr(), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        """A fingerprint of every parameter and buffer (storage, version counter, sums and a strided
+        sample of the values; see :func:`~agnostic_cam.adapters.torch_checks.fingerprint`): any
+        optimiser step, load_state_dict, BN statistics update or in-place ``.data`` edit changes it.
+        Raises NonFiniteError when a weight is NaN or Inf."""
+        return fingerprint(self.model)
 
     # -- ONNX export ---------------------------------------------------------------------------
     def export_onnx(self, sample_shape: tuple[int, ...]):
@@ -144,14 +155,14 @@ class TorchAdapter(TorchPrimitives, Adapter):
                 return out, store[-1]
 
         buf = io.BytesIO()
-        with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
+        with EXPORT_LOCK, preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
             torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=[OUTPUT, ACTIVATION],
                               dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
                               do_constant_folding=True)
-        return onnx.load_from_string(buf.getvalue())
+        return to_float32(onnx.load_from_string(buf.getvalue()))  # float64/half models run in float32 on ORT
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):
@@ -159,6 +170,7 @@ class TorchAdapter(TorchPrimitives, Adapter):
             raise BackendError("cannot explain inside torch.inference_mode(): gradient methods need autograd. "
                                "Call explain() outside the inference_mode block")
 
+    @serialised
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         self._guard()
         store = []
@@ -174,15 +186,15 @@ class TorchAdapter(TorchPrimitives, Adapter):
             out = self._forward(xt)
             self._check_activation(tuple(store[-1].shape) if store else None)
             act = store[-1]
-            classes = target.indices(out.detach().cpu().numpy())
+            classes = target.indices(out.detach().cpu().float().numpy())
             scores = self._scores(out, classes, target)
             (grad,) = torch.autograd.grad(scores.sum(), act)
             return Gradients(
-                outputs=out.detach().cpu().numpy().astype(np.float32),
-                scores=scores.detach().cpu().numpy().astype(np.float64),
+                outputs=out.detach().cpu().float().numpy(),
+                scores=scores.detach().cpu().double().numpy(),
                 classes=classes,
-                activations=act.detach().cpu().numpy().astype(np.float32),
-                grads=grad.detach().cpu().numpy().astype(np.float32),
+                activations=act.detach().cpu().float().numpy(),
+                grads=grad.detach().cpu().float().numpy(),
             )
 
     _scores = staticmethod(target_scores)
