@@ -136,8 +136,14 @@ class Explainer:
         missing = mcls.needs & ~self.adapter.supports
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
+        options = check_options(options)
+        # batch_size is honoured by every method: methods that do not batch work themselves get it
+        # for their gradient / forward passes
+        batch_size = options.get("batch_size")
+        if "batch_size" not in inspect.signature(mcls.__init__).parameters:
+            options.pop("batch_size", None)
         try:
-            m = mcls(**check_options(options))
+            m = mcls(**options)
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
             raise
         except TypeError:
@@ -146,7 +152,7 @@ class Explainer:
                               f"{params or 'no options'}") from None
         x = self._inputs(images)
         cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"),
-                           batch_size=getattr(m, "batch_size", None))
+                           batch_size=getattr(m, "batch_size", None) or batch_size)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return Explanation(
@@ -181,14 +187,14 @@ class Explainer:
         if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
             engine = ad.engine(x.shape[1:])
             if cap is None:
-                out, act = engine.run(x, [ad.output_name, ad.activation_name])
+                out, act = engine.run(x, [ad.output_name, ad.activation_name], batch_size=batch_size)
                 classes = spec.indices(out)
                 cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
                                    channels_first(act, ad.activation_layout))
             elif cap.activations is None and needs & Needs.ACTIVATIONS:
                 cap.activations = channels_first(engine.run(x, [ad.activation_name])[0], ad.activation_layout)
             cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
-            cap.batch_size = engine.batch_size_for(x)
+            cap.batch_size = batch_size or engine.batch_size_for(x)
             if needs & Needs.TAIL:
                 cap.tail = self._tail(engine, x, cap)
         cap.progress = self.progress
