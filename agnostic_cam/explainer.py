@@ -10,7 +10,7 @@ import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import LayerCapture, Needs, get_method, registry
+from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.guards import batched_gradients, check_finite, checked_capture, gradient_batch, verify_tail
 from agnostic_cam.options import check_options
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
@@ -129,13 +129,18 @@ class Explainer:
         """Explain ``images`` (N, ...) in the model's layout with ``method``.
 
         target: None (top-1), an int, one int per image, or a callable mapping the output (N, K)
-        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM).
+        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
+        that every method takes: ``aug_smooth=True`` averages the explanation over six test-time
+        augmentations (horizontal flip x brightness 0.9/1/1.1, one batched call) and
+        ``eigen_smooth=True`` (CAM methods) keeps the first principal component of the weighted
+        channels instead of their sum; both follow pytorch-grad-cam's definitions.
         Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
         """
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
+        aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         options = check_options(options)
         # batch_size is honoured by every method: methods that do not batch work themselves get it
         # for their gradient / forward passes
@@ -149,15 +154,38 @@ class Explainer:
         except TypeError:
             params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
             raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                              f"{params or 'no options'}") from None
+                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+        if eigen_smooth:
+            if not isinstance(m, CamMethod):
+                raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
+                                  f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
+            m.eigen_smooth = True
         x = self._inputs(images)
-        cap = self.capture(x, TargetSpec(target, x.shape[0]), mcls.needs, getattr(m, "rule", "vanilla"),
+        spec = TargetSpec(target, x.shape[0])
+        if aug_smooth:
+            return self._aug_smooth(m, x, spec, getattr(m, "batch_size", None) or batch_size)
+        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"),
                            batch_size=getattr(m, "batch_size", None) or batch_size)
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
             method=mcls.name, layer=self.layer, outputs=cap.outputs)
+
+    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec, batch_size: int | None = None) -> Explanation:
+        """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
+        augmentations, computed in one batched capture (see :mod:`agnostic_cam.smoothing`)."""
+        from agnostic_cam import smoothing as sm
+
+        n = x.shape[0]
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs,
+                           getattr(m, "rule", "vanilla"), batch_size=batch_size)
+        raw = np.asarray(m.compute(cap), dtype=np.float32)
+        check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
+        heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
+        return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
+                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.layer,
+                           outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from agnostic_cam.imaging import cam_to_heatmap
+from agnostic_cam.methods.projection import first_component_projection
 from agnostic_cam.targets import select_scores
 from agnostic_cam.errors import InputError, OptionError
 
@@ -102,14 +103,31 @@ class Method:
 
 
 class CamMethod(Method):
-    """A CAM: ``cam = sum_c w_c * A_c``. Override :meth:`weights` (N, C), or :meth:`compute`."""
+    """A CAM: ``cam = sum_c M_c`` over per-channel maps M (N, C, h, w), by default ``M_c = w_c * A_c``.
+
+    Override :meth:`weights` (N, C), :meth:`maps` (N, C, h, w), or :meth:`compute` (then the
+    method is already a projection and ``eigen_smooth`` leaves it as it is, as in pytorch-grad-cam).
+    ``eigen_smooth`` (set by ``explain(eigen_smooth=True)``): the first principal component of M
+    instead of its channel sum (pytorch-grad-cam's ``get_2d_projection``; the component's sign is
+    chosen so it correlates positively with the channel sum).
+    """
+
+    eigen_smooth: bool = False
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         raise NotImplementedError
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def maps(self, cap: LayerCapture) -> np.ndarray:
+        """Per-channel contributions (N, C, h, w) whose channel sum is the CAM."""
         w = np.asarray(self.weights(cap), dtype=np.float32)
-        return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
+        return w[:, :, None, None] * cap.activations
+
+    def compute(self, cap: LayerCapture) -> np.ndarray:
+        if not self.eigen_smooth and type(self).maps is CamMethod.maps:
+            w = np.asarray(self.weights(cap), dtype=np.float32)
+            return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
+        m = self.maps(cap)
+        return first_component_projection(m) if self.eigen_smooth else m.sum(axis=1)
 
 
 _REGISTRY: dict[str, type[Method]] = {}

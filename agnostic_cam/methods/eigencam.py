@@ -8,21 +8,9 @@ is active. Target-independent, forward-only (runs on ONNX Runtime).
 import numpy as np
 
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.projection import first_component_projection
 
-
-def first_component_projection(acts: np.ndarray) -> np.ndarray:
-    """(N, C, h, w) -> (N, h, w) projections on the first right singular vector, sign-fixed."""
-    n, c, h, w = acts.shape
-    out = np.empty((n, h, w), dtype=np.float32)
-    for i, a in enumerate(np.nan_to_num(acts)):
-        m = a.reshape(c, -1).T
-        m = m - m.mean(axis=0)
-        _, _, vt = np.linalg.svd(m, full_matrices=False)
-        p = m @ vt[0]
-        if np.dot(p, a.mean(axis=0).reshape(-1)) < 0:
-            p = -p
-        out[i] = p.reshape(h, w)
-    return out
+__all__ = ["EigenCAM", "first_component_projection"]
 
 
 @register("eigencam")

@@ -8,5 +8,5 @@ from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
 class HiResCAM(CamMethod):
     needs = Needs.LAYER_GRADIENTS
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
-        return (cap.grads * cap.activations).sum(axis=1)
+    def maps(self, cap: LayerCapture) -> np.ndarray:
+        return cap.grads * cap.activations
