@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from agnostic_cam import Explainer, registry
 from agnostic_cam.errors import ModelError, NonFiniteError, OptionError
-from test_reliability_model import make_cnn
+from test_reliability_model import assert_no_errors, in_threads, make_cnn
 
 X = np.random.default_rng(1).normal(size=(2, 3, 16, 16)).astype(np.float32)
 BAD_INTS = [-1, -5, 0, 2.5, "8", True, float("nan")]
@@ -34,15 +34,17 @@ def test_bad_batch_size_is_refused_by_every_method(ex, method):
             ex.explain(X, method, batch_size=bs)
 
 
-@pytest.mark.parametrize("method", sorted(registry()))
-def test_bad_counts_are_refused_by_every_method_that_takes_them(ex, method):
-    params = inspect.signature(registry()[method].__init__).parameters
-    for name in ("steps", "samples"):
-        if name not in params:
-            continue
-        for v in BAD_INTS:
-            with pytest.raises(OptionError, match=name):
-                ex.explain(X, method, **{name: v})
+COUNTED = [(m, name) for m in sorted(registry()) for name in ("steps", "samples")
+           if name in inspect.signature(registry()[m].__init__).parameters]
+
+assert {m for m, _ in COUNTED} >= {"integrated_gradients", "smoothgrad"}  # never an empty parametrisation
+
+
+@pytest.mark.parametrize("method, name", COUNTED)
+def test_bad_counts_are_refused_by_every_method_that_takes_them(ex, method, name):
+    for v in BAD_INTS:
+        with pytest.raises(OptionError, match=name):
+            ex.explain(X, method, **{name: v})
 
 
 def test_smoothgrad_noise(ex):
@@ -194,3 +196,17 @@ def test_tail_check_catches_an_output_that_ignores_the_activation():
         initializer=[numpy_helper.from_array(np.zeros(1, np.float32), "zero")]))
     with pytest.raises(ModelError, match="does not change"):
         verify_tail(lambda acts, image: np.ones((len(image), 2), np.float32), cap, "L", proto, "act", "s")
+
+
+def test_onnx_explainer_shared_by_threads():
+    """Item 1 on a bare ONNX model: sessions and tail graphs are created once while two threads
+    race for them; every call succeeds and matches a single-threaded run."""
+    ex = Explainer.from_onnx(_conv_graph(["n", 3, 16, 16]), gradients=False, progress=False)
+    methods = ("ablationcam", "scorecam")
+    out = in_threads(*(lambda meth=meth: [ex.explain(X, meth, target=1).heatmap for _ in range(5)] for meth in methods))
+    assert_no_errors(out)
+    for i, method in enumerate(methods):
+        ref = ex.explain(X, method, target=1).heatmap
+        for h in out[i]:
+            np.testing.assert_allclose(h, ref, atol=1e-6)
+    assert len(ex.adapter._engines) == 1 and len(ex._tails) == 1

@@ -58,6 +58,32 @@ def torch_equal(a, b):
 X = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
 
 
+def in_threads(*calls):
+    """Run each callable in its own thread, all released at once by a barrier; returns each
+    call's result, or the exception it raised."""
+    out: list = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def work(i, fn):
+        start.wait()
+        try:
+            out[i] = fn()
+        except Exception as e:  # noqa: BLE001 - returned to the test, which asserts on it
+            out[i] = e
+
+    threads = [threading.Thread(target=work, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def assert_no_errors(results):
+    errs = [r for r in results if isinstance(r, Exception)]
+    assert not errs, errs
+
+
 # -- item 1: threads ----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["saliency", "gradcam"])
 def test_two_threads_leave_the_model_as_it_was(torch, method):
@@ -67,24 +93,13 @@ def test_two_threads_leave_the_model_as_it_was(torch, method):
     ex = Explainer.from_torch(m, "conv2", progress=False)
     ref = ex.explain(X, method, target=1).heatmap
     assert_state(before, m)
-    errors, results, start = [], [], threading.Barrier(2)
 
     def work():
-        start.wait()
-        for _ in range(25):
-            try:
-                results.append(ex.explain(X, method, target=1).heatmap)
-            except Exception as e:  # noqa: BLE001 - every failure is reported by the assert below
-                errors.append(e)
+        return [ex.explain(X, method, target=1).heatmap for _ in range(25)]
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
-    assert len(results) == 50
-    for r in results:  # eval mode during every call (dropout off): identical maps
+    results = in_threads(work, work)
+    assert_no_errors(results)
+    for r in results[0] + results[1]:  # eval mode during every call (dropout off): identical maps
         np.testing.assert_allclose(r, ref, atol=1e-5)
     assert_state(before, m)
 
@@ -95,21 +110,8 @@ def test_first_export_from_two_threads_happens_once(torch):
         m = make_cnn(torch, seed=attempt).eval()
         before = state(m)
         ex = Explainer.from_torch(m, "conv2", progress=False)
-        out, start = {}, threading.Barrier(2)
-
-        def work(i, method):
-            start.wait()
-            try:
-                out[i] = ex.explain(X, method, target=0).heatmap
-            except Exception as e:  # noqa: BLE001
-                out[i] = e
-
-        threads = [threading.Thread(target=work, args=(i, meth)) for i, meth in enumerate(("eigencam", "scorecam"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert all(isinstance(v, np.ndarray) for v in out.values()), out
+        out = in_threads(*(lambda meth=meth: ex.explain(X, meth, target=0).heatmap for meth in ("eigencam", "scorecam")))
+        assert_no_errors(out)
         assert len(ex.adapter._engines) == 1          # one export for one input shape
         np.testing.assert_allclose(out[0], ex.explain(X, "eigencam", target=0).heatmap, atol=1e-6)
         assert_state(before, m)
@@ -119,22 +121,8 @@ def test_two_explainers_of_one_model_in_threads(torch):
     m = make_cnn(torch).train()
     before = state(m)
     exs = [Explainer.from_torch(m, "conv2", progress=False) for _ in range(2)]
-    errs, start = [], threading.Barrier(2)
-
-    def work(ex):
-        start.wait()
-        try:
-            for method in ("gradcam", "eigencam", "saliency", "ablationcam"):
-                ex.explain(X, method)
-        except Exception as e:  # noqa: BLE001
-            errs.append(e)
-
-    threads = [threading.Thread(target=work, args=(ex,)) for ex in exs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errs, errs
+    methods = ("gradcam", "eigencam", "saliency", "ablationcam")
+    assert_no_errors(in_threads(*(lambda ex=ex: [ex.explain(X, meth) for meth in methods] for ex in exs)))
     assert_state(before, m)
 
 
