@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +34,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     names the path and the cause.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique per call
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise OutputError(f"cannot write {display(str(path))}: {e.strerror or e}. Free some space or choose another "
-                          "--out, then rerun: finished images are kept and resumed") from e
+    except BaseException as e:  # also Ctrl-C mid-write: never leave the temporary file behind
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {display(str(path))}: {e.strerror or e}. Free some space or choose "
+                              "another --out, then rerun: finished images are kept and resumed") from e
+        raise
 
 
 def check_writable(out: Path) -> None:

@@ -9,12 +9,25 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.combine import average_layers, stitch
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.guards import batched_gradients, check_finite, checked_capture, gradient_batch, verify_tail
 from agnostic_cam.options import check_options
+from agnostic_cam.methods.options import unknown_option_message
+from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
 from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
-from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
+                                 OptionError)
+
+
+def _layer_arg(target_layer, target_layers):
+    """``target_layer`` or pytorch-grad-cam's ``target_layers=[...]``, not both."""
+    if target_layers is None:
+        return target_layer
+    if target_layer is not None:
+        raise InputError("pass either target_layer= or target_layers= (a list), not both")
+    return list(target_layers)
 
 
 class Explainer:
@@ -29,16 +42,32 @@ class Explainer:
         self.preprocess = None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._tails_lock = threading.Lock()
+        self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
+
+    @classmethod
+    def _build(cls, make, layer, progress: bool | None) -> Explainer:
+        """One explainer, or with a list of layers one whose CAMs average over them (``make(layer)`` -> adapter)."""
+        if not is_sequence_of_layers(layer):
+            return cls(make(layer), progress)
+        if not layer:
+            raise InputError("target_layers is an empty list; pass at least one layer (or None to pick one)")
+        exs = [cls(make(ly), progress) for ly in layer]
+        exs[0]._also = exs[1:]
+        return exs[0]
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, model, target_layer=None, input_shape: tuple[int, int, int] | None = None, output: str = "raw",
-                   providers=None, batch_size: int | None = None, progress: bool | None = None) -> Explainer:
+                   providers=None, batch_size: int | None = None, progress: bool | None = None, *,
+                   target_layers=None) -> Explainer:
         """Explainer for a ``torch.nn.Module``.
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
         picks the last spatial layer before global pooling, found with one zero image of
-        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which.
+        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which. A list
+        of layers (also as ``target_layers=``, pytorch-grad-cam's spelling) averages their CAMs the
+        way pytorch-grad-cam does (per layer ReLU, min-max, resize; mean; min-max), one backward
+        pass per layer; pixel-space methods ignore the layer.
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
         a final ``nn.Softmax`` without modifying the model.
@@ -48,16 +77,18 @@ class Explainer:
             from agnostic_cam.adapters.torch import TorchAdapter
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
-        return cls(TorchAdapter(model, target_layer, input_shape, output, providers, batch_size), progress)
+        layer = _layer_arg(target_layer, target_layers)
+        return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size), layer, progress)
 
     @classmethod
     def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
-                   progress: bool | None = None) -> Explainer:
+                   progress: bool | None = None, *, target_layers=None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
         models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
         picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which.
+        A list (or ``target_layers=``) averages the layers' CAMs as in :meth:`from_torch`.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model.
@@ -66,17 +97,20 @@ class Explainer:
             from agnostic_cam.adapters.keras import KerasAdapter
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
-        return cls(KerasAdapter(model, target_layer, output=output, providers=providers, batch_size=batch_size), progress)
+        layer = _layer_arg(target_layer, target_layers)
+        return cls._build(lambda ly: KerasAdapter(model, ly, output=output, providers=providers, batch_size=batch_size),
+                          layer, progress)
 
     @classmethod
     def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
                   output: str | None = None, providers=None, batch_size: int | None = None,
                   input_name: str | None = None, gradients: bool | None = None,
-                  progress: bool | None = None) -> Explainer:
+                  progress: bool | None = None, *, target_layers=None) -> Explainer:
         """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
 
         target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
-        spatial tensor before global pooling (see ``ex.layer``).
+        spatial tensor before global pooling (see ``ex.layer``); a list (or ``target_layers=``)
+        averages the layers' CAMs as in :meth:`from_torch`.
         layout: 'NCHW' / 'NHWC' input layout; None detects it from the input shape.
         preprocess: a :class:`~agnostic_cam.preprocess.Preprocess`, a dict of its fields or a
         JSON/YAML file; then ``explain`` also accepts raw images (paths, PIL images, uint8 HWC).
@@ -86,16 +120,16 @@ class Explainer:
         from agnostic_cam.adapters.onnx import OnnxAdapter
         from agnostic_cam.preprocess import Preprocess
 
-        ad = OnnxAdapter(model, target_layer, layout, output, input_name, providers, batch_size, gradients)
-        ex = cls(ad, progress)
-        ex.preprocess = Preprocess.coerce(preprocess, ad) if preprocess is not None else None
+        ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients),
+                        _layer_arg(target_layer, target_layers), progress)
+        ex.preprocess = Preprocess.coerce(preprocess, ex.adapter) if preprocess is not None else None
         return ex
 
     # -- introspection -----------------------------------------------------------------------
     @property
     def layer(self) -> str:
-        """The target layer's name (also when it was picked automatically)."""
-        return self.adapter.layer_name
+        """The target layer's name (also when it was picked automatically); several are joined by ' + '."""
+        return " + ".join(e.adapter.layer_name for e in (self, *self._also))
 
     @property
     def methods(self) -> list[str]:
@@ -125,11 +159,14 @@ class Explainer:
         return f"Explainer(framework={self.adapter.framework!r}, layer={self.layer!r}, layout={self.adapter.layout!r})"
 
     # -- explaining --------------------------------------------------------------------------
-    def explain(self, images: Any, method: str = "gradcam", target: TargetLike = None, **options) -> Explanation:
+    def explain(self, images: Any, method: str = "gradcam", target: TargetLike = None, *, targets=None,
+                **options) -> Explanation:
         """Explain ``images`` (N, ...) in the model's layout with ``method``.
 
-        target: None (top-1), an int, one int per image, or a callable mapping the output (N, K)
-        to (N,) scores. ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
+        target: None (top-1), an int, one int per image, a tensor of them, a callable mapping the
+        output (N, K) to (N,) scores, or pytorch-grad-cam target objects (``targets=`` is the same
+        argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.target_objects`).
+        ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
         that every method takes: ``aug_smooth=True`` averages the explanation over six test-time
         augmentations (horizontal flip x brightness 0.9/1/1.1, one batched call) and
         ``eigen_smooth=True`` (CAM methods) keeps the first principal component of the weighted
@@ -152,25 +189,38 @@ class Explainer:
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
             raise
         except TypeError:
-            params = [p for p in inspect.signature(mcls.__init__).parameters if p != "self"]
-            raise OptionError(f"method {mcls.name!r} got unknown option(s) {sorted(options)}; it takes "
-                              f"{params + ['aug_smooth', 'eigen_smooth']}") from None
+            raise OptionError(unknown_option_message(mcls, options)) from None
+        if getattr(m, "batch_size", None) is None:
+            m.batch_size = batch_size  # read by capture(): gradient and forward passes in batches
         if eigen_smooth:
             if not isinstance(m, CamMethod):
                 raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
                                   f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
             m.eigen_smooth = True
         x = self._inputs(images)
+        groups = target_groups(resolve_alias(target, targets), x.shape[0])
+        if len(groups) > 1:
+            return stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+        return self._layers_explain(x, m, groups[0][1], aug_smooth)
+
+    def _layers_explain(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool) -> Explanation:
+        first = self._explain_x(x, m, target, aug_smooth)
+        if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
+            return first
+        rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
+        return average_layers([first, *rest], first.heatmap.shape[1:])
+
+    def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
+        mcls = type(m)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
-            return self._aug_smooth(m, x, spec, getattr(m, "batch_size", None) or batch_size)
-        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"),
-                           batch_size=getattr(m, "batch_size", None) or batch_size)
+            return self._aug_smooth(m, x, spec, getattr(m, "batch_size", None))
+        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"), batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
-            method=mcls.name, layer=self.layer, outputs=cap.outputs)
+            method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs)
 
     def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec, batch_size: int | None = None) -> Explanation:
         """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
@@ -184,11 +234,16 @@ class Explainer:
         check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
         heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
         return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
-                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.layer,
+                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
                            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
 
     def _unsupported(self, name: str, missing: Needs) -> str:
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS):
+        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
+            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
+            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
+                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
+                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
             hint = getattr(self.adapter, "gradient_hint", "")
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
@@ -203,6 +258,11 @@ class Explainer:
         ad = self.adapter
         cap = None
         gbs = gradient_batch(x, batch_size or ad.batch_size)
+        if needs & (Needs.HVP | Needs.BIAS_GRADIENTS):
+            h = ad.higher_derivatives(x, spec, hvp=bool(needs & Needs.HVP), bias=bool(needs & Needs.BIAS_GRADIENTS))
+            cap = LayerCapture(x, ad.layout, h.outputs, h.scores, h.classes, spec.fn, h.activations, h.grads,
+                               hvp=h.hvp, bias_terms=h.bias_terms)
+            cap.extras["input_grads"] = h.input_grads
         if needs & Needs.LAYER_GRADIENTS:
             g = batched_gradients(ad.layer_gradients, x, spec, gbs)
             cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
@@ -265,7 +325,7 @@ class Explainer:
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):
-        return self.layer if layer is None else layer
+        return self.adapter.layer_name if layer is None else layer
 
     def _progress(self, options: dict) -> dict:
         options.setdefault("progress", self.progress)

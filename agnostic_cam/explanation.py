@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from .errors import InputError, OptionError
 
+from agnostic_cam import layout as L
+
 
 @dataclass
 class Explanation:
@@ -69,7 +71,7 @@ class Explanation:
             top = img.max(axis=(1, 2, 3), keepdims=True)
         else:
             raise OptionError(f"sign must be None, 'positive' or 'negative'; got {sign!r}")
-        img = np.divide(img, top, out=np.zeros_like(img), where=top > 0).transpose(0, 2, 3, 1)
+        img = L.from_chw(np.divide(img, top, out=np.zeros_like(img), where=top > 0), L.NHWC)
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, axis=-1)
         return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)

@@ -74,4 +74,6 @@ def cam_to_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def spatial_size(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
     """(H, W) of an image batch shape in ``layout`` ('NCHW' or 'NHWC')."""
-    return (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    from agnostic_cam.layout import spatial_size as hw
+
+    return hw(shape, layout)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from .errors import InputError, OptionError
 
+from agnostic_cam import layout as L
+
 Forward = Callable[[np.ndarray], np.ndarray]
 
 
@@ -54,11 +56,10 @@ def _score(outputs: np.ndarray, classes: np.ndarray, kind: str) -> np.ndarray:
 def _check(images: np.ndarray, maps: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(images, np.float32)
     m = np.asarray(maps, np.float32)
-    if layout not in ("NCHW", "NHWC"):
-        raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
+    layout = L.image_layout(layout)
     if x.ndim != 4:
         raise InputError(f"images must be a batch (N, C, H, W) or (N, H, W, C); got shape {x.shape}")
-    hw = x.shape[2:] if layout == "NCHW" else x.shape[1:3]
+    hw = L.spatial_size(x.shape, layout)
     if m.shape != (x.shape[0], *hw):
         raise InputError(f"maps must be (N, H, W) = {(x.shape[0], *hw)} to match the images ({layout}); got {m.shape}. "
                          "Use Explanation.heatmap (input resolution)")
@@ -74,17 +75,13 @@ def _targets(model_fwd: Forward, x: np.ndarray, targets, batch: int) -> tuple[np
 
 
 def blur(images: np.ndarray, layout: str, sigma: float = 5.0, radius: int = 5) -> np.ndarray:
-    """Gaussian blur (separable, edge-replicated), the insertion baseline of RISE (klen 11, sigma 5)."""
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    k = (k / k.sum()).astype(np.float32)
-    ax_h, ax_w = (2, 3) if layout == "NCHW" else (1, 2)
+    """Gaussian blur (separable, edge-replicated), the insertion baseline of RISE (klen 11, sigma 5):
+    ``scipy.ndimage.gaussian_filter1d`` along H and W, ``mode='nearest'``, kernel radius ``radius``."""
+    from scipy.ndimage import gaussian_filter1d
+
     out = images.astype(np.float32)
-    for ax in (ax_h, ax_w):
-        pad = [(0, 0)] * 4
-        pad[ax] = (radius, radius)
-        p = np.pad(out, pad, mode="edge")
-        n = out.shape[ax]
-        out = sum(k[j] * np.take(p, np.arange(j, j + n), axis=ax) for j in range(2 * radius + 1))
+    for ax in L.spatial_axes(layout):
+        out = gaussian_filter1d(out, sigma, axis=ax, mode="nearest", radius=int(radius))
     return out.astype(np.float32)
 
 
@@ -97,7 +94,7 @@ def baseline_for(images: np.ndarray, kind, layout: str) -> np.ndarray:
     if kind == "blur":
         return blur(images, layout)
     if kind == "mean":
-        axes = (2, 3) if layout == "NCHW" else (1, 2)
+        axes = L.spatial_axes(layout)
         return np.broadcast_to(images.mean(axis=axes, keepdims=True), images.shape).copy()
     raise OptionError(f"baseline must be 'zero', 'blur', 'mean' or a number; got {kind!r}")
 
@@ -152,7 +149,7 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
             chunk = jobs[lo:lo + batch_size]
             ii = np.array([j[0] for j in chunk])
             moved = rank[ii] < counts[[j[1] for j in chunk]][:, None]          # (M, H*W) pixels taken
-            moved = moved.reshape(-1, 1, h, w) if layout == "NCHW" else moved.reshape(-1, h, w, 1)
+            moved = L.expand_mask(moved.reshape(-1, h, w), layout)
             src, dst = (base, x) if mode == "deletion" else (x, base)
             batch = np.where(moved, src[ii], dst[ii])
             s = _score(fwd(batch), t[ii], score)
@@ -181,7 +178,7 @@ def confidence_change(model, images, maps, targets=None, layout: str = "NCHW", s
     fwd = as_forward(model)
     x, m = _check(images, maps, layout)
     out, t = _targets(fwd, x, targets, batch_size)
-    masked = x * (m[:, None] if layout == "NCHW" else m[..., None])
+    masked = x * L.expand_mask(m, layout)
     out_m = np.concatenate([fwd(masked[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
     y, o = _score(out, t, score), _score(out_m, t, score)
     if (y <= 0).any():

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.errors import InputError, OptionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -67,7 +68,7 @@ class Preprocess:
     # -- constructors ----------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike, **defaults) -> Preprocess:
-        """Read a JSON or a flat YAML file (``key: value`` lines; values in JSON syntax) of fields."""
+        """Read a JSON or YAML file of fields (``size: [224, 224]`` or a block list, ``mean:`` ...)."""
         p = Path(path)
         try:
             text = p.read_text()
@@ -151,9 +152,7 @@ class Preprocess:
         if self.channels == 1:
             x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
         x = (x * self.scale - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        if self.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(L.to_chw(x, L.NHWC) if self.layout == L.NCHW else x, dtype=np.float32)
 
     def __call__(self, images) -> np.ndarray:
         """Paths / PIL images / uint8 arrays (one or a list) -> float32 batch."""
@@ -165,23 +164,17 @@ class Preprocess:
 
 
 def _parse_json_or_yaml(text: str, path: Path) -> dict:
-    """JSON, or flat YAML (``key: value`` per line, ``#`` comments, values in JSON/flow syntax)."""
+    """A JSON or YAML (PyYAML ``safe_load``: block lists, flow lists, comments) mapping of fields."""
+    import yaml
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = {}
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            key, sep, value = line.partition(":")
-            if not sep or not key.strip():
-                raise InputError(f"{path}:{n}: expected 'key: value' (flat YAML) or a JSON object; got {line!r}") from None
-            value = value.strip()
-            try:
-                data[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                data[key.strip()] = value.strip("'\"")
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise InputError(f"{where}: not valid YAML/JSON ({getattr(e, 'problem', None) or e}); expected 'key: value' "
+                         "lines, e.g. 'size: [224, 224]'") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: the preprocessing file must hold an object of fields, got {type(data).__name__}")
+        raise InputError(f"{path}: the preprocessing file must hold 'key: value' fields (a mapping), got "
+                         f"{type(data).__name__} {str(data)[:40]!r}")
     return data

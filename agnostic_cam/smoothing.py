@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.targets import TargetSpec
 
 FLIPS = (False, True)
@@ -21,7 +22,7 @@ IDENTITY = TRANSFORMS.index((False, 1.0))
 
 def augment(x: np.ndarray, layout: str) -> np.ndarray:
     """(N, *input) in ``layout`` -> (T * N, *input): row t * N + i is image i under transform t."""
-    w_axis = 3 if layout == "NCHW" else 2
+    w_axis = L.spatial_axes(layout)[1]
     out = [np.flip(x, axis=w_axis) * np.float32(f) if flip else x * np.float32(f) for flip, f in TRANSFORMS]
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from agnostic_cam.errors import InputError, OptionError
 
+from agnostic_cam import layout as L
+
 
 def to_display(images: Any) -> np.ndarray:
     """Images for display as (N, H, W, 3) float in [0, 1].
@@ -23,7 +25,7 @@ def to_display(images: Any) -> np.ndarray:
     if x.ndim != 4:
         raise InputError(f"images must be (N, H, W, C) or (N, C, H, W); got shape {x.shape}")
     if x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = x.transpose(0, 2, 3, 1)
+        x = L.from_chw(x, L.NHWC)
     if x.shape[-1] not in (1, 3):
         raise InputError(f"images must have 1 or 3 channels; got shape {x.shape}")
     if x.dtype == np.uint8:

@@ -3,6 +3,7 @@ without changing the model; output="raw" keeps the model's own (probability) out
 import numpy as np
 import pytest
 import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget  # imports torchvision: before TF
 
 from agnostic_cam import Explainer
 
@@ -62,3 +63,26 @@ def test_logits_before_softmax(head):
     raw = Explainer.from_keras(model, "feat", progress=False)
     np.testing.assert_allclose(raw.explain(x, "gradcam", target=0).outputs, probs_before, atol=1e-5)
     np.testing.assert_allclose(raw.predict(x), probs_before, atol=1e-5)
+
+
+def test_tf_tensor_and_softmax_object_targets():
+    """TensorFlow tensors as class indices; pytorch-grad-cam's softmax target object on a Keras model
+    equals the softmax of the logits, scored by the gradient path (TF tensors) and a forward method (NumPy)."""
+    import tensorflow as tf
+
+    model, _ = build("dense_softmax")
+    x = np.random.default_rng(1).normal(size=(2, S, S, 3)).astype(np.float32)
+    ex = Explainer.from_keras(model, output="logits", progress=False)
+    assert ex.layer == "feat"  # picked automatically: the last spatial map before pooling
+    ref = ex.explain(x, "gradcam", target=[1, 3])
+    np.testing.assert_array_equal(ex.explain(x, "gradcam", target=tf.constant([1, 3])).heatmap, ref.heatmap)
+    sm = ex.explain(x, "gradcam", targets=[ClassifierOutputSoftmaxTarget(3)])
+    fw = ex.explain(x, "scorecam", targets=[ClassifierOutputSoftmaxTarget(3)])
+    np.testing.assert_allclose(sm.scores, model(x).numpy()[:, 3], rtol=1e-4)
+    np.testing.assert_allclose(fw.scores, sm.scores, rtol=1e-4)
+    with tf.GradientTape() as t:  # Grad-CAM of the softmax score by hand
+        a = ex.adapter.layer(tf.constant(x))
+        t.watch(a)
+        p = model.get_layer("fc")(tf.reduce_mean(a, axis=(1, 2)))[:, 3]
+    g = t.gradient(p, a).numpy()
+    np.testing.assert_allclose(sm.raw, np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a.numpy()), atol=1e-6)

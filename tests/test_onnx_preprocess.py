@@ -44,8 +44,14 @@ def test_spec_from_json_and_yaml(tmp_path):
     a, b = Preprocess.from_file(tmp_path / "p.json"), Preprocess.from_file(tmp_path / "p.yaml")
     assert a == b and a.size == (8, 8) and a.channel_order == "BGR" and a.std == (2.0, 2.0, 2.0)
     (tmp_path / "bad.yaml").write_text("size [8, 8]\n")
-    with pytest.raises(ValueError, match="bad.yaml:1: expected 'key: value'"):
+    with pytest.raises(ValueError, match="bad.yaml: the preprocessing file must hold 'key: value' fields"):
         Preprocess.from_file(tmp_path / "bad.yaml")
+    (tmp_path / "block.yaml").write_text("size:\n  - 8\n  - 8\nmean:\n  - 1\n  - 2\n  - 3\nstd: 2  # comment\n")
+    c = Preprocess.from_file(tmp_path / "block.yaml")  # block lists (the flat parser failed on these)
+    assert (c.size, c.mean, c.std) == (a.size, a.mean, a.std)
+    (tmp_path / "broken.yaml").write_text("size: [8, 8\nmean: 1\n")
+    with pytest.raises(ValueError, match=r"broken.yaml:\d+: not valid YAML"):
+        Preprocess.from_file(tmp_path / "broken.yaml")
     (tmp_path / "unk.json").write_text('{"sise": 8}')
     with pytest.raises(ValueError, match=r"unknown preprocessing field\(s\) \['sise'\]"):
         Preprocess.from_file(tmp_path / "unk.json")

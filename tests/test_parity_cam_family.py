@@ -1,6 +1,9 @@
 """The rest of pytorch-grad-cam 1.5.7's CAM family and its aug_smooth / eigen_smooth options,
 against pytorch-grad-cam itself (test-only reference) on ResNet-18 and MobileNetV3-Small with
 random weights. Reduced for time: 96 px inputs (3x3 last-stage maps), two images per model."""
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -15,6 +18,8 @@ CASES = {
     "kpcacam": ("kpcacam", {}, "KPCA_CAM", {}, False),
     "fem": ("fem", {}, "FEM", {}, False),
     "segeigencam": ("segeigencam", {}, "SegEigenCAM", {}, False),
+    "shapleycam": ("shapleycam", {}, "ShapleyCAM", {}, False),  # H A != 0 on MobileNetV3 (hardswish, SE)
+    "fullgrad": ("fullgrad", {}, "FullGrad", {}, False),
     "gradcam_aug": ("gradcam", {"aug_smooth": True}, "GradCAM", {"aug_smooth": True}, False),
     "gradcam++_aug": ("gradcam++", {"aug_smooth": True}, "GradCAMPlusPlus", {"aug_smooth": True}, False),
     "gradcam_eigen": ("gradcam", {"eigen_smooth": True}, "GradCAM", {"eigen_smooth": True}, True),
@@ -63,7 +68,7 @@ def pgc_reference(model, layer, x, targets, cls_name, call, sign_free, monkeypat
 
         for mod in (base, egc):
             monkeypatch.setattr(mod, "get_2d_projection", signed)
-    with getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
+    with contextlib.redirect_stdout(io.StringIO()), getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets], **call)
 
 
@@ -121,3 +126,18 @@ def test_randomcam_weights_are_seeded_uniform(models):
     act = ex.capture(x96, TargetSpec(None, 2), get_method("randomcam").needs).activations
     w7 = np.random.default_rng(7).uniform(-1, 1, size=act.shape[:2])
     np.testing.assert_allclose(a.raw, np.einsum("nc,nchw->nhw", w7, act), rtol=1e-4, atol=1e-4)
+
+
+def test_second_order_methods_on_the_onnx_backend(models, tmp_path):
+    """ShapleyCAM and FullGrad through the ONNX gradient backend equal from_torch on the exported
+    file (MobileNetV3: a non-zero Hessian term; BatchNorm folded into the convolutions by the export
+    leaves FullGrad unchanged here, the convolutions before BatchNorm having no bias)."""
+    model, layer, x, targets, ex = models["mobilenet_v3"]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(ex.adapter.engine(tuple(x.shape[1:])).model.SerializeToString())
+    ex_onnx = Explainer.from_onnx(str(path), target_layer="activation", progress=False)
+    assert {"shapleycam", "fullgrad"} <= set(ex_onnx.methods)
+    for name in ("shapleycam", "fullgrad"):
+        a = ex.explain(x.numpy(), name, target=targets).heatmap
+        b = ex_onnx.explain(x.numpy(), name, target=targets).heatmap
+        assert np.abs(a - b).max() <= 1e-4, name

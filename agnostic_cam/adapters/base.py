@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -63,7 +64,7 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     x = to_numpy(images)
     if x.dtype == object:
         raise InputError("images must be a numeric array (N, ...) or tensor; got an object array")
-    shape_txt = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+    shape_txt = L.shape_text(layout)
     if x.ndim != 4:
         hint = " Add a batch dimension: images[None]." if x.ndim == 3 else ""
         raise InputError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}); got shape {x.shape}.{hint}")
@@ -71,18 +72,16 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
         raise InputError(
             f"images must be floating point (got {x.dtype}): convert them the way the model was trained, "
             f"e.g. images.astype(np.float32) / 255 followed by the model's mean/std normalisation")
-    c_axis = 1 if layout == "NCHW" else 3
-    other = 3 if layout == "NCHW" else 1
-    if channels is not None and x.shape[c_axis] != channels:
-        if x.shape[other] == channels:
-            fix = "x.transpose(0, 3, 1, 2)" if layout == "NCHW" else "x.transpose(0, 2, 3, 1)"
-            got = "channels-last (NHWC)" if layout == "NCHW" else "channels-first (NCHW)"
+    other = L.NHWC if layout == L.NCHW else L.NCHW
+    if channels is not None and L.channels(x.shape, layout) != channels:
+        if L.channels(x.shape, other) == channels:
+            got = "channels-last (NHWC)" if other == L.NHWC else "channels-first (NCHW)"
             raise InputError(
                 f"images look {got} (shape {x.shape}) but the model takes {layout} {shape_txt} with "
-                f"{channels} channels; convert with {fix}")
+                f"{channels} channels; convert with {L.transpose_fix(layout)}")
         raise InputError(f"the model expects {channels} channels in {layout} layout {shape_txt}; got shape {x.shape}")
     if spatial is not None:
-        hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+        hw = L.spatial_size(x.shape, layout)
         if any(s is not None and s != g for s, g in zip(spatial, hw)):
             raise InputError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
     if x.shape[0] == 0:
@@ -98,12 +97,8 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
-
-
-def channels_native(a: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
+channels_first = L.to_chw      # kept names: (N, ...) in a layout <-> channel-first
+channels_native = L.from_chw
 
 
 class Adapter(ABC):
@@ -160,12 +155,15 @@ class Adapter(ABC):
             cached = self._engines.get(key)
             if cached is None or cached[0] != version:
                 with EXPORT_LOCK:  # exporters keep process-wide state
-                    proto = self.export_onnx(key)
-                self._engines[key] = (version, OnnxEngine(proto, self.providers, self.batch_size))
+                    self._engines[key] = (version, self._make_engine(key))
             self._engines.move_to_end(key)
             while len(self._engines) > self.max_engines:
                 self._engines.popitem(last=False)
             return self._engines[key][1]
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """A new engine for ``sample_shape`` (an adapter may fall back to another forward path)."""
+        return OnnxEngine(self.export_onnx(sample_shape), self.providers, self.batch_size)
 
     # -- gradients ---------------------------------------------------------------------------
     @abstractmethod
@@ -175,6 +173,18 @@ class Adapter(ABC):
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         """Outputs, target scores and d(score)/d(input) under backward ``rule``."""
         raise BackendError(f"input gradients are not available for {self.framework} models yet")
+
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """Derivatives beyond one gradient, for methods that need ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS``.
+
+        Returns an object with outputs (N, K), scores (N,), classes; with ``hvp``: activations,
+        grads and hvp = d/dA <dS/dA, A> (N, C, h, w) channel-first at the target layer; with
+        ``bias``: input_grads (N, *input) and bias_terms [(bias (C,), d(score)/d(output) (N, C, h, w))]
+        for every convolution / batch-norm layer with a bias. Adapters that cannot provide them
+        leave ``Needs.HVP`` / ``Needs.BIAS_GRADIENTS`` out of ``supports``.
+        """
+        raise BackendError(f"second-order and bias gradients are not available for {self.framework} models; "
+                           "explain the model with from_torch, or its ONNX export with from_onnx")
 
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """One forward pass of x (N, ...) in the model's input layout, then one backward pass.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.adapters import keras_graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities
@@ -46,7 +47,7 @@ except ImportError as e:  # pragma: no cover - exercised by test_import with ten
 
 
 def _native(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if a.ndim == 4 else a
+    return L.from_chw(a, L.NHWC) if a.ndim == 4 else a
 
 
 def _first(a: np.ndarray) -> np.ndarray:

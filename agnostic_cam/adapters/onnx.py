@@ -12,6 +12,7 @@ import os
 import numpy as np
 import onnx
 
+from agnostic_cam import layout as L
 from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
 from agnostic_cam.engine import graph as G
@@ -22,6 +23,7 @@ from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, 
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
+GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 _AFTER_CONV = ("Relu", "BatchNormalization", "Identity")  # conv_weights follows these back to a Conv
 
@@ -75,7 +77,7 @@ class OnnxAdapter(Adapter):
         self.activation_name = self.layer.name
         self.activation_layout = self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
-        self.supports = FORWARD_ONLY | (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS if self._use_grad else Needs(0))
+        self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
         self._grad = None
@@ -193,14 +195,12 @@ class OnnxAdapter(Adapter):
     # -- input ---------------------------------------------------------------------------------
     @property
     def channels(self) -> int | None:
-        c = self.input_shape[1] if self.layout == "NCHW" else self.input_shape[3]
+        c = L.channels(self.input_shape, self.layout)
         return c if isinstance(c, int) and c > 0 else None
 
     @property
     def spatial(self) -> tuple | None:
-        s = self.input_shape
-        hw = (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
-        hw = tuple(d if isinstance(d, int) and d > 0 else None for d in hw)
+        hw = tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.input_shape, self.layout))
         return None if hw == (None, None) else hw
 
     # -- ONNX ----------------------------------------------------------------------------------
@@ -232,13 +232,23 @@ class OnnxAdapter(Adapter):
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
-        if self.activation_layout == "NHWC":
-            g.activations = np.ascontiguousarray(g.activations.transpose(0, 3, 1, 2))
-            g.grads = np.ascontiguousarray(g.grads.transpose(0, 3, 1, 2))
+        g.activations = channels_first(g.activations, self.activation_layout)
+        g.grads = channels_first(g.grads, self.activation_layout)
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
         return self._backend().input_gradients(x, target, rule)
+
+    def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
+        """HVP / bias gradients through the gradient backend's PyTorch graph (see ``Adapter``);
+        bias layers are the converted graph's convolutions and batch norms with a bias."""
+        backend = self._backend()
+        from agnostic_cam.adapters.torch_higher import backend_higher_derivatives
+
+        h = backend_higher_derivatives(backend, x, target, hvp, bias)
+        if self.activation_layout == "NHWC" and h.activations is not None:
+            h.activations, h.grads, h.hvp = (channels_first(a, "NHWC") for a in (h.activations, h.grads, h.hvp))
+        return h
 
     # -- feature visualisation primitives ------------------------------------------------------
     def layer_names(self) -> list[str]:

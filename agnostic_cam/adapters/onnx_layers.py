@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from agnostic_cam import layout as L
 from agnostic_cam.engine import graph as G
 
 # Ops whose rank-4 output is channel-first by the ONNX spec.
@@ -39,13 +40,11 @@ class Layer:
 
     @property
     def spatial(self) -> tuple[int | None, int | None]:
-        s = self.shape
-        hw = (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
-        return tuple(d if isinstance(d, int) and d > 0 else None for d in hw)
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.shape, self.layout))
 
     @property
     def channels(self) -> int | None:
-        c = self.shape[1] if self.layout == "NCHW" else self.shape[3]
+        c = L.channels(self.shape, self.layout)
         return c if isinstance(c, int) and c > 0 else None
 
     @property

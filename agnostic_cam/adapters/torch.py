@@ -19,14 +19,16 @@ try:
     from torch import nn
 
     from agnostic_cam.adapters.torch_checks import check_model, fingerprint, forward_failure
+    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
-class TorchAdapter(TorchPrimitives, Adapter):
+class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     framework = "torch"
-    supports = Adapter.supports | Needs.INPUT_GRADIENTS
+    supports = Adapter.supports | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
     layout = "NCHW"
     activation_layout = "NCHW"
 
@@ -50,6 +52,8 @@ class TorchAdapter(TorchPrimitives, Adapter):
         if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
+        if self.input_shape is not None:
+            self.engine(self.input_shape)  # exportable? (else warn now, once, and use the fallback)
 
     # -- layer resolution ----------------------------------------------------------------------
     def _resolve(self, target_layer) -> tuple[str, nn.Module]:
@@ -158,11 +162,15 @@ class TorchAdapter(TorchPrimitives, Adapter):
         with EXPORT_LOCK, preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            torch.onnx.export(Export(), (x,), buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=[OUTPUT, ACTIVATION],
-                              dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}},
-                              do_constant_folding=True)
+            run_export(lambda: torch.onnx.export(
+                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+                output_names=[OUTPUT, ACTIVATION], do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}}))
         return to_float32(onnx.load_from_string(buf.getvalue()))  # float64/half models run in float32 on ORT
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
+        return engine_for(self, sample_shape)
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, ModelError, OptionError
+from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, ModelError, NonFiniteError, OptionError
 
 SCORES = ("auto", "softmax", "raw")
 
@@ -194,6 +194,9 @@ def preflight(ctx: Context) -> None:
     if out.ndim != 2:
         raise ModelError(f"the explained output has shape {out.shape}; the audit needs class scores (N, K). Choose "
                          "another output (--output)")
+    if not np.isfinite(out).all():
+        raise NonFiniteError(f"the model outputs NaN/Inf on a plain grey {size[0]}x{size[1]} image: its weights or "
+                             "graph produce non-finite numbers; no image was audited", where="model output")
     k = out.shape[1]
     if ctx.cfg.target is not None and ctx.cfg.target >= k:
         raise OptionError(f"target {ctx.cfg.target} is out of range: the model has {k} classes (0-{k - 1})")

@@ -3,7 +3,8 @@ method, and write a PNG grid per section plus ``index.html`` to ``--out`` (defau
 from __future__ import annotations
 
 import argparse
-import html
+import logging
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated sections to build (default: all of {','.join(SECTIONS)})")
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     t0 = time.perf_counter()
     index = run_demo(Path(a.out), n_images=a.images, sections=[s for s in a.sections.split(",") if s])
-    print(f"demo written to {html.escape(str(index))} in {time.perf_counter() - t0:.1f} s")
+    logging.getLogger("agnostic_cam.demo").info("demo written to %s in %.1f s", index, time.perf_counter() - t0)
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from ..errors import InputError
 
+from agnostic_cam import layout as L
+
 CLASSES = ("disk", "square", "triangle", "cross")
 
 
@@ -45,6 +47,4 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, layout: str = "NCHW"):
         images[i] = np.clip(img, 0, 1)
         ys, xs = np.nonzero(mask)
         boxes[i] = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
-    if layout == "NCHW":
-        images = images.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images), labels.astype(np.int64), boxes
+    return np.ascontiguousarray(L.from_chw(L.to_chw(images, L.NHWC), layout)), labels.astype(np.int64), boxes

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agnostic_cam import layout as L
+
 METHODS = ("gradcam", "gradcam++", "layercam", "scorecam", "ablationcam", "eigencam", "cam")
 
 
@@ -18,7 +20,7 @@ def frameworks_section(out_dir: Path, model, images: np.ndarray, labels: np.ndar
 
     tex = Explainer.from_torch(model, torch_model.TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     kex = Explainer.from_keras(keras_model.keras_twin(model), keras_model.TARGET_LAYER, progress=False)
-    nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    nhwc = L.from_chw(images, L.NHWC)
     exps, rows = {}, []
     for name in METHODS:
         exps[name] = kex.explain(nhwc, name, target=labels)

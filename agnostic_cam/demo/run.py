@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ from agnostic_cam.demo.frameworks import frameworks_section
 from agnostic_cam.demo.features_section import features_section
 from agnostic_cam.demo.gradients_section import gradients_section
 from agnostic_cam.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) -> str:
@@ -56,7 +59,7 @@ def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) ->
     from agnostic_cam.demo.torch_model import accuracy, load_demo_net
 
     out.mkdir(parents=True, exist_ok=True)
-    print("loading the demo model (trained on synthetic shapes on first use, then cached)")
+    log.info("loading the demo model (trained on synthetic shapes on first use, then cached)")
     model = load_demo_net(verbose=True)
     images, labels = demo_images(n_images)
     parts = [f"<p>Demo CNN (3 conv blocks + GAP + linear) trained on synthetic shapes {list(CLASSES)}; "
@@ -66,7 +69,7 @@ def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) ->
             raise InputError(f"unknown demo section {name!r}; known: {', '.join(SECTIONS)}")
         t = time.perf_counter()
         parts.append(SECTIONS[name](out, model, images, labels))
-        print(f"  section {name}: {time.perf_counter() - t:.1f} s")
+        log.info("  section %s: %.1f s", name, time.perf_counter() - t)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>agnostic-cam demo</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}td,th{padding:2px 10px}</style>"
             "</head><body><h1>agnostic-cam demo</h1>" + "\n".join(parts) + "</body></html>")

@@ -1,6 +1,7 @@
 """The demo CNN in PyTorch and its few-second training on synthetic shapes."""
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 from agnostic_cam.demo.data import CLASSES, make_shapes
+
+log = logging.getLogger(__name__)
 
 TARGET_LAYER = "features.relu3"
 
@@ -48,7 +51,7 @@ def train_demo_net(n: int = 1200, epochs: int = 4, seed: int = 0, verbose: bool 
             loss.backward()
             opt.step()
         if verbose:
-            print(f"  epoch {ep + 1}/{epochs}: loss {loss.item():.3f}")
+            log.info("  epoch %d/%d: loss %.3f", ep + 1, epochs, loss.item())
     return model.eval()
 
 

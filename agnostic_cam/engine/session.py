@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.engine import graph as G
-from agnostic_cam.errors import InputError, MissingFileError, ModelError
+from agnostic_cam.errors import InputError, MissingDependencyError, MissingFileError, ModelError
 
 # Bytes of input per batch the engine aims for when the caller does not choose a batch size.
 # CPU: moderate batches bound memory; measured on a 2-core machine, ResNet-18 at 224 px runs at
@@ -36,10 +36,21 @@ def check_run_bytes(rows: int, sample_shape: tuple, what: str) -> None:
                          "agnostic_cam.engine.session.MAX_RUN_BYTES if this machine has the memory")
 
 
+def onnxruntime():
+    """The ``onnxruntime`` module, or a :class:`MissingDependencyError` naming the extras that install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError(
+            "ONNX Runtime is not installed; it runs the forward passes. Install exactly one build: "
+            "pip install 'agnostic-cam[cpu]' (onnxruntime) or pip install 'agnostic-cam[gpu]' (onnxruntime-gpu, "
+            "CUDA)") from None
+    return ort
+
+
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build offers it, then CPU."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     avail = ort.get_available_providers()
     order = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
     return order or list(avail)
@@ -100,7 +111,7 @@ class OnnxEngine:
 
     def _create_session(self):
         if self._session is None:
-            import onnxruntime as ort
+            ort = onnxruntime()
 
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 from ..errors import InputError
 
+from agnostic_cam import layout as L
+
 
 def layer_label(layer: Any) -> str:
     """A printable name for a layer given by name or object (None: the model's output)."""
@@ -20,7 +22,7 @@ def image_shape(adapter, shape: tuple[int, ...] | None) -> tuple[int, int, int]:
     """One image's shape in the model's layout: ``shape`` if given, else what the adapter knows
     (a torch ``input_shape``, or a fixed Keras/ONNX input size)."""
     layout = adapter.layout
-    want = "(C, H, W)" if layout == "NCHW" else "(H, W, C)"
+    want = L.shape_text(layout, batch=False)
     if shape is None:
         known = getattr(adapter, "input_shape", None)
         if known is not None and len(known) == 3 and all(isinstance(s, int | np.integer) for s in known):
@@ -29,8 +31,8 @@ def image_shape(adapter, shape: tuple[int, ...] | None) -> tuple[int, int, int]:
             c, hw = adapter.channels, adapter.spatial
             if c is None or hw is None or any(s is None for s in hw):
                 raise InputError(f"the model's input size is not known: pass shape={want} in its layout ({layout}), "
-                                 f"e.g. shape={(3, 64, 64) if layout == 'NCHW' else (64, 64, 3)}")
-            shape = (c, *hw) if layout == "NCHW" else (*hw, c)
+                                 f"e.g. shape={L.sample_shape(3, (64, 64), layout)}")
+            shape = L.sample_shape(c, hw, layout)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"shape is one image's shape {want} in the model's layout ({layout}); got {shape}")
@@ -42,9 +44,9 @@ def random_image(n: int, shape: tuple[int, ...], seed: int, mean: float = 0.0, s
     """``n`` images of ``shape`` (in ``layout``) drawn from N(mean, std^2) with
     ``np.random.default_rng(seed)``; drawn channel-first, so NCHW and NHWC twins start alike."""
     rng = np.random.default_rng(seed)
-    cf = shape if layout == "NCHW" else (shape[2], shape[0], shape[1])
+    cf = L.to_chw(np.empty((1, *shape)), layout).shape[1:]
     x = (mean + std * rng.standard_normal((n, *cf))).astype(np.float32)
-    return x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return L.from_chw(x, layout)
 
 
 def start_images(adapter, n: int, init: np.ndarray | None, shape: tuple[int, ...] | None, seed: int,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.features.common import layer_label, single_image
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
@@ -23,18 +24,16 @@ DEFAULTS = {"steps": 10, "lr": 0.01, "jitter": 2, "schedule": "constant"}
 
 def resize_images(x: np.ndarray, size: tuple[int, int], layout: str) -> np.ndarray:
     """Bilinear resize (half-pixel centres) of a batch in ``layout`` to (H, W)."""
-    if layout == "NCHW":
-        return resize_bilinear(x, size)
-    return np.ascontiguousarray(resize_bilinear(x.transpose(0, 3, 1, 2), size).transpose(0, 2, 3, 1))
+    return L.from_chw(resize_bilinear(L.to_chw(x, layout), size), layout)
 
 
 def resize_adjoint(g: np.ndarray, size: tuple[int, int], layout: str) -> np.ndarray:
     """The transpose of :func:`resize_images` from ``size`` to g's size: ``Ry^T g Rx``."""
-    gc = g if layout == "NCHW" else g.transpose(0, 3, 1, 2)
+    gc = L.to_chw(g, layout)
     ry = _interp_matrix(size[0], gc.shape[2], False).astype(np.float32)
     rx = _interp_matrix(size[1], gc.shape[3], False).astype(np.float32)
     out = np.matmul(np.matmul(ry.T, gc), rx)
-    return np.ascontiguousarray(out if layout == "NCHW" else out.transpose(0, 2, 3, 1))
+    return L.from_chw(np.ascontiguousarray(out), layout)
 
 
 def deep_dream(adapter, x: np.ndarray, layer: Any, octaves: int = 3, octave_scale: float = 1.4, seed: int = 0,
@@ -47,7 +46,7 @@ def deep_dream(adapter, x: np.ndarray, layer: Any, octaves: int = 3, octave_scal
         raise OptionError(f"octave_scale must be > 1; got {octave_scale!r}")
     settings = ascent_settings(DEFAULTS, options, "deep_dream")
     layout = adapter.layout
-    hw = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
+    hw = L.spatial_size(x.shape, layout)
     fixed = adapter.spatial is not None and any(s is not None for s in adapter.spatial)
     sizes = [tuple(max(8, round(s / octave_scale ** k)) for s in hw) for k in range(octaves)][::-1]
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 from ..errors import OptionError
 
+from agnostic_cam import layout as L
+
 TV_EPS = 1e-8
 
 
 def spatial_axes(layout: str) -> tuple[int, int]:
     """The (H, W) axes of a batch in ``layout``."""
-    if layout not in ("NCHW", "NHWC"):
-        raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
-    return (2, 3) if layout == "NCHW" else (1, 2)
+    return L.spatial_axes(L.image_layout(layout))
 
 
 def jitter(x: np.ndarray, dy: int, dx: int, axes: tuple[int, int]) -> np.ndarray:
@@ -29,34 +29,17 @@ def jitter(x: np.ndarray, dy: int, dx: int, axes: tuple[int, int]) -> np.ndarray
     return np.roll(x, (int(dy), int(dx)), axis=axes)
 
 
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """1-D normalised Gaussian, radius ``round(3 sigma)`` (scipy.ndimage's ``truncate=3``)."""
-    r = max(1, int(3 * sigma + 0.5))
-    t = np.arange(-r, r + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
 def gaussian_blur(x: np.ndarray, sigma: float, axes: tuple[int, int]) -> np.ndarray:
-    """Separable Gaussian blur of standard deviation ``sigma`` pixels over ``axes``.
-
-    Borders are mirrored (``x[-1], x[0], x[1]``... mirrored including the edge pixel, i.e.
-    ``np.pad(mode='symmetric')``, scipy.ndimage's ``mode='reflect'``). ``sigma <= 0`` is a no-op.
-    """
+    """Separable Gaussian blur of standard deviation ``sigma`` pixels over ``axes``:
+    ``scipy.ndimage.gaussian_filter1d`` with mirrored borders (``mode='reflect'``) and a kernel radius
+    of ``round(3 sigma)`` (``truncate=3``). ``sigma <= 0`` is a no-op."""
     if sigma <= 0:
         return x.copy()
-    k = gaussian_kernel(sigma)
-    r = len(k) // 2
+    from scipy.ndimage import gaussian_filter1d
+
     out = np.asarray(x, dtype=np.float64)
     for ax in axes:
-        n = out.shape[ax]
-        pad = [(0, 0)] * out.ndim
-        pad[ax] = (r, r)
-        p = np.pad(out, pad, mode="symmetric") if r <= n else np.pad(out, pad, mode="edge")
-        acc = np.zeros_like(out)
-        for i, w in enumerate(k):
-            acc += w * np.take(p, np.arange(i, i + n), axis=ax)
-        out = acc
+        out = gaussian_filter1d(out, sigma, axis=ax, mode="reflect", truncate=3.0)
     return out.astype(x.dtype, copy=False)
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 from ..errors import InputError
 
+from agnostic_cam import layout as L
+
 
 def to_hwc(images: np.ndarray, layout: str) -> np.ndarray:
     """(M, ...) in ``layout`` -> (M, H, W, C)."""
-    return np.asarray(images).transpose(0, 2, 3, 1) if layout == "NCHW" else np.asarray(images)
+    return L.from_chw(L.to_chw(np.asarray(images), layout), L.NHWC)
 
 
 def stretch(images: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
@@ -163,7 +165,7 @@ class Filters:
         w = self.weights[:max_filters].astype(np.float64)
         o, i = w.shape[:2]
         if i == 3:
-            rgb = w.transpose(0, 2, 3, 1)
+            rgb = L.from_chw(w, L.NHWC)
             lo = rgb.min(axis=(1, 2, 3), keepdims=True)
             rgb = (rgb - lo) / np.maximum(rgb.max(axis=(1, 2, 3), keepdims=True) - lo, 1e-12)
             return grid_figure(list(rgb), [str(k) for k in range(o)], None, f"{self.layer}: {o} filters (RGB)", cell * 1.3)

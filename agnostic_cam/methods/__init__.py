@@ -6,6 +6,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     eigencam,
     eigengradcam,
     fem,
+    fullgrad,
     gradcam,
     gradcam_elementwise,
     gradcam_pp,
@@ -20,6 +21,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     saliency,
     scorecam,
     segeigencam,
+    shapleycam,
     smoothgrad,
     xgradcam,
 )

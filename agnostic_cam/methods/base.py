@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.imaging import cam_to_heatmap
 from agnostic_cam.methods.projection import first_component_projection
 from agnostic_cam.targets import select_scores
@@ -27,10 +28,12 @@ class Needs(enum.Flag):
     TAIL = enum.auto()              # model outputs for new layer activations (ONNX tail graph)
     LAYER_GRADIENTS = enum.auto()   # activations and d(score)/d(activations) (framework autograd)
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
+    HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
+    BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
 
 
 @dataclass
@@ -58,6 +61,8 @@ class LayerCapture:
     batch_size: int = 32
     progress: bool | None = None
     extras: dict = field(default_factory=dict)
+    hvp: np.ndarray | None = None   # (N, C, h, w) Hessian-vector product d/dA <dS/dA, A>
+    bias_terms: list = field(default_factory=list)  # [(bias (C,), d(score)/d(layer output) (N, C, h, w))]
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -68,7 +73,7 @@ class LayerCapture:
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) of the input images."""
-        return (self.x.shape[2], self.x.shape[3]) if self.layout == "NCHW" else (self.x.shape[1], self.x.shape[2])
+        return L.spatial_size(self.x.shape, self.layout)
 
     def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
         """Target scores (M,) of output rows (M, K) that belong to images ``image`` (int or (M,))."""
@@ -79,7 +84,7 @@ class LayerCapture:
     def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
         """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
         xi = self.x[image][None]
-        return xi * (masks[:, None] if self.layout == "NCHW" else masks[..., None])
+        return xi * L.expand_mask(masks, self.layout)
 
     def progress_bar(self, total: int, desc: str):
         from tqdm.auto import tqdm

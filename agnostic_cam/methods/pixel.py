@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from agnostic_cam import layout as L
 from agnostic_cam.methods.base import LayerCapture, Method, Needs
 from agnostic_cam.errors import OptionError
 
@@ -20,13 +21,10 @@ SIGNS = ("abs", "positive", "negative")
 
 def to_chw(a: np.ndarray, layout: str) -> np.ndarray:
     """(M, *input) in ``layout`` -> (M, C, H, W) float32."""
-    a = np.asarray(a, dtype=np.float32)
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == "NHWC" else a
+    return L.to_chw(np.asarray(a, dtype=np.float32), layout)
 
 
-def from_chw(a: np.ndarray, layout: str) -> np.ndarray:
-    """(M, C, H, W) -> (M, *input) in ``layout``."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == "NHWC" else a
+from_chw = L.from_chw  # (M, C, H, W) -> (M, *input) in ``layout``
 
 
 def scale_max(maps: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pickle
 from collections.abc import Iterable, Iterator
@@ -49,22 +50,27 @@ class AuditWorker:
 
 def run_ray(ctx, items: Iterable[Item], workers: int | None = None, address: str | None = None,
             gpus_per_worker: float = 0, **_) -> Iterator[record.Result]:
-    """Results of ``items`` computed by ``workers`` Ray actors (default 1 per 2 CPUs of the cluster)."""
+    """Results of ``items`` computed by ``workers`` Ray actors (default 1 per 2 CPUs of the cluster).
+
+    Checks the options and that Ray is installed when called (before any image), then streams."""
     ray = require("ray")
     require("ray.data")
-    items = list(items)
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise OptionError(f"workers must be a positive int; got {workers!r}")
     if gpus_per_worker is None or gpus_per_worker < 0:
         raise OptionError(f"gpus_per_worker must be >= 0; got {gpus_per_worker!r}")
+    return _stream(ray, ctx, list(items), workers, address, gpus_per_worker)
+
+
+def _stream(ray, ctx, items: list[Item], workers, address, gpus_per_worker) -> Iterator[record.Result]:
     spec = ctx.spec()
+    if not items:
+        return
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started = True
     try:
-        if not items:
-            return
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -72,8 +78,8 @@ def run_ray(ctx, items: Iterable[Item], workers: int | None = None, address: str
                                    "true_label": it.true_label or ""} for it in items],
                                  override_num_blocks=max(1, min(len(items), 4 * workers)))
         ds = ds.map_batches(AuditWorker, fn_constructor_kwargs={"spec": spec}, batch_size=ctx.cfg.batch_images,
-                            concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker or None, batch_format="numpy",
-                            max_restarts=-1, max_task_retries=-1)
+                            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                            num_gpus=gpus_per_worker or None, batch_format="numpy")
         try:
             for row in ds.iter_rows():
                 yield record.Result(json.loads(row["record"]), pickle.loads(row["files"]))

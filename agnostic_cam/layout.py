@@ -1,0 +1,249 @@
+"""Layouts of image batches and layer tensors, in one place.
+
+Image batches are ``"NCHW"`` (channels-first) or ``"NHWC"`` (channels-last). Layer tensors are
+described by a :class:`LayerLayout`: ``"NCHW"`` (N, C, h, w), ``"NHWC"`` (N, h, w, C: Swin,
+Keras, torchvision ConvNeXt blocks) or ``"tokens"`` (N, T, C) with ``prefix`` leading class /
+register / distillation tokens followed by a row-major patch grid ``(h, w)``, T = prefix + h*w.
+Every CAM formula works on the channel-first view (N, C, h, w) that :meth:`LayerLayout.to_chw`
+gives; everything else in the library asks this module for axes and conversions.
+
+Pure NumPy: no framework import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agnostic_cam.errors import LayoutError, OptionError
+
+NCHW = "NCHW"
+NHWC = "NHWC"
+TOKENS = "tokens"
+IMAGE_LAYOUTS = (NCHW, NHWC)
+LAYER_KINDS = (NCHW, NHWC, TOKENS)
+
+
+# -- image batches ---------------------------------------------------------------------------------
+def image_layout(layout: str) -> str:
+    """``layout`` normalised to 'NCHW' / 'NHWC'; OptionError otherwise."""
+    if isinstance(layout, str) and layout.upper() in IMAGE_LAYOUTS:
+        return layout.upper()
+    raise OptionError(f"layout must be 'NCHW' or 'NHWC'; got {layout!r}")
+
+
+def channel_axis(layout: str) -> int:
+    """Channel axis of a rank-4 batch in ``layout``."""
+    return 1 if layout == NCHW else 3
+
+
+def spatial_axes(layout: str) -> tuple[int, int]:
+    """(H axis, W axis) of a rank-4 batch in ``layout``."""
+    return (2, 3) if layout == NCHW else (1, 2)
+
+
+def spatial_size(shape: tuple, layout: str) -> tuple:
+    """(H, W) of a rank-4 batch shape in ``layout``."""
+    a, b = spatial_axes(layout)
+    return (shape[a], shape[b])
+
+
+def channels(shape: tuple, layout: str):
+    """The channel count of a rank-4 batch shape in ``layout``."""
+    return shape[channel_axis(layout)]
+
+
+def sample_shape(c, hw: tuple, layout: str) -> tuple:
+    """One image's shape, (C, H, W) or (H, W, C), from its channels and (H, W)."""
+    return (c, *hw) if layout == NCHW else (*hw, c)
+
+
+def shape_text(layout: str, batch: bool = True) -> str:
+    """'(N, C, H, W)' or '(N, H, W, C)' (without N when ``batch`` is False), for messages."""
+    body = "C, H, W" if layout == NCHW else "H, W, C"
+    return f"(N, {body})" if batch else f"({body})"
+
+
+def to_chw(a: np.ndarray, layout: str) -> np.ndarray:
+    """A rank-4 batch in ``layout`` -> channel-first (N, C, H, W), contiguous."""
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if layout == NHWC else a
+
+
+def from_chw(a: np.ndarray, layout: str) -> np.ndarray:
+    """A channel-first (N, C, H, W) batch -> ``layout``, contiguous."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if layout == NHWC else a
+
+
+def transpose_fix(layout: str) -> str:
+    """The NumPy call that turns the other layout into ``layout``, for messages."""
+    return "x.transpose(0, 3, 1, 2)" if layout == NCHW else "x.transpose(0, 2, 3, 1)"
+
+
+def expand_mask(masks: np.ndarray, layout: str) -> np.ndarray:
+    """Masks (M, H, W) with a channel axis added, to multiply a batch in ``layout``."""
+    return masks[:, None] if layout == NCHW else masks[..., None]
+
+
+# -- layer tensors ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerLayout:
+    """How a layer tensor holds channels and positions.
+
+    kind: 'NCHW', 'NHWC' or 'tokens'. For tokens: ``prefix`` leading non-patch tokens (class,
+    distillation, registers) and ``grid`` (h, w), the patch grid in row-major order; None means
+    "work it out from the tensor's shape and the input size" (see :func:`token_grid`).
+    """
+
+    kind: str = NCHW
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.kind not in LAYER_KINDS:
+            raise OptionError(f"layer_layout must be one of {LAYER_KINDS}; got {self.kind!r}")
+        if self.kind != TOKENS and (self.prefix or self.grid):
+            raise OptionError("prefix and grid only apply to layer_layout='tokens'")
+        if self.prefix < 0:
+            raise OptionError(f"prefix must be >= 0; got {self.prefix}")
+
+    @property
+    def rank(self) -> int:
+        return 3 if self.kind == TOKENS else 4
+
+    @property
+    def channel_axis(self) -> int:
+        """Channel axis of the native tensor (ablating a channel zeroes it along every other axis)."""
+        return 1 if self.kind == NCHW else -1
+
+    def __str__(self) -> str:
+        if self.kind != TOKENS:
+            return self.kind
+        grid = "?" if self.grid is None else f"{self.grid[0]}x{self.grid[1]}"
+        return f"tokens(prefix={self.prefix}, grid={grid})"
+
+    def to_chw(self, a: np.ndarray) -> np.ndarray:
+        """Native tensor -> channel-first (N, C, h, w) float array (prefix tokens dropped)."""
+        if self.kind == NCHW:
+            return a
+        if self.kind == NHWC:
+            return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+        h, w = self._grid(a.shape)
+        n, _, c = a.shape
+        return np.ascontiguousarray(a[:, self.prefix:, :].reshape(n, h, w, c).transpose(0, 3, 1, 2))
+
+    def chw_shape(self, shape: tuple) -> tuple:
+        """The channel-first shape (N, C, h, w) of a native tensor shape."""
+        if self.kind == NCHW:
+            return tuple(shape)
+        if self.kind == NHWC:
+            return (shape[0], shape[3], shape[1], shape[2])
+        return (shape[0], shape[2], *self._grid(shape))
+
+    def _grid(self, shape: tuple) -> tuple[int, int]:
+        if self.grid is None:
+            raise LayoutError("a tokens layout needs its patch grid (h, w); pass layer_layout=LayerLayout('tokens', "
+                              "prefix=..., grid=(h, w))")
+        h, w = self.grid
+        if len(shape) != 3 or shape[1] != self.prefix + h * w:
+            raise LayoutError(f"a tensor of shape {tuple(shape)} does not hold {self.prefix} prefix token(s) and a "
+                              f"{h}x{w} patch grid (N, {self.prefix + h * w}, C); check layer_layout=")
+        return h, w
+
+
+def as_layer_layout(value) -> LayerLayout | None:
+    """``layer_layout=`` as given by a user: None (detect), 'NCHW', 'NHWC', 'tokens' or a LayerLayout."""
+    if value is None or isinstance(value, LayerLayout):
+        return value
+    if isinstance(value, str):
+        key = value.strip()
+        key = key.lower() if key.lower() == TOKENS else key.upper()
+        return LayerLayout(key)
+    raise OptionError(f"layer_layout must be None, 'NCHW', 'NHWC', 'tokens' or a LayerLayout; got {type(value).__name__}")
+
+
+def _stride_ok(hw: tuple, input_hw: tuple) -> bool:
+    """Whether a map of size ``hw`` can be the image ``input_hw`` seen at one stride (both axes alike)."""
+    (h, w), (ih, iw) = hw, input_hw
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in (h, w, ih, iw)):
+        return False
+    if h > ih or w > iw:
+        return False
+    rh, rw = ih / h, iw / w
+    return abs(rh - rw) <= 0.25 * max(rh, rw) + 1e-9
+
+
+def grid_candidates(tokens: int, input_hw: tuple, max_prefix: int = 16) -> list[tuple[int, int, int]]:
+    """(prefix, h, w) splits of ``tokens`` whose grid (h, w) has one stride over the input (H, W)."""
+    ih, iw = input_hw
+    out = []
+    for h in range(1, ih + 1):
+        for prefix in range(0, max_prefix + 1):
+            rest = tokens - prefix
+            if rest <= 0 or rest % h:
+                continue
+            w = rest // h
+            if _stride_ok((h, w), input_hw) and ih % h == 0 and iw % w == 0:
+                out.append((prefix, h, w))
+    return out
+
+
+def detect_layer_layout(shape: tuple, input_hw: tuple, hint: str | None = None, grids: list | None = None,
+                        layer: str = "") -> LayerLayout:
+    """The layout of a layer tensor of ``shape`` (batch first) for images of size ``input_hw``.
+
+    hint: 'channels_last' or 'channels_first' when the framework tells (the op producing the
+    tensor normalises / projects its last axis, or is a convolution); grids: patch grids (h, w)
+    seen in the model (e.g. the patch embedding's output), which settle a token split.
+    Raises LayoutError when the tensor can be read more than one way and nothing settles it.
+    """
+    ask = (f"pass layer_layout='NCHW', 'NHWC' or 'tokens' (or LayerLayout('tokens', prefix=1, grid=(h, w))), "
+           f"or reshape= a function to (N, C, h, w)")
+    name = f"layer {layer!r}" if layer else "the layer"
+    if len(shape) == 4:
+        first, last = _stride_ok(shape[2:], input_hw), _stride_ok(shape[1:3], input_hw)
+        if hint == "channels_first" or (first and not last and hint != "channels_last"):
+            return LayerLayout(NCHW)
+        if hint == "channels_last" or (last and not first):
+            return LayerLayout(NHWC)
+        raise LayoutError(f"{name} outputs shape {tuple(shape)}, which reads as (N, C, h, w) or (N, h, w, C) for "
+                          f"{input_hw[0]}x{input_hw[1]} images; {ask}")
+    if len(shape) == 3:
+        if hint == "channels_first":
+            raise LayoutError(f"{name} outputs a rank-3 tensor {tuple(shape)} with channels first; {ask}")
+        splits = grid_candidates(shape[1], input_hw)
+        if grids:
+            seen = {tuple(g) for g in grids}
+            narrowed = [s for s in splits if (s[1], s[2]) in seen]
+            splits = narrowed or splits
+        if len(splits) == 1 and (hint == "channels_last" or not grid_candidates(shape[2], input_hw)):
+            p, h, w = splits[0]
+            return LayerLayout(TOKENS, p, (h, w))
+        what = (f"{len(splits)} token splits (prefix, h, w) fit: {splits[:4]}" if splits else
+                "no prefix + h*w patch grid fits its token count")
+        raise LayoutError(f"{name} outputs shape {tuple(shape)} (N, T, C): {what}; {ask}")
+    raise LayoutError(f"{name} outputs shape {tuple(shape)}: a layer to explain is (N, C, h, w), (N, h, w, C) or "
+                      f"tokens (N, T, C); pick another layer or pass reshape=")
+
+
+def resolve_layer_layout(given: LayerLayout | None, shape: tuple, input_hw: tuple, hint: str | None = None,
+                         grids: list | None = None, layer: str = "") -> LayerLayout:
+    """``given`` completed for a tensor of ``shape`` (a tokens grid worked out), or detected when None."""
+    if given is None:
+        return detect_layer_layout(shape, input_hw, hint, grids, layer)
+    if len(shape) != given.rank:
+        raise LayoutError(f"layer {layer!r} outputs shape {tuple(shape)}, which is not a rank-{given.rank} "
+                          f"{given.kind} tensor; check layer_layout=")
+    if given.kind == TOKENS and given.grid is None:
+        splits = grid_candidates(shape[1], input_hw, max_prefix=max(16, given.prefix))
+        if given.prefix:
+            splits = [s for s in splits if s[0] == given.prefix]
+        if grids:
+            splits = [s for s in splits if (s[1], s[2]) in {tuple(g) for g in grids}] or splits
+        if len(splits) != 1:
+            raise LayoutError(f"layer {layer!r} outputs {shape[1]} tokens for {input_hw[0]}x{input_hw[1]} images: "
+                              f"{len(splits)} (prefix, h, w) splits fit {splits[:4]}; pass "
+                              "layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
+        p, h, w = splits[0]
+        return LayerLayout(TOKENS, p, (h, w))
+    given.chw_shape(shape)  # validates a tokens grid against the shape
+    return given

@@ -1,0 +1,127 @@
+"""The Ray engine on a real local Ray (``ray.init(num_cpus=2)``, no mocks), issue #14.
+
+Reduced for speed: a 32 px ONNX CNN, 6-24 random images, forward methods only (the workers then
+need no torch), 3-10 curve steps; one Ray start for the module.
+"""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import pyarrow.parquet as pq
+import ray
+from PIL import Image
+
+from agnostic_cam import audit
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, torch):
+    from onnx_helpers import export_torch, torch_net
+
+    p = tmp_path_factory.mktemp("m") / "net.onnx"
+    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
+    return p
+
+
+def _images(d: Path, n: int) -> Path:
+    d.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"im{i:02d}.png")
+    return d
+
+
+def _by_file(res):
+    return {r["file"]: r for r in res["images"]}
+
+
+def test_ray_equals_local_parquet_bounded_report_and_resume_across_engines(cluster, model, tmp_path):
+    imgs = _images(tmp_path / "i", 6)
+    kw = {"steps": 3, "progress": False}
+    local = _by_file(audit.run(model, imgs, tmp_path / "local", ["eigencam", "scorecam"], **kw))
+    out = tmp_path / "ray"
+    res = audit.run(model, imgs, out, ["eigencam", "scorecam"], engine="ray", workers=2, batch_images=2,
+                    format="parquet", report_images=3, **kw)
+    assert res["engine"]["name"] == "ray" and res["engine"]["workers"] == 2 and res["run"]["failed"] == []
+    rows = pq.read_table(out / "metrics.parquet").to_pylist()
+    assert len(rows) == 12 and {r["image"] for r in rows} == set(local)
+    for r in rows:
+        ref = local[r["image"]]
+        assert r["class"] == ref["class"]
+        for col in ("deletion_auc", "insertion_auc", "drop_pct", "increase"):
+            assert r[col] == pytest.approx(ref["methods"][r["method"]][col], abs=1e-5)
+    ecam = [r for r in rows if r["method"] == "eigencam"]
+    assert res["summary"]["eigencam"]["deletion_auc"] == pytest.approx(np.mean([r["deletion_auc"] for r in ecam]))
+    html = (out / "report.html").read_text()            # every image summarised, 3 shown (input + 2 overlays)
+    assert html.count("data:image/png;base64,") == 3 * 3 and "6 images explained" in html
+    assert max(ecam, key=lambda r: r["deletion_auc"])["image"] in html
+    assert min(ecam, key=lambda r: r["deletion_auc"])["image"] in html
+    again = audit.run(model, imgs, out, ["eigencam", "scorecam"], engine="ray", workers=2, **kw)
+    assert again["run"]["computed"] == [] and len(again["run"]["reused"]) == 6
+    # the local engine resumes the Ray run (and vice versa): records are the same whatever ran them
+    key = next(r["key"] for r in again["images"] if r["file"] == "im03.png")
+    (out / ".audit" / f"{key}.json").unlink()
+    loc = audit.run(model, imgs, out, ["eigencam", "scorecam"], **kw)
+    assert loc["run"]["computed"] == ["im03.png"] and len(loc["run"]["reused"]) == 5
+
+
+def _actor_pids() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if "AuditWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_killed_worker_loses_and_duplicates_nothing(cluster, model, tmp_path):
+    imgs = _images(tmp_path / "i", 24)
+    out = tmp_path / "o"
+    killed = []
+
+    def killer():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if len(list((out / ".audit").glob("*.json"))) >= 2 and _actor_pids():
+                pid = _actor_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    res = audit.run(model, imgs, out, ["scorecam"], engine="ray", workers=2, batch_images=1, steps=10, progress=False)
+    t.join()
+    assert killed, "no worker was killed"
+    files = [r["file"] for r in res["images"]]
+    assert sorted(files) == [f"im{i:02d}.png" for i in range(24)] and res["run"]["failed"] == []
+    assert len(res["run"]["computed"]) == 24 and len(set(res["run"]["computed"])) == 24
+    assert len(list((out / ".audit").glob("*.json"))) == 24
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 24
+    assert json.loads((out / "results.json").read_text())["run"]["explained"] == 24
+
+
+def test_missing_ray_names_the_extra(model, tmp_path):
+    import subprocess
+    import sys
+
+    imgs = _images(tmp_path / "i", 1)
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from agnostic_cam.cli import main\n"
+            f"sys.exit(main(['audit', {str(model)!r}, {str(imgs)!r}, '--out', {str(tmp_path / 'o')!r}, "
+            "'--engine', 'ray', '--no-progress']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 2 and "pip install 'agnostic-cam[ray]'" in r.stderr and "Traceback" not in r.stderr
+    assert not list((tmp_path / "o" / ".audit").glob("*.json"))
