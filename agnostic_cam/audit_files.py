@@ -108,7 +108,8 @@ def to_csv(records: list[dict]) -> str:
 
 
 def summarize(records: list[dict], methods: list[str]) -> dict[str, dict]:
-    """Per method: the mean of each metric over images (None when no image has it)."""
+    """Per method: the mean of each metric over images (None when no image has it), under
+    ``counts`` how many images each mean is over, and the number of images whose map is degenerate."""
     summary = {}
     for m in methods:
         rows = [r["methods"][m] for r in records if m in r["methods"]]
@@ -116,6 +117,8 @@ def summarize(records: list[dict], methods: list[str]) -> dict[str, dict]:
         for col in METRIC_COLUMNS:
             vals = [row[col] for row in rows if row.get(col) is not None]
             s[col] = float(np.mean(vals)) if vals else None
+        s["counts"] = {col: sum(row.get(col) is not None for row in rows) for col in METRIC_COLUMNS}  # images per mean
+        s["degenerate"] = sum(1 for row in rows if row.get("degenerate"))  # maps flagged (degenerate.py)
         summary[m] = s
     return summary
 

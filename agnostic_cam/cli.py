@@ -211,14 +211,17 @@ def cmd_explain(args) -> int:
     ex = _explainer(args)
     pre = _preprocess(args, ex.adapter)
     check_writable(args.out)
+    from agnostic_cam.audit.record import display_copy, overlay_at
+    from agnostic_cam.image_io import read_image
+
     for path in args.images:
         rgb = pre.load(path)
         e = ex.explain(pre.to_batch([rgb]), args.method, target=args.target)
         dst = args.out / f"{path.stem}_{args.method.replace('+', 'p')}.png"
         import io
 
-        buf = io.BytesIO()
-        Image.fromarray(e.overlay(rgb[None])[0]).save(buf, format="PNG")
+        buf = io.BytesIO()  # the overlay at the image's own aspect ratio, not squashed to the model's input
+        Image.fromarray(overlay_at(display_copy(read_image(path)), e.heatmap[0])).save(buf, format="PNG")
         atomic_write(dst, buf.getvalue())
         log.info("%s: class %d score %.4g -> %s", path, int(e.targets[0]), float(e.scores[0]), dst)
     return EXIT_OK
@@ -236,6 +239,8 @@ def cmd_audit(args) -> int:
             raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
     try:
         labels = args.labels.read_text().splitlines() if args.labels else None
+        while labels and not labels[-1].strip():  # a trailing empty line is not a class
+            labels.pop()
     except OSError as e:
         raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
     explainer = _explainer(args)

@@ -23,6 +23,16 @@ def average_layers(parts: list[Explanation], size: tuple[int, int]) -> Explanati
                                layer=" + ".join(p.layer for p in parts), meta=meta)
 
 
+def product_layers(parts: list[Explanation], size: tuple[int, int]) -> Explanation:
+    """RefineCAM's combination (pytorch-grad-cam 1.5.7): the product of the layers' heatmaps
+    (N, H, W), min-max scaled. ``raw`` is the product before scaling."""
+    prod = np.prod([resize_bilinear(p.heatmap, size) for p in parts], axis=0).astype(np.float32)
+    first = parts[0]
+    meta = dict(first.meta, raw_per_layer={p.layer: p.raw for p in parts})
+    return dataclasses.replace(first, heatmap=minmax(prod, eps=1e-7), raw=prod,
+                               layer=" * ".join(p.layer for p in parts), meta=meta)
+
+
 def _merge(values: list, parts: list[Explanation], order: np.ndarray, n: int):
     """Per-image arrays (first dim = that part's image count) concatenated and put back in image order;
     anything else: the first part's value (None when any part has None)."""

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
-from agnostic_cam.combine import average_layers, stitch
+from agnostic_cam import degenerate, relu_policy
+from agnostic_cam.combine import average_layers, product_layers, stitch
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
 from agnostic_cam.guards import batched_gradients, check_finite, checked_capture, gradient_batch, verify_tail
@@ -34,7 +35,11 @@ class Explainer:
     """Explains one model at one target layer with any registered method.
 
     Build it with :meth:`from_torch`, :meth:`from_keras` or :meth:`from_onnx`.
+    ``partial_rules``: default for ``explain(..., partial_rules=)`` and :attr:`methods` (see
+    :mod:`agnostic_cam.relu_policy`: guided/deconv methods on models that mix ReLUs with other activations).
     """
+
+    partial_rules: bool = False
 
     def __init__(self, adapter: Adapter, progress: bool | None = None):
         self.adapter = adapter
@@ -135,7 +140,8 @@ class Explainer:
     def methods(self) -> list[str]:
         """Names of the methods this explainer can run (depends on the backend's abilities)."""
         sup = self.adapter.supports
-        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs)
+        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs
+                      and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules))
 
     def layers(self) -> list:
         """Candidate target layers (ONNX models: tensors with op type, shape, layout and node name)."""
@@ -178,6 +184,7 @@ class Explainer:
         if missing:
             raise ModelError(self._unsupported(mcls.name, missing))
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
+        partial = options.pop("partial_rules", None)
         options = check_options(options)
         # batch_size is honoured by every method: methods that do not batch work themselves get it
         # for their gradient / forward passes
@@ -198,29 +205,38 @@ class Explainer:
                                   f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
             m.eigen_smooth = True
         x = self._inputs(images)
+        relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
+                            self.partial_rules if partial is None else bool(partial))
         groups = target_groups(resolve_alias(target, targets), x.shape[0])
         if len(groups) > 1:
-            return stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
-        return self._layers_explain(x, m, groups[0][1], aug_smooth)
+            exp = stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+        else:
+            exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
+        degenerate.warn(exp)
+        return exp
 
     def _layers_explain(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
             return first
         rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
-        return average_layers([first, *rest], first.heatmap.shape[1:])
+        combine = product_layers if getattr(m, "layers_combine", "mean") == "product" else average_layers
+        return degenerate.combine([first, *rest], combine([first, *rest], first.heatmap.shape[1:]))
 
     def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
         mcls = type(m)
+        if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
+            target = m.target_for(self.predict(x), target)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec, getattr(m, "batch_size", None))
-        cap = self.capture(x, spec, mcls.needs, getattr(m, "rule", "vanilla"), batch_size=getattr(m, "batch_size", None))
+        cap = self.capture(x, spec, m.needs, getattr(m, "rule", "vanilla"), batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
-        return Explanation(
-            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=cap.classes, scores=cap.scores,
-            method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs)
+        return degenerate.mark(Explanation(
+            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),
+            scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
+            getattr(m, "scale", None))
 
     def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec, batch_size: int | None = None) -> Explanation:
         """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
@@ -233,9 +249,10 @@ class Explainer:
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
         heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
-        return Explanation(heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
-                           scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
-                           outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True})
+        return degenerate.mark(Explanation(
+            heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
+            scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
+            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True}))
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
@@ -349,7 +366,10 @@ class Explainer:
         for one image (1, ...). Returns a :class:`~agnostic_cam.features.Visualisation`."""
         from agnostic_cam.features import deconv_reconstruction
 
-        return deconv_reconstruction(self.adapter, self._inputs(image), self._layer(layer), top_k, **options)
+        x = self._inputs(image)
+        partial = options.pop("partial_rules", self.partial_rules)
+        relu_policy.enforce(self.adapter, options.get("rule", "deconv"), "deconv_reconstruction", x.shape[1:], partial)
+        return deconv_reconstruction(self.adapter, x, self._layer(layer), top_k, **options)
 
     def class_model(self, target, **options):
         """Images maximising class ``target``'s score (Simonyan et al. 2014); one per target.

@@ -22,6 +22,9 @@ class Explanation:
     targets: (N,) class indices explained, or None for a callable target.
     scores: (N,) the model's output for those targets.
     method, layer: what produced it. outputs: the model's full output (N, K).
+    degenerate: (N,) bool, True where the map is constant or at rounding-noise level (it is still
+        returned as computed, but carries no spatial information); degenerate_reason: (N,) str,
+        why ("" where the map is fine). See :mod:`agnostic_cam.degenerate`.
     """
 
     heatmap: np.ndarray
@@ -32,6 +35,8 @@ class Explanation:
     layer: str
     outputs: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    degenerate: np.ndarray | None = None
+    degenerate_reason: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -91,19 +96,27 @@ class Explanation:
         img = np.divide(m - lo, span, out=np.zeros_like(m), where=span > 0)
         return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
+    def uses_layer(self) -> bool:
+        """Whether the method reads the target layer (pixel-space gradient methods do not)."""
+        from agnostic_cam.methods import Needs, registry
+
+        cls = registry().get(self.method)
+        return cls is None or bool(cls.needs & (Needs.LAYER_GRADIENTS | Needs.ACTIVATIONS | Needs.TAIL))
+
     def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
-        """A matplotlib Figure with, per image: the image, the heatmap (pixel-space methods: the
-        colour gradient image) and the overlay."""
+        """A matplotlib Figure with, per image (one row, its class and score on the left): the image,
+        the heatmap (pixel-space methods: the colour gradient image) and the overlay; a colour bar
+        for the heatmap under the grid. The title names the layer only for methods that use one."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         from matplotlib.figure import Figure
 
-        from agnostic_cam.viz import to_display
+        from agnostic_cam.viz import FONT, add_colorbar, to_display
 
         img = to_display(images)
         n = img.shape[0]
-        fig = Figure(figsize=(6.5, 2.2 * n + 0.3))
+        fig = Figure(figsize=(7.4, 2.1 * n + 1.1), layout="constrained")
         axes = fig.subplots(n, 3, squeeze=False)
         over = self.overlay(img, alpha, colormap)
         pixel = self.gradient_image() if self.raw.ndim == 4 else None
@@ -114,14 +127,17 @@ class Explanation:
             else:
                 axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
             axes[i, 2].imshow(over[i])
-            label = "" if self.targets is None else f"class {int(self.targets[i])}, "
-            axes[i, 2].set_title(f"{label}score {self.scores[i]:.3g}", fontsize=8)
-        for ax, t in zip(axes[0], ("image", f"{self.method} @ {self.layer}", "overlay")):
-            ax.set_title(t if not ax.get_title() else f"{t}\n{ax.get_title()}", fontsize=9)
+            label = "" if self.targets is None or self.targets[i] < 0 else f"class {int(self.targets[i])}\n"
+            axes[i, 0].set_ylabel(f"{label}score {self.scores[i]:.3g}", fontsize=FONT, rotation=0, ha="right",
+                                  va="center", labelpad=6)
+        middle = "gradient" if pixel is not None else "heatmap"
+        for ax, t in zip(axes[0], ("image", middle, "overlay")):
+            ax.set_title(t, fontsize=FONT)
         for ax in axes.ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.tight_layout()
+        fig.suptitle(f"{self.method} at layer {self.layer}" if self.uses_layer() else self.method, fontsize=FONT + 1)
+        add_colorbar(fig, axes, colormap, "heatmap and overlay: relevance (0 = none, 1 = most)")
         return fig
 
     def save(self, path: str | Path, images: Any = None) -> Path:
@@ -135,7 +151,10 @@ class Explanation:
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
-                                method=self.method, layer=self.layer)
+                                method=self.method, layer=self.layer,
+                                **({} if self.degenerate is None else {
+                                    "degenerate": self.degenerate,
+                                    "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
         else:
             raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
         return path
@@ -145,4 +164,7 @@ class Explanation:
         """Read an Explanation saved as ``.npz``."""
         with np.load(path) as z:
             t = z["targets"]
-            return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]))
+            flags = {"degenerate": z["degenerate"], "degenerate_reason": z["degenerate_reason"].astype(object)} \
+                if "degenerate" in z.files else {}
+            return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]),
+                       **flags)

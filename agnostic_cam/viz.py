@@ -65,12 +65,42 @@ def overlay(images: Any, heatmap: np.ndarray, alpha: float = 0.5, colormap: str 
     return np.clip(np.round(blend * 255), 0, 255).astype(np.uint8)
 
 
+# Figure text in points; saved at FIGURE_DPI and shown at natural size that is >= 12 px on screen.
+FIGURE_DPI = 100
+FONT = 9.5
+WRONG = "#c62828"
+
+
+def add_colorbar(fig, axes, colormap: str = "jet", label: str = "relevance (0 = none, 1 = most)") -> None:
+    """A horizontal colour bar for heatmaps in [0, 1] under ``axes`` (a figure with layout='constrained')."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    sm = ScalarMappable(norm=Normalize(0, 1), cmap=colormap)
+    cb = fig.colorbar(sm, ax=list(np.ravel(axes)), orientation="horizontal", fraction=0.04, aspect=40, pad=0.02)
+    cb.set_label(label, fontsize=FONT)
+    cb.ax.tick_params(labelsize=FONT)
+
+
+def mark_wrong(ax, text: str = "wrong") -> None:
+    """A red frame and a red note on an axis: the model's prediction is wrong for this row."""
+    for sp in ax.spines.values():
+        sp.set_visible(True)
+        sp.set_edgecolor(WRONG)
+        sp.set_linewidth(3)
+    ax.text(0.02, 0.98, f"\u2717 {text}", transform=ax.transAxes, va="top", ha="left", fontsize=FONT,
+            color="white", fontweight="bold", bbox={"facecolor": WRONG, "edgecolor": "none", "pad": 1.5})
+
+
 def compare_figure(images: Any, explanations: Mapping[str, Any] | Sequence[Any], alpha: float = 0.5,
-                   colormap: str = "jet", titles: Sequence[str] | None = None, cell: float = 2.0):
+                   colormap: str = "jet", titles: Sequence[str] | None = None, cell: float | None = None,
+                   wrong: Sequence[bool] | None = None, colorbar: bool = True):
     """A matplotlib Figure: one row per image; columns: the image, then each method's overlay.
 
     ``explanations``: a mapping name -> Explanation, or a sequence of Explanations (named by
-    their method).
+    their method). ``cell``: inches per image (default: fit the page). ``titles``: a label per row (left of the image). ``wrong``: rows whose
+    prediction is wrong get a red frame and mark. ``colorbar``: the heatmap scale under the grid.
+    Text is sized for the figure saved at :data:`FIGURE_DPI` and shown at its natural size.
     """
     import matplotlib
 
@@ -81,21 +111,26 @@ def compare_figure(images: Any, explanations: Mapping[str, Any] | Sequence[Any],
         explanations = {e.method: e for e in explanations}
     img = to_display(images)
     n, cols = img.shape[0], 1 + len(explanations)
-    fig = Figure(figsize=(cell * cols, cell * n + 0.4))
+    cell = cell or min(1.6, 11.4 / cols)  # up to ten columns fit a 1250 px page at FIGURE_DPI
+    fig = Figure(figsize=(cell * cols + (0.9 if titles is not None else 0), cell * n + (0.9 if colorbar else 0.35)),
+                 layout="constrained")
     axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(img[i])
         if titles is not None:
-            axes[i, 0].set_ylabel(titles[i], fontsize=8)
+            axes[i, 0].set_ylabel(titles[i], fontsize=FONT, rotation=0, ha="right", va="center", labelpad=6)
         for j, (name, e) in enumerate(explanations.items(), start=1):
             axes[i, j].imshow(overlay(img[i:i + 1], e.heatmap[i:i + 1], alpha, colormap)[0])
             if i == 0:
-                axes[i, j].set_title(name, fontsize=9)
-    axes[0, 0].set_title("image", fontsize=9)
+                axes[i, j].set_title(name, fontsize=FONT)
+        if wrong is not None and wrong[i]:
+            mark_wrong(axes[i, 0])
+    axes[0, 0].set_title("image", fontsize=FONT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if colorbar:
+        add_colorbar(fig, axes, colormap)
     return fig
 
 

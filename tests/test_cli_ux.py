@@ -85,3 +85,49 @@ def test_layers_table_json_and_logging(tmp_path, torch, capsys):
 def test_table():
     assert table(("a", "bb"), [("xyz", "1"), ("q", "22")], ["*", " "]).splitlines() == [
         "  a    bb", "* xyz  1", "  q    22"]
+
+
+def test_audit_overlays_labels_and_progress(tmp_path, torch, capsys):
+    """Overlays keep each image's aspect ratio; a labels file with too few names is refused before any
+    image runs; the progress bar moves per method inside a batch (fractional image counts)."""
+    from PIL import Image
+
+    from agnostic_cam.audit.runner import method_ticks
+    from agnostic_cam.demo.data import make_shapes
+    from onnx_helpers import export_torch, torch_net
+
+    model = tmp_path / "net.onnx"
+    onnx.save(export_torch(torch_net(), 32), str(model))
+    d = tmp_path / "images"
+    d.mkdir()
+    x, _, _ = make_shapes(2, size=48, seed=1, layout="NHWC")
+    Image.fromarray((x[0, :30] * 255).astype(np.uint8)).save(d / "wide.png")      # 30 x 48
+    Image.fromarray((x[1, :, :20] * 255).astype(np.uint8)).save(d / "tall.png")   # 48 x 20
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    args = ["audit", str(model), str(d), "--out", str(tmp_path / "o"), "--methods", "eigencam", "--steps", "3",
+            "--no-progress"]
+    assert main([*args, "--labels", str(labels)]) == 2
+    assert "labels file has 2 class names but the model has" in capsys.readouterr().err
+    assert main(args) == 0
+    for stem, shape in (("wide", (30, 48, 3)), ("tall", (48, 20, 3))):
+        for kind in ("input", "eigencam"):
+            (png,) = (tmp_path / "o" / "overlays").glob(f"{stem}-*__{kind}.png")
+            assert np.asarray(Image.open(png)).shape == shape
+
+    class Bar:
+        n = 0.0
+
+        def update(self, v):
+            self.n += v
+
+        def set_postfix_str(self, s, refresh=True):
+            self.post = s
+
+    bar = Bar()
+    tick = method_ticks(bar, 3)
+    tick(["a", "b"], "gradcam")
+    assert bar.n == pytest.approx(2 / 3) and "gradcam" in bar.post
+    for _ in range(4):  # never more than one image's worth per image
+        tick(["a"], "scorecam")
+    assert tick.credit["a"] == pytest.approx(1.0) and bar.n == pytest.approx(1 + 1 / 3)

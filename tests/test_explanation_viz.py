@@ -51,7 +51,7 @@ def test_save_load_and_figures(tmp_path):
     e.save(tmp_path / "e.png", img)
     assert (tmp_path / "e.png").stat().st_size > 1000
     fig = compare_figure(img, {"a": e, "b": e})
-    assert len(fig.axes) == 2 * 3
+    assert len(fig.axes) == 2 * 3 + 1  # + the colour bar
     with pytest.raises(ValueError, match=".npz"):
         e.save(tmp_path / "e.txt")
 

@@ -232,3 +232,52 @@ def test_rules_need_a_relu():
     with pytest.raises(ValueError, match="has no ReLU.*'vanilla'"):
         ka.vjp(xs, None, lambda a: np.ones_like(a), "guided")
     assert np.abs(ka.vjp(xs, None, lambda a: np.ones_like(a))[1]).max() > 0
+
+
+def test_keras_backward_rule_policy_counts_activations():
+    """Issue 18 policy on Keras: ReLU-family = ReLU layers without slope/threshold (any max_value),
+    relu/relu6 activations; a swish or leaky ReLU makes the model partly ReLU (refused by default)."""
+    import keras
+    from keras import layers
+
+    from agnostic_cam import Explainer
+    from agnostic_cam.errors import ModelError
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 3))
+    h = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = layers.ReLU(max_value=6.0, name="r6")(layers.Conv2D(4, 3, padding="same", name="c2")(h))
+    h = layers.Activation("swish", name="sw")(layers.Conv2D(4, 3, padding="same", name="c3")(h))
+    h = layers.ReLU(negative_slope=0.1, name="leaky")(h)
+    out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    ex = Explainer.from_keras(model, "c3")
+    census = ex.adapter.activation_census()
+    assert (len(census.relus), len(census.others)) == (2, 2), census.summary()
+    assert "guided_backprop" not in ex.methods and "saliency" in ex.methods
+    x = np.random.default_rng(0).standard_normal((1, 12, 12, 3)).astype(np.float32)
+    with pytest.raises(ModelError, match="only 2 of 4 activations are ReLUs"):
+        ex.explain(x, "guided_backprop")
+    g = ex.explain(x, "guided_backprop", partial_rules=True)
+    assert np.isfinite(g.raw).all() and np.abs(g.raw).max() > 0
+
+
+def test_keras_hint_for_a_1x1_layer_names_layers_larger_than_1x1():
+    """Issue 18: the error for a 1x1 target layer suggests layers whose map is larger than 1x1."""
+    import keras
+    from keras import layers
+
+    from agnostic_cam import Explainer
+    from agnostic_cam.errors import ModelError
+
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2D(4, 3, padding="same", name="big1")(inp)
+    h = layers.Conv2D(4, 3, padding="same", name="big2")(h)
+    h = layers.MaxPooling2D(8, name="pool")(h)
+    for i in range(4):
+        h = layers.Conv2D(4, 1, name=f"one{i}")(h)
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(h)))
+    with pytest.raises(ModelError, match="1x1 map") as err:
+        Explainer.from_keras(model, "one3")
+    hint = str(err.value).split("e.g.")[1]
+    assert "'big2'" in hint and "'big1'" in hint and "one" not in hint and "pool" not in hint

@@ -141,3 +141,40 @@ def test_second_order_methods_on_the_onnx_backend(models, tmp_path):
         a = ex.explain(x.numpy(), name, target=targets).heatmap
         b = ex_onnx.explain(x.numpy(), name, target=targets).heatmap
         assert np.abs(a - b).max() <= 1e-4, name
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_finercam_matches_pytorch_grad_cam(models, model_name):
+    """Finer-CAM: top-1 targets (pytorch-grad-cam's default) and explicit targets with alpha 0.6
+    (its ``target_idx``, one image per call as it takes one index)."""
+    from pytorch_grad_cam import FinerCAM
+
+    model, layer, x, targets, ex = models[model_name]
+    module = dict(model.named_modules())[layer]
+    with FinerCAM(model, [module]) as cam:
+        ref = cam(x)
+    ours = ex.explain(x.numpy(), "finercam")
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, ex.predict(x.numpy()).argmax(axis=1))
+    ours = ex.explain(x.numpy(), "finercam", target=targets, alpha=0.6)
+    for i, t in enumerate(targets):
+        with FinerCAM(model, [module]) as cam:
+            ref = cam(x[i:i + 1], target_idx=t, alpha=0.6)
+        assert np.abs(ours.heatmap[i] - ref[0]).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, targets)
+
+
+@pytest.mark.parametrize("model_name,layers", [("resnet18", ["layer3", "layer4"]),
+                                               ("mobilenet_v3", ["features.8", "features.12"])])
+def test_refinecam_matches_pytorch_grad_cam(models, model_name, layers):
+    """RefineCAM over two layers (Grad-CAM++ per layer, product, min-max)."""
+    from pytorch_grad_cam import RefineCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, _, x, targets, _ = models[model_name]
+    ex = Explainer.from_torch(model, target_layers=layers, progress=False)
+    ours = ex.explain(x.numpy(), "refinecam", target=targets)
+    named = dict(model.named_modules())
+    ref = RefineCAM(model, [named[n] for n in layers])(x, [ClassifierOutputTarget(t) for t in targets])
+    assert np.abs(ours.heatmap - ref).max() <= TOL
+    np.testing.assert_array_equal(ours.targets, targets)

@@ -210,6 +210,12 @@ class Adapter(ABC):
         """Every named layer the user may pass as a layer."""
         raise BackendError(f"listing layer names is not available for {self.framework} models yet")
 
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The model's activations as a :class:`~agnostic_cam.relu_policy.Census` (ReLU-family vs
+        others), for the backward-rule policy; None when unknown. ``sample_shape``: one input's shape,
+        for adapters that must run the model to see its activations."""
+        return None
+
     def conv_weights(self, layer) -> np.ndarray:
         """A convolution's kernel as (O, I, kh, kw) float32."""
         raise BackendError(f"convolution weights are not available for {self.framework} models yet")

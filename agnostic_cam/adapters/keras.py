@@ -132,7 +132,12 @@ class KerasAdapter(Adapter):
         return [self._name(c) for c in self._chains if len(self._static_shape(c[-1]) or ()) == 4]
 
     def _spatial_examples(self) -> str:
-        names = self.layers()
+        """Hint naming the last layers whose map is larger than 1x1 (any rank-4 layer if none is known)."""
+        def extent(c) -> bool:
+            sh = self._static_shape(c[-1]) or ()
+            return len(sh) == 4 and (sh[1] is None or sh[2] is None or sh[1] * sh[2] > 1)
+
+        names = [self._name(c) for c in self._chains if extent(c)] or self.layers()
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
 
     @staticmethod
@@ -316,6 +321,12 @@ class KerasAdapter(Adapter):
         chains = [self._resolve(ly) for ly in layers]
         _, vals, _ = self._evaluate(self._tensor(x), chains)
         return [_first(v.numpy().astype(np.float32)) for v in vals]
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The model's activations, read from its graph (see :func:`keras_graph.census`)."""
+        if getattr(self, "_census", None) is None:
+            self._census = kg.census(self.model)
+        return self._census
 
     def conv_weights(self, layer) -> np.ndarray:
         """A 2-D convolution's kernel as (O, I, kh, kw) float32; a DepthwiseConv2D's as (C*m, 1, kh, kw)."""

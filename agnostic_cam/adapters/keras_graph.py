@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
+
+from agnostic_cam.relu_policy import Census
 from ..errors import ModelError, OptionError
 
 RULES = ("vanilla", "guided", "deconv")
@@ -71,6 +73,40 @@ def _fn_name(fn) -> str:
 
 def is_relu_fn(fn) -> bool:
     return callable(fn) and _fn_name(fn) in _RELU_NAMES
+
+
+def is_relu_layer(op) -> bool:
+    """A ``layers.ReLU`` that is ReLU-family: no negative slope, threshold 0 (any ``max_value``)."""
+    return (isinstance(op, keras.layers.ReLU) and float(getattr(op, "negative_slope", 0) or 0) == 0
+            and float(getattr(op, "threshold", 0) or 0) == 0)
+
+
+_NOT_ACTIVATIONS = ("linear", "softmax", "log_softmax")
+_OTHER_OPS = {"Sigmoid", "Tanh", "Silu", "Swish", "Gelu", "HardSigmoid", "HardSilu", "HardSwish", "Elu", "Selu",
+              "Celu", "LeakyRelu", "Softplus", "Softsign", "Mish", "Glu", "LogSigmoid", "HardTanh", "TanhShrink",
+              "SparsePlus", "Squareplus"}
+
+
+def census(model) -> Census:
+    """The model's activations (layers, fused ``activation=`` and ``keras.ops`` nodes), nested models
+    included; the operation producing the model's output is not counted (a sigmoid/softmax head)."""
+    relus, others = [], []
+    head = output_chain(model)
+    for chain in walk(model):
+        op = chain[-1]
+        if is_graph_model(op) or same(chain, head):
+            continue
+        name = type(op).__name__
+        fn = getattr(op, "activation", None)
+        if isinstance(op, keras.layers.ReLU):
+            (relus if is_relu_layer(op) else others).append("ReLU" if is_relu_layer(op) else "LeakyReLU")
+        elif name in _RELU_OPS:
+            relus.append(name)
+        elif name in _OTHER_OPS or isinstance(op, (keras.layers.LeakyReLU, keras.layers.PReLU, keras.layers.ELU)):
+            others.append(name)
+        elif isinstance(op, keras.layers.Layer) and callable(fn) and _fn_name(fn) not in _NOT_ACTIVATIONS:
+            (relus if is_relu_fn(fn) else others).append(_fn_name(fn) or "activation")
+    return Census(tuple(relus), tuple(others))
 
 
 def is_softmax_fn(fn) -> bool:
@@ -161,7 +197,7 @@ def _substitute(op, chain: tuple, plan: Plan):
         return lambda *a, **k: v.call(*a)
     if plan.rule == "vanilla":
         return op
-    if isinstance(op, keras.layers.ReLU) or type(op).__name__ in _RELU_OPS:
+    if is_relu_layer(op) or type(op).__name__ in _RELU_OPS:
         plan.relus += 1
         return lambda *a, **k: ruled(lambda t: op(t), plan.rule)(a[0])
     act = getattr(op, "activation", None)

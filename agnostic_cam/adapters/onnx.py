@@ -181,8 +181,10 @@ class OnnxAdapter(Adapter):
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
+                    best = default_layer(self.candidates)
+                    hint = f"pick an earlier layer, e.g. {best.name!r}" if best else "use a larger input"
                     raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
-                                     f"explain; pick an earlier layer, e.g. {default_layer(self.candidates).name!r}")
+                                     f"explain; {hint}")
                 return ly
         produced = G.produced_tensors(self.model)
         names = [ly.name for ly in self.candidates]
@@ -284,6 +286,14 @@ class OnnxAdapter(Adapter):
                 eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(channels_first(values[ly.name], ly.layout), dtype=np.float32) for ly in found]
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """The graph's activation nodes (see :mod:`agnostic_cam.adapters.onnx_census`)."""
+        if getattr(self, "_census", None) is None:
+            from agnostic_cam.adapters.onnx_census import census
+
+            self._census = census(self.model, self.output_name)
+        return self._census
 
     def conv_weights(self, layer) -> np.ndarray:
         """The kernel (O, I/groups, kh, kw) float32 of the Conv producing tensor (or node) ``layer``.

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from agnostic_cam.adapters.base import Gradients
-from agnostic_cam.adapters.torch_rules import check_rule, relu_rule
+from agnostic_cam.adapters.torch_rules import check_rule, module_census, relu_rule, traced_census
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.concurrency import model_lock, serialised
 from agnostic_cam.errors import InputError, ModelError
@@ -176,3 +176,18 @@ class TorchPrimitives:
         out, gx = self.vjp(x, None, cotangent, rule)
         return Gradients(outputs=out.astype(np.float32), scores=found["scores"], classes=found["classes"],
                          input_grads=gx)
+
+    def activation_census(self, sample_shape: tuple[int, ...] | None = None):
+        """Activations called by one forward pass of a zero image of ``sample_shape`` (default the
+        ``input_shape`` given at construction), cached; functional calls (``F.relu``, ``torch.sigmoid``)
+        count too. Without any shape: the last traced census, else the activation modules only."""
+        cache = self.__dict__.setdefault("_census", {})
+        shape = sample_shape if sample_shape is not None else getattr(self, "input_shape", None)
+        if shape is None:
+            return next(iter(cache.values()), None) or module_census(self.model)
+        key = tuple(shape)
+        if key not in cache:
+            x = self._tensor(np.zeros((1, *key), np.float32))
+            with preserved(self.model), torch.no_grad():
+                cache[key] = traced_census(lambda: self._forward(x))
+        return cache[key]

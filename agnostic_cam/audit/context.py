@@ -138,6 +138,7 @@ class Context:
 
     def __init__(self, explainer, preprocess, config: AuditConfig, model_hash: str, model_spec: ModelSpec | None = None):
         self.ex, self.pre, self.cfg, self.model_spec, self.model_hash = explainer, preprocess, config, model_spec, model_hash
+        self.on_step = None  # progress callback (image keys, method) set by the runner; never part of spec()
         self.score = detect_score(explainer, config.score)
         self.settings = {"layer": explainer.layer, "output": explainer.adapter.output_name, "methods": config.methods,
                          "steps": config.steps, "target": config.target, "preprocess": preprocess.to_dict(),
@@ -200,6 +201,11 @@ def preflight(ctx: Context) -> None:
     k = out.shape[1]
     if ctx.cfg.target is not None and ctx.cfg.target >= k:
         raise OptionError(f"target {ctx.cfg.target} is out of range: the model has {k} classes (0-{k - 1})")
+    labels = ctx.cfg.labels
+    if labels is not None and len(labels) != k:
+        raise OptionError(f"the labels file has {len(labels)} class names but the model has {k} classes; give one "
+                          f"name per line for classes 0-{k - 1}, in order (blank lines count; none may be missing "
+                          "or extra)")
     from agnostic_cam.methods.base import Needs
 
     grads = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS

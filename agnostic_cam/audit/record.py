@@ -17,23 +17,30 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from agnostic_cam import metrics
 from agnostic_cam.audit.sources import Item, read_bytes
+from agnostic_cam.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, NonFiniteError
 
 
 @dataclass
 class Loaded:
-    """An image read and preprocessed (``rgb`` (H, W, 3) 0-255 at the model's size), or its ``error``."""
+    """An image read and preprocessed (``rgb`` (H, W, 3) 0-255 at the model's size), or its ``error``.
+    ``display``: the image at its own aspect ratio (longer side at most DISPLAY_MAX) for the overlays."""
 
     item: Item
     sha: str | None = None
     rgb: np.ndarray | None = None
     error: str | None = None
+    display: np.ndarray | None = None
+
+
+DISPLAY_MAX = 512  # longer side of the overlay PNGs (images are shown at their own aspect ratio)
 
 
 @dataclass
@@ -59,13 +66,31 @@ def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
         return Loaded(item, error=str(e))
     try:
         rgb = read_image(data, ctx.cfg.max_pixels, name=item.file)
+        display = display_copy(rgb)
         if ctx.pre.size is not None:
             rgb = resize_rgb(rgb, ctx.pre.size)
         else:
             check_size(ctx, item, rgb)
     except InputError as e:
         return Loaded(item, sha, error=str(e))
-    return Loaded(item, sha, rgb)
+    return Loaded(item, sha, rgb, display=display)
+
+
+def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
+    """(h, w, 3) uint8 with the image's aspect ratio, the longer side at most ``longest``."""
+    from agnostic_cam.image_io import resize_rgb, to_uint8
+
+    h, w = rgb.shape[:2]
+    f = min(1.0, longest / max(h, w))
+    return to_uint8(resize_rgb(rgb, (max(1, round(h * f)), max(1, round(w * f)))) if f < 1 else rgb)
+
+
+def overlay_at(display: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """A heatmap (H, W) at the model's input size blended over ``display`` (h, w, 3) at its own size."""
+    from agnostic_cam.imaging import resize_bilinear
+    from agnostic_cam.viz import overlay
+
+    return overlay(display[None], np.clip(resize_bilinear(heat[None], display.shape[:2]), 0, 1))[0]
 
 
 def check_size(ctx, item: Item, rgb: np.ndarray) -> None:
@@ -128,7 +153,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
     layout = ex.adapter.layout
-    shown = [to_uint8(b.rgb) for b in batch]
+    shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
     results = []
     for j, b in enumerate(batch):
         it, k = b.item, int(ks[j])
@@ -139,12 +164,14 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     kw = {"steps": cfg.steps, "layout": layout, "score": ctx.score, "progress": False}
     for method in cfg.methods:
         t0 = time.perf_counter()
-        e = ex.explain(x, method, target=ks)
+        with warnings.catch_warnings():  # degenerate maps are counted in the report instead
+            warnings.simplefilter("ignore", DegenerateMapWarning)
+            e = ex.explain(x, method, target=ks)
         heat = e.heatmap
         dele = metrics.deletion_auc(ex, x, heat, ks, **kw)
         ins = metrics.insertion_auc(ex, x, heat, ks, **kw)
         cc = metrics.confidence_change(ex, x, heat, ks, layout=layout, score=ctx.score)
-        overlays = e.overlay(np.stack(shown))
+        overlays = [overlay_at(shown[j], heat[j]) for j in range(n)]
         secs = round((time.perf_counter() - t0) / n, 4)
         for j, res in enumerate(results):
             box = cfg.boxes.get(res.record["rel"], cfg.boxes.get(res.record["file"]))
@@ -153,6 +180,10 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                 "deletion_auc": float(dele[j]), "insertion_auc": float(ins[j]),
                 "drop_pct": float(100 * cc["drop"][j]), "increase": float(cc["increase"][j]),
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heat[j:j + 1], [box])[0]),
-                "seconds": secs, "overlay": name}
+                "seconds": secs, "overlay": name,
+                "degenerate": "" if e.degenerate is None else str(e.degenerate_reason[j])}
             res.files[name] = _png(overlays[j])
+        step = getattr(ctx, "on_step", None)  # progress inside a batch: one tick per method (local engine)
+        if step is not None:
+            step([b.item.key for b in batch], method)
     return results

@@ -124,7 +124,9 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     interrupted = False
     try:
         with tqdm(total=len(items), initial=len(done), desc="Audit", unit="img",
-                  disable=None if progress is None else not progress) as bar:
+                  disable=None if progress is None else not progress,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]") as bar:
+            ctx.on_step = method_ticks(bar, len(ctx.cfg.methods))
             seen: set[str] = set()
             for res in engine_fn(ctx, todo, **options):
                 key = res.record["key"]
@@ -134,9 +136,11 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
                 store.save(res)
                 computed.append(res.record["file"])
                 done[key] = res.record
-                bar.update(1)
+                bar.update(max(0.0, 1.0 - ctx.on_step.credit.pop(key, 0.0)))
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        ctx.on_step = None
     records = [done[it.key] for it in items if it.key in done]
     failed = list(refused) + [{"file": r["file"], "error": r["error"]} for r in records if "error" in r]
     header = {**header, "run": {"computed": computed, "reused": reused, "interrupted": interrupted,
@@ -146,6 +150,24 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     if interrupted:
         raise AuditInterrupted(len(records), len(items), store.out)
     return results
+
+
+def method_ticks(bar, n_methods: int):
+    """A callback ``(image keys, method)`` that moves ``bar`` by a share of an image per method done,
+    so a slow image (Score-CAM on a large layer) shows progress; ``.credit`` keeps what each image got."""
+    credit: dict[str, float] = {}
+
+    def tick(keys: list[str], method: str) -> None:
+        moved = 0.0
+        for k in keys:
+            add = min(1.0 / n_methods, 1.0 - credit.get(k, 0.0))
+            credit[k] = credit.get(k, 0.0) + add
+            moved += add
+        bar.set_postfix_str(f"{method} done on {len(keys)} image(s)", refresh=False)
+        bar.update(moved)
+
+    tick.credit = credit  # type: ignore[attr-defined]
+    return tick
 
 
 class AuditInterrupted(KeyboardInterrupt):

@@ -6,11 +6,12 @@ negative parts, and the heatmap overlay.
 """
 from __future__ import annotations
 
-import html
 import time
 from pathlib import Path
 
 import numpy as np
+
+from agnostic_cam.demo.page import Figure, Section, row_labels, timing_table
 
 # (method, options, caption)
 GALLERY: tuple[tuple[str, dict, str], ...] = (
@@ -27,56 +28,58 @@ GALLERY: tuple[tuple[str, dict, str], ...] = (
 )
 
 
-def method_figure(images: np.ndarray, exp, titles: list[str], caption: str):
+def method_figure(images: np.ndarray, exp, titles: list[str], wrong: list[bool] | None = None):
     """A matplotlib Figure: rows = images; columns = image and the renderings of ``exp``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from agnostic_cam.viz import to_display
+    from agnostic_cam.viz import FONT, add_colorbar, mark_wrong, to_display
 
     img = to_display(images)
     cols = [("image", img), ("gradient", exp.gradient_image()), ("saliency", exp.saliency_image()),
             ("positive", exp.gradient_image("positive")), ("negative", exp.gradient_image("negative")),
             ("overlay", exp.overlay(img))]
     n = img.shape[0]
-    fig = Figure(figsize=(1.35 * len(cols), 1.35 * n + 0.45))
+    fig = Figure(figsize=(1.5 * len(cols) + 0.9, 1.5 * n + 1.2), layout="constrained")
     axes = fig.subplots(n, len(cols), squeeze=False)
     for j, (name, arr) in enumerate(cols):
         for i in range(n):
             axes[i, j].imshow(arr[i], cmap="gray" if arr.ndim == 3 else None, vmin=0, vmax=255 if arr.dtype == np.uint8 else 1)
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
-        axes[0, j].set_title(name, fontsize=8)
+        axes[0, j].set_title(name, fontsize=FONT)
     for i in range(n):
-        axes[i, 0].set_ylabel(titles[i], fontsize=7)
-    fig.suptitle(f"{exp.method}: {caption}", fontsize=8)
-    fig.tight_layout()
+        axes[i, 0].set_ylabel(titles[i], fontsize=FONT, rotation=0, ha="right", va="center", labelpad=6)
+        if wrong is not None and wrong[i]:
+            mark_wrong(axes[i, 0])
+    fig.suptitle(exp.method, fontsize=FONT + 1)
+    add_colorbar(fig, axes, label="overlay: relevance (0 = none, 1 = most)")
     return fig
 
 
-def gradients_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray, n_show: int = 4) -> str:
+def gradients_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray, n_show: int = 4) -> Section:
     """One PNG per pixel-space method (``gradients_<method>.png``) and a timing table."""
     from agnostic_cam import Explainer
     from agnostic_cam.demo.data import CLASSES
     from agnostic_cam.demo.torch_model import TARGET_LAYER
+    from agnostic_cam.viz import FIGURE_DPI
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     shown = images[:n_show]
-    parts, rows = [], []
+    figures, rows = [], []
     for name, opts, caption in GALLERY:
         t = time.perf_counter()
         exp = ex.explain(images, name, target=None, **opts)
         rows.append((name, time.perf_counter() - t))
-        titles = [f"true {CLASSES[y]}\npred {CLASSES[p]}" for y, p in zip(labels[:n_show], exp.targets[:n_show])]
+        titles, wrong = row_labels(CLASSES, labels[:n_show], exp.targets[:n_show])
         sub = type(exp)(exp.heatmap[:n_show], exp.raw[:n_show], exp.targets[:n_show], exp.scores[:n_show],
                         exp.method, exp.layer)
         fname = f"gradients_{name.replace('+', 'p')}.png"
-        method_figure(shown, sub, titles, caption).savefig(out_dir / fname, dpi=80)
-        parts.append(f"<h3>{html.escape(name)}</h3><p>{html.escape(caption)}</p><img src='{fname}'>")
-    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{s * 1000:.0f} ms</td></tr>" for n, s in rows)
-    return ("<h2>Pixel-space gradient methods</h2><p>Top-1 class. Columns: image, colour gradient (per-image "
-            "min-max), grayscale saliency (sum of |attribution| over channels, clipped at the 99th percentile), "
-            "positive and negative parts, heatmap overlay.</p>" + "".join(parts)
-            + f"<table><tr><th>method</th><th>time ({len(images)} images)</th></tr>{table}</table>")
+        method_figure(shown, sub, titles, wrong).savefig(out_dir / fname, dpi=FIGURE_DPI)
+        figures.append(Figure(fname, caption, heading=name))
+    return Section("gradients", "Pixel-space gradient methods",
+                   "Top-1 class. Columns: image, colour gradient (per-image min-max), grayscale saliency (sum of "
+                   "|attribution| over channels, clipped at the 99th percentile), positive and negative parts, "
+                   "heatmap overlay.", figures, timing_table(rows, f"method ({len(images)} images)"))

@@ -1,7 +1,6 @@
 """The demo job: one HTML page with a section per family of methods."""
 from __future__ import annotations
 
-import html
 import logging
 import time
 from collections.abc import Callable
@@ -13,16 +12,17 @@ from agnostic_cam.demo.data import CLASSES, make_shapes
 from agnostic_cam.demo.frameworks import frameworks_section
 from agnostic_cam.demo.features_section import features_section
 from agnostic_cam.demo.gradients_section import gradients_section
-from agnostic_cam.errors import InputError
+from agnostic_cam.demo.page import Figure, Section, missing_modules, row_labels, timing_table, write_page
+from agnostic_cam.errors import InputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
 
-def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) -> str:
+def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) -> Section:
     """Every CAM method of the core on the demo model: one grid PNG and a timing table."""
     from agnostic_cam import Explainer
     from agnostic_cam.demo.torch_model import TARGET_LAYER
-    from agnostic_cam.viz import compare_figure
+    from agnostic_cam.viz import FIGURE_DPI, compare_figure
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     exps, rows = {}, []
@@ -30,14 +30,12 @@ def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) ->
         t = time.perf_counter()
         exps[name] = ex.explain(images, name, target=None)
         rows.append((name, time.perf_counter() - t))
-    preds = exps["gradcam"].targets
-    titles = [f"true {CLASSES[y]}\npred {CLASSES[p]}" for y, p in zip(labels, preds)]
-    fig = compare_figure(images, exps, titles=titles)
-    fig.savefig(out_dir / "cam_methods.png", dpi=90)
-    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{s * 1000:.0f} ms</td></tr>" for n, s in rows)
-    return ("<h2>Class activation maps</h2><p>Target layer <code>" + TARGET_LAYER + "</code>, top-1 class. "
-            "Rows: images; columns: methods.</p><img src='cam_methods.png' style='max-width:100%'>"
-            f"<table><tr><th>method</th><th>time ({len(images)} images)</th></tr>{table}</table>")
+    titles, wrong = row_labels(CLASSES, labels, exps["gradcam"].targets)
+    compare_figure(images, exps, titles=titles, wrong=wrong).savefig(out_dir / "cam_methods.png", dpi=FIGURE_DPI)
+    return Section("cams", "Class activation maps",
+                   f"Target layer `{TARGET_LAYER}`, the predicted (top-1) class of each image. Rows: images; "
+                   "columns: methods.", [Figure("cam_methods.png", "Every CAM method on the same images.")],
+                   timing_table(rows, f"method ({len(images)} images)"))
 
 
 def demo_images(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -48,31 +46,38 @@ def demo_images(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return pool[pick], labels[pick]
 
 
-SECTIONS: dict[str, Callable[..., str]] = {"cams": cam_section}
+SECTIONS: dict[str, Callable[..., Section]] = {"cams": cam_section}
 SECTIONS["gradients"] = gradients_section
 SECTIONS["features"] = features_section
 SECTIONS["keras"] = frameworks_section
+NEEDS: dict[str, tuple[str, ...]] = {"keras": ("tensorflow", "keras", "tf2onnx")}  # beyond torch
 
 
 def run_demo(out: Path, n_images: int = 6, sections: list[str] | None = None) -> Path:
-    """Build the demo into ``out``; returns the path of ``index.html``."""
+    """Build the demo into ``out``; returns the path of ``index.html``. Sections whose framework is not
+    installed are skipped, and the page and the log say which."""
+    if missing_modules(("torch", "torchvision")):
+        raise MissingDependencyError("the demo trains and explains a PyTorch model: pip install 'agnostic-cam[torch]'")
     from agnostic_cam.demo.torch_model import accuracy, load_demo_net
 
+    for name in sections or []:
+        if name not in SECTIONS:
+            raise InputError(f"unknown demo section {name!r}; known: {', '.join(SECTIONS)}")
     out.mkdir(parents=True, exist_ok=True)
     log.info("loading the demo model (trained on synthetic shapes on first use, then cached)")
     model = load_demo_net(verbose=True)
     images, labels = demo_images(n_images)
-    parts = [f"<p>Demo CNN (3 conv blocks + GAP + linear) trained on synthetic shapes {list(CLASSES)}; "
-             f"held-out accuracy {accuracy(model):.0%}.</p>"]
+    intro = (f"Demo CNN (3 conv blocks + GAP + linear) trained on synthetic shapes {', '.join(CLASSES)}; held-out "
+             f"accuracy {accuracy(model):.0%}.")
+    done, skipped = [], []
     for name in sections or list(SECTIONS):
-        if name not in SECTIONS:
-            raise InputError(f"unknown demo section {name!r}; known: {', '.join(SECTIONS)}")
+        missing = missing_modules(NEEDS.get(name, ()))
+        if missing:
+            why = f"needs {', '.join(missing)}: pip install 'agnostic-cam[{name}]'"
+            log.warning("  section %s skipped: %s", name, why)
+            skipped.append((name, why))
+            continue
         t = time.perf_counter()
-        parts.append(SECTIONS[name](out, model, images, labels))
+        done.append(SECTIONS[name](out, model, images, labels))
         log.info("  section %s: %.1f s", name, time.perf_counter() - t)
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>agnostic-cam demo</title>"
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}td,th{padding:2px 10px}</style>"
-            "</head><body><h1>agnostic-cam demo</h1>" + "\n".join(parts) + "</body></html>")
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return write_page(out, intro, done, skipped)

@@ -46,9 +46,9 @@ def grid_figure(panels: list[np.ndarray], titles: list[str], cols: int | None = 
         p = panels[i]
         ax.imshow(p, cmap=None if p.ndim == 3 else cmap, vmin=0, vmax=1, interpolation="nearest")
         if titles:
-            ax.set_title(titles[i], fontsize=7)
+            ax.set_title(titles[i], fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
 

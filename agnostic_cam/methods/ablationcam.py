@@ -33,4 +33,6 @@ class AblationCAM(CamMethod):
                     batch[np.arange(len(chunk)), chunk] = 0
                     ablated[i, chunk] = cap.row_scores(cap.tail(batch, np.full(len(chunk), i)), i)
                     bar.update(len(chunk))
+        # w_c is a difference of two rounded scores: its rounding is ~eps * (|y| + |y_c|) / |y|
+        self.weight_noise = (np.abs(y)[:, None] + np.abs(ablated)) / np.maximum(np.abs(y)[:, None], 1e-30)
         return (y[:, None] - ablated) / y[:, None]

@@ -97,6 +97,7 @@ class Method:
 
     name: ClassVar[str] = ""
     needs: ClassVar[Needs] = Needs.LAYER_GRADIENTS
+    scale: np.ndarray | None = None  # (N,) set by compute: magnitude of the map's terms (degenerate.py)
 
     def compute(self, cap: LayerCapture) -> np.ndarray:
         """The raw map, (N, h, w), before normalisation."""
@@ -130,9 +131,20 @@ class CamMethod(Method):
     def compute(self, cap: LayerCapture) -> np.ndarray:
         if not self.eigen_smooth and type(self).maps is CamMethod.maps:
             w = np.asarray(self.weights(cap), dtype=np.float32)
+            ws = getattr(self, "weight_noise", None)  # (N, C) size of the weights' rounding, default |w|
+            self.scale = term_scale(np.abs(w) if ws is None else ws, cap.activations)
             return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
         m = self.maps(cap)
+        self.scale = (np.sqrt((m.astype(np.float64) ** 2).sum(axis=1)) if self.eigen_smooth
+                      else np.abs(m).sum(axis=1)).reshape(m.shape[0], -1).max(axis=1)
         return first_component_projection(m) if self.eigen_smooth else m.sum(axis=1)
+
+
+def term_scale(w_abs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    """(N,) magnitude of the terms of ``sum_c w_c A_c``: max over positions of ``sum_c |w_c| |A_c|``
+    (what rounding errors of the map are proportional to; see :mod:`agnostic_cam.degenerate`)."""
+    t = np.einsum("nc,nchw->nhw", np.asarray(w_abs, np.float64), np.abs(acts).astype(np.float64), optimize=True)
+    return t.reshape(t.shape[0], -1).max(axis=1)
 
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -18,4 +18,6 @@ class EigenCAM(CamMethod):
     needs = Needs.ACTIVATIONS
 
     def compute(self, cap: LayerCapture) -> np.ndarray:
+        a = cap.activations.astype(np.float64)  # scale: |projection terms| <= the channel vector's norm
+        self.scale = np.sqrt((a ** 2).sum(axis=1)).reshape(a.shape[0], -1).max(axis=1)
         return first_component_projection(cap.activations)
