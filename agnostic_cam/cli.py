@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
     p.add_argument("--max-pixels", type=_positive, help="refuse images with more pixels (default: Pillow's limit, ~89 M)")
-    p.add_argument("--batch-images", type=_positive, default=4, help="images explained together (default 4)")
+    p.add_argument("--batch-images", type=_positive, default=8, help="images explained together (default 8)")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
                    "(default) or Ray Data actors (needs the [ray] extra)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")

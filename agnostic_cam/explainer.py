@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 import inspect
-import threading
-import weakref
 from typing import Any
 
 import numpy as np
 
-from agnostic_cam.adapters.base import Adapter, channels_first, channels_native
+from agnostic_cam.adapters.base import Adapter
 from agnostic_cam import degenerate, relu_policy
 from agnostic_cam.combine import average_layers, product_layers, stitch
 from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import CamMethod, LayerCapture, Needs, get_method, registry
-from agnostic_cam.guards import batched_gradients, check_finite, checked_capture, gradient_batch, verify_tail
+from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
+from agnostic_cam.guards import check_finite
 from agnostic_cam.options import check_options
 from agnostic_cam.methods.options import unknown_option_message
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
-from agnostic_cam.targets import TargetLike, TargetSpec, select_scores
+from agnostic_cam.targets import TargetLike, TargetSpec
 from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
                                  OptionError)
 
@@ -45,8 +43,6 @@ class Explainer:
         self.adapter = adapter
         self.progress = progress
         self.preprocess = None
-        self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._tails_lock = threading.Lock()
         self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
 
     @classmethod
@@ -69,7 +65,9 @@ class Explainer:
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
         picks the last spatial layer before global pooling, found with one zero image of
-        ``input_shape`` (else (C, 224, 224)), as torchcam does; ``ex.layer`` tells which. A list
+        ``input_shape`` (else (C, 224, 224), or the images' shape at the first call that needs a
+        layer), as torchcam does; ``ex.layer`` tells which; a model without a spatial layer gets
+        none, and the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run. A list
         of layers (also as ``target_layers=``, pytorch-grad-cam's spelling) averages their CAMs the
         way pytorch-grad-cam does (per layer ReLU, min-max, resize; mean; min-max), one backward
         pass per layer; pixel-space methods ignore the layer.
@@ -92,7 +90,8 @@ class Explainer:
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
         models share needs its path, e.g. ``"base/conv5_block3_out"`` (see :meth:`layers`); None
-        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which.
+        picks the last layer whose output is a spatial map (before global pooling); ``ex.layer`` tells which
+        (None without one: the layer-free methods still run).
         A list (or ``target_layers=``) averages the layers' CAMs as in :meth:`from_torch`.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
@@ -132,9 +131,12 @@ class Explainer:
 
     # -- introspection -----------------------------------------------------------------------
     @property
-    def layer(self) -> str:
-        """The target layer's name (also when it was picked automatically); several are joined by ' + '."""
-        return " + ".join(e.adapter.layer_name for e in (self, *self._also))
+    def layer(self) -> str | None:
+        """The target layer's name (also when it was picked automatically); several are joined by ' + ';
+        None when the explainer has none (layer-free methods only)."""
+        if not self._also:
+            return self.adapter.layer_name
+        return " + ".join(str(e.adapter.layer_name) for e in (self, *self._also))
 
     @property
     def methods(self) -> list[str]:
@@ -227,10 +229,16 @@ class Explainer:
         mcls = type(m)
         if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
             target = m.target_for(self.predict(x), target)
+        if hasattr(m, "explain_with"):  # a meta-method that runs other explanations itself (sess)
+            if aug_smooth:
+                raise OptionError(f"aug_smooth does not apply to {mcls.name!r}, which already fuses many views")
+            heat, classes, scores, out = m.explain_with(self, x, target)
+            return degenerate.mark(Explanation(heatmap=heat, raw=heat, targets=classes, scores=scores, method=mcls.name,
+                                               layer=self.adapter.layer_name, outputs=out), None)
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
-            return self._aug_smooth(m, x, spec, getattr(m, "batch_size", None))
-        cap = self.capture(x, spec, m.needs, getattr(m, "rule", "vanilla"), batch_size=getattr(m, "batch_size", None))
+            return self._aug_smooth(m, x, spec)
+        cap = self.capture(x, spec, m.needs, m.rule, mcls.name, batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return degenerate.mark(Explanation(
@@ -238,14 +246,14 @@ class Explainer:
             scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
             getattr(m, "scale", None))
 
-    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec, batch_size: int | None = None) -> Explanation:
+    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
         """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
         augmentations, computed in one batched capture (see :mod:`agnostic_cam.smoothing`)."""
         from agnostic_cam import smoothing as sm
 
         n = x.shape[0]
-        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs,
-                           getattr(m, "rule", "vanilla"), batch_size=batch_size)
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs, m.rule, m.name,
+                           batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
         check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
         heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
@@ -261,84 +269,17 @@ class Explainer:
                     "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
                     f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
-            hint = getattr(self.adapter, "gradient_hint", "")
+            hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
     def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
-                batch_size: int | None = None) -> LayerCapture:
-        """Gather what ``needs`` asks for into a :class:`LayerCapture` (validated input ``x``);
-        input gradients are taken under ReLU backward ``rule``, ``batch_size`` images per gradient
-        pass (None: the explainer's batch size, else chosen from the input size). Every array is
-        checked for NaN/Inf (:mod:`agnostic_cam.guards`)."""
-        ad = self.adapter
-        cap = None
-        gbs = gradient_batch(x, batch_size or ad.batch_size)
-        if needs & (Needs.HVP | Needs.BIAS_GRADIENTS):
-            h = ad.higher_derivatives(x, spec, hvp=bool(needs & Needs.HVP), bias=bool(needs & Needs.BIAS_GRADIENTS))
-            cap = LayerCapture(x, ad.layout, h.outputs, h.scores, h.classes, spec.fn, h.activations, h.grads,
-                               hvp=h.hvp, bias_terms=h.bias_terms)
-            cap.extras["input_grads"] = h.input_grads
-        if needs & Needs.LAYER_GRADIENTS:
-            g = batched_gradients(ad.layer_gradients, x, spec, gbs)
-            cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn, g.activations, g.grads)
-        if needs & Needs.INPUT_GRADIENTS:
-            g = batched_gradients(lambda xs, sp: ad.input_gradients(xs, sp, rule), x, spec, gbs)
-            if cap is None:
-                cap = LayerCapture(x, ad.layout, g.outputs, g.scores, g.classes, spec.fn)
-            cap.extras["input_grads"] = g.input_grads
-            cap.input_grad = self._input_grad(spec, cap)
-        if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL):
-            engine = ad.engine(x.shape[1:])
-            if cap is None:
-                out, act = engine.run(x, [ad.output_name, ad.activation_name], batch_size=batch_size)
-                classes = spec.indices(out)
-                cap = LayerCapture(x, ad.layout, out, select_scores(out, classes, spec.fn), classes, spec.fn,
-                                   channels_first(act, ad.activation_layout))
-            elif cap.activations is None and needs & Needs.ACTIVATIONS:
-                cap.activations = channels_first(engine.run(x, [ad.activation_name])[0], ad.activation_layout)
-            cap.forward = lambda inp, e=engine: e.run(inp, [ad.output_name])[0]
-            cap.batch_size = batch_size or engine.batch_size_for(x)
-            if needs & Needs.TAIL:
-                cap.tail = self._tail(engine, x, cap)
-        cap.progress = self.progress
-        checked_capture(cap)
-        return cap
-
-    def _input_grad(self, spec: TargetSpec, cap: LayerCapture):
-        """``cap.input_grad``: gradients of new input rows for the targets of the images they belong to."""
-        ad = self.adapter
-
-        def input_grad(inputs: np.ndarray, image: np.ndarray | None = None, rule: str = "vanilla") -> np.ndarray:
-            idx = np.arange(cap.n) if image is None else np.asarray(image, dtype=np.int64)
-            sub = TargetSpec(spec.fn if spec.fn is not None else cap.classes[idx], len(idx))
-            return ad.input_gradients(np.ascontiguousarray(inputs, dtype=np.float32), sub, rule).input_grads
-
-        return input_grad
-
-    def _tail(self, engine, x: np.ndarray, cap: LayerCapture):
-        """A callable (acts (M, C, h, w), image index (M,)) -> outputs (M, K) on the tail graph."""
-        ad = self.adapter
-        with self._tails_lock:
-            if engine not in self._tails:
-                tail_engine, extra = engine.tail(ad.activation_name, [ad.output_name])
-                # the head view that also outputs the tail's extra inputs: built (and its session
-                # created) once per engine, not once per call
-                self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
-            tail_engine, extra, verified, head = self._tails[engine]
-        extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
-
-        def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
-            feeds = {ad.activation_name: channels_native(np.asarray(acts, np.float32), ad.activation_layout)}
-            feeds.update({k: v[np.asarray(image)] for k, v in extra_vals.items()})
-            return tail_engine.run(feeds, [ad.output_name])[0]
-
-        if not verified:
-            verify_tail(run, cap, self.layer, tail_engine.model, ad.activation_name, ad.output_name)
-            with self._tails_lock:
-                self._tails[engine] = (tail_engine, extra, True, head)
-        return run
+                method: str = "", batch_size: int | None = None) -> Capture:
+        """What ``needs`` asks for, for the validated batch ``x`` (built by the adapter, see
+        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``;
+        ``batch_size`` images per pass (None: the explainer's, else automatic)."""
+        return self.adapter.capture(x, spec, needs, rule, self.progress, method, batch_size)
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):
@@ -354,6 +295,15 @@ class Explainer:
         from agnostic_cam.features import feature_maps
 
         return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
+
+    def feature_factorization(self, images: Any, n_components: int = 5):
+        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
+        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
+        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
+        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
+        from agnostic_cam.features.factorization import feature_factorization
+
+        return feature_factorization(self, self._inputs(images), n_components)
 
     def filters(self, layer=None):
         """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from agnostic_cam.engine.graph import depends_on
 from agnostic_cam.errors import ModelError, NonFiniteError
-from agnostic_cam.targets import TargetSpec
+from agnostic_cam.targets import TargetSpec, for_rows
 
 # Bytes of input per gradient pass when no batch size is given (a backward pass keeps every
 # intermediate tensor, so this is a quarter of what the ONNX Runtime forward batches aim for).
@@ -53,7 +53,7 @@ def checked_capture(cap) -> None:
     check_finite(cap.scores, "target score")
     check_finite(cap.activations, "layer activation")
     check_finite(cap.grads, "layer gradient")
-    check_finite(cap.extras.get("input_grads"), "input gradient")
+    check_finite(getattr(cap, "input_grads", None), "input gradient")
     for name, where in (("forward", "model output on a perturbed input"), ("tail", "model output after the layer")):
         fn = getattr(cap, name, None)
         if fn is not None:
@@ -81,8 +81,8 @@ def gradient_batch(x: np.ndarray, batch_size: int | None) -> int:
 
 def sub_spec(spec: TargetSpec, lo: int, hi: int) -> TargetSpec:
     """The target of images lo..hi-1 of a batch."""
-    if spec.fn is not None:
-        return TargetSpec(spec.fn, hi - lo)
+    if spec.fn is not None:  # per-image targets (masks, boxes...) follow their rows
+        return TargetSpec(for_rows(spec.fn, np.arange(lo, hi)), hi - lo)
     return TargetSpec(None if spec.fixed is None else spec.fixed[lo:hi], hi - lo)
 
 

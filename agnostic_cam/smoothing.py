@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam import layout as L
-from agnostic_cam.targets import TargetSpec
+from agnostic_cam.targets import TargetSpec, for_rows
 
 FLIPS = (False, True)
 FACTORS = (0.9, 1.0, 1.1)
@@ -32,7 +32,7 @@ def augment_targets(spec: TargetSpec) -> TargetSpec:
     t = len(TRANSFORMS)
     if spec.fixed is not None:
         return TargetSpec(np.tile(spec.fixed, t), spec.n * t)
-    return TargetSpec(spec.fn, spec.n * t)
+    return TargetSpec(for_rows(spec.fn, np.tile(np.arange(spec.n), t)), spec.n * t)
 
 
 def deaugment(maps: np.ndarray, n: int) -> np.ndarray:

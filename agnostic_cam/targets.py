@@ -19,6 +19,29 @@ from .errors import InputError
 TargetLike = int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None
 
 
+class Target:
+    """Base of the task targets (segmentation, detection, similarity; see
+    :mod:`agnostic_cam.task_targets`): ``target(output)`` maps the model output of a batch (M, ...)
+    to (M,) scores, row i scored for image i. Written with operations NumPy arrays and torch / TF
+    tensors share, so gradient methods differentiate it in the framework.
+
+    A target that holds one specification per image (one mask or box list per image) returns, from
+    :meth:`select`, the target for rows that belong to images ``image`` (M,) (perturbation methods
+    score many rows of one image); a target that is the same for every image returns itself.
+    """
+
+    def __call__(self, output: Any) -> Any:
+        raise NotImplementedError
+
+    def select(self, image: np.ndarray) -> Target:
+        return self
+
+
+def for_rows(fn: Callable | None, image: np.ndarray) -> Callable | None:
+    """The target callable for output rows that belong to images ``image`` (M,)."""
+    return fn.select(np.asarray(image, dtype=np.int64)) if isinstance(fn, Target) else fn
+
+
 class TargetSpec:
     """A validated ``target`` for a batch of ``n`` images."""
 
@@ -51,6 +74,13 @@ class TargetSpec:
             raise InputError(
                 f"target must be an int, a sequence of ints (one per image), None (top-1) or a callable "
                 f"on the model output; got {type(target).__name__}")
+
+    def subset(self, image: np.ndarray, classes: np.ndarray | None) -> TargetSpec:
+        """The spec for rows that belong to images ``image`` (M,) (``classes``: the resolved class per image)."""
+        image = np.asarray(image, dtype=np.int64)
+        if self.fn is not None:
+            return TargetSpec(for_rows(self.fn, image), len(image))
+        return TargetSpec(classes[image], len(image))
 
     @property
     def is_callable(self) -> bool:

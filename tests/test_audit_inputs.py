@@ -219,3 +219,39 @@ def test_unconvertible_gradient_graph_and_nan_model_stop_once(model, tmp_path, c
     assert _audit(tmp_path / "nan.onnx", imgs, tmp_path / "o2") == 2
     err = capsys.readouterr().err
     assert "NaN" in err and _no_image_ran(tmp_path / "o2")
+
+
+# -- issue #14: folder-tree and list input ----------------------------------------------------------
+def test_folder_tree_gives_accuracy_per_class_and_lists_work(model, tmp_path):
+    root = tmp_path / "tree"
+    for c, label in enumerate(["cat", "dog"]):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            _save(root / label / f"{i}.png", 10 * c + i)
+    _save(root / "loose.png", 50)                                      # top level: no folder label
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nfox\nowl\nelk\n")
+    out = tmp_path / "o"
+    assert _audit(model, root, out, "--labels", str(labels)) == 0
+    res = _results(out)
+    by = {r["file"]: r for r in res["images"]}
+    assert sorted(by) == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png", "loose.png"]
+    assert by["loose.png"]["true_label"] is None and by["dog/1.png"]["true_label"] == "dog"
+    for label in ("cat", "dog"):
+        mine = [r for r in res["images"] if r["true_label"] == label]
+        assert res["classes"][label]["images"] == 2
+        assert res["classes"][label]["accuracy"] == pytest.approx(np.mean([r["label"] == label for r in mine]))
+    assert "Accuracy by folder label" in (out / "report.html").read_text()
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["true_label"] for r in rows} == {"cat", "dog", ""}
+    # the same images from a text list and from a CSV list (path,label), relative to the list's folder
+    (tmp_path / "list.txt").write_text("# two images\ntree/cat/0.png\n\ntree/dog/1.png\n")
+    assert _audit(model, tmp_path / "list.txt", tmp_path / "o2") == 0
+    res2 = _results(tmp_path / "o2")
+    assert [r["file"] for r in res2["images"]] == ["tree/cat/0.png", "tree/dog/1.png"]
+    assert res2["images"][0]["methods"]["eigencam"]["deletion_auc"] == pytest.approx(
+        by["cat/0.png"]["methods"]["eigencam"]["deletion_auc"], abs=1e-5)
+    (tmp_path / "list.csv").write_text(f"path,label\n{root / 'cat' / '1.png'},cat\ntree/dog/0.png,dog\n")
+    assert _audit(model, tmp_path / "list.csv", tmp_path / "o3", "--labels", str(labels)) == 0
+    res3 = _results(tmp_path / "o3")
+    assert {r["true_label"] for r in res3["images"]} == {"cat", "dog"} and set(res3["classes"]) == {"cat", "dog"}

@@ -61,15 +61,22 @@ def test_reused_module_and_model_itself_are_never_picked(torch):
     assert ex.layer == "b"
 
 
-def test_model_failing_on_the_guessed_shape_asks_for_input_shape(torch):
+def test_model_failing_on_the_guessed_shape_picks_at_the_images_shape(torch):
+    """A model that fails on the guessed 224 px shape gets its layer at the first CAM call, from
+    the images' own shape; a model without a spatial layer keeps none (layer-free methods only)."""
     from torch import nn
 
     fixed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
-    with pytest.raises(ModelError, match=r"input_shape=\(C, H, W\)"):
-        Explainer.from_torch(fixed, progress=False)
+    ex = Explainer.from_torch(fixed, progress=False)
+    assert ex.layer is None
+    x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    ex.explain(x, "gradcam", target=0)
+    assert ex.layer == "1"
     assert Explainer.from_torch(fixed, input_shape=(3, 16, 16), progress=False).layer == "1"
-    with pytest.raises(ModelError, match="no module"):
-        Explainer.from_torch(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), input_shape=(3, 2, 2), progress=False)
+    flat = Explainer.from_torch(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), input_shape=(3, 2, 2), progress=False)
+    assert flat.layer is None
+    with pytest.raises(ModelError, match="no module.*target_layer="):
+        flat.explain(x[:, :, :2, :2], "gradcam", target=0)
 
 
 def test_rule_on_shapes():

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agnostic_cam import layout as L
+from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, channels_native  # noqa: F401 - re-exported
 from agnostic_cam.engine import OnnxEngine
-from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import BackendError, InputError, NonFiniteError
+from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
 from agnostic_cam.options import positive_int
 from agnostic_cam.concurrency import EXPORT_LOCK
 
@@ -97,10 +97,6 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-channels_first = L.to_chw      # kept names: (N, ...) in a layout <-> channel-first
-channels_native = L.from_chw
-
-
 class Adapter(ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
@@ -108,16 +104,35 @@ class Adapter(ABC):
     supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
-    layer_name: str = ""
+    layer_name: str | None = None    # None: no target layer (layer-free methods only)
     output_name: str = OUTPUT
-    activation_name: str = ACTIVATION
+    activation_name: str | None = ACTIVATION
     max_engines: ClassVar[int] = 4  # exported graphs + sessions kept, one per input shape (least recently used dropped)
+    gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
+    _no_layer: str = ""              # why there is no target layer ("" when there is one or none was sought)
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers
         self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self._engines: OrderedDict[tuple, tuple[object, OnnxEngine]] = OrderedDict()
         self._lock = threading.RLock()  # guards the caches of this adapter (engines, compiled functions)
+        self._capturer = Capturer(self)
+
+    # -- capture -----------------------------------------------------------------------------
+    def capture(self, x: np.ndarray, target: TargetSpec, needs: Needs, rule: str = "vanilla",
+                progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
+        """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
+        return self._capturer(x, target, needs, rule, progress, method, batch_size)
+
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Raise a clear error when a method needs a target layer and this adapter has none
+        (``sample_shape``: one image's shape, for adapters that pick a layer lazily)."""
+        if self.layer_name is None:
+            who = f"method {method!r}" if method else "this method"
+            why = f" ({self._no_layer})" if self._no_layer else ""
+            raise ModelError(f"{who} works on a layer's activations, but this explainer has no target layer{why}. "
+                             "Pass target_layer= (a layer name or object; see Explainer.layers()), or use a "
+                             "layer-free method: 'occlusion', 'rise', 'kernelshap', 'lime'")
 
     # -- input -------------------------------------------------------------------------------
     @property

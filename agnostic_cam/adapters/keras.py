@@ -91,9 +91,17 @@ class KerasAdapter(Adapter):
         self.model = model
         self.output = output
         self._chains = kg.walk(model)
-        self.chain = self._resolve(target_layer) if target_layer is not None else keras_default_layer(self._chains, self._static_shape)
-        self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
-        self._check_static_shape()
+        self.chain = self._resolve(target_layer) if target_layer is not None else None
+        if target_layer is None:
+            try:
+                self.chain = keras_default_layer(self._chains, self._static_shape)
+            except ModelError as e:  # no spatial layer: layer-free methods still run
+                self._no_layer = str(e)
+        if self.chain is None:
+            self.layer = self.layer_name = self.activation_name = None
+        else:
+            self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
+            self._check_static_shape()
         self._head = kg.softmax_head(model) if output == "logits" else None
         self._fingerprint = None
         self._compiled: dict = {}
@@ -204,13 +212,16 @@ class KerasAdapter(Adapter):
         """tf2onnx conversion of the evaluator traced by ``tf.function``: outputs [output, activation]."""
         spec = [tf.TensorSpec((None, *sample_shape), tf.float32, name="input")]
 
+        chains = [] if self.chain is None else [self.chain]
+
         @tf.function(input_signature=spec, autograph=False)
         def tapped(x):
-            out, (act,), _ = self._evaluate(x, [self.chain])
-            return out, act
+            out, acts, _ = self._evaluate(x, chains)
+            return (out, *acts)
 
         conc = tapped.get_concrete_function()
-        self._check_activation(tuple(conc.structured_outputs[1].shape))
+        if chains:
+            self._check_activation(tuple(conc.structured_outputs[1].shape))
         proto = convert(conc)
         for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
             rename_through_identities(proto.graph, o, new)

@@ -73,9 +73,13 @@ class OnnxAdapter(Adapter):
         self.candidates = self.layers()
         self.layer = self._resolve_layer(target_layer)
         self.picked = target_layer is None
-        self.layer_name = self.layer.name
-        self.activation_name = self.layer.name
-        self.activation_layout = self.layer.layout
+        if self.layer is None:  # no spatial tensor: layer-free methods only
+            self.layer_name = self.activation_name = None
+            self._no_layer = ("the graph has no rank-4 feature map between the input and the output" if not self.candidates
+                              else "every feature map of this graph is 1x1 for its declared input size")
+        else:
+            self.layer_name = self.activation_name = self.layer.name
+            self.activation_layout = self.layer.layout
         self._use_grad = self._gradient_choice(gradients)
         self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
@@ -166,16 +170,12 @@ class OnnxAdapter(Adapter):
         sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
         return candidate_layers(self.model, self.input_name, self.layout, sample, self.output_name)
 
-    def _resolve_layer(self, target_layer) -> Layer:
+    def _resolve_layer(self, target_layer) -> Layer | None:
+        if target_layer is None:  # None when there is none: layer-free methods still run
+            return default_layer(self.candidates)
         if not self.candidates:
             raise ModelError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
-                             "is it an image classifier?")
-        if target_layer is None:
-            ly = default_layer(self.candidates)
-            if ly is None:
-                raise ModelError("every feature map of this graph is 1x1 for its declared input size; pass "
-                                 "target_layer= and a larger input, see Explainer.layers()")
-            return ly
+                             "use a layer-free method ('occlusion', 'rise', 'kernelshap', 'lime') without target_layer")
         if not isinstance(target_layer, str):
             raise InputError(f"target_layer must be a tensor or node name (str); got {type(target_layer).__name__}")
         for ly in self.candidates:
@@ -208,7 +208,7 @@ class OnnxAdapter(Adapter):
     # -- ONNX ----------------------------------------------------------------------------------
     def export_onnx(self, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
         """The graph with the output and the layer's tensor as outputs (any per-sample shape)."""
-        return G.with_outputs(self.model, [self.output_name, self.activation_name])
+        return G.with_outputs(self.model, [n for n in (self.output_name, self.activation_name) if n is not None])
 
     def engine(self, sample_shape: tuple[int, ...]):
         # one graph serves every input size: cache a single engine
@@ -225,6 +225,9 @@ class OnnxAdapter(Adapter):
     def _backend(self):
         if not self._use_grad:
             raise MissingDependencyError(self.gradient_hint)
+        if self.activation_name is None:
+            raise ModelError("gradients of a bare ONNX model without a spatial target layer are not supported; "
+                             "use a forward-only method ('occlusion', 'rise', 'kernelshap', 'lime')")
         with self._lock:  # converted once, also when threads race for it
             if self._grad is None:
                 from agnostic_cam.adapters.onnx_grad import TorchGradients

@@ -46,9 +46,16 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         if self.input_shape is not None and len(self.input_shape) != 3:
             raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
         auto = target_layer is None
+        self._no_layer = ""  # why there is no target layer (auto pick failed), for require_layer
         if auto:
-            target_layer = torch_default_layer(model, self.input_shape)
-        self.layer_name, self.layer = self._resolve(target_layer)
+            try:
+                target_layer = torch_default_layer(model, self.input_shape)
+            except ModelError as e:  # no spatial layer (or no known input size yet): layer-free methods still run
+                self._no_layer = str(e)
+        if target_layer is None:
+            self.layer_name = self.layer = self.activation_name = None
+        else:
+            self.layer_name, self.layer = self._resolve(target_layer)
         if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
         self._softmax_head = self._find_softmax_head() if output == "logits" else None
@@ -74,8 +81,24 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     def check_layer(self, sample_shape: tuple[int, ...]) -> None:
         """Run one zero image and check the target layer emits a spatial (N, C, h, w) tensor."""
         shapes = dict(torch_output_shapes(self.model, sample_shape))
+        if self.layer is None:
+            return
         spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
         self._check_activation(shapes.get(self.layer_name), spatial, sample_shape)
+
+    def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
+        """Without a target layer, try the automatic pick again at the images' own shape (the guessed
+        224 px shape may not fit the model); then the base class's clear error if there is none."""
+        if self.layer is None and sample_shape is not None and self._no_layer:
+            try:
+                name = torch_default_layer(self.model, tuple(sample_shape))
+            except ModelError as e:
+                self._no_layer = str(e)
+            else:
+                self.layer_name, self.layer = self._resolve(name)
+                self.activation_name, self._no_layer = ACTIVATION, ""
+                self._engines.clear()  # exported without the layer's activation
+        super().require_layer(method, sample_shape)
 
     def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None) -> None:
         """A target layer must emit (N, C, h, w) with more than one position."""
@@ -153,19 +176,22 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
                 self.model = adapter.model
 
             def forward(self, x):
+                if adapter.layer is None:
+                    return adapter._forward(x)
                 store = []
                 with hooked(adapter.layer, lambda m, i, o: store.append(o)):
                     out = adapter._forward(x)
                 return out, store[-1]
 
+        names = [OUTPUT] if self.layer is None else [OUTPUT, ACTIVATION]
         buf = io.BytesIO()
         with EXPORT_LOCK, preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
             run_export(lambda: torch.onnx.export(
                 Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
-                output_names=[OUTPUT, ACTIVATION], do_constant_folding=True,
-                dynamic_axes={"input": {0: "batch"}, OUTPUT: {0: "batch"}, ACTIVATION: {0: "batch"}}))
+                output_names=names, do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return to_float32(onnx.load_from_string(buf.getvalue()))  # float64/half models run in float32 on ORT
 
     def _make_engine(self, sample_shape: tuple[int, ...]):

@@ -175,6 +175,10 @@ class EagerEngine:
             store.append(out.clone())  # later in-place ops must not alter what is returned
             return None
 
+        if ad.layer is None:  # no target layer: outputs only (layer-free methods)
+            with preserved(ad.model), torch.no_grad():
+                out = ad._forward(ad._tensor(np.ascontiguousarray(x, dtype=np.float32)))
+            return {OUTPUT: out.detach().cpu().float().numpy()}
         with preserved(ad.model), torch.no_grad(), hooked(ad.layer, hook):
             out = ad._forward(ad._tensor(np.ascontiguousarray(x, dtype=np.float32)))
         if not store:

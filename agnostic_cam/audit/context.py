@@ -32,7 +32,7 @@ class AuditConfig:
     labels: list[str] | None = None
     resume: bool = True
     score: str = "auto"
-    batch_images: int = 4
+    batch_images: int = 8
     max_pixels: int | None = None
     follow_symlinks: bool = False
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +31,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         address: str | None = None, gpus_per_worker: float = 0, preprocess=None, layer: str | None = None,
         layout: str | None = None, output: str | None = None, input_name: str | None = None, providers=None,
         batch_size: int | None = None, steps: int = 20, target: int | None = None, boxes: dict | None = None,
-        labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 4,
+        labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 8,
         max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
         report_images: int = 200, progress: bool | None = None, explainer=None) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
@@ -122,6 +124,7 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     reused = [done[k]["file"] for k in done]
     computed: list[str] = []
     interrupted = False
+    sigint = _SigintSeen()
     try:
         with tqdm(total=len(items), initial=len(done), desc="Audit", unit="img",
                   disable=None if progress is None else not progress,
@@ -139,8 +142,13 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
                 bar.update(max(0.0, 1.0 - ctx.on_step.credit.pop(key, 0.0)))
     except KeyboardInterrupt:
         interrupted = True
+    except Exception:  # a library may turn Ctrl-C into another error (numpy does): still an interrupt
+        if not sigint.seen:
+            raise
+        interrupted = True
     finally:
         ctx.on_step = None
+        sigint.restore()
     records = [done[it.key] for it in items if it.key in done]
     failed = list(refused) + [{"file": r["file"], "error": r["error"]} for r in records if "error" in r]
     header = {**header, "run": {"computed": computed, "reused": reused, "interrupted": interrupted,
@@ -168,6 +176,29 @@ def method_ticks(bar, n_methods: int):
 
     tick.credit = credit  # type: ignore[attr-defined]
     return tick
+
+
+class _SigintSeen:
+    """Notes that Ctrl-C (SIGINT) arrived, then raises KeyboardInterrupt as Python does; only in the
+    main thread, where signal handlers live. ``restore()`` puts the previous handler back."""
+
+    def __init__(self):
+        self.seen, self._old = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            if self._old is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._handler)
+            else:
+                self._old = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 class AuditInterrupted(KeyboardInterrupt):

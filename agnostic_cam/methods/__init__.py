@@ -23,10 +23,11 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     saliency,
     scorecam,
     segeigencam,
+    sess,
     shapleycam,
     smoothgrad,
     xgradcam,
 )
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Method, Needs, get_method, register, registry
+from agnostic_cam.methods.base import CamMethod, Capture, LayerCapture, Method, Needs, get_method, register, registry
 
-__all__ = ["CamMethod", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]
+__all__ = ["CamMethod", "Capture", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]

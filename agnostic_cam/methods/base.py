@@ -1,95 +1,21 @@
 """The method contract: what a method needs, what it receives, and the shared CAM base.
 
 A method is a small class registered by name. It declares what it ``needs``; the explainer
-gathers exactly that into a :class:`LayerCapture` (plain NumPy arrays plus forward callables
-that run on ONNX Runtime), so one implementation serves every framework.
+gathers exactly that into a :class:`~agnostic_cam.capture.Capture` (plain NumPy arrays plus forward
+callables that run on ONNX Runtime), so one implementation serves every framework.
 """
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from agnostic_cam import layout as L
+from agnostic_cam.capture import Capture, LayerCapture, Needs  # noqa: F401 - re-exported
 from agnostic_cam.imaging import cam_to_heatmap
 from agnostic_cam.methods.projection import first_component_projection
-from agnostic_cam.targets import select_scores
 from agnostic_cam.errors import InputError, OptionError
-
-
-class Needs(enum.Flag):
-    """What a method needs from the adapter / engine."""
-
-    ACTIVATIONS = enum.auto()       # layer activations (from the ONNX session)
-    FORWARD = enum.auto()           # model outputs for new inputs (ONNX session)
-    TAIL = enum.auto()              # model outputs for new layer activations (ONNX tail graph)
-    LAYER_GRADIENTS = enum.auto()   # activations and d(score)/d(activations) (framework autograd)
-    INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
-    HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
-    BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
-
-    @property
-    def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
-
-
-@dataclass
-class LayerCapture:
-    """Everything a method may use, as NumPy arrays. Shapes:
-
-    x (N, *input) in the model's layout; outputs (N, K); scores (N,);
-    activations and grads (N, C, h, w) channel-first whatever the framework's layout.
-    ``input_grad(inputs, image, rule)``: d(score)/d(input) (M, *input) in the model's layout for
-    input rows (M, *input), row i scored for the target of image ``image[i]`` ((M,) ints; None:
-    row i is image i), every ReLU under backward ``rule`` ('vanilla', 'guided', 'deconv').
-    """
-
-    x: np.ndarray
-    layout: str
-    outputs: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray | None
-    target_fn: Callable | None
-    activations: np.ndarray | None = None
-    grads: np.ndarray | None = None
-    forward: Callable[[np.ndarray], np.ndarray] | None = None
-    tail: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-    input_grad: Callable[[np.ndarray, np.ndarray | None, str], np.ndarray] | None = None
-    batch_size: int = 32
-    progress: bool | None = None
-    extras: dict = field(default_factory=dict)
-    hvp: np.ndarray | None = None   # (N, C, h, w) Hessian-vector product d/dA <dS/dA, A>
-    bias_terms: list = field(default_factory=list)  # [(bias (C,), d(score)/d(layer output) (N, C, h, w))]
-
-    spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
-
-    @property
-    def n(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(H, W) of the input images."""
-        return L.spatial_size(self.x.shape, self.layout)
-
-    def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
-        """Target scores (M,) of output rows (M, K) that belong to images ``image`` (int or (M,))."""
-        idx = np.broadcast_to(np.asarray(image), (outputs.shape[0],))
-        classes = None if self.classes is None else self.classes[idx]
-        return select_scores(outputs, classes, self.target_fn)
-
-    def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
-        """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
-        xi = self.x[image][None]
-        return xi * L.expand_mask(masks, self.layout)
-
-    def progress_bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, disable=(None if self.progress is None else not self.progress))
 
 
 class Method:
@@ -97,6 +23,7 @@ class Method:
 
     name: ClassVar[str] = ""
     needs: ClassVar[Needs] = Needs.LAYER_GRADIENTS
+    rule: ClassVar[str] = "vanilla"  # ReLU backward rule of the input gradients it needs
     scale: np.ndarray | None = None  # (N,) set by compute: magnitude of the map's terms (degenerate.py)
 
     def compute(self, cap: LayerCapture) -> np.ndarray:

@@ -24,7 +24,7 @@ class FullGrad(Method):
     needs = Needs.BIAS_GRADIENTS
 
     def compute(self, cap: LayerCapture) -> np.ndarray:
-        x, gx = cap.x, cap.extras["input_grads"]
+        x, gx = cap.x, cap.input_grads
         if cap.layout == "NHWC":
             x, gx = x.transpose(0, 3, 1, 2), gx.transpose(0, 3, 1, 2)
         size = cap.input_size

@@ -56,7 +56,7 @@ class GuidedCAM(PixelMethod):
 
     def compute(self, cap: LayerCapture) -> np.ndarray:
         up = self.upsampled_cam(self.inner.compute(cap), cap.input_size)
-        return to_chw(cap.extras["input_grads"], cap.layout) * up[:, None]
+        return to_chw(cap.input_grads, cap.layout) * up[:, None]
 
 
 for _name, _cam, _cls in (("guided_gradcam", "gradcam", "GuidedGradCAM"),

@@ -56,7 +56,7 @@ def accumulate(total: np.ndarray, index: np.ndarray, values: np.ndarray) -> None
 class PixelMethod(Method):
     """A method over d(score)/d(input). ``rule`` is the ReLU backward rule it needs
     ('vanilla', 'guided', 'deconv'); the explainer computes the gradient at the images under it
-    (``cap.extras['input_grads']``) and gives ``cap.input_grad`` for more passes.
+    (``cap.input_grads``) and gives ``cap.input_grad`` for more passes.
 
     Subclasses override :meth:`from_grads` (attribution from inputs and their gradients) or
     :meth:`attribute` (several gradient passes per input, e.g. integrated gradients).
@@ -81,7 +81,7 @@ class PixelMethod(Method):
         return self.from_grads(to_chw(inputs, cap.layout), to_chw(grads, cap.layout))
 
     def compute(self, cap: LayerCapture) -> np.ndarray:
-        return self.attribute(cap, cap.x, np.arange(cap.n), cap.extras.get("input_grads"))
+        return self.attribute(cap, cap.x, np.arange(cap.n), cap.input_grads)
 
     def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return scale_max(channel_saliency(raw, "abs"))

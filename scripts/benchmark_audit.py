@@ -1,0 +1,149 @@
+"""Audit throughput: images per second of `agnostic-cam audit` on ResNet-18 (random seeded weights).
+
+Rows (same images, same metrics: deletion/insertion AUC with 20 steps, average drop, increase):
+- local engine now, and "before" (a source tree of an older version, e.g. ``git archive 0ab367c``);
+- the Ray engine with 1 and 2 workers (a local Ray started by the audit);
+- the plain pytorch-grad-cam loop a user would write (one image at a time, curves batched per image).
+
+Each row runs in its own process; images/s = images / the audit's own run time (``run.seconds`` in
+results.json: listing, resume check and compute, without imports and model loading), and the
+process's CPU seconds (user + sys) are reported too, because a busy machine stretches wall time.
+
+    python scripts/benchmark_audit.py --images 16 --before /tmp/agnostic-cam-0ab367c --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GRAD_CAM_LOOP = r'''
+import json, sys, time
+import numpy as np, torch, torchvision
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, ScoreCAM
+torch.manual_seed(0)
+model = torchvision.models.resnet18(weights=None).eval()
+files, methods, steps = json.loads(sys.argv[1]), sys.argv[2].split(","), 20
+cls = {"gradcam": GradCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
+t0 = time.perf_counter()
+cams = {m: cls[m](model=model, target_layers=[model.layer4[-1]]) for m in methods}
+def blur(x, sigma=5.0, r=5):
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1) / sigma) ** 2); k = (k / k.sum())
+    x = torch.nn.functional.pad(x, (r, r, r, r), mode="replicate")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+rows = []
+for f in files:
+    x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR),
+                                    np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        p = model(x).softmax(1)
+    k = int(p.argmax())
+    for m in methods:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        cam = torch.from_numpy(cams[m](input_tensor=x, targets=[ClassifierOutputTarget(k)]))
+        order = torch.argsort(-cam.flatten(), stable=True)
+        rank = torch.empty_like(order); rank[order] = torch.arange(order.numel())
+        counts = torch.ceil(torch.arange(steps + 1) * cam.numel() / steps)
+        moved = (rank[None] < counts[:, None]).view(steps + 1, 1, 224, 224)
+        with torch.no_grad():
+            d = model(torch.where(moved, torch.zeros_like(x), x)).softmax(1)[:, k]
+            i = model(torch.where(moved, x, blur(x))).softmax(1)[:, k]
+            o = model(x * cam[:, None]).softmax(1)[0, k]
+        auc = lambda s: float((s[1:] + s[:-1]).sum() / 2 / steps)
+        rows.append({"deletion": auc(d), "insertion": auc(i), "drop": float(torch.relu(p[0, k] - o) / p[0, k])})
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(rows)}))
+'''
+
+
+def _run(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r, wall, cpu
+
+
+def audit_row(name: str, src: Path, model: Path, images: Path, methods: str, extra: list[str], work: Path) -> dict:
+    out = work / f"out-{name.replace(' ', '_')}-{methods.replace(',', '_')}"
+    cmd = [sys.executable, "-m", "agnostic_cam.cli", "audit", str(model), str(images), "--out", str(out),
+           "--methods", methods, "--no-resume", "--no-progress", *extra]
+    r, wall, cpu = _run(cmd, {**os.environ, "PYTHONPATH": str(src)})
+    res = json.loads((out / "results.json").read_text())
+    n = len(res["images"]) or res["run"].get("explained", 0)
+    secs = res["run"]["seconds"]
+    return {"row": name, "methods": methods, "images": n, "run_seconds": round(secs, 2), "images_per_s": round(n / secs, 4),
+            "process_wall_s": round(wall, 1), "process_cpu_s": round(cpu, 1)}
+
+
+def grad_cam_row(files: list[str], methods: str) -> dict:
+    r, wall, cpu = _run([sys.executable, "-c", GRAD_CAM_LOOP, json.dumps(files), methods], dict(os.environ))
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    n = len(files)
+    return {"row": "pytorch-grad-cam loop", "methods": methods, "images": n, "run_seconds": round(res["seconds"], 2),
+            "images_per_s": round(n / res["seconds"], 4), "process_wall_s": round(wall, 1), "process_cpu_s": round(cpu, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=16, help="images for eigencam+gradcam (default 16)")
+    ap.add_argument("--scorecam-images", type=int, default=4, help="images for scorecam (default 4; 512 channels)")
+    ap.add_argument("--before", type=Path, help="source tree of the version to compare with (its agnostic_cam/)")
+    ap.add_argument("--ray", default="1,2", help="Ray worker counts to run ('' for none; default 1,2)")
+    ap.add_argument("--no-grad-cam", action="store_true", help="skip the pytorch-grad-cam loop")
+    ap.add_argument("--skip-scorecam", action="store_true")
+    ap.add_argument("--json", type=Path, help="write the rows here")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+
+    work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    torch.manual_seed(0)
+    model = work / "resnet18.onnx"
+    torch.onnx.export(torchvision.models.resnet18(weights=None).eval(), (torch.zeros(1, 3, 224, 224),), str(model),
+                      dynamo=False, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    rng = np.random.default_rng(0)
+    sets = {"eigencam,gradcam": args.images}
+    if not args.skip_scorecam:
+        sets["scorecam"] = args.scorecam_images
+    rows = []
+    for methods, n in sets.items():
+        images = work / f"images-{n}"
+        if not images.exists():
+            images.mkdir()
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(images / f"{i:04d}.jpg")
+        runs = [("local now", ROOT, [])]
+        if args.before:
+            runs.insert(0, ("local before", args.before, []))
+        runs += [(f"ray {w} worker{'s' if w != '1' else ''}", ROOT, ["--engine", "ray", "--workers", w])
+                 for w in args.ray.split(",") if w]
+        for name, src, extra in runs:
+            rows.append(audit_row(name, src, model, images, methods, extra, work))
+            print(json.dumps(rows[-1]), flush=True)
+        if not args.no_grad_cam:
+            rows.append(grad_cam_row(sorted(str(p) for p in images.iterdir()), methods))
+            print(json.dumps(rows[-1]), flush=True)
+    meta = {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(meta, indent=1))
+
+
+if __name__ == "__main__":
+    main()
