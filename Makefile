@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo test test-latest install benchmark clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# The suite against the NEWEST release of every dependency, ignoring the upper bounds of pyproject.toml,
+# in a separate venv (.venv-latest); not part of `make test`. A failure here names what a new release broke.
+LATEST := .venv-latest
+test-latest:
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q --upgrade $$(grep -v '^#' requirements-dev.txt | sed 's/[<>=!~; #].*//' | grep -v '^$$')
+	$(LATEST)/bin/python -m pip install -q --no-deps -e .
+	$(LATEST)/bin/python -m pip uninstall -y -q triton
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -i -E '^(torch|torchvision|tensorflow-cpu|keras|tf2onnx|onnx|onnxruntime|onnx2torch) '
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider tests
+
 # Full side-by-side benchmark (writes out/benchmark/ and docs/benchmarks.md); QUICK=1 for a 2-minute check.
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py $(if $(QUICK),--quick,--update-docs)
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(LATEST) out build *.egg-info

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor (default 0)")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="per-image metrics as metrics.csv "
                    "(default) or metrics.parquet (large runs; results.json then holds the summary only)")
+    p.add_argument("--sanity", action="store_true", help="also run the model-randomisation sanity check of every "
+                   "method on a few images (sanity.json, a report table; methods whose maps barely change are flagged)")
+    p.add_argument("--sanity-images", type=_positive, default=4, help="images for --sanity (default 4)")
     p.add_argument("--report-images", type=int, default=200, help="images shown in report.html (a sample: best and "
                    "worst per method, then random); every image is in the summary (default 200)")
     _prep_args(p)
@@ -253,6 +256,11 @@ def cmd_audit(args) -> int:
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
                     explainer=explainer)
+    if args.sanity:
+        from agnostic_cam.audit.sanity_check import run_sanity
+
+        run_sanity(explainer, pre, args.image_dir, [m.strip() for m in args.methods.split(",") if m.strip()],
+                   args.out, n_images=args.sanity_images, follow_symlinks=args.follow_symlinks)
     run = res["run"]
     log.info("explained %d images, %d failed (%d files processed now, %d reused from a previous run) -> %s",
              run["explained"], len(run["failed"]), len(run["computed"]), len(run["reused"]), args.out / "report.html")

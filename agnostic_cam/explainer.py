@@ -5,9 +5,10 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_cam import compat, degenerate, relu_policy
 from agnostic_cam.adapters.base import Adapter
-from agnostic_cam import degenerate, relu_policy
 from agnostic_cam.combine import average_layers, product_layers, stitch
+from agnostic_cam.errors import IncompatibleDependencyError, MissingDependencyError
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
 from agnostic_cam.methods.options import unknown_option_message
@@ -75,9 +76,16 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.torch import TorchAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
+        if compat.is_script_module(model):  # torch.jit.trace / script: explained through its ONNX export
+            from agnostic_cam.adapters.torch_script import ScriptAdapter
+
+            return cls._build(lambda ly: ScriptAdapter(model, ly, input_shape, output, providers, batch_size),
+                              layer, progress)
         return cls._build(lambda ly: TorchAdapter(model, ly, input_shape, output, providers, batch_size), layer, progress)
 
     @classmethod
@@ -96,6 +104,8 @@ class Explainer:
         """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
+        except IncompatibleDependencyError:
+            raise
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         layer = _layer_arg(target_layer, target_layers)
@@ -148,6 +158,16 @@ class Explainer:
         if ls is None:
             raise BackendError(f"listing layers is available for ONNX models, not {self.adapter.framework}")
         return ls()
+
+    def describe(self) -> str:
+        """A few lines on what is explained: framework, layer, layouts, runnable methods and, for ONNX
+        graphs, their precision; for fp16 / int8 graphs also how far the float32 twin that gradient
+        methods use is from the graph as shipped (measured on the first gradient call's images)."""
+        a = self.adapter
+        lines = [f"framework: {a.framework}", f"layer: {self.layer} ({a.activation_layout})",
+                 f"input layout: {a.layout}", f"methods: {', '.join(self.methods)}"]
+        lines += getattr(a, "describe_lines", list)()
+        return "\n".join(lines)
 
     def predict(self, images: Any) -> np.ndarray:
         """The explained model output (N, K) for ``images``, run on ONNX Runtime in batches."""
@@ -280,6 +300,15 @@ class Explainer:
         from agnostic_cam.features import feature_maps
 
         return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
+
+    def feature_factorization(self, images: Any, n_components: int = 5):
+        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
+        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
+        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
+        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
+        from agnostic_cam.features.factorization import feature_factorization
+
+        return feature_factorization(self, self._inputs(images), n_components)
 
     def filters(self, layer=None):
         """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""

@@ -13,6 +13,7 @@ methods need its gradient backend, extra ``onnx-grad``). The user's model is nev
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from agnostic_cam.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, ModelError, OptionError
 from agnostic_cam.sanity_metrics import spearman, ssim
 
@@ -192,7 +194,9 @@ def model_randomization(ex, images: Any, method: str | MapFn = "gradcam", target
         rand = Explainer.from_onnx(randomized(proto, layers[:k], np.random.default_rng(rng.integers(2**63))),
                                    target_layer=ad.activation_name, layout=ad.layout, output=ad.output_name,
                                    providers=ad.providers, progress=False)
-        m = np.asarray(fn(rand, x), dtype=np.float32)
+        with warnings.catch_warnings():  # a randomised model's maps may well be degenerate: that is the point
+            warnings.simplefilter("ignore", DegenerateMapWarning)
+            m = np.asarray(fn(rand, x), dtype=np.float32)
         maps.append(m)
         rho.append([_rank_similarity(a, b) for a, b in zip(original, m)])
         ss.append([ssim(a, b) for a, b in zip(original, m)])

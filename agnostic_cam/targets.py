@@ -7,6 +7,8 @@
 - a callable ``f(output) -> scores``: maps the model output ``(M, K)`` to ``(M,)`` scores.
   Forward-only methods call it with NumPy arrays; gradient methods with the framework's
   tensors. Indexing and arithmetic (``out[:, 3] - out[:, 5]``) work on both.
+- a task target for segmentation, detection or embedding models (:class:`SegmentationMask`,
+  :class:`DetectionBoxes`, :class:`Similarity`; see :mod:`agnostic_cam.task_targets`).
 """
 from __future__ import annotations
 
@@ -16,30 +18,9 @@ from typing import Any
 import numpy as np
 from .errors import InputError
 
+from agnostic_cam.task_targets import DetectionBoxes, SegmentationMask, Similarity, Target, for_rows  # noqa: F401 - re-exported
+
 TargetLike = int | Sequence[int] | np.ndarray | Callable[[Any], Any] | None
-
-
-class Target:
-    """Base of the task targets (segmentation, detection, similarity; see
-    :mod:`agnostic_cam.task_targets`): ``target(output)`` maps the model output of a batch (M, ...)
-    to (M,) scores, row i scored for image i. Written with operations NumPy arrays and torch / TF
-    tensors share, so gradient methods differentiate it in the framework.
-
-    A target that holds one specification per image (one mask or box list per image) returns, from
-    :meth:`select`, the target for rows that belong to images ``image`` (M,) (perturbation methods
-    score many rows of one image); a target that is the same for every image returns itself.
-    """
-
-    def __call__(self, output: Any) -> Any:
-        raise NotImplementedError
-
-    def select(self, image: np.ndarray) -> Target:
-        return self
-
-
-def for_rows(fn: Callable | None, image: np.ndarray) -> Callable | None:
-    """The target callable for output rows that belong to images ``image`` (M,)."""
-    return fn.select(np.asarray(image, dtype=np.int64)) if isinstance(fn, Target) else fn
 
 
 class TargetSpec:

@@ -92,3 +92,11 @@ def test_pixel_method_figure_names_no_layer():
                     np.array([0]), np.array([1.0]), "guided_backprop", "layer4")
     titles = [t.get_text() for t in e.figure(rng.random((1, 3, 8, 8))).findobj(lambda o: hasattr(o, "get_text"))]
     assert "guided_backprop" in titles and not any("layer4" in t for t in titles)
+
+
+def test_demo_skips_sections_whose_framework_is_missing():
+    from agnostic_cam.demo.page import missing_modules
+    from agnostic_cam.demo.run import NEEDS, SECTIONS
+
+    assert missing_modules(("numpy", "no_such_module_agnostic_cam")) == ["no_such_module_agnostic_cam"]
+    assert set(NEEDS) <= set(SECTIONS) and "tensorflow" in NEEDS["keras"]

@@ -198,3 +198,24 @@ def test_sess_matches_pytorch_grad_cam(models, model_name):
     with SESS(model, [module], num_scales=2, pool="max") as cam:
         ref = cam(crop)
     assert np.abs(ours.heatmap - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenet_v3"])
+def test_feature_factorization_matches_pytorch_grad_cam(models, model_name):
+    """Deep Feature Factorization: concepts, per-image concept heatmaps and the head's scores of
+    each concept against pytorch-grad-cam's DeepFeatureFactorization (classifier on concepts)."""
+    from pytorch_grad_cam import DeepFeatureFactorization
+
+    model, layer, x, _, ex = models[model_name]
+    f = ex.feature_factorization(x.numpy(), n_components=4)
+    head = model.fc if model_name == "resnet18" else None
+    d = DeepFeatureFactorization(model, dict(model.named_modules())[layer], computation_on_concepts=head)
+    ref = d(x, 4)
+    concepts, expl = ref[0], np.stack(ref[1])
+    assert f.concepts.shape == concepts.shape and f.explanations.shape == expl.shape == (2, 4, 96, 96)
+    assert np.abs(f.concepts - concepts).max() <= 1e-4 * np.abs(concepts).max()
+    assert np.abs(f.explanations - expl).max() <= TOL
+    if head is not None:  # GAP + linear head: the tail of a map filled with the concept is fc(concept)
+        assert np.abs(f.concept_scores - ref[2]).max() <= 1e-4 * np.abs(ref[2]).max()
+    fig = f.figure()
+    assert len(fig.axes) == 4

@@ -81,3 +81,41 @@ def test_ssim_matches_windowed_definition(rng):
                         / ((p.mean() ** 2 + q.mean() ** 2 + 1e-4) * (c[0, 0] + c[1, 1] + 9e-4)))
     assert ssim(a, b) == pytest.approx(np.mean(vals), abs=1e-12)
     assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_audit_sanity_rows_and_report(torch, tmp_path, capsys):
+    """`audit --sanity`: one row per method in sanity.json, results.json and report.html; a method
+    flagged as insensitive is warned about (threshold forced so the flag is exercised)."""
+    import json
+
+    import onnx
+    from onnx_helpers import export_torch, torch_net
+    from PIL import Image
+
+    from agnostic_cam.audit.sanity_check import run_sanity
+    from agnostic_cam.cli import main
+    from agnostic_cam.demo.data import make_shapes
+
+    model = tmp_path / "net.onnx"
+    onnx.save(export_torch(torch_net(), 32), str(model))
+    images = tmp_path / "images"
+    images.mkdir()
+    x = make_shapes(3, size=32, seed=3, layout="NHWC")[0]
+    for i in range(3):
+        Image.fromarray((x[i] * 255).astype(np.uint8)).save(images / f"img{i}.png")
+    out = tmp_path / "out"
+    assert main(["audit", str(model), str(images), "--out", str(out), "--steps", "3", "--no-progress",
+                 "--methods", "gradcam,eigencam", "--sanity", "--sanity-images", "2"]) == 0
+    rows = json.loads((out / "sanity.json").read_text())
+    assert [r["method"] for r in rows] == ["gradcam", "eigencam"] and all(r["images"] == 2 for r in rows)
+    assert all(r["insensitive"] == (r["spearman"] >= 0.5) and (out / r["figure"]).is_file() for r in rows)
+    assert json.loads((out / "results.json").read_text())["sanity"] == rows
+    assert "Sanity check: model randomisation" in (out / "report.html").read_text()
+    from agnostic_cam.preprocess import Preprocess
+
+    ex = Explainer.from_onnx(str(model), progress=False)
+    capsys.readouterr()
+    flagged = run_sanity(ex, Preprocess.for_adapter(ex.adapter), images, ["gradcam"], out, n_images=1,
+                         steps=1, threshold=-1.5)
+    assert flagged[0]["insensitive"] and "gradcam maps barely change" in capsys.readouterr().err
+    assert "WARNING: barely changes" in (out / "report.html").read_text()

@@ -22,15 +22,18 @@ def convert(concrete):
     the rest of the model reads an NCHW copy, and the tail graph after the tapped tensor
     (Ablation-CAM, CAM) would not depend on it at all.
     """
-    from tf2onnx import convert as t2o
     from tf2onnx import tf_loader
+
+    from agnostic_cam import compat
+
+    convert_common, names_from_structed = compat.tf2onnx_convert_common()
 
     ins = [t.name for t in concrete.inputs[:1]]  # the image; later inputs are captured variables/constants
     outs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
-    rename = t2o.tensor_names_from_structed(concrete, ins, outs)
+    rename = names_from_structed(concrete, ins, outs)
     with tf.device("/cpu:0"):
         frozen = tf_loader.from_function(concrete, ins, outs)
-        proto, _ = t2o._convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
+        proto, _ = convert_common(frozen, name="agnostic_cam", continue_on_error=True, opset=13,
                                        input_names=ins, output_names=outs, tensors_to_rename=rename,
                                        optimizers={})
     return proto

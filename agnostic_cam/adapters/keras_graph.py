@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
+from agnostic_cam import compat
+
+Functional = compat.keras_functional()  # private: probed, see agnostic_cam.compat
 from agnostic_cam.relu_policy import Census
 from ..errors import ModelError, OptionError
 
@@ -160,7 +162,7 @@ def output_chain(model, prefix: tuple = ()) -> tuple:
     if isinstance(model, keras.Sequential):
         last = sublayers(model)[-1]
     else:
-        last = model.outputs[0]._keras_history[0]
+        last = compat.keras_history_operation(model.outputs[0])
     chain = prefix + (last,)
     return output_chain(last, chain) if is_graph_model(last) else chain
 
@@ -233,5 +235,5 @@ def evaluate(model, x, plan: Plan, prefix: tuple = ()):
         for ly in sublayers(model):
             x = _callable(ly, prefix, plan)(x)
         return x
-    out = model._run_through_graph([x], operation_fn=lambda op: _callable(op, prefix, plan))
+    out = compat.run_through_graph(model, [x], lambda op: _callable(op, prefix, plan))
     return tf.nest.flatten(out)[0]

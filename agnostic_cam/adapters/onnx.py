@@ -15,11 +15,13 @@ import onnx
 from agnostic_cam import layout as L
 from agnostic_cam.adapters.base import Adapter, Gradients, channels_first, channels_native, closest_names
 from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, default_layer, detect_layout
+from agnostic_cam.adapters.onnx_legal import opset as legal_opset
+from agnostic_cam.adapters.onnx_twin import agreement, float_twin, precision
 from agnostic_cam.engine import graph as G
 from agnostic_cam.engine.session import load_model
+from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import InputError, MissingDependencyError, ModelError, OptionError
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
@@ -56,7 +58,7 @@ class OnnxAdapter(Adapter):
         super().__init__(providers, batch_size)
         if not isinstance(model, (onnx.ModelProto, bytes, bytearray, str, os.PathLike)):
             raise InputError(f"from_onnx takes a path, the model's bytes or an onnx.ModelProto; got {type(model).__name__}")
-        self.model = load_model(model)
+        self.model = G.topologically_sorted(load_model(model))
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
         self.input_shape = self._declared_input_shape()
@@ -82,7 +84,10 @@ class OnnxAdapter(Adapter):
         self.supports = FORWARD_ONLY | (GRADIENT_NEEDS if self._use_grad else Needs(0))
         self.gradient_hint = "" if self._use_grad else (
             f"gradients of a bare ONNX model need the gradient backend (torch + onnx2torch): {GRAD_EXTRA}")
+        self.precision = precision(self.model)
+        self.twin_report: dict | None = None  # filled by the first gradient call on an fp16 / int8 graph
         self._grad = None
+        self._grad_error: Exception | None = None  # a failed conversion is kept: raised again, not retried
         self._act_engines: dict[tuple[str, ...], object] = {}
 
     # -- graph reading -------------------------------------------------------------------------
@@ -112,8 +117,10 @@ class OnnxAdapter(Adapter):
         if shape is None or len(shape) != 4:
             raise ModelError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
                              "(N, C, H, W) or (N, H, W, C)")
-        if vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ModelError(f"input {self.input_name!r} is not float32; only float32 image inputs are supported")
+        if vi.type.tensor_type.elem_type not in G.FLOAT_TYPES:
+            raise ModelError(f"input {self.input_name!r} has element type "
+                             f"{onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}; image inputs must be "
+                             "float32, float16 or float64 (quantized graphs take float images and quantize inside)")
         return shape
 
     def _resolve_output(self, output: str | None) -> tuple[str, str]:
@@ -221,20 +228,48 @@ class OnnxAdapter(Adapter):
         if self.activation_name is None:
             raise ModelError("gradients of a bare ONNX model without a spatial target layer are not supported; "
                              "use a forward-only method ('occlusion', 'rise', 'kernelshap', 'lime')")
+        if self._grad_error is not None:
+            raise self._grad_error
         if self._grad is None:
             from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            self._grad = TorchGradients(self.model, self.input_name, self.output_name, self.activation_name)
+            try:
+                self._twin = float_twin(self.model)
+                self._grad = TorchGradients(self._twin, self.input_name, self.output_name, self.activation_name)
+            except BackendError as e:  # once per model: the next call raises the same error at once
+                self._grad_error = e
+                raise
         return self._grad
+
+    def _check_twin(self, x: np.ndarray) -> None:
+        """On fp16 / int8 graphs, measure once how far the float twin's outputs are from the shipped graph's."""
+        if self.precision != "float32" and self.twin_report is None:
+            self.twin_report = agreement(self.engine(()), self._twin, x, self.input_name, self.output_name)
+
+    def describe_lines(self) -> list[str]:
+        """Lines for ``Explainer.describe()``: the graph's precision and, for fp16 / int8, the twin's agreement."""
+        lines = [f"precision: {self.precision} (opset {legal_opset(self.model)})"]
+        if self.precision != "float32":
+            lines.append("forward methods run on the graph as shipped; gradient methods on its float32 twin "
+                         "(fp16 -> float32; int8 -> dequantized weights, quantization without rounding)")
+            r = self.twin_report
+            lines.append("twin agreement: not measured yet (run a gradient method)" if r is None else
+                         f"twin agreement: max |shipped - twin| output difference {r['max_abs_diff']:.3g} "
+                         f"(outputs up to {r['max_abs_output']:.3g}), same top-1 on {100 * r['top1_agree']:.0f}% "
+                         f"of {r['images']} image(s)")
+        return lines
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         g = self._backend().layer_gradients(x, target)
+        self._check_twin(x)
         g.activations = channels_first(g.activations, self.activation_layout)
         g.grads = channels_first(g.grads, self.activation_layout)
         return g
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
-        return self._backend().input_gradients(x, target, rule)
+        g = self._backend().input_gradients(x, target, rule)
+        self._check_twin(x)
+        return g
 
     def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False):
         """HVP / bias gradients through the gradient backend's PyTorch graph (see ``Adapter``);
@@ -243,6 +278,7 @@ class OnnxAdapter(Adapter):
         from agnostic_cam.adapters.torch_higher import backend_higher_derivatives
 
         h = backend_higher_derivatives(backend, x, target, hvp, bias)
+        self._check_twin(x)
         if self.activation_layout == "NHWC" and h.activations is not None:
             h.activations, h.grads, h.hvp = (channels_first(a, "NHWC") for a in (h.activations, h.grads, h.hvp))
         return h

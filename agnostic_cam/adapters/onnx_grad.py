@@ -15,7 +15,9 @@ import numpy as np
 import onnx
 
 from agnostic_cam.adapters.base import Gradients
+from agnostic_cam.adapters.onnx_legal import describe_failure, legalize
 from agnostic_cam.engine import graph as G
+from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
@@ -107,13 +109,17 @@ class TorchGradients:
 
     @staticmethod
     def _convert(graph: onnx.ModelProto):
+        """onnx2torch conversion of ``graph`` after :func:`~agnostic_cam.adapters.onnx_legal.legalize`
+        (opset 18+ graphs); BackendError naming the operator and opset when it cannot be done."""
+        legal = legalize(graph)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                module = convert(graph).eval()
+                module = convert(legal).eval()
         except Exception as e:  # noqa: BLE001 - onnx2torch raises NotImplementedError, KeyError, ...
-            raise BackendError(f"onnx2torch cannot convert this graph ({type(e).__name__}: {e}); gradient methods are "
-                               "unavailable for it, use a forward method: scorecam, ablationcam, eigencam") from None
+            raise BackendError(f"the gradient backend cannot convert this graph: {describe_failure(e, graph)}; "
+                               "gradient methods are unavailable for it, use a forward method: scorecam, "
+                               "ablationcam, eigencam") from None
         for p in module.parameters():
             p.requires_grad_(False)
         return module

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from agnostic_cam import compat
 from agnostic_cam.adapters.auto_layer import torch_default_layer, torch_output_shapes
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
@@ -18,6 +19,7 @@ try:
 
     from agnostic_cam.adapters.torch_fallback import engine_for, run_export
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
+    from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
@@ -30,12 +32,13 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     activation_layout = "NCHW"
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module | None = None, input_shape: tuple[int, ...] | None = None,
-                 output: str = "raw", providers=None, batch_size: int | None = None):
+                 output: str | int = "raw", providers=None, batch_size: int | None = None):
         super().__init__(providers, batch_size)
         if not isinstance(model, nn.Module):
             raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
-        if output not in ("raw", "logits"):
-            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        if isinstance(output, bool) or not isinstance(output, (str, int)):
+            raise OptionError(f"output must be 'raw' (the model's own output), 'logits', a dict output's key or a "
+                              f"tuple output's index; got {output!r}")
         self.model = model
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -141,10 +144,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
             with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
                 self.model(x)
             out = store[-1]
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(f"the model returns {type(out).__name__}, not a tensor of scores (N, K); wrap it in a "
-                             "module whose forward returns the classification output")
-        return out
+        return select_output(out, self.output, self.model)
 
     def weights_version(self) -> object:
         """Storage and in-place version counter of every parameter and buffer: any optimiser step,
@@ -177,8 +177,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         with preserved(self.model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            run_export(lambda: torch.onnx.export(
-                Export(), (x,), buf, dynamo=False, opset_version=17, input_names=["input"],
+            run_export(lambda: compat.torch_onnx_export_legacy(
+                Export(), (x,), buf, opset_version=17, input_names=["input"],
                 output_names=names, do_constant_folding=True,
                 dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
         return onnx.load_from_string(buf.getvalue())

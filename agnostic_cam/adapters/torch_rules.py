@@ -66,9 +66,10 @@ class _RuleReLU(torch.autograd.Function):
 def _tables() -> tuple[set, set, dict]:
     """(out-of-place ReLU ops, in-place ReLU ops, other activation op -> label) as
     ``__torch_function__`` sees them."""
-    v = torch._C._VariableFunctions
-    relu_out = {torch.relu, torch.Tensor.relu, v.relu}
-    relu_in = {torch.relu_, torch.Tensor.relu_, v.relu_, F.relu_}
+    from agnostic_cam import compat
+
+    relu_out, relu_in = compat.torch_relu_functions()
+    v = compat.private("torch", "_C._VariableFunctions")
     others = {F.silu: "SiLU", F.gelu: "GELU", F.hardswish: "Hardswish", F.hardsigmoid: "Hardsigmoid",
               F.elu: "ELU", F.elu_: "ELU", F.selu: "SELU", F.selu_: "SELU", F.celu: "CELU", F.celu_: "CELU",
               F.leaky_relu: "LeakyReLU", F.leaky_relu_: "LeakyReLU", F.prelu: "PReLU", F.rrelu: "RReLU",

@@ -83,7 +83,7 @@ def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
 
     h, w = rgb.shape[:2]
     f = min(1.0, longest / max(h, w))
-    return to_uint8(resize_rgb(rgb, (max(1, round(h * f)), max(1, round(w * f)))) if f < 1 else rgb)
+    return to_uint8(resize_rgb(rgb, (max(1, round(h * f)), max(1, round(w * f))))) if f < 1 else to_uint8(rgb)
 
 
 def overlay_at(display: np.ndarray, heat: np.ndarray) -> np.ndarray:

@@ -11,6 +11,10 @@ from onnx import helper, shape_inference
 from ..errors import ModelError
 
 
+# Float element types a feature map may have (fp16 graphs, fp16 inside keep_io_types graphs, fp64).
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shape-inferred copy of ``model`` (falls back to the model itself if inference fails)."""
     try:
@@ -165,6 +169,47 @@ def spatial_tensors(model: onnx.ModelProto) -> list[LayerInfo]:
             if v is None:
                 continue
             shape = tensor_shape(v)
-            if shape is not None and len(shape) == 4 and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            if shape is not None and len(shape) == 4 and v.type.tensor_type.elem_type in FLOAT_TYPES:
                 out.append(LayerInfo(o, n.op_type, shape, n.name))
+    return out
+
+
+def toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order where each input is produced before it is read (``available``: graph
+    inputs and initializers). A cycle or a missing tensor leaves the rest in its order."""
+    done, out, pending = set(available), [], list(nodes)
+    while pending:
+        ready = [n for n in pending if all(i in done for i in n.input if i)]
+        if not ready:
+            return out + pending
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+        for n in ready:
+            out.append(n)
+            done.update(o for o in n.output if o)
+    return out
+
+
+def topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when its nodes are in topological order, else a sorted copy (some converters,
+    e.g. fp16 ones with ``keep_io_types``, append the input casts at the end of the node list)."""
+    g = model.graph
+    avail = {i.name for i in g.input} | {i.name for i in g.initializer}
+    seen = set(avail)
+    for n in g.node:
+        if not all(i in seen for i in n.input if i):
+            break
+        seen.update(n.output)
+    else:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = toposort([c for c in out.graph.node], avail)
+    copies = []
+    for n in nodes:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        copies.append(c)
+    del out.graph.node[:]
+    out.graph.node.extend(copies)
     return out

@@ -20,6 +20,16 @@ _MAX_AUTO_BATCH = {"cpu": 32, "gpu": 128}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
 
 
+_WIDEN = (np.dtype(np.float16), np.dtype(np.float64))
+
+
+def _np_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
+    """NumPy dtype of a graph input: float16 / float64 when declared so, else float32."""
+    t = vi.type.tensor_type.elem_type
+    return {onnx.TensorProto.FLOAT16: np.dtype(np.float16), onnx.TensorProto.DOUBLE: np.dtype(np.float64)}.get(
+        t, np.dtype(np.float32))
+
+
 def onnxruntime():
     """The ``onnxruntime`` module, or a :class:`MissingDependencyError` naming the extras that install it."""
     try:
@@ -83,6 +93,8 @@ class OnnxEngine:
         inits = {i.name for i in self.model.graph.initializer}
         self.inputs = [i for i in self.model.graph.input if i.name not in inits]
         self.output_names = [o.name for o in self.model.graph.output]
+        # fp16 / fp64 graphs: feeds are cast to each input's declared type, float outputs come back float32
+        self._in_dtypes = {i.name: _np_dtype(i) for i in self.inputs}
 
     # -- session -------------------------------------------------------------------------------
     @property
@@ -165,13 +177,14 @@ class OnnxEngine:
         bs = fixed or batch_size or self.batch_size_for(first)
         results: list[list[np.ndarray]] = [[] for _ in names]
         for lo in range(0, n, bs):
-            chunk = {k: np.ascontiguousarray(v[lo:lo + bs], dtype=np.float32) for k, v in feeds.items()}
+            chunk = {k: np.ascontiguousarray(v[lo:lo + bs], dtype=self._in_dtypes.get(k, np.float32))
+                     for k, v in feeds.items()}
             m = next(iter(chunk.values())).shape[0]
             if fixed and m < fixed:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - m, axis=0)]) for k, v in chunk.items()}
             outs = self._run_bound(names, chunk) if self.uses_io_binding else self.session.run(names, chunk)
             for r, o in zip(results, outs):
-                r.append(o[:m])
+                r.append(o[:m].astype(np.float32) if o.dtype in _WIDEN else o[:m])
         if n == 0:
             return [np.zeros((0,), np.float32) for _ in names]
         return [np.concatenate(r) if len(r) > 1 else r[0] for r in results]

@@ -1,0 +1,59 @@
+"""LIME (Ribeiro et al. 2016, eq. 1-2) over image segments, forward-only, as the ``lime`` package's
+image explainer defines it.
+
+``samples`` coalitions z (each segment kept with probability 1/2; the first is the whole image) are
+scored; a weighted ridge regression (``alpha``, with intercept) of the scores on z is fitted with
+weights pi(z) = sqrt(exp(-d(z)^2 / kernel_width^2)), d the cosine distance between z and the
+all-ones coalition. The coefficients are the segments' attributions. ``raw``: (N, H, W).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from agnostic_cam.errors import OptionError
+from agnostic_cam.methods.base import register
+from agnostic_cam.methods.coalitions import check_segments, label_maps, score_coalitions, to_pixels
+from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline, check_int
+
+
+def cosine_distance_to_ones(z: np.ndarray) -> np.ndarray:
+    """1 - cos(z, 1) per row; 1 for the empty coalition (as scikit-learn's pairwise cosine distance)."""
+    k = z.sum(axis=1)
+    return np.where(k > 0, 1 - np.sqrt(k / z.shape[1]), 1.0)
+
+
+def weighted_ridge(z: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    """Coefficients (M,) of ridge regression with an unpenalised intercept and sample weights w."""
+    wn = w / w.sum()
+    zc = z - wn @ z
+    yc = y - wn @ y
+    a = (zc * w[:, None]).T @ zc + alpha * np.eye(z.shape[1])
+    return np.linalg.solve(a, (zc * w[:, None]).T @ yc)
+
+
+@register("lime")
+class LIME(LayerFreeMethod):
+    def __init__(self, segments=16, samples: int = 1000, seed: int | None = 0, kernel_width: float = 0.25,
+                 alpha: float = 1.0, baseline=0.0, batch_size: int | None = None):
+        self.segments = check_segments(segments)
+        self.samples = check_int("samples", samples, 2)
+        self.seed = seed
+        for name, v in (("kernel_width", kernel_width), ("alpha", alpha)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 and not (name == "alpha" and v == 0):
+                raise OptionError(f"{name} must be a positive number; got {v!r}")
+        self.kernel_width, self.alpha = float(kernel_width), float(alpha)
+        self.baseline = check_baseline(baseline)
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+
+    def compute(self, cap) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        base = baselines(cap, self.baseline)
+        out = np.zeros((cap.n, *cap.input_size))
+        for i, labels in enumerate(label_maps(self.segments, cap.n, cap.input_size)):
+            m = int(labels.max()) + 1
+            z = rng.integers(0, 2, (self.samples, m)).astype(np.float64)
+            z[0] = 1.0
+            v = score_coalitions(self, cap, i, z, labels, base[i], "LIME")
+            w = np.sqrt(np.exp(-cosine_distance_to_ones(z) ** 2 / self.kernel_width ** 2))
+            out[i] = to_pixels(weighted_ridge(z, v, w, self.alpha), labels)
+        return out.astype(np.float32)
