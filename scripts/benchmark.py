@@ -31,7 +31,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's agnostic_cam, also when another
 
 SIZE = 224
 LAYER = "layer4"
-PEERS = {"scorecam": ["pgc"], "ablationcam": ["pgc"], "gradcam": ["pgc", "captum"]}
+PEERS = {"scorecam": ["pgc"], "ablationcam": ["pgc"], "gradcam": ["pgc", "captum"],
+         # methods that cost more than one backward pass (issue 17): a double backward, every bias
+         # layer's gradient, a forward before the backward, many patch CAMs
+         "shapleycam": ["pgc"], "fullgrad": ["pgc"], "finercam": ["pgc"], "sess": ["pgc"]}
+TOP1 = ("finercam",)  # compared with top-1 targets, pytorch-grad-cam FinerCAM's default
 PEER_NAMES = {"pgc": "pytorch-grad-cam", "captum": "Captum LayerGradCam"}
 CHANNELS = {"resnet18": 512, "resnet50": 2048}
 # Targets of issue 7 (ratio = ours / reference, lower is better).
@@ -90,7 +94,7 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
         state["engine"].session  # export + session creation: setup, like building the peer's object
 
         def call():
-            return ex.explain(xn, method, target=targets.tolist(), **(opts or {})).heatmap
+            return ex.explain(xn, method, target=None if method in TOP1 else targets.tolist(), **(opts or {})).heatmap
 
         return call, lambda: ex.predict(xn), state
 
@@ -102,9 +106,12 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
         import pytorch_grad_cam as pgc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        cls = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "gradcam": pgc.GradCAM}[method]
+        from pytorch_grad_cam.sess import SESS
+
+        cls = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "gradcam": pgc.GradCAM,
+               "shapleycam": pgc.ShapleyCAM, "fullgrad": pgc.FullGrad, "finercam": pgc.FinerCAM, "sess": SESS}[method]
         cam = cls(model=model, target_layers=[layer])  # its default batch sizes: as users run it
-        tg = [ClassifierOutputTarget(int(t)) for t in targets]
+        tg = None if method in TOP1 else [ClassifierOutputTarget(int(t)) for t in targets]
         return (lambda: cam(input_tensor=x, targets=tg)), warm_forward, state
     if impl == "captum":
         from captum.attr import LayerGradCam

@@ -82,7 +82,7 @@ def eager_reference(torch, model, x: np.ndarray, target: int) -> dict[str, np.nd
 
 def test_forward_methods_fall_back_with_one_warning_and_clean_stdout(torch, vgg, image, capfd):
     from agnostic_cam import Explainer
-    from agnostic_cam.adapters.torch_fallback import EagerEngine, ExportFallbackWarning
+    from agnostic_cam.adapters.fallback import EagerEngine, ExportFallbackWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -281,3 +281,57 @@ def test_keras_hint_for_a_1x1_layer_names_layers_larger_than_1x1():
         Explainer.from_keras(model, "one3")
     hint = str(err.value).split("e.g.")[1]
     assert "'big2'" in hint and "'big1'" in hint and "one" not in hint and "pool" not in hint
+
+
+def test_keras_export_fallback_runs_forward_methods(capfd):
+    """Issue 18 on Keras: tf2onnx leaves an op ONNX Runtime cannot load (Lgamma in a Lambda); forward
+    methods run as Keras forward passes with one warning, nothing printed, and equal eager references
+    (activations from a keras sub-model, Ablation-CAM's tail GAP + Dense by hand in float64)."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    from agnostic_cam import Explainer
+    from agnostic_cam.adapters.fallback import EagerEngine, ExportFallbackWarning
+    from agnostic_cam.imaging import cam_to_heatmap
+    from agnostic_cam.methods.eigencam import first_component_projection
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((16, 16, 3))
+    h = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    h = layers.Lambda(lambda t: tf.math.lgamma(tf.nn.softplus(t) + 1.0), name="odd")(h)
+    feat = layers.Conv2D(6, 3, padding="same", name="c2")(h)
+    dense = layers.Dense(3)
+    model = keras.Model(inp, dense(layers.GlobalAveragePooling2D()(feat)))
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = Explainer.from_keras(model, "c2")
+        got = {m: ex.explain(x, m, target=[0, 2]) for m in ("eigencam", "scorecam", "ablationcam")}
+    fb = [w for w in caught if issubclass(w.category, ExportFallbackWarning)]
+    assert len(fb) == 1 and "Keras forward passes" in str(fb[0].message) and "Lgamma" in str(fb[0].message)
+    assert isinstance(ex.adapter.engine((16, 16, 3)), EagerEngine)
+    assert capfd.readouterr().out == ""
+
+    a = keras.Model(inp, feat)(x).numpy().transpose(0, 3, 1, 2).astype(np.float64)  # (N, C, h, w)
+    np.testing.assert_allclose(got["eigencam"].heatmap, cam_to_heatmap(first_component_projection(a), (16, 16)),
+                               atol=1e-5)
+    w, b = (v.astype(np.float64) for v in dense.get_weights())
+    t = np.array([0, 2])
+    y = (a.mean(axis=(2, 3)) @ w + b)[np.arange(2), t]
+    wa = np.zeros((2, a.shape[1]))
+    for c in range(a.shape[1]):
+        z = a.copy()
+        z[:, c] = 0
+        wa[:, c] = (y - (z.mean(axis=(2, 3)) @ w + b)[np.arange(2), t]) / y
+    ref = cam_to_heatmap(np.einsum("nc,nchw->nhw", wa, a), (16, 16))
+    np.testing.assert_allclose(got["ablationcam"].heatmap, ref, atol=1e-5)
+    up = torch.nn.functional.interpolate(torch.from_numpy(a), size=(16, 16), mode="bilinear", align_corners=True)
+    lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+    masks = ((up - lo) / (hi - lo + 1e-8)).numpy().astype(np.float32)
+    ws = np.stack([torch.softmax(torch.from_numpy(model(x[i][None] * masks[i][..., None]).numpy()[:, t[i]]
+                                                  .astype(np.float64)), 0).numpy() for i in range(2)])
+    np.testing.assert_allclose(got["scorecam"].heatmap, cam_to_heatmap(np.einsum("nc,nchw->nhw", ws, a), (16, 16)),
+                               atol=1e-5)

@@ -33,6 +33,7 @@ import numpy as np
 from agnostic_cam import layout as L
 from agnostic_cam.adapters import keras_graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
+from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
@@ -179,9 +180,10 @@ class KerasAdapter(Adapter):
         return None if hw == (None, None) else hw
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, xt, chains: list, rule: str = "vanilla"):
-        """(explained output, [tapped values]) of the model for the tensor ``xt``."""
-        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head)
+    def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None):
+        """(explained output, [tapped values]) of the model for the tensor ``xt``; ``replace``: tap
+        index -> tensor used instead of that layer's output."""
+        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head, replace=dict(replace or {}))
         out = kg.evaluate(self.model, xt, plan)
         missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
         if missing:
@@ -216,10 +218,27 @@ class KerasAdapter(Adapter):
         conc = tapped.get_concrete_function()
         if chains:
             self._check_activation(tuple(conc.structured_outputs[1].shape))
-        proto = convert(conc)
+        proto = None
+
+        def export():
+            nonlocal proto
+            proto = convert(conc)
+
+        run_export(export)  # tf2onnx's prints kept off stdout/stderr; its failures fall back (fallback.py)
         for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
             rename_through_identities(proto.graph, o, new)
         return proto
+
+    def _make_engine(self, sample_shape: tuple[int, ...]):
+        """ONNX Runtime on the export, or Keras forward passes when it fails (one warning)."""
+        return engine_for(self, sample_shape)
+
+    def eager_forward(self, x: np.ndarray, replace: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(explained output, target layer (N, h, w, C)) for ``x``, the layer's output replaced by
+        ``replace`` when given: the export fallback's forward pass."""
+        rep = {} if replace is None else {0: tf.constant(np.ascontiguousarray(replace, dtype=np.float32))}
+        out, (act,), _ = self._evaluate(self._tensor(x), [self.chain], replace=rep)
+        return out.numpy().astype(np.float32), act.numpy().astype(np.float32)
 
     # -- gradients (compiled backward passes: see the module docstring) ------------------------
     def _tensor(self, x: np.ndarray):

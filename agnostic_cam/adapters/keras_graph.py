@@ -188,6 +188,7 @@ class Plan:
     head: tuple | None = None
     values: dict = field(default_factory=dict)
     relus: int = 0
+    replace: dict = field(default_factory=dict)  # tap index -> value used instead of the layer's output
 
 
 def _substitute(op, chain: tuple, plan: Plan):
@@ -223,6 +224,7 @@ def _callable(op, prefix: tuple, plan: Plan):
     def tapped(*a, **k):
         y = f(*a, **k)
         for i in hits:
+            y = plan.replace.get(i, y)
             plan.values[i] = y
         return y
 

@@ -17,7 +17,8 @@ try:
     import torch
     from torch import nn
 
-    from agnostic_cam.adapters.torch_fallback import engine_for, run_export
+    from agnostic_cam.adapters.fallback import engine_for, run_export
+    from agnostic_cam.adapters.torch_fallback import torch_forward
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
@@ -186,6 +187,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     def _make_engine(self, sample_shape: tuple[int, ...]):
         """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
         return engine_for(self, sample_shape)
+
+    eager_forward = torch_forward  # (x, replace) -> (output, activation): the fallback's forward passes
 
     # -- gradients -----------------------------------------------------------------------------
     def _guard(self):

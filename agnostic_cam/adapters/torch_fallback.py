@@ -1,186 +1,29 @@
-"""When the ONNX export of a PyTorch model fails, forward-only methods run on PyTorch itself.
-
-Some models cannot be exported at some input sizes (torchvision VGG below 224 px: the head's
-``AdaptiveAvgPool2d(7)`` on a smaller map is not exportable; the legacy exporter then raises
-``SymbolicValueError`` after printing the whole TorchScript graph on stdout). Gradient methods do
-not need the export, and forward-only methods (Score-CAM, Ablation-CAM, Eigen-CAM, CAM, ...) only
-need forward passes, so :func:`engine_for` falls back to :class:`EagerEngine`: the same interface
-as :class:`~agnostic_cam.engine.OnnxEngine` as far as the explainer uses it (``run``,
-``batch_size_for``, ``with_outputs``, ``tail``), computed with the model's own forward passes:
-batched (the same automatic batch size rule as ONNX Runtime on CPU, or ``batch_size``), under
-``torch.no_grad()``, in eval mode with every module's training flag restored afterwards.
-
-The "tail" (outputs for new layer activations, Ablation-CAM) is a full forward pass of the
-image the activations belong to, with the target layer's output replaced by the new values: what
-the ONNX tail graph computes with the head's values as extra inputs, so skip connections around
-the layer see the image's own values.
-
-The other exporter (``dynamo=True``) is not tried: it takes ~20 s on VGG-11 at 64 px on 2 cores
-and its graphs need the opset-18 path; eager forward passes are exact and start at once.
-
-The exporter's own prints (the TorchScript graph dump) are kept off the user's stdout and stderr
-by redirecting file descriptors 1 and 2 for the duration of the export (:func:`quiet_fds`).
-"""
+"""PyTorch forward passes for the export fallback (:mod:`agnostic_cam.adapters.fallback`)."""
 from __future__ import annotations
-
-import contextlib
-import os
-import sys
-import tempfile
-import warnings
 
 import numpy as np
 import torch
 
-from agnostic_cam.adapters.base import ACTIVATION, OUTPUT
+from agnostic_cam.adapters.torch_vjp import hooked, preserved
 from agnostic_cam.errors import BackendError
 
-INPUT = "input"
-_TARGET_BATCH_BYTES = 10 * 2**20  # as OnnxEngine on CPU
-_MAX_AUTO_BATCH = 32
 
+def torch_forward(adapter, x: np.ndarray, replace: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(explained output (N, K), target layer's output (N, C, h, w)) of a TorchAdapter's model for
+    ``x``, with the layer's output replaced by ``replace`` when given; ``torch.no_grad()``, eval
+    mode, training flags restored."""
+    store = []
 
-class ExportFallbackWarning(UserWarning):
-    """The model could not be exported to ONNX; forward-only methods run on the framework itself."""
+    def hook(module, inputs, out):
+        if replace is not None:
+            new = torch.from_numpy(np.ascontiguousarray(replace, dtype=np.float32)).to(out.device, out.dtype)
+            store.append(new)
+            return new
+        store.append(out.clone())  # later in-place ops must not alter what is returned
+        return None
 
-
-class ExportFailed(BackendError):
-    """``torch.onnx.export`` failed; ``cause`` is the exporter's exception."""
-
-    def __init__(self, cause: BaseException):
-        super().__init__(f"{type(cause).__name__}: {one_line(cause)}")
-        self.cause = cause
-
-
-def one_line(e: BaseException, limit: int = 160) -> str:
-    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-    return first if len(first) <= limit else first[:limit - 3] + "..."
-
-
-@contextlib.contextmanager
-def quiet_fds():
-    """Redirect file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) to a temporary file for
-    the block: C++ and Python prints of the exporter never reach the user's terminal. Process-wide
-    while it lasts (another thread's prints in that window are dropped too)."""
-    for s in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            s.flush()
-    saved = []
-    with tempfile.TemporaryFile() as sink:
-        try:
-            for fd in (1, 2):
-                try:
-                    saved.append((fd, os.dup(fd)))
-                except OSError:  # fd not open (e.g. a daemon): nothing to protect
-                    continue
-                os.dup2(sink.fileno(), fd)
-            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-                yield
-        finally:
-            for fd, old in saved:
-                os.dup2(old, fd)
-                os.close(old)
-
-
-def run_export(export) -> None:
-    """Call ``export()`` (a ``torch.onnx.export`` call) with its prints silenced; any failure of the
-    exporter becomes :class:`ExportFailed`."""
-    try:
-        with quiet_fds():
-            export()
-    except Exception as e:  # noqa: BLE001 - the exporters raise many types (SymbolicValueError, ...)
-        raise ExportFailed(e) from e
-
-
-def engine_for(adapter, sample_shape: tuple[int, ...]):
-    """An ONNX Runtime engine for ``adapter`` at ``sample_shape``, or an :class:`EagerEngine` with one
-    :class:`ExportFallbackWarning` when the export (or loading it in ONNX Runtime) fails."""
-    from agnostic_cam.engine import OnnxEngine
-
-    try:
-        engine = OnnxEngine(adapter.export_onnx(sample_shape), adapter.providers, adapter.batch_size)
-        engine.session  # noqa: B018 - load now, so an unloadable export falls back too
-        return engine
-    except ExportFailed as e:
-        why = f"ONNX export failed ({e})"
-    except ValueError as e:
-        if "ONNX Runtime cannot load" not in str(e):
-            raise
-        why = f"ONNX Runtime cannot load the export ({one_line(e)})"
-    warnings.warn(f"{why} for input shape {tuple(sample_shape)}: forward-only methods run as batched PyTorch "
-                  "forward passes instead (same maps, slower than ONNX Runtime)", ExportFallbackWarning, stacklevel=2)
-    return EagerEngine(adapter)
-
-
-class EagerEngine:
-    """Forward passes of a TorchAdapter's model, with the OnnxEngine interface the explainer uses.
-
-    Names: ``"input"`` (the images), ``"output"`` (the explained output (N, K)), ``"activation"``
-    (the target layer, (N, C, h, w)). ``run({"activation": A, "input": X}, ["output"])`` is the
-    tail: image rows X with the target layer's output replaced by A (same batch).
-    """
-
-    input_name = INPUT
-    output_names = [OUTPUT, ACTIVATION]
-    fixed_batch = None
-    device = "cpu"
-
-    def __init__(self, adapter):
-        self.adapter = adapter
-
-    def batch_size_for(self, sample: np.ndarray) -> int:
-        if self.adapter.batch_size:
-            return self.adapter.batch_size
-        per = max(1, int(np.prod(sample.shape[1:])) * 4)
-        return int(max(1, min(_MAX_AUTO_BATCH, _TARGET_BATCH_BYTES // per)))
-
-    def with_outputs(self, names) -> EagerEngine:
-        unknown = set(names) - {INPUT, OUTPUT, ACTIVATION}
-        if unknown:
-            raise BackendError(f"the PyTorch forward fallback has no tensor(s) {sorted(unknown)}")
-        return self
-
-    def tail(self, start: str, outputs=None) -> tuple[EagerEngine, list[str]]:
-        """(engine, extra inputs): the tail takes the layer's new values plus the image rows."""
-        if start != ACTIVATION:
-            raise BackendError(f"the PyTorch forward fallback can only restart at the target layer, not {start!r}")
-        return self, [INPUT]
-
-    def run(self, feeds, outputs=None, batch_size: int | None = None) -> list[np.ndarray]:
-        if isinstance(feeds, np.ndarray):
-            feeds = {INPUT: feeds}
-        names = list(outputs) if outputs else list(self.output_names)
-        x = feeds[INPUT]
-        replace = feeds.get(ACTIVATION)
-        bs = batch_size or self.batch_size_for(x)
-        results: list[list[np.ndarray]] = [[] for _ in names]
-        for lo in range(0, x.shape[0], bs):
-            vals = self._forward(x[lo:lo + bs], None if replace is None else replace[lo:lo + bs])
-            vals[INPUT] = x[lo:lo + bs]
-            for r, name in zip(results, names):
-                r.append(np.asarray(vals[name], dtype=np.float32))
-        return [np.concatenate(r) if r else np.zeros((0,), np.float32) for r in results]
-
-    def _forward(self, x: np.ndarray, replace: np.ndarray | None) -> dict[str, np.ndarray]:
-        from agnostic_cam.adapters.torch_vjp import hooked, preserved
-
-        ad = self.adapter
-        store = []
-
-        def hook(module, inputs, out):
-            if replace is not None:
-                new = torch.from_numpy(np.ascontiguousarray(replace, dtype=np.float32)).to(out.device, out.dtype)
-                store.append(new)
-                return new
-            store.append(out.clone())  # later in-place ops must not alter what is returned
-            return None
-
-        if ad.layer is None:  # no target layer: outputs only (layer-free methods)
-            with preserved(ad.model), torch.no_grad():
-                out = ad._forward(ad._tensor(np.ascontiguousarray(x, dtype=np.float32)))
-            return {OUTPUT: out.detach().cpu().float().numpy()}
-        with preserved(ad.model), torch.no_grad(), hooked(ad.layer, hook):
-            out = ad._forward(ad._tensor(np.ascontiguousarray(x, dtype=np.float32)))
-        if not store:
-            raise BackendError(f"layer {ad.layer_name!r} was not called by the model's forward pass")
-        return {OUTPUT: out.detach().cpu().float().numpy(), ACTIVATION: store[-1].detach().cpu().float().numpy()}
+    with preserved(adapter.model), torch.no_grad(), hooked(adapter.layer, hook):
+        out = adapter._forward(adapter._tensor(x))
+    if not store:
+        raise BackendError(f"layer {adapter.layer_name!r} was not called by the model's forward pass")
+    return out.detach().cpu().float().numpy(), store[-1].detach().cpu().float().numpy()
