@@ -18,23 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
 
 
 @dataclass
-class Higher:
-    """Per-batch results (N first): outputs (N, K), scores (N,), classes (N,) or None,
-    activations / grads / hvp (N, C, h, w) at the target layer, input_grads (N, *input),
-    bias_terms: [(bias (C,), d(score)/d(output) (N, C, h, w))] for each bias layer."""
+class Higher(Gradients):
+    """:class:`Gradients` plus hvp (N, C, h, w) at the target layer and bias_terms:
+    [(bias (C,), d(score)/d(output) (N, C, h, w))] for each bias layer."""
 
-    outputs: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray | None
-    activations: np.ndarray | None = None
-    grads: np.ndarray | None = None
     hvp: np.ndarray | None = None
-    input_grads: np.ndarray | None = None
     bias_terms: list = field(default_factory=list)
 
 
@@ -133,8 +127,8 @@ def _rows(h: Higher, m: int) -> Higher:
     """The first ``m`` rows of every per-row array (drops a fixed-batch graph's padding rows;
     rows are independent, so padding never changes the real rows' derivatives)."""
     cut = lambda a: None if a is None else a[:m]  # noqa: E731
-    return Higher(cut(h.outputs), cut(h.scores), cut(h.classes), cut(h.activations), cut(h.grads), cut(h.hvp),
-                  cut(h.input_grads), [(b, g[:m]) for b, g in h.bias_terms])
+    return Higher(cut(h.outputs), cut(h.scores), cut(h.classes), cut(h.activations), cut(h.grads),
+                  cut(h.input_grads), cut(h.hvp), [(b, g[:m]) for b, g in h.bias_terms])
 
 
 def backend_higher_derivatives(backend, x: np.ndarray, target: TargetSpec, hvp: bool, bias: bool) -> Higher:
@@ -154,6 +148,7 @@ def backend_higher_derivatives(backend, x: np.ndarray, target: TargetSpec, hvp: 
     if len(parts) == 1:
         return parts[0]
     cat = lambda k: None if getattr(parts[0], k) is None else np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
-    return Higher(cat("outputs"), cat("scores"), cat("classes"), cat("activations"), cat("grads"), cat("hvp"),
-                  cat("input_grads"), [(parts[0].bias_terms[j][0], np.concatenate([p.bias_terms[j][1] for p in parts]))
-                                       for j in range(len(parts[0].bias_terms))])
+    terms = [(parts[0].bias_terms[j][0], np.concatenate([p.bias_terms[j][1] for p in parts]))
+             for j in range(len(parts[0].bias_terms))]
+    return Higher(cat("outputs"), cat("scores"), cat("classes"), cat("activations"), cat("grads"),
+                  cat("input_grads"), cat("hvp"), terms)

@@ -13,10 +13,12 @@ from agnostic_cam.methods.base import LayerCapture, Method, Needs, register
 
 
 def channel_maps(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, C, h, w) -> (N, H, W): each channel min-max scaled, resized, then summed over channels."""
+    """(N, C, h, w) -> (N, H, W): each channel min-max scaled, resized, then summed over channels.
+    Resizing is linear, so the channels are summed first and resized once (same result, C times
+    less work)."""
     n, c = a.shape[:2]
-    scaled = minmax(a.reshape(n * c, *a.shape[2:]))
-    return resize_bilinear(scaled, size).reshape(n, c, *size).sum(axis=1)
+    scaled = minmax(a.reshape(n * c, *a.shape[2:])).reshape(a.shape)
+    return resize_bilinear(scaled.sum(axis=1, dtype=np.float64).astype(np.float32), size)
 
 
 @register("fullgrad")
