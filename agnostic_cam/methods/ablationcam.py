@@ -8,6 +8,7 @@ them changes nothing, so y_c = y and w_c = 0 exactly.
 import numpy as np
 
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.options import positive_int
 
 
 @register("ablationcam")
@@ -15,7 +16,7 @@ class AblationCAM(CamMethod):
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
     def __init__(self, batch_size: int | None = None):
-        self.batch_size = batch_size
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         acts = cap.activations
