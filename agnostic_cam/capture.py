@@ -10,6 +10,7 @@ without one. Neutral module: imports no framework, no adapter and no method.
 from __future__ import annotations
 
 import enum
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from agnostic_cam import layout as L
-from agnostic_cam.errors import ModelError
 from agnostic_cam.targets import TargetSpec, for_rows, select_scores
+from agnostic_cam.guards import batched_gradients, checked_capture, gradient_batch, verify_tail
 
 
 class Needs(enum.Flag):
@@ -146,19 +147,24 @@ class Capturer:
     def __init__(self, source: CaptureSource):
         self.source = source
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._tails_lock = threading.Lock()  # tail graphs are cut once, also when threads race for them
 
     def __call__(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
-                 progress: bool | None = None, method: str = "") -> Capture:
+                 progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
         """Gather what ``needs`` asks for, for the validated batch ``x``; input gradients are taken
-        under ReLU backward ``rule``."""
+        under ReLU backward ``rule``. Gradient passes run ``batch_size`` images at a time (None: the
+        adapter's batch size, else chosen from the input size; see :mod:`agnostic_cam.guards`), and
+        every array of the capture is checked for NaN/Inf."""
         src = self.source
         if needs.uses_layer:
             src.require_layer(method, x.shape[1:])
         higher = None
         if needs & (Needs.HVP | Needs.BIAS_GRADIENTS):
             higher = src.higher_derivatives(x, spec, hvp=bool(needs & Needs.HVP), bias=bool(needs & Needs.BIAS_GRADIENTS))
-        grads = src.layer_gradients(x, spec) if needs & Needs.LAYER_GRADIENTS else higher
-        igrads = src.input_gradients(x, spec, rule) if needs & Needs.INPUT_GRADIENTS else higher
+        gbs = gradient_batch(x, batch_size or getattr(src, "batch_size", None))
+        grads = batched_gradients(src.layer_gradients, x, spec, gbs) if needs & Needs.LAYER_GRADIENTS else higher
+        igrads = (batched_gradients(lambda xs, sp: src.input_gradients(xs, sp, rule), x, spec, gbs)
+                  if needs & Needs.INPUT_GRADIENTS else higher)
         first = grads or igrads
         acts = None if grads is None else grads.activations
         engine = src.engine(x.shape[1:]) if needs & (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL) else None
@@ -170,7 +176,7 @@ class Capturer:
         own = needs & Needs.TAIL and src.native_name != src.activation_name  # tokens / reshape: tail starts there
         if first is None:
             names = [src.output_name] + ([src.activation_name] if needs & (Needs.ACTIVATIONS | Needs.TAIL) else [])
-            vals = engine.run(x, names + ([src.native_name] if own else []))
+            vals = engine.run(x, names + ([src.native_name] if own else []), batch_size=batch_size)
             outputs = vals[0]
             classes = spec.indices(outputs)
             scores = select_scores(outputs, classes, spec.fn)
@@ -191,9 +197,10 @@ class Capturer:
             cap.native_from_chw = _native_from_chw(src.native_layout)
         if engine is not None:
             cap.forward = lambda inp, e=engine: e.run(inp, [src.output_name])[0]
-            cap.batch_size = engine.batch_size_for(x)
+            cap.batch_size = batch_size or engine.batch_size_for(x)
             if needs & Needs.TAIL:
                 cap.tail = self._tail(engine, x, cap)
+        checked_capture(cap)
         return cap
 
     def _input_grad(self, spec: TargetSpec, cap: Capture):
@@ -211,12 +218,13 @@ class Capturer:
         """A callable (layer tensors (M, ...) in the layer's own layout, image index (M,)) -> outputs
         (M, K) on the tail graph (the part of the model after the layer's own tensor)."""
         src = self.source
-        if engine not in self._tails:
-            tail_engine, extra = engine.tail(src.native_name, [src.output_name])
-            # the head view that also outputs the tail's extra inputs: built (and its session
-            # created) once per engine, not once per call
-            self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
-        tail_engine, extra, verified, head = self._tails[engine]
+        with self._tails_lock:
+            if engine not in self._tails:
+                tail_engine, extra = engine.tail(src.native_name, [src.output_name])
+                # the head view that also outputs the tail's extra inputs: built (and its session
+                # created) once per engine, not once per call
+                self._tails[engine] = (tail_engine, extra, False, engine.with_outputs(extra) if extra else None)
+            tail_engine, extra, verified, head = self._tails[engine]
         extra_vals = dict(zip(extra, head.run(x, extra))) if extra else {}
 
         def run(acts: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -225,13 +233,9 @@ class Capturer:
             return tail_engine.run(feeds, [src.output_name])[0]
 
         if not verified:
-            got = run(cap.native, np.arange(x.shape[0]))
-            tol = 1e-3 * (np.abs(cap.outputs).max() + 1e-6)
-            if got.shape != cap.outputs.shape or np.abs(got - cap.outputs).max() > tol:
-                raise ModelError(f"the graph after layer {src.layer_name!r} could not be separated from the rest of the "
-                                 "model (its outputs do not reproduce the model's); use a forward method that "
-                                 "does not re-run the tail, e.g. 'scorecam' or 'gradcam'")
-            self._tails[engine] = (tail_engine, extra, True, head)
+            verify_tail(run, cap, src.layer_name, tail_engine.model, src.native_name, src.output_name)
+            with self._tails_lock:
+                self._tails[engine] = (tail_engine, extra, True, head)
         return run
 
 

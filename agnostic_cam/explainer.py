@@ -1,6 +1,7 @@
 """The one entry point: ``Explainer.from_torch / from_keras / from_onnx`` and ``explain()``."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ from agnostic_cam.combine import average_layers, product_layers, stitch
 from agnostic_cam.errors import IncompatibleDependencyError, MissingDependencyError
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
+from agnostic_cam.guards import check_finite
+from agnostic_cam.options import check_options
 from agnostic_cam.methods.options import unknown_option_message
 from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
 from agnostic_cam.targets import TargetLike, TargetSpec
@@ -217,12 +220,20 @@ class Explainer:
             raise ModelError(self._unsupported(mcls.name, missing))
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         partial = options.pop("partial_rules", None)
+        options = check_options(options)
+        # batch_size is honoured by every method: methods that do not batch work themselves get it
+        # for their gradient / forward passes
+        batch_size = options.get("batch_size")
+        if "batch_size" not in inspect.signature(mcls.__init__).parameters:
+            options.pop("batch_size", None)
         try:
             m = mcls(**options)
         except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
             raise
         except TypeError:
             raise OptionError(unknown_option_message(mcls, options)) from None
+        if getattr(m, "batch_size", None) is None:
+            m.batch_size = batch_size  # read by capture(): gradient and forward passes in batches
         if eigen_smooth:
             if not isinstance(m, CamMethod):
                 raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
@@ -260,8 +271,9 @@ class Explainer:
         spec = TargetSpec(target, x.shape[0])
         if aug_smooth:
             return self._aug_smooth(m, x, spec)
-        cap = self.capture(x, spec, m.needs, m.rule, mcls.name)
+        cap = self.capture(x, spec, m.needs, m.rule, mcls.name, batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
+        check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
         return degenerate.mark(Explanation(
             heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),
             scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
@@ -273,8 +285,10 @@ class Explainer:
         from agnostic_cam import smoothing as sm
 
         n = x.shape[0]
-        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs, m.rule, m.name)
+        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs, m.rule, m.name,
+                           batch_size=getattr(m, "batch_size", None))
         raw = np.asarray(m.compute(cap), dtype=np.float32)
+        check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
         heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
         return degenerate.mark(Explanation(
             heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
@@ -294,10 +308,11 @@ class Explainer:
         return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
     def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
-                method: str = "") -> Capture:
+                method: str = "", batch_size: int | None = None) -> Capture:
         """What ``needs`` asks for, for the validated batch ``x`` (built by the adapter, see
-        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``."""
-        return self.adapter.capture(x, spec, needs, rule, self.progress, method)
+        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``;
+        ``batch_size`` images per pass (None: the explainer's, else automatic)."""
+        return self.adapter.capture(x, spec, needs, rule, self.progress, method, batch_size)
 
     # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
     def _layer(self, layer):

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from agnostic_cam.targets import for_rows
 from .errors import InputError, OptionError
 
 from agnostic_cam import layout as L
@@ -118,6 +120,8 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
                        progress: bool | None = None) -> Curve:
     """Deletion (``mode='deletion'``) or insertion curve of ``maps`` (N, H, W) for ``images``.
 
+    ``targets``: None (top-1), class indices, or a callable / task target on the raw outputs (then
+    ``score`` is not used), e.g. :class:`~agnostic_cam.targets.DetectionBoxes`.
     Step k (0..steps) has the ceil(k * H * W / steps) most salient pixels (ties broken by
     position) taken from the baseline (deletion) or from the image (insertion); every channel
     of a pixel moves together. Default baselines: zeros for deletion, a blurred image for
@@ -132,7 +136,10 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
     fwd = as_forward(model)
     x, m = _check(images, maps, layout)
     base = baseline_for(x, baseline if baseline is not None else ("zero" if mode == "deletion" else "blur"), layout)
-    if targets is None:  # the top-1 classes need one forward pass; given targets need none
+    fn = targets if callable(targets) else None  # a task target (DetectionBoxes, SegmentationMask, ...)
+    if fn is not None:
+        t = np.zeros(x.shape[0], np.int64)
+    elif targets is None:  # the top-1 classes need one forward pass; given targets need none
         _, t = _targets(fwd, x, targets, batch_size)
     else:
         t = np.broadcast_to(np.asarray(targets, np.int64), (x.shape[0],))
@@ -152,7 +159,8 @@ def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int 
             moved = L.expand_mask(moved.reshape(-1, h, w), layout)
             src, dst = (base, x) if mode == "deletion" else (x, base)
             batch = np.where(moved, src[ii], dst[ii])
-            s = _score(fwd(batch), t[ii], score)
+            out = fwd(batch)
+            s = _score(out, t[ii], score) if fn is None else np.asarray(for_rows(fn, ii)(out), np.float64).reshape(-1)
             for (i, k), v in zip(chunk, s):
                 scores[i, k] = v
             bar.update(len(chunk))

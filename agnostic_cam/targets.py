@@ -37,6 +37,8 @@ class TargetSpec:
         elif isinstance(target, (bool, np.bool_)):
             raise InputError("target must be an int class index, a sequence of ints, None or a callable; got a bool")
         elif isinstance(target, (int, np.integer)):
+            if not -2**62 < int(target) < 2**62:
+                raise InputError(f"target class index {int(target)} is out of range; pass a class index of the model")
             self.fixed = np.full(n, int(target), dtype=np.int64)
         elif isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, (str, bytes)):
             arr = np.asarray(target)

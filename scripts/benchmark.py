@@ -34,13 +34,17 @@ LAYER = "layer4"
 PEERS = {"scorecam": ["pgc"], "ablationcam": ["pgc"], "gradcam": ["pgc", "captum"],
          # methods that cost more than one backward pass (issue 17): a double backward, every bias
          # layer's gradient, a forward before the backward, many patch CAMs
-         "shapleycam": ["pgc"], "fullgrad": ["pgc"], "finercam": ["pgc"], "sess": ["pgc"]}
+         "shapleycam": ["pgc"], "fullgrad": ["pgc"], "finercam": ["pgc"], "sess": ["pgc"],
+         "occlusion": ["captum_occ"], "kernelshap": ["captum_shap"]}
 TOP1 = ("finercam",)  # compared with top-1 targets, pytorch-grad-cam FinerCAM's default
-PEER_NAMES = {"pgc": "pytorch-grad-cam", "captum": "Captum LayerGradCam"}
+PEER_NAMES = {"pgc": "pytorch-grad-cam", "captum": "Captum LayerGradCam", "captum_occ": "Captum Occlusion",
+              "captum_shap": "Captum KernelShap"}
+# Layer-free methods (issue 16): the same work for both sides, Captum at its defaults otherwise.
+BLACKBOX = {"occlusion": {"window": 32, "stride": 16}, "kernelshap": {"segments": 16, "samples": 200}}
 CHANNELS = {"resnet18": 512, "resnet50": 2048}
 # Targets of issue 7 (ratio = ours / reference, lower is better).
 TARGETS = {("scorecam", "pgc"): 0.65, ("scorecam", "floor"): 1.15, ("ablationcam", "pgc"): 0.02,
-           ("gradcam", "floor"): 1.2}
+           ("gradcam", "floor"): 1.2, ("occlusion", "captum_occ"): 0.5, ("kernelshap", "captum_shap"): 0.5}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,7 +98,8 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
         state["engine"].session  # export + session creation: setup, like building the peer's object
 
         def call():
-            return ex.explain(xn, method, target=None if method in TOP1 else targets.tolist(), **(opts or {})).heatmap
+            return ex.explain(xn, method, target=None if method in TOP1 else targets.tolist(),
+                              **(opts or BLACKBOX.get(method, {}))).heatmap
 
         return call, lambda: ex.predict(xn), state
 
@@ -119,6 +124,22 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
         lgc = LayerGradCam(model, layer)
         # Captum returns the layer-resolution map; post-processed outside the timing
         return (lambda: lgc.attribute(x, target=targets.tolist())), warm_forward, state
+    if impl == "captum_occ":
+        from captum.attr import Occlusion
+
+        w, st = BLACKBOX["occlusion"]["window"], BLACKBOX["occlusion"]["stride"]
+        occ = Occlusion(model)
+        return (lambda: occ.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, st, st), baselines=0.0,
+                                      target=targets.tolist())), warm_forward, state
+    if impl == "captum_shap":
+        from captum.attr import KernelShap
+
+        from agnostic_cam.methods.coalitions import grid_labels
+
+        mask = torch.as_tensor(grid_labels((SIZE, SIZE), BLACKBOX["kernelshap"]["segments"]))[None, None]
+        ks = KernelShap(model)
+        return (lambda: ks.attribute(x, baselines=0.0, target=targets.tolist(), feature_mask=mask.expand(len(x), 3, -1, -1),
+                                     n_samples=BLACKBOX["kernelshap"]["samples"])), warm_forward, state
     if impl == "floor":  # one plain PyTorch forward + backward of the target scores
 
         def fwd_bwd():
@@ -162,6 +183,10 @@ def worker(job: dict) -> dict:
     ex, engine = state.get("ex"), state.get("engine")
 
     post = (lambda r: cam_to_heatmap(r.detach().numpy()[:, 0], (SIZE, SIZE))) if impl == "captum" else np.asarray
+    if impl in ("captum_occ", "captum_shap"):  # the same heatmap rule as ours (relu, scaled by the max)
+        from agnostic_cam.methods.perturb import LayerFreeMethod
+
+        post = lambda r: LayerFreeMethod().heatmap(r.detach().numpy()[:, 0], (SIZE, SIZE))  # noqa: E731
     cheap = method == "gradcam" or (impl == "ours" and method != "scorecam")
     rss0 = _status()["VmRSS"]
     reset = _reset_peak()

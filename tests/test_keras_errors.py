@@ -212,3 +212,28 @@ def test_dynamic_input_size_and_sequential_built_by_call():
             got = ex.explain(x, "gradcam", target=1)
             np.testing.assert_allclose(got.raw, ref, atol=1e-5 * np.abs(ref).max())
             assert ex.explain(x, "eigencam").heatmap.shape == (2, s, s)
+
+
+def test_threads_and_non_finite_weights(x):
+    """Issue #11 items 1 and 3 on Keras: two threads share one explainer (first export included),
+    and a NaN weight is named instead of giving a map. Reduced: the 24 px model above."""
+    import keras
+    from test_reliability_model import assert_no_errors, in_threads
+
+    from agnostic_cam.errors import NonFiniteError
+
+    keras.utils.set_random_seed(6)
+    m = small(name="threads")
+    ex = Explainer.from_keras(m, "feat", progress=False)
+    before = [w.numpy().copy() for w in m.weights]
+    out = in_threads(*(lambda meth=meth: [ex.explain(x, meth, target=1).heatmap for _ in range(3)]
+                       for meth in ("eigencam", "gradcam")))
+    assert_no_errors(out)
+    np.testing.assert_allclose(out[0][0], ex.explain(x, "eigencam", target=1).heatmap, atol=1e-6)
+    np.testing.assert_allclose(out[1][2], ex.explain(x, "gradcam", target=1).heatmap, atol=1e-6)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, m.weights))
+    kernel = m.get_layer("conv2").kernel
+    kernel.assign(np.where(np.arange(kernel.numpy().size).reshape(kernel.shape) == 3, np.nan, kernel.numpy()))
+    for method in ("eigencam", "gradcam"):
+        with pytest.raises(NonFiniteError, match="NaN"):
+            ex.explain(x, method)

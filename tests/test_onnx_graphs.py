@@ -273,4 +273,5 @@ def test_several_image_inputs_need_input_name():
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(ValueError, match=r"2 inputs \['a', 'b'\].*input_name="):
         Explainer.from_onnx(proto)
-    assert Explainer.from_onnx(proto, input_name="a").adapter.input_name == "a"
+    with pytest.raises(ValueError, match=r"other input\(s\) \['b'\]"):   # 'b' could never be fed (issue #11)
+        Explainer.from_onnx(proto, input_name="a")

@@ -193,3 +193,23 @@ def test_torchvision_detector_explained_for_one_box(torch):
     np.testing.assert_allclose(eig.scores, [1.0 + score], rtol=1e-4)  # IoU of its own box = 1
     np.testing.assert_allclose(rise.scores, [1.0 + score], rtol=1e-4)
     assert eig.heatmap.shape == rise.heatmap.shape == (1, 96, 96) and np.isfinite(rise.raw).all()
+
+
+def test_deletion_and_pointing_game_with_a_detection_target(torch):
+    """Deletion/insertion curves score a DetectionBoxes target on the raw head at every step: the
+    first deletion point is the image's box score, the last the zero image's (checked by hand)."""
+    from agnostic_cam.metrics import deletion_auc, perturbation_curve, pointing_game
+
+    model = yolo_net(torch)
+    x = np.random.default_rng(5).uniform(size=(2, 3, 32, 32)).astype(np.float32)
+    ex = Explainer.from_torch(model, "c2", progress=False)
+    box = [8.0, 8.0, 20.0, 20.0]
+    target = DetectionBoxes([box], [1], iou=0.2, format="yolo")
+    exp = ex.explain(x, "gradcam", target=target)
+    curve = perturbation_curve(ex, x, exp.heatmap, "deletion", targets=target, steps=4)
+    np.testing.assert_allclose(curve.scores[:, 0], yolo_by_hand(ex.predict(x), [box], [1], 0.2), rtol=1e-5)
+    zero = np.zeros_like(x)
+    np.testing.assert_allclose(curve.scores[:, -1], yolo_by_hand(ex.predict(zero), [box], [1], 0.2), rtol=1e-5)
+    assert deletion_auc(ex, x, exp.heatmap, targets=target, steps=4).shape == (2,)
+    hits = pointing_game(exp.heatmap, [[8, 8, 20, 20]] * 2, tolerance=4)
+    assert hits.shape == (2,) and hits.dtype == bool

@@ -50,12 +50,15 @@ def torch_output_shapes(model, sample_shape: tuple[int, ...]) -> list[tuple[str,
     import torch
 
     from agnostic_cam.adapters.torch_vjp import preserved
+    from agnostic_cam.concurrency import model_lock
 
     records: list[tuple[str, tuple]] = []
 
     def record(name):
         return lambda mod, i, o: records.append((name, tuple(o.shape))) if isinstance(o, torch.Tensor) else None
 
+    lock = model_lock(model)  # hooks and forward of one thread at a time (README, "Guarantees")
+    lock.acquire()
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     try:
         with preserved(model), torch.no_grad():
@@ -70,6 +73,7 @@ def torch_output_shapes(model, sample_shape: tuple[int, ...]) -> list[tuple[str,
     finally:
         for h in handles:
             h.remove()
+        lock.release()
     return records
 
 

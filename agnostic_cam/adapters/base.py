@@ -6,6 +6,8 @@ the layer's activation as an extra output, and computes gradients with the frame
 from __future__ import annotations
 
 import difflib
+import threading
+from collections import OrderedDict
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,6 +19,8 @@ from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, chann
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
+from agnostic_cam.options import positive_int
+from agnostic_cam.concurrency import EXPORT_LOCK
 
 OUTPUT = "output"
 ACTIVATION = "activation"
@@ -83,6 +87,9 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
             raise InputError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
     if x.shape[0] == 0:
         raise InputError("images is an empty batch (N = 0)")
+    if 0 in x.shape[1:]:
+        raise InputError(f"images have a zero-size dimension (shape {x.shape}); every image needs height, width and "
+                         "channels of at least 1")
     finite = np.isfinite(x)
     if not finite.all():
         bad = int((~finite).sum())
@@ -102,6 +109,7 @@ class Adapter(ABC):
     layer_name: str | None = None    # None: no target layer (layer-free methods only)
     output_name: str = OUTPUT
     activation_name: str | None = ACTIVATION
+    max_engines: ClassVar[int] = 4  # exported graphs + sessions kept, one per input shape (least recently used dropped)
     gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
     _no_layer: str = ""              # why there is no target layer ("" when there is one or none was sought)
 
@@ -124,15 +132,16 @@ class Adapter(ABC):
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers
-        self.batch_size = batch_size
-        self._engines: dict[tuple, tuple[object, OnnxEngine]] = {}
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
+        self._engines: OrderedDict[tuple, tuple[object, OnnxEngine]] = OrderedDict()
+        self._lock = threading.RLock()  # guards the caches of this adapter (engines, compiled functions)
         self._capturer = Capturer(self)
 
     # -- capture -----------------------------------------------------------------------------
     def capture(self, x: np.ndarray, target: TargetSpec, needs: Needs, rule: str = "vanilla",
-                progress: bool | None = None, method: str = "") -> Capture:
+                progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
         """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
-        return self._capturer(x, target, needs, rule, progress, method)
+        return self._capturer(x, target, needs, rule, progress, method, batch_size)
 
     def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
         """Raise a clear error when a method needs a target layer and this adapter has none
@@ -169,15 +178,22 @@ class Adapter(ABC):
     def engine(self, sample_shape: tuple[int, ...]) -> OnnxEngine:
         """The ONNX Runtime engine for inputs of per-sample shape ``sample_shape``.
 
-        Exported once per input shape and cached; exported again if the model's weights have
-        changed since (e.g. the user trained it further), so results are never stale.
+        Exported once per input shape and cached (the :attr:`max_engines` most recently used
+        shapes); exported again if the model's weights have changed since (e.g. the user trained
+        it further, or edited ``.data`` in place), so results are never stale. Thread-safe: two
+        threads asking for the same shape share one export.
         """
         key = tuple(sample_shape)
         version = self.weights_version()
-        cached = self._engines.get(key)
-        if cached is None or cached[0] != version:
-            self._engines[key] = (version, self._make_engine(key))
-        return self._engines[key][1]
+        with self._lock:
+            cached = self._engines.get(key)
+            if cached is None or cached[0] != version:
+                with EXPORT_LOCK:  # exporters keep process-wide state
+                    self._engines[key] = (version, self._make_engine(key))
+            self._engines.move_to_end(key)
+            while len(self._engines) > self.max_engines:
+                self._engines.popitem(last=False)
+            return self._engines[key][1]
 
     def _make_engine(self, sample_shape: tuple[int, ...]):
         """A new engine for ``sample_shape`` (an adapter may fall back to another forward path)."""

@@ -38,7 +38,7 @@ from agnostic_cam.adapters.keras_export import convert, rename_through_identitie
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError, OptionError
 
 try:
     import keras
@@ -198,12 +198,18 @@ class KerasAdapter(Adapter):
         ws = list(self.model.weights)
         if not ws:
             return None
-        if self._fingerprint is None:
-            self._fingerprint = tf.function(
-                lambda: tf.stack([f(tf.cast(w, tf.float32)) for f in (tf.reduce_sum, lambda t: tf.reduce_sum(t * t))
-                                  for w in ws]),
-                autograph=False)
-        return self._fingerprint().numpy().tobytes()
+        with self._lock:
+            if self._fingerprint is None:
+                self._fingerprint = tf.function(
+                    lambda: tf.stack([f(tf.cast(w, tf.float32)) for f in (tf.reduce_sum, lambda t: tf.reduce_sum(t * t))
+                                      for w in ws]),
+                    autograph=False)
+        sums = self._fingerprint().numpy()
+        if not np.isfinite(sums[:len(ws)]).all():  # a NaN/Inf weight makes its sum non-finite
+            bad = next(w for w in ws if not np.isfinite(np.asarray(w.numpy(), np.float64)).all())
+            raise NonFiniteError(f"the model's weight {bad.path!r} holds NaN or Inf values; every explanation of this "
+                                 "model would be meaningless. Reload or retrain the weights", where=f"model weight {bad.path}")
+        return sums.tobytes()
 
     def export_onnx(self, sample_shape: tuple[int, ...]):
         """tf2onnx conversion of the evaluator traced by ``tf.function``: outputs [output, activation]."""
@@ -263,6 +269,10 @@ class KerasAdapter(Adapter):
         gradients a tape would also compute are pruned (see the module docstring).
         """
         key = (None if chain is None else tuple(id(ly) for ly in chain), rule, wrt_layer)
+        with self._lock:  # traced once per key, also when threads race for it
+            return self._compiled.get(key) or self._compile_backward(key, chain, rule, wrt_layer)
+
+    def _compile_backward(self, key, chain: tuple | None, rule: str, wrt_layer: bool):
         if key not in self._compiled:
             chains = [] if chain is None else [chain]
             spec = [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), tf.TensorSpec(None, tf.float32)]

@@ -18,7 +18,7 @@ from agnostic_cam.adapters.onnx_layers import Layer, candidate_layers, chw_view,
 from agnostic_cam.adapters.onnx_legal import opset as legal_opset
 from agnostic_cam.adapters.onnx_twin import agreement, float_twin, precision
 from agnostic_cam.engine import graph as G
-from agnostic_cam.engine.session import load_model
+from agnostic_cam.engine.session import check_run_bytes, load_model
 from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
@@ -64,6 +64,8 @@ class OnnxAdapter(Adapter):
         self._check_opset()
         self.input_name = self._resolve_input(input_name)
         self.input_shape = self._declared_input_shape()
+        fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) and self.input_shape[0] > 0 else 1
+        check_run_bytes(fixed, self.input_shape[1:], f"input {self.input_name!r} of shape {self.input_shape}")
         if layout is None:
             self.layout = detect_layout(self.input_shape, self.model, self.input_name)
             self.layout_detected = True
@@ -115,6 +117,11 @@ class OnnxAdapter(Adapter):
             return inputs[0]
         if name not in inputs:
             raise InputError(f"the model has no input named {name!r}; its inputs are {inputs}")
+        others = [i for i in inputs if i != name]
+        if others:
+            raise ModelError(f"the model has other input(s) {others} besides {name!r}; explain() feeds only the image "
+                             "batch and cannot fill them. Export the model with the image as its only input (make "
+                             "the others constants or initializers, e.g. with onnx.helper) and explain that")
         return name
 
     def _declared_input_shape(self) -> tuple:
@@ -271,17 +278,18 @@ class OnnxAdapter(Adapter):
         if self.activation_name is None:
             raise ModelError("gradients of a bare ONNX model without a spatial target layer are not supported; "
                              "use a forward-only method ('occlusion', 'rise', 'kernelshap', 'lime')")
-        if self._grad_error is not None:
-            raise self._grad_error
-        if self._grad is None:
-            from agnostic_cam.adapters.onnx_grad import TorchGradients
+        with self._lock:  # converted once, also when threads race for it
+            if self._grad_error is not None:
+                raise self._grad_error
+            if self._grad is None:
+                from agnostic_cam.adapters.onnx_grad import TorchGradients
 
-            try:
-                self._twin = float_twin(self.model)
-                self._grad = TorchGradients(self._twin, self.input_name, self.output_name, None if self.layer is None else self.layer.name)
-            except BackendError as e:  # once per model: the next call raises the same error at once
-                self._grad_error = e
-                raise
+                try:
+                    self._twin = float_twin(self.model)
+                    self._grad = TorchGradients(self._twin, self.input_name, self.output_name, None if self.layer is None else self.layer.name)
+                except BackendError as e:  # once per model: the next call raises the same error at once
+                    self._grad_error = e
+                    raise
         return self._grad
 
     def _check_twin(self, x: np.ndarray) -> None:
@@ -354,9 +362,10 @@ class OnnxAdapter(Adapter):
         """
         found = [self._find(ly) for ly in layers]
         names = tuple(dict.fromkeys(ly.name for ly in found))
-        eng = self._act_engines.get(names)
-        if eng is None:
-            eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
+        with self._lock:
+            eng = self._act_engines.get(names)
+            if eng is None:
+                eng = self._act_engines[names] = self.engine(()).with_outputs(list(names))
         values = dict(zip(names, eng.run({self.input_name: np.asarray(x, np.float32)}, list(names))))
         return [np.ascontiguousarray(ly.to_chw(values[ly.name]), dtype=np.float32) for ly in found]
 
@@ -365,7 +374,13 @@ class OnnxAdapter(Adapter):
         if getattr(self, "_census", None) is None:
             from agnostic_cam.adapters.onnx_census import census
 
-            self._census = census(self.model, self.output_name)
+            graph = self.model
+            if self.precision != "float32":  # rules apply to the twin's ReLUs (QDQ graphs fold theirs into ranges)
+                try:
+                    graph = float_twin(self.model)
+                except BackendError:
+                    pass
+            self._census = census(graph, self.output_name)
         return self._census
 
     def conv_weights(self, layer) -> np.ndarray:

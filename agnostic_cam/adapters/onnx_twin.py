@@ -140,8 +140,9 @@ class _Twin:
         y = self._node("Div", [x, self._float(s)])
         if zp is not None:
             y = self._node("Add", [y, self._float(zp)])
-        return self._node("Clip", [y, self._new(np.float32(lo), "lo"), self._new(np.float32(hi), "hi")],
-                          [out] if out else None)
+        # Max / Min, not Clip: a Clip(0, m) would count as a ReLU6 for the backward rules
+        y = self._node("Max", [y, self._new(np.float32(lo), "lo")])
+        return self._node("Min", [y, self._new(np.float32(hi), "hi")], [out] if out else None)
 
     def _zp_sub(self, x: str, zp: str | None) -> str:
         xf = self._float(x) if x in self.const else self._node("Cast", [x], to=onnx.TensorProto.FLOAT)

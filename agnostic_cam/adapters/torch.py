@@ -12,12 +12,15 @@ from agnostic_cam.adapters.auto_layer import torch_default_layer
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, Gradients, closest_names
 from agnostic_cam.methods.base import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.errors import BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.concurrency import EXPORT_LOCK, serialised
+from agnostic_cam.engine.graph import to_float32
+from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
     from torch import nn
 
+    from agnostic_cam.adapters.torch_checks import check_model, fingerprint, forward_failure
     from agnostic_cam.adapters.fallback import engine_for, run_export
     from agnostic_cam.adapters.torch_fallback import torch_forward
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
@@ -50,6 +53,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         if isinstance(output, bool) or not isinstance(output, (str, int)):
             raise OptionError(f"output must be 'raw' (the model's own output), 'logits', a dict output's key or a "
                               f"tuple output's index; got {output!r}")
+        check_model(model)
         self.model = model
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -226,19 +230,26 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
 
     def _forward(self, x):
         """Model output, or its pre-softmax input with output='logits'."""
-        if self._softmax_head is None:
-            out = self.model(x)
-        else:
-            store = []
-            with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
-                self.model(x)
-            out = store[-1]
+        try:
+            if self._softmax_head is None:
+                out = self.model(x)
+            else:
+                store = []
+                with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
+                    self.model(x)
+                out = store[-1]
+        except AgnosticCamError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's model failed on this input: say what it expects
+            raise forward_failure(e, tuple(x.shape), self.channels) from e
         return select_output(out, self.output, self.model)
 
     def weights_version(self) -> object:
-        """Storage and in-place version counter of every parameter and buffer: any optimiser step,
-        load_state_dict or BN statistics update changes it."""
-        return tuple((t.data_ptr(), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        """A fingerprint of every parameter and buffer (storage, version counter, sums and a strided
+        sample of the values; see :func:`~agnostic_cam.adapters.torch_checks.fingerprint`): any
+        optimiser step, load_state_dict, BN statistics update or in-place ``.data`` edit changes it.
+        Raises NonFiniteError when a weight is NaN or Inf."""
+        return fingerprint(self.model)
 
     # -- ONNX export ---------------------------------------------------------------------------
     def export_onnx(self, sample_shape: tuple[int, ...]):
@@ -265,14 +276,14 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
 
         names = [OUTPUT] if self.layer is None else [OUTPUT, ACTIVATION] + ([NATIVE] if self.native_name != ACTIVATION else [])
         buf = io.BytesIO()
-        with preserved(self.model), torch.no_grad(), no_mha_fastpath(), warnings.catch_warnings():
+        with EXPORT_LOCK, preserved(self.model), torch.no_grad(), no_mha_fastpath(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             x = self._tensor(np.zeros((1, *sample_shape), np.float32))
             run_export(lambda: compat.torch_onnx_export_legacy(
                 Export(), (x,), buf, opset_version=17, input_names=["input"],
                 output_names=names, do_constant_folding=True,
                 dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
-        return onnx.load_from_string(buf.getvalue())
+        return to_float32(onnx.load_from_string(buf.getvalue()))  # float64/half models run in float32 on ORT
 
     def _make_engine(self, sample_shape: tuple[int, ...]):
         """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
@@ -291,6 +302,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         if self._last_shape != tuple(sample_shape):
             self.check_layer(tuple(sample_shape))
 
+    @serialised
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         self._guard()
         self._ensure_layout(x.shape[1:])
@@ -308,18 +320,18 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
             if not store:
                 self._check_activation(None)
             act = store[-1]
-            classes = target.indices(out.detach().cpu().numpy())
+            classes = target.indices(out.detach().cpu().float().numpy())
             scores = self._scores(out, classes, target)
             (grad,) = torch.autograd.grad(scores.sum(), act)
             with torch.no_grad():  # the same reshape for activations and gradients (pytorch-grad-cam's rule)
                 act, grad = self.to_chw(act.detach()), self.to_chw(grad)
             self._check_activation(tuple(act.shape))
             return Gradients(
-                outputs=out.detach().cpu().numpy().astype(np.float32),
-                scores=scores.detach().cpu().numpy().astype(np.float64),
+                outputs=out.detach().cpu().float().numpy(),
+                scores=scores.detach().cpu().double().numpy(),
                 classes=classes,
-                activations=act.cpu().numpy().astype(np.float32),
-                grads=grad.cpu().numpy().astype(np.float32),
+                activations=act.detach().cpu().float().numpy(),
+                grads=grad.detach().cpu().float().numpy(),
             )
 
     _scores = staticmethod(target_scores)

@@ -16,23 +16,28 @@ from torch import nn
 from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.adapters.torch_rules import check_rule, module_census, relu_rule, traced_census
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.concurrency import model_lock, serialised
 from agnostic_cam.errors import InputError, ModelError
 
 
 @contextlib.contextmanager
 def preserved(model: nn.Module):
     """Run with ``model`` in eval mode; restore every module's training flag and every
-    parameter's ``requires_grad`` afterwards, also when an exception is raised."""
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t
-        for p, r in grads:
-            p.requires_grad_(r)
+    parameter's ``requires_grad`` afterwards, also when an exception is raised.
+
+    Holds the model's lock (:func:`~agnostic_cam.concurrency.model_lock`) for the whole block, so
+    two threads never interleave their save and restore: the model always ends as it started."""
+    with model_lock(model):
+        modes = [(m, m.training) for m in model.modules()]
+        grads = [(p, p.requires_grad) for p in model.parameters()]
+        try:
+            model.eval()
+            yield model
+        finally:
+            for m, t in modes:
+                m.training = t
+            for p, r in grads:
+                p.requires_grad_(r)
 
 
 @contextlib.contextmanager
@@ -88,6 +93,7 @@ class TorchPrimitives:
             handles.append(m.register_forward_hook(keep))
         return handles
 
+    @serialised
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
         """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
         resolved = [self._resolve(ly) for ly in layers]
@@ -104,6 +110,7 @@ class TorchPrimitives:
             raise ModelError(f"layer(s) {missing} were not called by the model's forward pass")
         return [store[i].detach().cpu().float().numpy() for i in range(len(resolved))]
 
+    @serialised
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """Forward ``x`` (N, C, H, W), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
 

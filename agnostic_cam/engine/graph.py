@@ -174,6 +174,59 @@ def spatial_tensors(model: onnx.ModelProto) -> list[LayerInfo]:
     return out
 
 
+_OTHER_FLOATS = (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def to_float32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` computed in float32 where it uses float64/float16/bfloat16 (a ``.double()`` or
+    ``.half()`` PyTorch model exported as is, which ONNX Runtime's CPU kernels do not run):
+    initializers, constants, Cast targets and declared tensor types become float32. Returns
+    ``model`` itself when nothing is in another float type."""
+    from onnx import numpy_helper
+
+    def other(t: onnx.TensorProto) -> bool:
+        return t.data_type in _OTHER_FLOATS
+
+    def f32(t: onnx.TensorProto) -> onnx.TensorProto:
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype("float32"), t.name)
+
+    g = model.graph
+    infos = list(g.input) + list(g.output) + list(g.value_info)
+    if not (any(vi.type.tensor_type.elem_type in _OTHER_FLOATS for vi in infos) or any(map(other, g.initializer))
+            or any(a.i in _OTHER_FLOATS for n in g.node if n.op_type == "Cast" for a in n.attribute if a.name == "to")):
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for t in g.initializer:
+        if other(t):
+            t.CopyFrom(f32(t))
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.tensor_type.elem_type in _OTHER_FLOATS:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i in _OTHER_FLOATS:
+                a.i = onnx.TensorProto.FLOAT
+            elif a.type == onnx.AttributeProto.TENSOR and other(a.t):
+                a.t.CopyFrom(f32(a.t))
+    return m
+
+
+def depends_on(model: onnx.ModelProto, source: str, target: str) -> bool:
+    """Whether tensor ``target`` is computed from tensor ``source`` in ``model``'s graph (nodes are
+    topologically sorted; subgraph bodies count as reading every tensor they name)."""
+    reached = {source}
+    for n in model.graph.node:
+        ins = set(n.input)
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                ins |= {i for sub in attr.g.node for i in sub.input}
+        if ins & reached:
+            reached.update(o for o in n.output if o)
+    return target in reached
+
+
 def toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
     """``nodes`` in an order where each input is produced before it is read (``available``: graph
     inputs and initializers). A cycle or a missing tensor leaves the rest in its order."""

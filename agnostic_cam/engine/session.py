@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,21 @@ from agnostic_cam.errors import InputError, MissingDependencyError, MissingFileE
 _TARGET_BATCH_BYTES = {"cpu": 10 * 2**20, "gpu": 48 * 2**20}
 _MAX_AUTO_BATCH = {"cpu": 32, "gpu": 128}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
+# The most input bytes one ``session.run`` may be handed (4 GiB). A graph whose fixed batch or
+# fixed image size needs more is refused with a ModelError instead of exhausting memory; raise
+# it (``agnostic_cam.engine.session.MAX_RUN_BYTES = ...``) on a machine that can afford more.
+MAX_RUN_BYTES = 4 * 2**30
+
+
+def check_run_bytes(rows: int, sample_shape: tuple, what: str) -> None:
+    """Refuse a run of ``rows`` float32 samples of ``sample_shape`` above :data:`MAX_RUN_BYTES`."""
+    dims = [d for d in sample_shape if isinstance(d, int) and d > 0]
+    need = 4 * rows * int(np.prod(dims, dtype=np.float64)) if dims else 0
+    if need > MAX_RUN_BYTES:
+        raise ModelError(f"{what} needs {need / 2**30:.1f} GiB of input per run (batch {rows} x {tuple(sample_shape)} "
+                         f"float32), more than the {MAX_RUN_BYTES / 2**30:.0f} GiB limit: export the model with a dynamic "
+                         "batch dimension and a realistic image size, or raise "
+                         "agnostic_cam.engine.session.MAX_RUN_BYTES if this machine has the memory")
 
 
 _WIDEN = (np.dtype(np.float16), np.dtype(np.float64))
@@ -90,6 +106,7 @@ class OnnxEngine:
         self._batch_size = batch_size
         self._io_binding = io_binding
         self._session = None
+        self._lock = threading.Lock()  # the session is created once, also when threads race for it
         inits = {i.name for i in self.model.graph.initializer}
         self.inputs = [i for i in self.model.graph.input if i.name not in inits]
         self.output_names = [o.name for o in self.model.graph.output]
@@ -99,6 +116,12 @@ class OnnxEngine:
     # -- session -------------------------------------------------------------------------------
     @property
     def session(self):
+        if self._session is not None:
+            return self._session
+        with self._lock:
+            return self._session if self._session is not None else self._create_session()
+
+    def _create_session(self):
         if self._session is None:
             ort = onnxruntime()
 
@@ -171,10 +194,16 @@ class OnnxEngine:
         if isinstance(feeds, np.ndarray):
             feeds = {self.input_name: feeds}
         names = list(outputs) if outputs else self.output_names
+        missing = [i.name for i in self.inputs if i.name not in feeds]
+        if missing:
+            raise ModelError(f"the graph needs input(s) {missing} that were not fed (fed: {sorted(feeds)}); only models "
+                             "whose sole input is the image batch can be explained")
         first = next(iter(feeds.values()))
         n = first.shape[0]
         fixed = self.fixed_batch
         bs = fixed or batch_size or self.batch_size_for(first)
+        if fixed:
+            check_run_bytes(fixed, first.shape[1:], "this graph's fixed batch")
         results: list[list[np.ndarray]] = [[] for _ in names]
         for lo in range(0, n, bs):
             chunk = {k: np.ascontiguousarray(v[lo:lo + bs], dtype=self._in_dtypes.get(k, np.float32))

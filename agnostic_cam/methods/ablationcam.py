@@ -7,33 +7,28 @@ layer (N, T, C) channel c is set on every token, class token included, as pytorc
 ``AblationLayerVit`` does. Channels that are already all zero are not re-run when the value is
 0: ablating them changes nothing, so y_c = y and w_c = 0 exactly.
 
-value: 0.0 (the paper's rule, default) or "pytorch-grad-cam": 0 when the layer's minimum is 0
-(as after a ReLU), else that minimum - 1e7 (pytorch-grad-cam's rule for signed layers such as a
-ViT's LayerNorm output, where zero is an ordinary value).
+value: the ablation value, 0.0 by default (the paper's rule). pytorch-grad-cam writes min - 1e7
+instead on layers whose minimum is not 0 (e.g. a ViT's LayerNorm output); pass another value here
+to ablate with it.
 """
 import numpy as np
 
 from agnostic_cam.errors import LayoutError, OptionError
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
-
-PGC_OFFSET = 1e7
-
+from agnostic_cam.options import positive_int
 
 @register("ablationcam")
 class AblationCAM(CamMethod):
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
-    def __init__(self, batch_size: int | None = None, value: float | str = 0.0):
-        if not (value == "pytorch-grad-cam" or (isinstance(value, (int, float)) and np.isfinite(value))):
-            raise OptionError(f"value must be a finite number or 'pytorch-grad-cam'; got {value!r}")
-        self.batch_size = batch_size
-        self.value = value
+    def __init__(self, batch_size: int | None = None, value: float = 0.0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise OptionError(f"value (the ablation value) must be a finite number; got {value!r}")
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
+        self.value = float(value)
 
     def _value(self, native: np.ndarray) -> float:
-        if self.value != "pytorch-grad-cam":
-            return float(self.value)
-        lo = float(native.min())
-        return 0.0 if lo == 0 else lo - PGC_OFFSET
+        return self.value
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         c = cap.activations.shape[1]

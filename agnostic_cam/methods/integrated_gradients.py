@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, register
-from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, to_chw
+from agnostic_cam.methods.pixel import PixelMethod, accumulate, to_chw
+from agnostic_cam.options import finite_array, positive_int
 from agnostic_cam.errors import InputError, OptionError
 
 QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -46,12 +47,12 @@ class IntegratedGradients(PixelMethod):
                  quadrature: str = "gausslegendre", batch_size: int | None = None):
         if quadrature not in QUADRATURES:
             raise OptionError(f"quadrature must be one of {QUADRATURES}; got {quadrature!r}")
-        self.steps = check_int("steps", steps, 2 if quadrature == "riemann_trapezoid" else 1)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.steps = positive_int("steps", steps, 2 if quadrature == "riemann_trapezoid" else 1)
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self.quadrature = quadrature
         if baseline is not None and not isinstance(baseline, (int, float, np.ndarray)):
             baseline = np.asarray(baseline, dtype=np.float32)
-        self.baseline = baseline
+        self.baseline = finite_array("baseline", baseline)
 
     def _baselines(self, cap: LayerCapture, inputs: np.ndarray, image: np.ndarray) -> np.ndarray:
         b = self.baseline

@@ -5,7 +5,7 @@ import inspect
 
 from agnostic_cam.methods.base import Method, get_method
 
-EXPLAIN_OPTIONS = ("aug_smooth", "eigen_smooth")  # taken by Explainer.explain for every method
+EXPLAIN_OPTIONS = ("aug_smooth", "eigen_smooth", "batch_size")  # taken by Explainer.explain for every method
 
 
 def method_options(mcls: type[Method]) -> list[str]:
@@ -30,7 +30,8 @@ def unknown_option_message(mcls: type[Method], options: dict) -> str:
     """``method 'gradcam' got unknown option(s) ['batchsize']; it takes: ...`` with close matches."""
     import difflib
 
-    valid = method_options(mcls) + list(EXPLAIN_OPTIONS)
+    own = method_options(mcls)
+    valid = own + [o for o in EXPLAIN_OPTIONS if o not in own]
     unknown = sorted(k for k in options if k not in valid) or sorted(options)
     close = {k: difflib.get_close_matches(k, valid, n=1, cutoff=0.6) for k in unknown}
     hint = "".join(f" Did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)

@@ -52,11 +52,6 @@ def accumulate(total: np.ndarray, index: np.ndarray, values: np.ndarray) -> None
         total[k] += values[index == k].sum(axis=0)
 
 
-def check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise OptionError(f"{name} must be an int >= {lo}; got {value!r}")
-    return int(value)
-
 
 class PixelMethod(Method):
     """A method over d(score)/d(input). ``rule`` is the ReLU backward rule it needs

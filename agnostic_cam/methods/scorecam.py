@@ -10,6 +10,7 @@ import numpy as np
 
 from agnostic_cam.imaging import resize_bilinear
 from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.options import positive_int
 
 
 def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -30,7 +31,7 @@ class ScoreCAM(CamMethod):
     needs = Needs.ACTIVATIONS | Needs.FORWARD
 
     def __init__(self, batch_size: int | None = None, dedup: bool = True):
-        self.batch_size = batch_size
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self.dedup = dedup
 
     def weights(self, cap: LayerCapture) -> np.ndarray:

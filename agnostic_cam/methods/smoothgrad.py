@@ -16,7 +16,8 @@ import inspect
 import numpy as np
 
 from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
-from agnostic_cam.methods.pixel import PixelMethod, accumulate, check_int, from_chw, to_chw
+from agnostic_cam.methods.pixel import PixelMethod, accumulate, from_chw, to_chw
+from agnostic_cam.options import finite_number, positive_int
 from agnostic_cam.errors import AgnosticCamError, OptionError
 
 
@@ -39,11 +40,9 @@ class SmoothGrad(PixelMethod):
             raise OptionError(f"smoothgrad got option(s) {sorted(base_options)} that neither smoothgrad (base, noise, "
                               f"samples, seed, batch_size) nor its base {cls.name!r} ({own or 'no options'}) "
                               "takes") from None
-        if not (isinstance(noise, (int, float)) and noise >= 0):
-            raise OptionError(f"noise must be a float >= 0 (a fraction of each image's value range); got {noise!r}")
-        self.noise = float(noise)
-        self.samples = check_int("samples", samples, 1)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.noise = finite_number("noise (a fraction of each image's value range)", noise, lo=0.0)
+        self.samples = positive_int("samples", samples)
+        self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self.seed = seed
         self.rule = self.base.rule
 
