@@ -163,8 +163,8 @@ def test_reshape_callable_is_exported_and_matches_layer_layout():
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=48, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
-                              num_classes=10).eval()
+    model = randomise_norms(VisionTransformer(image_size=48, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32,
+                                              mlp_dim=64, num_classes=10).eval())
     x = images(2, 48)
     layer = "encoder.layers.encoder_layer_1.ln_1"
     a = Explainer.from_torch(model, layer, input_shape=(3, 48, 48), reshape=tokens_to_chw(1, 3, 3))
