@@ -13,6 +13,7 @@ pytest.importorskip("torchvision")
 
 from agnostic_cam import Explainer  # noqa: E402
 from agnostic_cam.adapters.onnx import gradient_backend_available  # noqa: E402
+from vit_helpers import randomise_norms  # noqa: E402
 
 FORWARD = ["scorecam", "ablationcam", "eigencam"]
 GRADIENT = ["gradcam", "gradcam++", "hirescam", "layercam"]
@@ -47,8 +48,8 @@ def test_vit_tokens_torch_and_onnx_agree(tmp_path):
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=48, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
-                              num_classes=10).eval()
+    model = randomise_norms(VisionTransformer(image_size=48, patch_size=16, num_layers=2, num_heads=4, hidden_dim=32,
+                                              mlp_dim=64, num_classes=10).eval())
     agree(model, "encoder.layers.encoder_layer_1.ln_1", "/encoder/layers/encoder_layer_1/ln_1/LayerNormalization",
           48, tmp_path / "vit.onnx", "tokens(prefix=1, grid=3x3)")
 
@@ -59,6 +60,7 @@ def test_swin_channels_last_torch_and_onnx_agree(tmp_path):
     torch.manual_seed(0)
     model = SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2],
                             window_size=[4, 4], num_classes=10).eval()
+    randomise_norms(model)
     # the output of `features` is what torchvision's final `norm` reads; static shape inference cannot
     # follow Swin's window reshapes to the last stage, so the layout is given there (nothing is guessed)
     import onnx

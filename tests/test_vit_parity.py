@@ -26,6 +26,7 @@ from pytorch_grad_cam.ablation_layer import AblationLayerVit  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from agnostic_cam import Explainer  # noqa: E402
+from vit_helpers import randomise_norms  # noqa: E402
 from agnostic_cam.errors import LayoutError  # noqa: E402
 from agnostic_cam.layout import LayerLayout  # noqa: E402
 
@@ -91,22 +92,6 @@ def eigen_diff_up_to_sign(ex, x, ref):
     p = first_component_projection(ex.capture(x, TargetSpec(0, len(x)), Needs.ACTIVATIONS).activations)
     both = [np.abs(cam_to_heatmap(s * p, x.shape[2:]) - ref).reshape(len(x), -1).max(axis=1) for s in (1, -1)]
     return np.minimum(*both).max()
-
-
-def randomise_norms(model, seed=0):
-    """Random affine LayerNorm parameters and no all-zero head: at their init (weight 1, bias 0)
-    every token's channels average to exactly 0, so channel-weighted CAMs with near-uniform weights
-    (Score-CAM on an untrained net) become rounding noise; torchvision's ViT head starts at zero, so
-    every score is 0 (Ablation-CAM divides by it). Trained ViTs have neither."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.LayerNorm) and m.elementwise_affine:
-                m.weight.copy_(1 + 0.5 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.5 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, torch.nn.Linear) and not m.weight.any():  # torchvision's ViT head starts at 0
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
-    return model
 
 
 def images(n, size, seed=0):
