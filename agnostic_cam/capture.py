@@ -88,6 +88,11 @@ class Capture:
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
+    def __post_init__(self):
+        # a capture built by hand holds channel-first activations only: the layer's own tensor is them
+        if self.native_from_chw is None:
+            self.native_from_chw = _identity
+
     @property
     def n(self) -> int:
         return self.x.shape[0]
@@ -237,6 +242,10 @@ class Capturer:
             with self._tails_lock:
                 self._tails[engine] = (tail_engine, extra, True, head)
         return run
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
 
 
 def _native_from_chw(lay: L.LayerLayout | None):

@@ -32,7 +32,7 @@ def test_module_object_accepted(resnet18):
 
 
 def test_layer_that_is_not_spatial(resnet18):
-    with pytest.raises(ValueError, match=r"'fc' outputs shape \(1, 1000\).*not a spatial.*'layer4'"):
+    with pytest.raises(ValueError, match=r"'fc' outputs shape \(1, 1000\).*a layer to explain is \(N, C, h, w\).*'layer4'"):
         Explainer.from_torch(resnet18, "fc", input_shape=(3, 64, 64))
     ex = Explainer.from_torch(resnet18, "avgpool")  # checked at the first call without input_shape
     for method in ("scorecam", "gradcam"):
@@ -105,7 +105,7 @@ def test_wrong_model_and_shape_types(torch):
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(ValueError, match=r"input_shape is the shape of one image \(C, H, W\)"):
         Explainer.from_torch(m, "0", input_shape=(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="model failed on an input of shape"):
+    with pytest.raises(ValueError, match="model failed on the input batch of shape"):
         Explainer.from_torch(m, "0", input_shape=(5, 8, 8))
 
 

@@ -70,7 +70,7 @@ def counting(cap):
 
 
 def test_scorecam_dedup_equals_plain_on_onnx_runtime(skip_net, images):
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     need = Needs.ACTIVATIONS | Needs.FORWARD
     cap = capture(ex, images, [0, 3, 4], need)
     n, c = cap.activations.shape[:2]
@@ -93,7 +93,7 @@ def test_scorecam_dedup_equals_plain_on_onnx_runtime(skip_net, images):
 
 def test_scorecam_plain_weights_match_torch_reference(torch, skip_net, images):
     """The plain path itself against masked inputs scored by the PyTorch model."""
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     cap = capture(ex, images, [1, 2, 0], Needs.ACTIVATIONS | Needs.FORWARD)
     ours = get_method("scorecam")(dedup=True).weights(cap)
     acts = torch.from_numpy(cap.activations)
@@ -141,7 +141,7 @@ def full_model_ablation(torch, model, layer_name, x, targets, channels=None):
 
 
 def test_ablation_tail_equals_full_model_ablation_with_skip(torch, skip_net, images):
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     engine = ex.adapter.engine(images.shape[1:])
     _, extra = engine.tail(ex.adapter.activation_name, [ex.adapter.output_name])
     assert extra, "the cut must need the skip connection as an extra input"
@@ -168,7 +168,7 @@ def test_ablation_tail_equals_full_model_ablation_resnet18(torch, resnet18):
 def test_io_binding_path_equals_plain_run(skip_net, images):
     from agnostic_cam.engine import OnnxEngine
 
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     model = ex.adapter.engine(images.shape[1:]).model
     plain = OnnxEngine(model, providers=["CPUExecutionProvider"])
     bound = OnnxEngine(model, providers=["CPUExecutionProvider"], io_binding=True)
@@ -190,7 +190,7 @@ class FakeSession:
 def test_provider_selects_io_binding_and_batch_size(skip_net):
     from agnostic_cam.engine import OnnxEngine
 
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     model = ex.adapter.engine((3, 224, 224)).model
     sample = np.zeros((1, 3, 224, 224), np.float32)
     cpu = OnnxEngine(model, providers=["CPUExecutionProvider"])
@@ -212,7 +212,7 @@ def test_provider_selects_io_binding_and_batch_size(skip_net):
 def test_batched_perturbation_curve_equals_one_by_one(skip_net, images, mode):
     from agnostic_cam.metrics import baseline_for, perturbation_curve, softmax
 
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     maps = np.random.default_rng(9).uniform(size=(3, 24, 24)).astype(np.float32)
     maps[0, :4, :4] = maps[0, 5, 5]  # ties, broken by position
     steps, targets = 7, [0, 3, 4]
@@ -233,7 +233,7 @@ def test_batched_perturbation_curve_equals_one_by_one(skip_net, images, mode):
 
 def test_tail_views_are_built_once(skip_net, images):
     """Repeated Ablation-CAM calls reuse the tail engine and the head view feeding its extra inputs."""
-    ex = Explainer.from_torch(skip_net, "dup", progress=False)
+    ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     a = ex.explain(images, "ablationcam", target=[0, 3, 4])
     engine = ex.adapter.engine(images.shape[1:])
     first = ex.adapter._capturer._tails[engine]

@@ -98,8 +98,8 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
             try:
                 return probe(self.model, self._tensor(np.zeros((1, *sample_shape), np.float32)))
             except Exception as e:  # noqa: BLE001
-                raise InputError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
-                                 "Check input_shape (C, H, W)") from None
+                err = forward_failure(e, (1, *sample_shape), self.channels)
+                raise InputError(f"{err} Check input_shape (C, H, W)") from None
 
     def layers(self, sample_shape: tuple[int, ...] | None = None) -> list[L.Candidate]:
         """Candidate target layers (name, module type, shape, layout) for images of ``sample_shape``."""

@@ -32,11 +32,13 @@ class AblationCAM(CamMethod):
 
     def weights(self, cap: LayerCapture) -> np.ndarray:
         c = cap.activations.shape[1]
-        ax = cap.channel_axis
-        if ax is None or cap.native.shape[ax] != c:
+        own = cap.native is not None  # a capture built by hand may carry the channel-first tensor only
+        ax = cap.channel_axis if own else 1
+        src = cap.native if own else cap.activations
+        if ax is None or src.shape[ax] != c:
             raise LayoutError("ablationcam cannot tell which axis of the layer's own tensor holds the channels (it is "
                               "read through reshape=); pass layer_layout= instead, or use another method")
-        native = np.moveaxis(cap.native, ax, 1)  # (N, C, ...) in the layer's own layout
+        native = np.moveaxis(src, ax, 1)  # (N, C, ...) in the layer's own layout
         bs = self.batch_size or max(cap.batch_size, 64)
         y = cap.scores.astype(np.float64)
         ablated = np.repeat(y[:, None], c, axis=1)
