@@ -168,4 +168,4 @@ class EagerEngine:
     def _forward(self, x: np.ndarray, replace: np.ndarray | None) -> dict[str, np.ndarray]:
         out, act = self.adapter.eager_forward(np.ascontiguousarray(x, dtype=np.float32), replace)
         view = getattr(self.adapter, "eager_view", None)  # the layer's own tensor -> the ACTIVATION view
-        return {OUTPUT: out, NATIVE: act, ACTIVATION: act if view is None else view(act)}
+        return {OUTPUT: out, NATIVE: act, ACTIVATION: act if view is None or act is None else view(act)}
