@@ -238,7 +238,7 @@ class Capturer:
             return tail_engine.run(feeds, [src.output_name])[0]
 
         if not verified:
-            verify_tail(run, cap, src.layer_name, tail_engine.model, src.native_name, src.output_name)
+            verify_tail(run, cap, src.layer_name, getattr(tail_engine, "model", None), src.native_name, src.output_name)
             with self._tails_lock:
                 self._tails[engine] = (tail_engine, extra, True, head)
         return run

@@ -107,9 +107,14 @@ def verify_tail(run: Callable, cap, layer: str, tail_model, start: str, output: 
 
     A tapped tensor on a side branch that the output never reads would otherwise pass an
     outputs-only comparison and give all-zero Ablation-CAM weights. Raises ModelError.
+
+    ``tail_model``: the tail's ONNX graph, or None for a tail with no graph (the eager forward
+    fallback's engine): then only the numeric checks run. A model whose output does not move when
+    its INPUT moves either (e.g. a head with zero weights) is not refused: its maps are constant
+    and flagged as degenerate (agnostic_cam/degenerate.py).
     """
     fix = "use a method that does not re-run the tail ('scorecam', 'gradcam') or a layer on the main path"
-    if not depends_on(tail_model, start, output):
+    if tail_model is not None and not depends_on(tail_model, start, output):
         raise ModelError(f"the model's output does not read layer {layer!r} (a side branch, or a tensor the output "
                          f"is computed around): its tail cannot be re-run from it; {fix}")
     acts = cap.activations if getattr(cap, "native", None) is None else cap.native  # what the tail starts from
@@ -121,9 +126,19 @@ def verify_tail(run: Callable, cap, layer: str, tail_model, start: str, output: 
                          f"outputs do not reproduce the model's); {fix}")
     a = acts[:1]
     moved = run(a * 2 + (np.abs(a).mean() + 1), np.zeros(1, np.int64))
-    if np.array_equal(moved, got[:1]):
+    if np.array_equal(moved, got[:1]) and not _ignores_input(cap):
         raise ModelError(f"the model's output does not change when layer {layer!r} changes: the output does not "
                          f"read it; {fix}")
+
+
+def _ignores_input(cap) -> bool:
+    """Whether the whole model's output stays the same when image 0 is perturbed (a constant model)."""
+    forward = getattr(cap, "forward", None)
+    if forward is None:
+        return False
+    x0 = np.asarray(cap.x[:1], np.float32)
+    out = forward(x0 * 2 + (np.abs(x0).mean() + 1))
+    return np.array_equal(np.asarray(out), np.asarray(cap.outputs)[:1])
 
 
 __all__ = ["GRADIENT_BATCH_BYTES", "batched_gradients", "check_finite", "checked_capture", "gradient_batch", "sub_spec",

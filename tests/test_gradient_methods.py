@@ -229,8 +229,11 @@ def test_callable_targets_in_several_passes(ex, x):
 
 def test_figure_shows_the_gradient_image(ex, x):
     e = ex.explain(x, "guided_backprop", target=1)
-    axes = e.figure(x).axes
-    assert len(axes) == 6
+    fig = e.figure(x)
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert len(axes) == 6                                      # 2 images x (image, gradient, overlay)
+    assert len(bars) == 1 and bars[0].get_xlabel()             # one labelled colour bar under the grid
     np.testing.assert_array_equal(np.asarray(axes[1].images[0].get_array()), e.gradient_image()[0])
     np.testing.assert_array_equal(np.asarray(axes[4].images[0].get_array()), e.gradient_image()[1])
 
