@@ -159,7 +159,14 @@ def test_explaining_does_not_change_the_model(net, x):
 def test_without_gradient_backend_forward_methods_only(net, x, monkeypatch):
     proto = export_torch(net, SIZE)
     ex = Explainer.from_onnx(proto, gradients=False, progress=False)
-    assert ex.methods == ["ablationcam", "cam", "eigencam", "scorecam"]
+    from agnostic_cam.methods import Needs, registry
+
+    gradient = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+    forward_only = sorted(n for n, c in registry().items() if not c.needs & gradient)
+    assert {"ablationcam", "cam", "eigencam", "scorecam", "occlusion", "rise", "kernelshap", "lime"} <= set(forward_only)
+    assert ex.methods == forward_only
+    assert not [n for n in ex.methods if registry()[n].needs & gradient]  # no gradient method is listed
+    assert "gradcam" not in ex.methods and "saliency" not in ex.methods
     with pytest.raises(ValueError, match=r"pip install 'agnostic-cam\[onnx-grad\]'"):
         ex.explain(x, "gradcam")
     assert ex.explain(x, "scorecam").heatmap.shape == (2, SIZE, SIZE)
