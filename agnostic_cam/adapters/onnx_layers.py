@@ -19,7 +19,10 @@ _NCHW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalizat
 _KEEP_OPS = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip",
              "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Identity", "Dropout", "Softplus", "Mish",
              "Gelu", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Pow", "Cast", "Pad", "Resize", "Upsample",
-             "Where", "Celu", "ThresholdedRelu", "Softsign", "Reciprocal", "Floor", "Ceil", "Round"}
+             "Where", "Celu", "ThresholdedRelu", "Softsign", "Reciprocal", "Floor", "Ceil", "Round",
+             # quantized graphs (QDQ and QOperator): (de)quantization and the element-wise QLinear ops
+             "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul",
+             "QLinearLeakyRelu", "QLinearSigmoid"}
 
 
 @dataclass
