@@ -35,9 +35,8 @@ from agnostic_cam.adapters import keras_graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
-from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, Gradients, channels_first, closest_names
+from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, closest_names
 from agnostic_cam.methods.base import Needs
-from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError, OptionError
 
 try:
@@ -46,16 +45,10 @@ try:
 except ImportError as e:  # pragma: no cover - exercised by test_import with tensorflow blocked
     raise MissingDependencyError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
 
-
-def _native(a: np.ndarray) -> np.ndarray:
-    return L.from_chw(a, L.NHWC) if a.ndim == 4 else a
+from agnostic_cam.adapters.keras_grad import KerasGradients, first as _first  # noqa: E402 (needs TensorFlow)
 
 
-def _first(a: np.ndarray) -> np.ndarray:
-    return channels_first(a, "NHWC") if a.ndim == 4 else a
-
-
-class KerasAdapter(Adapter):
+class KerasAdapter(KerasGradients, Adapter):
     """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input."""
 
     framework = "keras"
@@ -246,106 +239,6 @@ class KerasAdapter(Adapter):
         rep = {} if replace is None else {0: tf.constant(np.ascontiguousarray(replace, dtype=np.float32))}
         out, (act,), _ = self._evaluate(self._tensor(x), [self.chain], replace=rep)
         return out.numpy().astype(np.float32), act.numpy().astype(np.float32)
-
-    # -- gradients (compiled backward passes: see the module docstring) ------------------------
-    def _tensor(self, x: np.ndarray):
-        return tf.convert_to_tensor(np.ascontiguousarray(x, dtype=np.float32))
-
-    @staticmethod
-    def _scores(out, classes, target: TargetSpec):
-        if classes is None:
-            s = target.fn(out)
-            if not tf.is_tensor(s) or tuple(s.shape) != (out.shape[0],):
-                raise InputError(f"the target callable must return a tensor of {out.shape[0]} scores (one per image)")
-            return s
-        return tf.gather(out, tf.constant(classes), axis=1, batch_dims=1)
-
-    def _compiled_backward(self, chain: tuple | None, rule: str, wrt_layer: bool):
-        """``f(x, cot) -> (value, grad, tapped)``, compiled once per key by ``tf.function``.
-
-        wrt_layer: value = the explained output, grad = d<value, cot>/d(layer ``chain``), tapped = the
-        layer's value. Otherwise value = the layer ``chain`` (None: the output), grad = d<value, cot>/dx.
-        In a compiled graph TensorFlow runs only the kernels the returned tensors need: the weight
-        gradients a tape would also compute are pruned (see the module docstring).
-        """
-        key = (None if chain is None else tuple(id(ly) for ly in chain), rule, wrt_layer)
-        with self._lock:  # traced once per key, also when threads race for it
-            return self._compiled.get(key) or self._compile_backward(key, chain, rule, wrt_layer)
-
-    def _compile_backward(self, key, chain: tuple | None, rule: str, wrt_layer: bool):
-        if key not in self._compiled:
-            chains = [] if chain is None else [chain]
-            spec = [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), tf.TensorSpec(None, tf.float32)]
-
-            @tf.function(input_signature=spec, autograph=False)
-            def backward(x, cot):
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(x)
-                    out, vals, _ = self._evaluate(x, chains, rule)
-                value = out if wrt_layer or chain is None else vals[0]
-                src = vals[0] if wrt_layer else x
-                g = tape.gradient(value, src, output_gradients=cot)
-                return value, tf.zeros_like(src) if g is None else g, vals[0] if chains else out
-
-            self._compiled[key] = backward
-        return self._compiled[key]
-
-    def _output_cotangent(self, out: np.ndarray, target: TargetSpec):
-        """(d score / d out (N, K), classes or None, scores (N,)) for the model outputs ``out``."""
-        classes = target.indices(out)
-        if classes is None:  # callable target: its own gradient, on a constant copy of the outputs
-            o = tf.constant(out)
-            with tf.GradientTape() as t:
-                t.watch(o)
-                s = self._scores(o, None, target)
-            g = t.gradient(s, o)
-            return (np.zeros_like(out) if g is None else g.numpy()), None, s.numpy().astype(np.float64)
-        cot = np.zeros_like(out)
-        cot[np.arange(out.shape[0]), classes] = 1.0
-        return cot, classes, out[np.arange(out.shape[0]), classes].astype(np.float64)
-
-    def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
-        xt = self._tensor(x)
-        out, (act,), _ = self._evaluate(xt, [self.chain])  # forward only: outputs for the targets
-        self._check_activation(tuple(act.shape))
-        cot, classes, scores = self._output_cotangent(out.numpy(), target)
-        out, grad, act = self._compiled_backward(self.chain, "vanilla", True)(xt, tf.constant(cot))
-        return Gradients(outputs=out.numpy().astype(np.float32), scores=scores, classes=classes,
-                         activations=_first(act.numpy().astype(np.float32)),
-                         grads=_first(grad.numpy().astype(np.float32)))
-
-    # -- general primitives (shared contract, see Adapter.vjp) ---------------------------------
-    def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
-        """Forward ``x`` (N, H, W, C), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
-
-        A: the explained output (N, K) when ``layer`` is None, else the layer's output (channel-first
-        (N, C, h, w) when rank 4). Returns (A float32, dx float32 (N, H, W, C)).
-        """
-        kg.check_rule(rule)
-        chain = None if layer is None else self._resolve(layer)
-        xt = self._tensor(x)
-        out, vals, plan = self._evaluate(xt, [] if chain is None else [chain], rule)  # forward only
-        if rule != "vanilla" and plan.relus == 0:
-            raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
-                             "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
-                             "'vanilla' (e.g. method 'saliency')")
-        a_np = _first((out if chain is None else vals[0]).numpy().astype(np.float32))
-        cot = np.asarray(cotangent(a_np), dtype=np.float32)
-        if cot.shape != a_np.shape:
-            raise InputError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
-        _, gx, _ = self._compiled_backward(chain, rule, False)(xt, tf.constant(_native(cot)))
-        return a_np, gx.numpy().astype(np.float32)
-
-    def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
-        """d(score)/d(input) (N, H, W, C) under ``rule``, as one :meth:`vjp` of the output."""
-        found: dict = {}
-
-        def cotangent(out: np.ndarray) -> np.ndarray:
-            cot, found["classes"], found["scores"] = self._output_cotangent(out, target)
-            return cot
-
-        out, gx = self.vjp(x, None, cotangent, rule)
-        return Gradients(outputs=out, scores=found["scores"], classes=found["classes"], input_grads=gx)
 
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
         """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
