@@ -36,7 +36,6 @@ from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, closest_names
-from agnostic_cam.methods.base import Needs
 from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError, OptionError
 
 try:
@@ -46,13 +45,15 @@ except ImportError as e:  # pragma: no cover - exercised by test_import with ten
     raise MissingDependencyError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
 
 from agnostic_cam.adapters.keras_grad import KerasGradients, first as _first  # noqa: E402 (needs TensorFlow)
+from agnostic_cam.adapters.keras_higher import KerasHigherOrder  # noqa: E402 (needs TensorFlow)
 
 
-class KerasAdapter(KerasGradients, Adapter):
-    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input."""
+class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
+    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input.
+    ``supports`` (what it computes, FullGrad's bias gradients only where the model allows) comes
+    from :class:`~agnostic_cam.adapters.keras_higher.KerasHigherOrder`."""
 
     framework = "keras"
-    supports = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
     layout = "NHWC"
     activation_layout = "NHWC"
 
