@@ -62,7 +62,7 @@ def effective_bias(op) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def bias_problem(model, chains: list, static_shape) -> str:
+def bias_problem(chains: list, static_shape) -> str:
     """Why FullGrad cannot run on this model ('' when it can): a convolution / batch norm inside a
     layer whose graph cannot be evaluated op by op (its output cannot be read), a channels-first
     convolution, or a batch norm over another axis than the channels of a (N, h, w, C) map."""
@@ -100,7 +100,7 @@ class KerasHigherOrder:
     def higher_hint(self) -> str:
         """Why bias gradients are not available for this model ('' when they are); checked once."""
         if getattr(self, "_bias_problem", None) is None:
-            self._bias_problem = bias_problem(self.model, self._chains, self._static_shape)
+            self._bias_problem = bias_problem(self._chains, self._static_shape)
         return self._bias_problem
 
     def higher_derivatives(self, x: np.ndarray, target: TargetSpec, hvp: bool = False, bias: bool = False) -> Higher:
@@ -108,7 +108,7 @@ class KerasHigherOrder:
         if bias and self.higher_hint:
             raise BackendError(f"FullGrad cannot run on this model: {self.higher_hint}")
         xt = self._tensor(x)
-        out = kg.evaluate(self.model, xt, kg.Plan(head=self._head)).numpy()  # forward only: the targets
+        out = self._evaluate(xt, [])[0].numpy()  # forward only: the targets
         cot, classes, scores = self._output_cotangent(out.astype(np.float32), target)
         res = Higher(out.astype(np.float32), scores, classes)
         if hvp:
@@ -176,10 +176,9 @@ class KerasHigherOrder:
         def bias_grads(x, cot):
             ops.clear()
             zs: list = []
-            plan = kg.Plan(head=self._head, wrap=_pre_activation_tap(ops, zs, self._head))
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(x)
-                out = kg.evaluate(self.model, x, plan)
+                out = self._evaluate(x, [], wrap=_pre_activation_tap(ops, zs, self._head))[0]
             grads = tape.gradient(out, [x, *zs], output_gradients=cot)
             return (out, *(tf.zeros_like(t) if g is None else g for t, g in zip([x, *zs], grads)))
 
