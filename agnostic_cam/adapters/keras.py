@@ -67,9 +67,9 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
                              "changing it; build the network with the functional API (keras.Model(inputs, outputs)) or "
                              "keras.Sequential, which may nest other models")
         try:
-            inputs, outputs = model.inputs, model.outputs
+            inputs = model.inputs
         except (AttributeError, ValueError):
-            inputs = outputs = None
+            inputs = None
         if not model.built or not inputs:
             raise ModelError("the Keras model has never been built or called, so its layers have no shapes yet; call "
                              "it once on a batch (model(x)) or give it an input (keras.Input / model.build((None, H, W, C)))")
