@@ -99,7 +99,7 @@ class Explainer:
                                                   reshape), layer, progress)
 
     @classmethod
-    def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
+    def from_keras(cls, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None, *, target_layers=None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
@@ -110,7 +110,9 @@ class Explainer:
         A list (or ``target_layers=``) averages the layers' CAMs as in :meth:`from_torch`.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
-        without modifying the model.
+        without modifying the model. Multi-output models: ``output=KEY`` (a dict output's key, or an
+        output layer's name) or ``output=INDEX`` (a list output's index) picks the explained output,
+        ``"logits:KEY"`` the scores before its softmax (see :mod:`agnostic_cam.adapters.keras_outputs`).
         """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter

@@ -40,6 +40,7 @@ class Loaded:
     rgb: np.ndarray | None = None
     error: str | None = None
     display: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # (H, W) of the image file, before resizing
 
 
 DISPLAY_MAX = 512  # longer side of the overlay PNGs (images are shown at their own aspect ratio)
@@ -68,14 +69,14 @@ def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
         return Loaded(item, error=str(e))
     try:
         rgb = read_image(data, ctx.cfg.max_pixels, name=item.file)
-        display = display_copy(rgb)
+        display, size = display_copy(rgb), tuple(rgb.shape[:2])
         if ctx.pre.size is not None:
             rgb = resize_rgb(rgb, ctx.pre.size)
         else:
             check_size(ctx, item, rgb)
     except InputError as e:
         return Loaded(item, sha, error=str(e))
-    return Loaded(item, sha, rgb, display=display)
+    return Loaded(item, sha, rgb, display=display, size=size)
 
 
 def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
@@ -166,6 +167,8 @@ def _submitter(ctx):
 def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     from agnostic_cam.image_io import to_uint8
 
+    if getattr(ctx, "task_compute", None) is not None:  # --task segment / detect (audit/task_records.py)
+        return ctx.task_compute(ctx, batch)
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
     submit = _submitter(ctx)
     x = ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
@@ -180,7 +183,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     for j, b in enumerate(batch):
         it, k = b.item, int(ks[j])
         rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
-               "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
+               "task": "classify", "target": f"class {k}", "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
         results.append(Result(rec, {rec["input"]: submit(_encode, shown[j])}))
     heats, overlays, secs, degenerate = {}, {}, {}, {}
