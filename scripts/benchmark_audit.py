@@ -81,7 +81,7 @@ from agnostic_cam.preprocess import Preprocess
 model, images, out, methods = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
 ex = Explainer.from_onnx(model, progress=False)
 pre = Preprocess.for_adapter(ex.adapter)
-probe = pre.to_batch([np.full((256, 256, 3), 127, np.uint8)])
+probe = pre.to_batch([np.full((224, 224, 3), 127, np.uint8)])  # the benchmark model takes 224 px
 for m in methods:  # one-time work (gradient graph conversion, sessions) outside the timing, both sides
     ex.explain(probe, m, target=0)
 c0, t0 = time.process_time(), time.perf_counter()
@@ -111,6 +111,8 @@ def local_row(name: str, src: Path, model: Path, images: Path, methods: str, wor
     out = work / f"out-{name.replace(' ', '_')}-{methods.replace(',', '_')}"
     cmd = [sys.executable, "-c", LOCAL_DRIVER, str(model), str(images), str(out), methods]
     r, wall, cpu = _run(cmd, {**os.environ, "PYTHONPATH": str(src)})
+    if r.returncode != 0:
+        raise SystemExit(f"the {name} driver failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
     n, secs = res["images"], res["seconds"]
     return {"row": name, "methods": methods, "images": n, "run_seconds": round(secs, 2),
