@@ -14,26 +14,7 @@ from PIL import Image
 from agnostic_cam import audit
 from agnostic_cam.cli import main
 from agnostic_cam.errors import ModelError, OptionError
-
-
-def iou(a, b):
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def yolo_by_hand(o, boxes, labels, thr):
-    """One image's (4+K, A) head: per box, the best IoU + class score among anchors with IoU > thr."""
-    total = 0.0
-    for b, c in zip(boxes, labels):
-        best = None
-        for a in o.T:
-            v = iou(b, [a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2])
-            if v > thr and (best is None or v + a[4 + c] > best):
-                best = v + a[4 + c]
-        total += best or 0.0
-    return total
+from tests.test_task_targets import yolo_by_hand  # (N, 4+K, A) head scored box by box, loop by loop
 
 
 def head(torch, x, c1, c2, hd):
@@ -164,8 +145,8 @@ def test_detect_audit_on_a_yolo_head_with_boxes_and_top_boxes(models, images, tm
     assert len(got) == 6 and {r["method"] for r in got} == {"eigencam", "rise", "gradcam"}
     for r in got:
         bs = boxes[r["image"]]
-        want = yolo_by_hand(raw(models["yolo"], images / r["image"])[0][0], [b["box"] for b in bs],
-                            [b["label"] for b in bs], 0.2)
+        want = yolo_by_hand(raw(models["yolo"], images / r["image"])[0], [b["box"] for b in bs],
+                            [b["label"] for b in bs], 0.2)[0]
         assert want > 0
         np.testing.assert_allclose(float(r["score"]), want, rtol=1e-5)
         assert r["task"] == "detect" and r["target"].count("box [") == len(bs) and r["pointing_hit"] in ("0", "1")
@@ -173,10 +154,10 @@ def test_detect_audit_on_a_yolo_head_with_boxes_and_top_boxes(models, images, tm
     res = audit.run(models["yolo"], images, tmp_path / "o2", "occlusion", task="detect", top_boxes=1, steps=2,
                     progress=False)
     for rec in res["images"]:
-        o = raw(models["yolo"], images / rec["file"])[0][0]
-        a = o[:, o[4:].max(0).argmax()]
+        out = raw(models["yolo"], images / rec["file"])[0]
+        a = out[0][:, out[0][4:].max(0).argmax()]
         box, label = [a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2], int(a[4:].argmax())
-        np.testing.assert_allclose(rec["score"], yolo_by_hand(o, [box], [label], 0.5), rtol=1e-5)
+        np.testing.assert_allclose(rec["score"], yolo_by_hand(out, [box], [label], 0.5)[0], rtol=1e-5)
         assert rec["class"] == label and rec["methods"]["occlusion"]["pointing_hit"] is None
 
 

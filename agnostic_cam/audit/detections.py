@@ -95,21 +95,14 @@ def packed(model, names: tuple[str, str, str]):
 
 def _nms(boxes: np.ndarray, order: np.ndarray, n: int) -> list[int]:
     """Greedy non-maximum suppression: the first ``n`` indices of ``order`` overlapping no kept box > NMS_IOU."""
+    from agnostic_cam.task_targets import box_iou
+
     kept: list[int] = []
     for i in order:
         b = boxes[i]
         if (b[2] - b[0]) <= 0 or (b[3] - b[1]) <= 0:
             continue
-        ok = True
-        for j in kept:
-            c = boxes[j]
-            w = max(0.0, min(b[2], c[2]) - max(b[0], c[0]))
-            h = max(0.0, min(b[3], c[3]) - max(b[1], c[1]))
-            inter = w * h
-            if inter / ((b[2] - b[0]) * (b[3] - b[1]) + (c[2] - c[0]) * (c[3] - c[1]) - inter + 1e-9) > NMS_IOU:
-                ok = False
-                break
-        if ok:
+        if not kept or float(np.max(box_iou(b, boxes[kept]))) <= NMS_IOU:
             kept.append(int(i))
             if len(kept) == n:
                 break

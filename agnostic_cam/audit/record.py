@@ -164,6 +164,16 @@ def _submitter(ctx):
     return now
 
 
+def predict_batch(ctx, batch: list[Loaded]) -> tuple[np.ndarray, np.ndarray]:
+    """(model input of ``batch``, the model's outputs float64), NonFiniteError on NaN/Inf outputs."""
+    x = ctx.ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
+    out = np.asarray(ctx.ex.predict(x), np.float64)
+    if not np.isfinite(out).all():
+        raise NonFiniteError(f"the model's output is NaN/Inf on {batch[0].item.file!r} (a finite image): the model "
+                             "itself produces non-finite numbers (check its weights)", where="model output")
+    return x, out
+
+
 def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     from agnostic_cam.image_io import to_uint8
 
@@ -171,11 +181,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
         return ctx.task_compute(ctx, batch)
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
     submit = _submitter(ctx)
-    x = ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
-    out = np.asarray(ex.predict(x), np.float64)
-    if not np.isfinite(out).all():
-        raise NonFiniteError(f"the model's output is NaN/Inf on {batch[0].item.file!r} (a finite image): the model "
-                             "itself produces non-finite numbers (check its weights)", where="model output")
+    x, out = predict_batch(ctx, batch)
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]

@@ -12,10 +12,10 @@ import numpy as np
 
 from agnostic_cam import metrics
 from agnostic_cam.audit.detections import top_boxes
-from agnostic_cam.audit.record import Result, _png, overlay_at
+from agnostic_cam.audit.record import Result, _png, overlay_at, predict_batch
 from agnostic_cam.audit.tasks import detect_format, read_mask, resize_mask
 from agnostic_cam.degenerate import DegenerateMapWarning
-from agnostic_cam.errors import InputError, NonFiniteError
+from agnostic_cam.errors import InputError
 from agnostic_cam.targets import DetectionBoxes, SegmentationMask
 
 
@@ -81,11 +81,7 @@ def compute(ctx, batch) -> list[Result]:
     from agnostic_cam.image_io import to_uint8
 
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
-    x = ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
-    out = np.asarray(ex.predict(x), np.float64)
-    if not np.isfinite(out).all():
-        raise NonFiniteError(f"the model's output is NaN/Inf on {batch[0].item.file!r} (a finite image): the model "
-                             "itself produces non-finite numbers (check its weights)", where="model output")
+    x, out = predict_batch(ctx, batch)
     hw = batch[0].rgb.shape[:2]
     build = _segment if cfg.task["task"] == "segment" else _detect
     target, desc, classes, regions = build(ctx, batch, out, hw)
