@@ -126,7 +126,7 @@ class Explainer:
     def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
                   output: str | None = None, providers=None, batch_size: int | None = None,
                   input_name: str | None = None, gradients: bool | None = None,
-                  progress: bool | None = None, *, target_layers=None, layer_layout=None) -> Explainer:
+                  progress: bool | None = None, *, target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
 
         target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
@@ -140,8 +140,12 @@ class Explainer:
         layer_layout: the target tensor's layout when it cannot be detected ('NCHW', 'NHWC',
         'tokens' or a ``LayerLayout``); token tensors (N, T, C) and channels-last ones are found by
         themselves where the graph tells (see :meth:`layers`).
+        reshape: refused with an OptionError (a Python function cannot run inside ONNX Runtime);
+        ``layer_layout=`` covers pytorch-grad-cam's ViT and Swin reshape transforms.
         """
-        from agnostic_cam.adapters.onnx import OnnxAdapter
+        from agnostic_cam.adapters.onnx import OnnxAdapter, refuse_reshape
+
+        refuse_reshape(reshape)
         from agnostic_cam.preprocess import Preprocess
 
         ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients,
