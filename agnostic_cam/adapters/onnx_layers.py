@@ -196,8 +196,8 @@ def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str,
     if all(isinstance(d, int) for d in hw):
         layers += token_layers(fixed, hw, from_input & needed - {output} - attn, start=len(layers))
     dead = prefix_only(fixed, output)
-    for ly in layers:
-        ly.live = ly.name not in dead
+    for ly in layers:  # a token tensor read only through its class token(s)
+        ly.live = ly.lay.kind != L.TOKENS or ly.name not in dead
     return sorted(layers, key=lambda ly: _order(fixed).get(ly.name, 0))
 
 

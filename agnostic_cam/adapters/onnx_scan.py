@@ -20,7 +20,8 @@ import ast
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from agnostic_cam.adapters.onnx_census import constants
 
 _SCOPE_KEYS = ("pkg.torch.onnx.name_scopes",)
 # ops inside an attention block between the projections and the head-wise matrix products
@@ -50,15 +51,6 @@ def _scopes(node: onnx.NodeProto) -> list[str]:
 def in_attention(node: onnx.NodeProto) -> bool:
     """True for a node exported from inside an attention module ('attn', '*attention*' scopes)."""
     return any(s in ("attn", "attention") or "attention" in s for s in _scopes(node))
-
-
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    vals = {i.name: i for i in model.graph.initializer}
-    out = {k: numpy_helper.to_array(v) for k, v in vals.items() if np.prod(v.dims) <= 16}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return out
 
 
 def attention_tensors(model: onnx.ModelProto, computed: set[str]) -> set[str]:
@@ -119,7 +111,7 @@ def _prefix_pick(n: onnx.NodeProto, consts: dict) -> bool:
 
 def prefix_only(model: onnx.ModelProto, output: str) -> set[str]:
     """Tensors of which only leading tokens reach ``output`` (through per-token ops to a prefix pick)."""
-    consts = _constants(model)
+    consts = constants(model.graph, max_size=16)
     weights = {i.name for i in model.graph.initializer} | set(consts)
     state = {output: 2}  # 2: every position reaches the output; 1: only leading tokens
     for n in reversed(list(model.graph.node)):
@@ -177,7 +169,7 @@ def fill_shapes(model: onnx.ModelProto, input_name: str, sample: tuple, wanted: 
             if o not in wanted or v is None or v.type.tensor_type.elem_type not in G.FLOAT_TYPES:
                 continue
             shape = G.tensor_shape(v)
-            if shape is None or (len(shape) in (3, 4) and not all(isinstance(d, int) and d > 0 for d in shape[1:])):
+            if shape is not None and len(shape) in (3, 4) and not all(isinstance(d, int) and d > 0 for d in shape[1:]):
                 open_.append(o)
     if not open_:
         return
