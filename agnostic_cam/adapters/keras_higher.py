@@ -18,14 +18,12 @@ whose outputs are only what is asked, so TensorFlow prunes the weight-gradient k
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from agnostic_cam.adapters import keras_graph as kg
-from agnostic_cam.adapters.base import Gradients
+from agnostic_cam.adapters.base import Higher
 from agnostic_cam.adapters.keras_grad import first
 from agnostic_cam.capture import Needs
 from agnostic_cam.errors import BackendError
@@ -33,15 +31,6 @@ from agnostic_cam.targets import TargetSpec
 
 BASE_NEEDS = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
 CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
-
-
-@dataclass
-class Higher(Gradients):
-    """:class:`Gradients` plus hvp (N, C, h, w) at the target layer and bias_terms:
-    [(bias (C,), d(score)/d(output) (N, C, h, w))] for each bias layer."""
-
-    hvp: np.ndarray | None = None
-    bias_terms: list = field(default_factory=list)
 
 
 def is_bias_layer(op) -> bool:

@@ -12,24 +12,14 @@ Parameters are never differentiated and the model's flags are restored by the ca
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from agnostic_cam.adapters.base import Gradients
+from agnostic_cam.adapters.base import Higher
 from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
-
-
-@dataclass
-class Higher(Gradients):
-    """:class:`Gradients` plus hvp (N, C, h, w) at the target layer and bias_terms:
-    [(bias (C,), d(score)/d(output) (N, C, h, w))] for each bias layer."""
-
-    hvp: np.ndarray | None = None
-    bias_terms: list = field(default_factory=list)
 
 
 def bias_layers(root: nn.Module) -> list[nn.Module]:
