@@ -201,3 +201,49 @@ def test_fullgrad_left_out_where_bias_layers_are_hidden():
     assert "shapleycam" in ex.methods and "fullgrad" not in ex.methods
     with pytest.raises(ModelError, match=r"'block'.*inside its own code.*functional API"):
         ex.explain(np.zeros((1, 12, 12, 3), np.float32), "fullgrad")
+
+
+def test_fullgrad_counts_every_call_of_a_shared_layer():
+    """A convolution applied twice gives two bias terms (one per call) in PyTorch and in Keras,
+    and the two FullGrad maps agree."""
+    import keras
+    import torch
+    from keras import layers
+    from torch import nn
+
+    from agnostic_cam.methods import get_method
+    from agnostic_cam.targets import TargetSpec
+
+    keras.utils.set_random_seed(6)
+    shared = layers.Conv2D(4, 3, padding="same", name="shared")
+    inp = keras.Input((10, 10, 4))
+    h = layers.ReLU()(shared(layers.ReLU()(shared(inp))))
+    km = keras.Model(inp, layers.Dense(2, name="out")(layers.GlobalAveragePooling2D()(h)))
+    shared.bias.assign(np.random.default_rng(1).normal(0, 0.3, 4).astype(np.float32))
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared, self.out = nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.shared(torch.relu(self.shared(x)))).mean((2, 3)))
+
+    tm = Twin().eval()
+    with torch.no_grad():
+        w, b = shared.get_weights()
+        tm.shared.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1)))
+        tm.shared.bias.copy_(torch.from_numpy(b))
+        w, b = km.get_layer("out").get_weights()
+        tm.out.weight.copy_(torch.from_numpy(w.T))
+        tm.out.bias.copy_(torch.from_numpy(b))
+    x = np.random.default_rng(2).normal(size=(2, 4, 10, 10)).astype(np.float32)
+    xk = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    te, ke = Explainer.from_torch(tm, "shared", progress=False), Explainer.from_keras(km, progress=False)
+    needs = get_method("fullgrad").needs
+    ct, ck = te.capture(x, TargetSpec([0, 1], 2), needs), ke.capture(xk, TargetSpec([0, 1], 2), needs)
+    assert len(ct.bias_terms) == len(ck.bias_terms) == 2
+    for (_, gt), (_, gk) in zip(ct.bias_terms, ck.bias_terms):
+        assert np.abs(gk - gt).max() <= 1e-4 * np.abs(gt).max()
+    a, b = te.explain(x, "fullgrad", target=[0, 1]), ke.explain(xk, "fullgrad", target=[0, 1])
+    assert np.abs(a.heatmap - b.heatmap).max() <= 1e-4
