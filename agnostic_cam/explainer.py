@@ -301,9 +301,11 @@ class Explainer(FeatureViews):
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
             what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
-            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
-                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
-                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+            why = getattr(self.adapter, "higher_hint", "") or (
+                f"the {self.adapter.framework} adapter does not compute them (PyTorch and Keras autograd do: explain the "
+                "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
+            return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
+                   f"{', '.join(self.methods)}"
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
             hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"

@@ -35,7 +35,10 @@ PEERS = {"scorecam": ["pgc"], "ablationcam": ["pgc"], "gradcam": ["pgc", "captum
          # methods that cost more than one backward pass (issue 17): a double backward, every bias
          # layer's gradient, a forward before the backward, many patch CAMs
          "shapleycam": ["pgc"], "fullgrad": ["pgc"], "finercam": ["pgc"], "sess": ["pgc"],
+         "gradcam+aug_smooth": ["pgc"],  # six augmented copies in one batched call (pgc: one call per copy)
          "occlusion": ["captum_occ"], "kernelshap": ["captum_shap"], "rise": ["dianna_rise"]}
+# a method run with explain options, under its own row name: name -> (method, options for both sides)
+VARIANTS = {"gradcam+aug_smooth": ("gradcam", {"aug_smooth": True})}
 TOP1 = ("finercam",)  # compared with top-1 targets, pytorch-grad-cam FinerCAM's default
 PEER_NAMES = {"pgc": "pytorch-grad-cam", "captum": "Captum LayerGradCam", "captum_occ": "Captum Occlusion",
               "captum_shap": "Captum KernelShap", "dianna_rise": "dianna RISEImage (ONNX)"}
@@ -92,6 +95,7 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
     import torch
 
     state = {}
+    method, extra = VARIANTS.get(method, (method, {}))
     if impl == "ours":
         from agnostic_cam import Explainer
 
@@ -102,7 +106,7 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
 
         def call():
             return ex.explain(xn, method, target=None if method in TOP1 else targets.tolist(),
-                              **(opts or BLACKBOX.get(method, {}))).heatmap
+                              **(opts or BLACKBOX.get(method, {})), **extra).heatmap
 
         return call, lambda: ex.predict(xn), state
 
@@ -120,7 +124,7 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
                "shapleycam": pgc.ShapleyCAM, "fullgrad": pgc.FullGrad, "finercam": pgc.FinerCAM, "sess": SESS}[method]
         cam = cls(model=model, target_layers=[layer])  # its default batch sizes: as users run it
         tg = None if method in TOP1 else [ClassifierOutputTarget(int(t)) for t in targets]
-        return (lambda: cam(input_tensor=x, targets=tg)), warm_forward, state
+        return (lambda: cam(input_tensor=x, targets=tg, **extra)), warm_forward, state
     if impl == "captum":
         from captum.attr import LayerGradCam
 

@@ -36,7 +36,6 @@ from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
 from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, closest_names
-from agnostic_cam.methods.base import Needs
 from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError
 
 try:
@@ -46,14 +45,16 @@ except ImportError as e:  # pragma: no cover - exercised by test_import with ten
     raise MissingDependencyError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
 
 from agnostic_cam.adapters.keras_grad import KerasGradients, first as _first  # noqa: E402 (needs TensorFlow)
+from agnostic_cam.adapters.keras_higher import KerasHigherOrder  # noqa: E402 (needs TensorFlow)
 from agnostic_cam.adapters.keras_outputs import resolve  # noqa: E402
 
 
-class KerasAdapter(KerasGradients, Adapter):
-    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input."""
+class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
+    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input.
+    ``supports`` (what it computes, FullGrad's bias gradients only where the model allows) comes
+    from :class:`~agnostic_cam.adapters.keras_higher.KerasHigherOrder`."""
 
     framework = "keras"
-    supports = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
     layout = "NHWC"
     activation_layout = "NHWC"
 
@@ -172,12 +173,13 @@ class KerasAdapter(KerasGradients, Adapter):
         return None if hw == (None, None) else hw
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None, export: bool = False):
+    def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None, export: bool = False,
+                  wrap=None):
         """(explained output, [tapped values]) of the model for the tensor ``xt``; ``replace``: tap
         index -> tensor used instead of that layer's output; ``export``: written with ops tf2onnx
-        converts (see :func:`keras_graph.exportable`)."""
+        converts (see :func:`keras_graph.exportable`); ``wrap``: see ``keras_graph.Plan.wrap``."""
         plan = kg.Plan(taps=list(chains), rule=rule, head=self._head, replace=dict(replace or {}), export=export,
-                       select=self.selection.pick)
+                       select=self.selection.pick, wrap=wrap)
         out = kg.evaluate(self.model, xt, plan)
         missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
         if missing:

@@ -192,6 +192,7 @@ class Plan:
     replace: dict = field(default_factory=dict)  # tap index -> value used instead of the layer's output
     export: bool = False  # trace with ops tf2onnx converts (see exportable)
     select: Callable | None = None  # the explained tensor of the model's outputs (keras_outputs.Selection.pick)
+    wrap: object = None  # (op, chain, f) -> the callable evaluating op instead of f (keras_higher: pre-activation taps)
 
 
 def exportable(op):
@@ -245,6 +246,8 @@ def _callable(op, prefix: tuple, plan: Plan):
         f = lambda *a, **k: evaluate(op, a[0], plan, chain)  # noqa: E731 - nested model: walk it too
     else:
         f = _substitute(op, chain, plan)
+    if plan.wrap is not None:
+        f = plan.wrap(op, chain, f)
     hits = [i for i, t in enumerate(plan.taps) if same(t, chain)]
     if not hits:
         return f

@@ -148,6 +148,7 @@ class Context:
     def __init__(self, explainer, preprocess, config: AuditConfig, model_hash: str, model_spec: ModelSpec | None = None):
         self.ex, self.pre, self.cfg, self.model_spec, self.model_hash = explainer, preprocess, config, model_spec, model_hash
         self.on_step = None  # progress callback (image keys, method) set by the runner; never part of spec()
+        self.pool = None  # the local engine's thread pool, where record._compute encodes PNGs; never part of spec()
         self.score = "raw" if config.task else detect_score(explainer, config.score)
         self.task_compute = None
         if config.task:

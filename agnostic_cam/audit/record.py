@@ -18,6 +18,7 @@ import hashlib
 import io
 import time
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,6 +144,26 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _encode(display: np.ndarray, heat: np.ndarray | None = None) -> bytes:
+    """PNG bytes of ``display``, or of ``heat`` blended over it."""
+    return _png(display if heat is None else overlay_at(display, heat))
+
+
+def _submitter(ctx):
+    """``submit(fn, *args) -> Future``: on the engine's thread pool (``ctx.pool``, so PNG encoding
+    overlaps the curves' ONNX Runtime calls), or run at once when the engine has no pool."""
+    pool = getattr(ctx, "pool", None)
+    if pool is not None:
+        return pool.submit
+
+    def now(fn, *args) -> Future:
+        f: Future = Future()
+        f.set_result(fn(*args))
+        return f
+
+    return now
+
+
 def predict_batch(ctx, batch: list[Loaded]) -> tuple[np.ndarray, np.ndarray]:
     """(model input of ``batch``, the model's outputs float64), NonFiniteError on NaN/Inf outputs."""
     x = ctx.ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
@@ -159,6 +180,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     if getattr(ctx, "task_compute", None) is not None:  # --task segment / detect (audit/task_records.py)
         return ctx.task_compute(ctx, batch)
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
+    submit = _submitter(ctx)
     x, out = predict_batch(ctx, batch)
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
@@ -169,7 +191,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
         rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
                "task": "classify", "target": f"class {k}", "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
-        results.append(Result(rec, {rec["input"]: _png(shown[j])}))
+        results.append(Result(rec, {rec["input"]: submit(_encode, shown[j])}))
     heats, overlays, secs, degenerate = {}, {}, {}, {}
     for method in cfg.methods:
         t0 = time.perf_counter()
@@ -177,7 +199,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
             warnings.simplefilter("ignore", DegenerateMapWarning)
             e = ex.explain(x, method, target=ks)
         heats[method] = e.heatmap
-        overlays[method] = [overlay_at(shown[j], e.heatmap[j]) for j in range(n)]
+        overlays[method] = [submit(_encode, shown[j], e.heatmap[j]) for j in range(n)]
         degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]
         secs[method] = time.perf_counter() - t0
         step = getattr(ctx, "on_step", None)  # progress inside a batch: one tick per method (local engine)
@@ -198,5 +220,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heats[method][j:j + 1], [box])[0]),
                 "seconds": round((secs[method] + share) / n, 4), "overlay": name,
                 "degenerate": "" if degenerate[method] is None else degenerate[method][j]}
-            res.files[name] = _png(overlays[method][j])
+            res.files[name] = overlays[method][j]
+    for res in results:  # the encoded PNGs (an encoding error is raised here, as it would be inline)
+        res.files = {k: f.result() for k, f in res.files.items()}
     return results
