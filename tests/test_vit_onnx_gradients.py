@@ -35,6 +35,13 @@ def export(model, size, path, dynamo):
     return str(path)
 
 
+def exported(model, size, tmp_path, dynamo):
+    """(model, ONNX path, from_onnx explainer with no layer given, its listed layers)."""
+    path = export(model, size, tmp_path / "model.onnx", dynamo)
+    b = Explainer.from_onnx(path, progress=False)
+    return model, path, b, b.layers()
+
+
 def swin():
     from torchvision.models.swin_transformer import SwinTransformer
 
@@ -73,10 +80,7 @@ def stage_output(path, stage):
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-opset17", "dynamo"])
 def test_swin_onnx_listing_default_and_gradients(tmp_path, dynamo):
-    model = swin()
-    path = export(model, 64, tmp_path / "swin.onnx", dynamo)
-    b = Explainer.from_onnx(path, progress=False)
-    layers = b.layers()
+    model, path, b, layers = exported(swin(), 64, tmp_path, dynamo)
     # both stages are listed channels-last, the last one too (static shape inference loses Swin's
     # shapes after the first window reshape in the TorchScript export; one ONNX Runtime run fills them)
     nhwc = {ly.shape[1:] for ly in layers if ly.layout == "NHWC"}
@@ -101,10 +105,7 @@ def test_swin_onnx_listing_default_and_gradients(tmp_path, dynamo):
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-opset17", "dynamo"])
 def test_vit_onnx_default_and_gradients(tmp_path, dynamo):
-    model = vit()
-    path = export(model, 48, tmp_path / "vit.onnx", dynamo)
-    b = Explainer.from_onnx(path, progress=False)
-    layers = b.layers()
+    model, path, b, layers = exported(vit(), 48, tmp_path, dynamo)
     # no per-head tensors (N, heads, T, d) / attention weights: the only rank-4 layer is the patch conv
     assert [ly.op_type for ly in layers if ly.layout in ("NCHW", "NHWC")] == ["Conv"], layers
     assert all(ly.layout == "tokens(prefix=1, grid=3x3)" for ly in layers if ly.op_type != "Conv")
