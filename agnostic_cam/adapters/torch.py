@@ -166,10 +166,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
     def native_channel_axis(self) -> int | None:
         if self.reshape is None:
             return self.native_layout.channel_axis
-        native, chw = self._reshape_shapes or ((), ())
-        if native and native[-1] == chw[1]:
-            return -1  # pytorch-grad-cam's AblationLayerVit: channels on the last axis
-        return 1 if native and len(native) > 1 and native[1] == chw[1] else None
+        return L.reshape_channel_axis(*(self._reshape_shapes or ((), ())))
 
     _reshape_shapes = None
 
