@@ -116,7 +116,6 @@ class KerasLayouts:
     reshape = None
     _layout_given: L.LayerLayout | None = None
     _layout_hw: tuple | None = None  # the input (H, W) the layout was resolved for
-    _reshape_shapes: tuple | None = None  # (native shape, (N, C, h, w)) of reshape= on one zero batch
 
     def _init_layouts(self, layer_layout, reshape) -> None:
         if reshape is not None and not callable(reshape):
@@ -218,12 +217,6 @@ class KerasLayouts:
     @property
     def native_layout(self) -> L.LayerLayout | None:
         return None if self.reshape is not None else (self.layer_layout or L.LayerLayout(L.NHWC))
-
-    @property
-    def native_channel_axis(self) -> int | None:
-        if self.reshape is None:
-            return self.native_layout.channel_axis
-        return L.reshape_channel_axis(*(self._reshape_shapes or ((), ())))
 
     def describe_lines(self) -> list[str]:
         lay = "reshape=" if self.reshape is not None else self.layer_layout
