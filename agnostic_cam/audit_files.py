@@ -19,6 +19,7 @@ from agnostic_cam.errors import AgnosticCamError
 
 METRIC_COLUMNS = ("deletion_auc", "insertion_auc", "drop_pct", "increase", "pointing_hit", "seconds")
 IMAGE_COLUMNS = ("image", "method", "class", "label", "true_label", "score", "probability")
+TASK_COLUMNS = ("task", "target")  # classify / segment / detect, and what was explained (last columns)
 STEM_CHARS = 60  # longest file-name stem kept in overlay names (the rest is replaced by a hash)
 
 
@@ -98,12 +99,14 @@ def to_csv(records: list[dict]) -> str:
     """metrics.csv: one row per image and method; text cells neutralised (:func:`csv_cell`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*IMAGE_COLUMNS, *METRIC_COLUMNS])
+    w.writerow([*IMAGE_COLUMNS, *METRIC_COLUMNS, *TASK_COLUMNS])
     for r in records:
+        p = r.get("probability")
         for m, row in r["methods"].items():
             w.writerow([csv_cell(r["file"]), csv_cell(m), r["class"], csv_cell(r["label"]),
-                        csv_cell(r.get("true_label") or ""), f"{r['score']:.6g}", f"{r['probability']:.6g}",
-                        *("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS)])
+                        csv_cell(r.get("true_label") or ""), f"{r['score']:.6g}", "" if p is None else f"{p:.6g}",
+                        *("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS),
+                        r.get("task", "classify"), csv_cell(r.get("target", f"class {r['class']}"))])
     return buf.getvalue()
 
 

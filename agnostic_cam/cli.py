@@ -124,7 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_class_index, help="class index to explain for every image (default: top-1)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
-    p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game")
+    p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game; "
+                   "with --task detect: {file name: [{\"box\": [x1, y1, x2, y2], \"label\": k}, ...]}, the boxes to explain")
+    g = p.add_argument_group("tasks beyond classification (README: 'Audit a segmenter or a detector')")
+    g.add_argument("--task", choices=["classify", "segment", "detect"], default="classify",
+                   help="classify (default); segment: a segmenter's (N, K, H, W) output, with --class and optional "
+                        "--masks; detect: a YOLO-style head or boxes/labels/scores outputs, with --boxes or --top-boxes")
+    g.add_argument("--class", dest="category", type=_class_index, help="--task segment: the class to explain")
+    g.add_argument("--masks", type=Path, help="--task segment: folder of PNG masks named like the images (nonzero = "
+                                              "the region; default: the whole image)")
+    g.add_argument("--top-boxes", type=_positive, help="--task detect: explain the model's own N best boxes")
+    g.add_argument("--iou", type=float, default=0.5, help="--task detect: IoU a prediction needs to match a box "
+                                                          "(default 0.5)")
     p.add_argument("--labels", type=Path, help="text file of class names, one per line")
     p.add_argument("--score", choices=["auto", "softmax", "raw"], default="auto",
                    help="probabilities for the metrics: softmax of the outputs, or the outputs as they are ('raw'); "
@@ -234,10 +245,13 @@ def cmd_audit(args) -> int:
     from agnostic_cam import audit
     from agnostic_cam.audit.context import check_boxes
 
+    if args.sanity and args.task != "classify":
+        raise OptionError("--sanity explains class scores; it does not run with --task segment/detect yet (drop --sanity)")
     boxes = None
     if args.boxes is not None:
         try:
-            boxes = check_boxes(json.loads(args.boxes.read_text()))
+            boxes = json.loads(args.boxes.read_text())
+            boxes = boxes if args.task == "detect" else check_boxes(boxes)
         except (OSError, ValueError) as e:
             raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
     try:
@@ -255,7 +269,8 @@ def cmd_audit(args) -> int:
                     resume=not args.no_resume, score=args.score, batch_images=args.batch_images,
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
-                    explainer=explainer)
+                    explainer=explainer, task=args.task, category=args.category, masks=args.masks,
+                    top_boxes=args.top_boxes, iou=args.iou)
     if args.sanity:
         from agnostic_cam.audit.sanity_check import run_sanity
 

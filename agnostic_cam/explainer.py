@@ -9,8 +9,9 @@ import numpy as np
 from agnostic_cam import compat, degenerate, relu_policy
 from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.combine import average_layers, product_layers, stitch
-from agnostic_cam.errors import IncompatibleDependencyError, MissingDependencyError
+from agnostic_cam.errors import IncompatibleDependencyError
 from agnostic_cam.explanation import Explanation
+from agnostic_cam.explainer_features import FeatureViews
 from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
 from agnostic_cam.guards import check_finite
 from agnostic_cam.options import check_options
@@ -30,7 +31,7 @@ def _layer_arg(target_layer, target_layers):
     return list(target_layers)
 
 
-class Explainer:
+class Explainer(FeatureViews):
     """Explains one model at one target layer with any registered method.
 
     Build it with :meth:`from_torch`, :meth:`from_keras` or :meth:`from_onnx`.
@@ -99,7 +100,7 @@ class Explainer:
                                                   reshape), layer, progress)
 
     @classmethod
-    def from_keras(cls, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
+    def from_keras(cls, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None,
                    progress: bool | None = None, *, target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
@@ -110,7 +111,9 @@ class Explainer:
         A list (or ``target_layers=``) averages the layers' CAMs as in :meth:`from_torch`.
         output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the scores
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
-        without modifying the model.
+        without modifying the model. Multi-output models: ``output=KEY`` (a dict output's key, or an
+        output layer's name) or ``output=INDEX`` (a list output's index) picks the explained output,
+        ``"logits:KEY"`` the scores before its softmax (see :mod:`agnostic_cam.adapters.keras_outputs`).
         layer_layout: how the layer holds channels: None detects it ((N, h, w, C) maps; token tensors
         (N, T, C) of a ViT built from keras.layers where the graph tells; a LayoutError otherwise),
         'NHWC', 'tokens' (class tokens and patch grid worked out) or
@@ -132,7 +135,7 @@ class Explainer:
     def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
                   output: str | None = None, providers=None, batch_size: int | None = None,
                   input_name: str | None = None, gradients: bool | None = None,
-                  progress: bool | None = None, *, target_layers=None, layer_layout=None) -> Explainer:
+                  progress: bool | None = None, *, target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
 
         target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
@@ -146,8 +149,12 @@ class Explainer:
         layer_layout: the target tensor's layout when it cannot be detected ('NCHW', 'NHWC',
         'tokens' or a ``LayerLayout``); token tensors (N, T, C) and channels-last ones are found by
         themselves where the graph tells (see :meth:`layers`).
+        reshape: refused with an OptionError (a Python function cannot run inside ONNX Runtime);
+        ``layer_layout=`` covers pytorch-grad-cam's ViT and Swin reshape transforms.
         """
-        from agnostic_cam.adapters.onnx import OnnxAdapter
+        from agnostic_cam.adapters.onnx import OnnxAdapter, refuse_reshape
+
+        refuse_reshape(reshape)
         from agnostic_cam.preprocess import Preprocess
 
         ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients,
@@ -304,9 +311,11 @@ class Explainer:
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
             what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
-            return (f"method {name!r} needs {what}, which the {self.adapter.framework} adapter does not compute (only "
-                    "PyTorch autograd does: explain the model with from_torch, or its ONNX export with from_onnx "
-                    f"and the onnx-grad extra); methods available here: {', '.join(self.methods)}")
+            why = getattr(self.adapter, "higher_hint", "") or (
+                f"the {self.adapter.framework} adapter does not compute them (PyTorch and Keras autograd do: explain the "
+                "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
+            return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
+                   f"{', '.join(self.methods)}"
         if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
             hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
@@ -319,68 +328,3 @@ class Explainer:
         :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``;
         ``batch_size`` images per pass (None: the explainer's, else automatic)."""
         return self.adapter.capture(x, spec, needs, rule, self.progress, method, batch_size)
-
-    # -- feature visualisation (agnostic_cam.features; thin delegates) -------------------------
-    def _layer(self, layer):
-        return self.adapter.layer_name if layer is None else layer
-
-    def _progress(self, options: dict) -> dict:
-        options.setdefault("progress", self.progress)
-        return options
-
-    def feature_maps(self, images: Any, layer=None, top_k: int = 16, channels=None):
-        """Activations of ``layer`` (default: the target layer): the ``top_k`` channels by mean
-        activation, or the chosen ``channels``. Returns :class:`~agnostic_cam.features.FeatureMaps`."""
-        from agnostic_cam.features import feature_maps
-
-        return feature_maps(self.adapter, self._inputs(images), self._layer(layer), top_k, channels)
-
-    def feature_factorization(self, images: Any, n_components: int = 5):
-        """Deep Feature Factorization (Collins et al. 2018) of the target layer's activations over
-        ``images``: ``n_components`` concepts, where each sits in each image, and the classes each
-        concept scores highest. Returns :class:`~agnostic_cam.features.factorization.Factorization`
-        (``.figure()`` shows the concepts per image). Needs scikit-learn (NMF)."""
-        from agnostic_cam.features.factorization import feature_factorization
-
-        return feature_factorization(self, self._inputs(images), n_components)
-
-    def filters(self, layer=None):
-        """The kernel of convolution ``layer`` as images. Returns :class:`~agnostic_cam.features.Filters`."""
-        from agnostic_cam.features import filters
-
-        return filters(self.adapter, self._layer(layer))
-
-    def deconv_reconstruction(self, image: Any, layer=None, top_k: int = 5, **options):
-        """Deconvnet projections (Zeiler & Fergus 2014) of the ``top_k`` strongest filters of ``layer``
-        for one image (1, ...). Returns a :class:`~agnostic_cam.features.Visualisation`."""
-        from agnostic_cam.features import deconv_reconstruction
-
-        x = self._inputs(image)
-        partial = options.pop("partial_rules", self.partial_rules)
-        relu_policy.enforce(self.adapter, options.get("rule", "deconv"), "deconv_reconstruction", x.shape[1:], partial)
-        return deconv_reconstruction(self.adapter, x, self._layer(layer), top_k, **options)
-
-    def class_model(self, target, **options):
-        """Images maximising class ``target``'s score (Simonyan et al. 2014); one per target.
-        Options: shape, seed, steps, lr, l2, jitter, blur_sigma, clip, progress, callback, ..."""
-        from agnostic_cam.features import class_model
-
-        return class_model(self.adapter, target, **self._progress(options))
-
-    def filter_maximisation(self, layer, channel, **options):
-        """Images maximising the mean activation of ``channel`` (int or list) of ``layer``."""
-        from agnostic_cam.features import filter_maximisation
-
-        return filter_maximisation(self.adapter, self._layer(layer), channel, **self._progress(options))
-
-    def deep_dream(self, image: Any, layer=None, octaves: int = 3, **options):
-        """DeepDream of one image (1, ...) at ``layer`` over ``octaves`` scales."""
-        from agnostic_cam.features import deep_dream
-
-        return deep_dream(self.adapter, self._inputs(image), self._layer(layer), octaves, **self._progress(options))
-
-    def invert(self, image: Any, layer=None, **options):
-        """An image whose representation at ``layer`` matches ``image``'s (Mahendran & Vedaldi 2015)."""
-        from agnostic_cam.features import invert
-
-        return invert(self.adapter, self._inputs(image), self._layer(layer), **self._progress(options))

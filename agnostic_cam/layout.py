@@ -224,8 +224,8 @@ def detect_layer_layout(shape: tuple, input_hw: tuple, hint: str | None = None, 
     seen in the model (e.g. the patch embedding's output), which settle a token split.
     Raises LayoutError when the tensor can be read more than one way and nothing settles it.
     """
-    ask = (f"pass layer_layout='NCHW', 'NHWC' or 'tokens' (or LayerLayout('tokens', prefix=1, grid=(h, w))), "
-           f"or reshape= a function to (N, C, h, w)")
+    ask = ("pass layer_layout='NCHW', 'NHWC' or 'tokens' (or LayerLayout('tokens', prefix=1, grid=(h, w))), "
+           "or reshape= a function to (N, C, h, w)")
     name = f"layer {layer!r}" if layer else "the layer"
     if len(shape) == 4:
         first, last = _stride_ok(shape[2:], input_hw), _stride_ok(shape[1:3], input_hw)

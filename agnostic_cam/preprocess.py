@@ -7,7 +7,6 @@ CLI flags, a dict, or a small JSON/YAML file; missing fields default from the mo
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path

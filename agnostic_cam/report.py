@@ -79,10 +79,11 @@ def report_context(results: dict, out: Path) -> dict:
                 "degenerate": row.get("degenerate")})
         images.append({"file": r["file"], "input": _img(out, r["input"]), "label": r["label"], "true": true,
                        "wrong": true is not None and r["label"] != true, "score": f"{r['score']:.3g}",
-                       "probability": f"{r['probability']:.3f}", "cells": cells})
+                       "probability": "–" if r.get("probability") is None else f"{r['probability']:.3f}",
+                       "target": r.get("target"), "cells": cells})
     shown = len(results["images"])
     explained = run.get("explained", shown)
-    return {"model": results["model"], "layer": results["layer"], "layout": results["layout"], "methods": methods,
+    return {"model": results["model"], "task": results.get("task", "classify"), "layer": results["layer"], "layout": results["layout"], "methods": methods,
             "explained": explained, "failed": run["failed"], "steps": results["settings"]["steps"],
             "heads": [_HEAD[c] for c in cols], "summary": summary, "accuracy": accuracy, "images": images,
             "sample_note": "" if shown >= explained else f" (a sample of {shown} of {explained}: best and worst per "

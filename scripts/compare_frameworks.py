@@ -3,7 +3,9 @@
     PYTHONPATH=. python scripts/compare_frameworks.py [--out out/compare] [--images 4]
 
 Builds the demo CNN in PyTorch (``load_demo_net``) and its Keras twin with the same weights
-(``keras_twin``), exports the PyTorch model to a plain ONNX file (``torch.onnx.export``), and runs
+(``keras_twin``), exports the PyTorch model to a plain ONNX file (``torch.onnx.export``; batch norms
+kept as ``BatchNormalization`` nodes, not folded into the convolutions: FullGrad sums one term per
+bias layer, so a folded file is a different decomposition with a different map), and runs
 every method all three explainers support on the same images (NCHW for PyTorch and ONNX, NHWC for
 Keras). Prints, per method, the largest absolute difference between the final heatmaps of each
 pair of frameworks and the time each took, and saves a side-by-side figure (one column per method
@@ -36,6 +38,7 @@ def build_explainers(progress: bool = False) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), buf, dynamo=False, opset_version=17,
+                          training=torch.onnx.TrainingMode.PRESERVE,
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     return {

@@ -40,6 +40,21 @@ def test_every_common_method_agrees(result):
         np.testing.assert_allclose(by_fw["keras"].scores, by_fw["torch"].scores, atol=1e-4)
 
 
+# issue 17: the rest of the CAM family, ShapleyCAM (Hessian-vector products) and FullGrad (bias gradients) included
+CAM_FAMILY = {"eigengradcam", "gradcam_elementwise", "kpcacam", "fem", "finercam", "shapleycam", "fullgrad",
+              "randomcam", "sess", "refinecam", "segeigencam"}
+
+
+def test_cam_family_same_numbers_everywhere(result):
+    """Every issue-17 method runs on all three frameworks (picked up from ``ex.methods``) and gives
+    the same heatmaps to <= 1e-4 (SESS at 2 scales, see the fixture)."""
+    res, _ = result
+    rows = {r["method"]: r for r in res["rows"]}
+    assert CAM_FAMILY <= set(rows)
+    worst = {m: max(rows[m]["diff"].values()) for m in CAM_FAMILY}
+    assert max(worst.values()) <= 1e-4, worst
+
+
 PIXEL = {"saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients", "smoothgrad",
          "guided_gradcam", "guided_gradcam++", "guided_scorecam", "guided_layercam"}
 

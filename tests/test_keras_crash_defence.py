@@ -54,7 +54,8 @@ x = layers.GlobalAveragePooling2D()(x)
 model = keras.Model(inp, layers.Dense(3, activation="softmax")(x))
 images = np.random.default_rng(0).normal(size=(3, S, S, 3)).astype(np.float32)
 ex = Explainer.from_keras(model, "block1_out", output="logits", progress=False)
-grad_methods = [m for m in ex.methods if m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")]
+grad_methods = [m for m in ex.methods if m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
+                                                "shapleycam", "fullgrad")]  # nested tapes, every bias layer
 print("EXPLAIN", flush=True)
 maps = {m: float(ex.explain(images, m, target=[0, 1, 2]).heatmap.mean()) for m in grad_methods}
 for rule in ("vanilla", "guided", "deconv"):
@@ -88,7 +89,7 @@ def test_risky_backward_runs_without_weight_gradients():
     explain, result, control = (next(i for i, line in enumerate(lines) if line.startswith(m))
                                 for m in ("EXPLAIN", "RESULT", "EAGER-CONTROL"))
     res = json.loads(lines[result][len("RESULT "):])
-    assert len(res["maps"]) == 8
+    assert len(res["maps"]) == 10
     assert all(v > 0 for v in res["maps"].values()), res["maps"]
     assert len(res["watched"]) >= 8 and set(res["watched"]) == {0}, res["watched"]
     during = conv_primitives(lines[explain:result])

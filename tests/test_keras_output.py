@@ -86,3 +86,57 @@ def test_tf_tensor_and_softmax_object_targets():
         p = model.get_layer("fc")(tf.reduce_mean(a, axis=(1, 2)))[:, 3]
     g = t.gradient(p, a).numpy()
     np.testing.assert_allclose(sm.raw, np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a.numpy()), atol=1e-6)
+
+
+def two_outputs(kind: str):
+    """A 2-output model (dict or list outputs): 'cls' a softmax over 5 classes, 'box' 4 linear values."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(12)
+    inp = keras.Input((S, S, 3))
+    x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="feat")(inp)
+    x = layers.GlobalAveragePooling2D()(x)
+    cls = layers.Dense(5, activation="softmax", name="cls")(x)
+    box = layers.Dense(4, name="box")(x)
+    return keras.Model(inp, {"cls": cls, "box": box} if kind == "dict" else [cls, box])
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+def test_output_selects_one_output_of_a_multi_output_model(kind):
+    """output=KEY / INDEX / layer name picks the explained output (compared with model(x)[key]);
+    'logits:KEY' its scores before the softmax; with several outputs, 'raw' asks which one."""
+    import keras
+
+    from agnostic_cam.errors import ModelError, OptionError
+
+    model = two_outputs(kind)
+    x = np.random.default_rng(3).uniform(size=(2, S, S, 3)).astype(np.float32)
+    ref = model(x)
+    ref = {"cls": ref["cls"], "box": ref["box"]} if kind == "dict" else {"cls": ref[0], "box": ref[1]}
+    keys = {"cls": "cls", "box": "box"} if kind == "dict" else {"cls": 0, "box": 1}
+    for name, key in keys.items():
+        ex = Explainer.from_keras(model, "feat", output=key, progress=False)
+        np.testing.assert_allclose(ex.predict(x), ref[name].numpy(), atol=1e-5)
+    if kind == "list":  # list outputs: the output layer's name works too
+        ex = Explainer.from_keras(model, "feat", output="box", progress=False)
+        np.testing.assert_allclose(ex.predict(x), ref["box"].numpy(), atol=1e-5)
+    feats = keras.Model(model.inputs[0], model.get_layer("feat").output)(x)
+    pooled = keras.ops.mean(feats, axis=(1, 2))
+    dense = model.get_layer("cls")
+    logits = (pooled @ dense.kernel + dense.bias).numpy()
+    ex = Explainer.from_keras(model, "feat", output=f"logits:{keys['cls']}", progress=False)
+    np.testing.assert_allclose(ex.predict(x), logits, atol=1e-5)
+    e = ex.explain(x, "gradcam", target=2)  # gradients through the selected head
+    np.testing.assert_allclose(e.scores, logits[:, 2], atol=1e-5)
+    box = Explainer.from_keras(model, "feat", output=keys["box"], progress=False).explain(
+        x, "scorecam", target=lambda o: o[:, 0] + o[:, 3])
+    np.testing.assert_allclose(box.scores, ref["box"].numpy()[:, 0] + ref["box"].numpy()[:, 3], atol=1e-5)
+    with pytest.raises(ModelError, match="choose the one to explain with output=KEY"):
+        Explainer.from_keras(model, "feat", progress=False)
+    with pytest.raises(OptionError, match="no output"):
+        Explainer.from_keras(model, "feat", output="nope", progress=False)
+    with pytest.raises(OptionError):
+        Explainer.from_keras(model, "feat", output=5, progress=False)
+    with pytest.raises(ModelError, match="softmax"):
+        Explainer.from_keras(model, "feat", output=f"logits:{keys['box']}", progress=False)

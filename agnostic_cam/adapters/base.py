@@ -9,7 +9,7 @@ import difflib
 import threading
 from collections import OrderedDict
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +38,15 @@ class Gradients:
     activations: np.ndarray | None = None
     grads: np.ndarray | None = None
     input_grads: np.ndarray | None = None
+
+
+@dataclass
+class Higher(Gradients):
+    """:class:`Gradients` plus what ``Adapter.higher_derivatives`` adds: hvp (N, C, h, w) at the
+    target layer and bias_terms [(bias (C,), d(score)/d(output) (N, C, h, w))], one per bias layer."""
+
+    hvp: np.ndarray | None = None
+    bias_terms: list = field(default_factory=list)
 
 
 def to_numpy(images: Any) -> np.ndarray:

@@ -29,6 +29,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import warnings
 
 import numpy as np
@@ -61,7 +62,33 @@ def one_line(e: BaseException, limit: int = 160) -> str:
 def quiet_fds():
     """Redirect file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) to a temporary file for
     the block: C++ and Python prints of the exporter never reach the user's terminal. Process-wide
-    while it lasts (another thread's prints in that window are dropped too)."""
+    while it lasts (another thread's prints in that window are dropped too).
+
+    Serialised by a process-wide re-entrant lock: two threads exporting at once would otherwise each
+    save the other's sink as "the original" descriptor and could leave fd 1 pointing at a deleted
+    file after both returned. A nested call in the same thread is a no-op (already quiet)."""
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH[0]:
+            _QUIET_DEPTH[0] += 1
+            try:
+                yield
+            finally:
+                _QUIET_DEPTH[0] -= 1
+            return
+        _QUIET_DEPTH[0] = 1
+        try:
+            with _redirected_fds():
+                yield
+        finally:
+            _QUIET_DEPTH[0] = 0
+
+
+_QUIET_LOCK = threading.RLock()
+_QUIET_DEPTH = [0]  # nesting depth of quiet_fds in the thread holding _QUIET_LOCK
+
+
+@contextlib.contextmanager
+def _redirected_fds():
     for s in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             s.flush()

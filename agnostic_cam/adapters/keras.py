@@ -36,8 +36,7 @@ from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, closest_names
-from agnostic_cam.methods.base import Needs
-from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError, OptionError
+from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError
 
 try:
     import keras
@@ -46,19 +45,22 @@ except ImportError as e:  # pragma: no cover - exercised by test_import with ten
     raise MissingDependencyError("Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from e
 
 from agnostic_cam.adapters.keras_grad import KerasGradients, first as _first  # noqa: E402 (needs TensorFlow)
+from agnostic_cam.adapters.keras_higher import KerasHigherOrder  # noqa: E402 (needs TensorFlow)
+from agnostic_cam.adapters.keras_outputs import resolve  # noqa: E402
 from agnostic_cam.adapters.keras_tokens import KerasLayouts  # noqa: E402 (needs TensorFlow)
 
 
-class KerasAdapter(KerasLayouts, KerasGradients, Adapter):
+class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
     """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input; the
-    target layer is a channels-last map or a token tensor (:mod:`.keras_tokens`)."""
+    target layer is a channels-last map or a token tensor (:mod:`.keras_tokens`).
+    ``supports`` (what it computes, FullGrad's bias gradients only where the model allows) comes
+    from :class:`~agnostic_cam.adapters.keras_higher.KerasHigherOrder`."""
 
     framework = "keras"
-    supports = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
     layout = "NHWC"
     activation_layout = "NHWC"
 
-    def __init__(self, model, target_layer=None, output: str = "raw", providers=None, batch_size: int | None = None,
+    def __init__(self, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None,
                  layer_layout=None, reshape=None):
         super().__init__(providers, batch_size)
         self._init_layouts(layer_layout, reshape)
@@ -68,18 +70,16 @@ class KerasAdapter(KerasLayouts, KerasGradients, Adapter):
             raise InputError(f"{type(model).__name__} is a subclassed keras.Model, whose layers cannot be read without "
                              "changing it; build the network with the functional API (keras.Model(inputs, outputs)) or "
                              "keras.Sequential, which may nest other models")
-        if output not in ("raw", "logits"):
-            raise OptionError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
         try:
-            inputs, outputs = model.inputs, model.outputs
+            inputs = model.inputs
         except (AttributeError, ValueError):
-            inputs = outputs = None
+            inputs = None
         if not model.built or not inputs:
             raise ModelError("the Keras model has never been built or called, so its layers have no shapes yet; call "
                              "it once on a batch (model(x)) or give it an input (keras.Input / model.build((None, H, W, C)))")
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; an image classifier with one "
-                             "image input and one (N, K) output is expected")
+        if len(inputs) != 1:
+            raise ModelError(f"the model has {len(inputs)} inputs; a model with one image input is expected")
+        self.selection = resolve(model, output)  # which output is explained (keras_outputs.py)
         self.input_shape = tuple(inputs[0].shape)
         if len(self.input_shape) != 4:
             raise ModelError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C)")
@@ -100,7 +100,7 @@ class KerasAdapter(KerasLayouts, KerasGradients, Adapter):
         else:
             self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
             self._check_static_shape()
-        self._head = kg.softmax_head(model) if output == "logits" else None
+        self._head = kg.softmax_head(model, self.selection.tensor) if self.selection.logits else None
         self._fingerprint = None
         self._compiled: dict = {}
 
@@ -170,11 +170,13 @@ class KerasAdapter(KerasLayouts, KerasGradients, Adapter):
         return None if hw == (None, None) else hw
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None, export: bool = False):
+    def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None, export: bool = False,
+                  wrap=None):
         """(explained output, [tapped values]) of the model for the tensor ``xt``; ``replace``: tap
         index -> tensor used instead of that layer's output; ``export``: written with ops tf2onnx
-        converts (see :func:`keras_graph.exportable`)."""
-        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head, replace=dict(replace or {}), export=export)
+        converts (see :func:`keras_graph.exportable`); ``wrap``: see ``keras_graph.Plan.wrap``."""
+        plan = kg.Plan(taps=list(chains), rule=rule, head=self._head, replace=dict(replace or {}), export=export,
+                       select=self.selection.pick, wrap=wrap)
         out = kg.evaluate(self.model, xt, plan)
         missing = [self._name(c) for i, c in enumerate(chains) if i not in plan.values]
         if missing:

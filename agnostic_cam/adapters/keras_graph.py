@@ -19,6 +19,7 @@ user's layers:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
@@ -157,19 +158,19 @@ def ruled(f, rule: str):
     return g
 
 
-def output_chain(model, prefix: tuple = ()) -> tuple:
-    """The chain of the operation producing the model's (single) output."""
+def output_chain(model, prefix: tuple = (), tensor=None) -> tuple:
+    """The chain of the operation producing the model's (single) output, or its output ``tensor``."""
     if isinstance(model, keras.Sequential):
         last = sublayers(model)[-1]
     else:
-        last = compat.keras_history_operation(model.outputs[0])
+        last = compat.keras_history_operation(model.outputs[0] if tensor is None else tensor)
     chain = prefix + (last,)
     return output_chain(last, chain) if is_graph_model(last) else chain
 
 
-def softmax_head(model) -> tuple:
-    """Chain of the final softmax operation, for ``output='logits'``; ValueError if there is none."""
-    chain = output_chain(model)
+def softmax_head(model, tensor=None) -> tuple:
+    """Chain of the final softmax operation (of output ``tensor``), for ``output='logits'``."""
+    chain = output_chain(model, tensor=tensor)
     op = chain[-1]
     if _is_softmax_op(op) or is_softmax_fn(getattr(op, "activation", None)):
         return chain
@@ -190,6 +191,8 @@ class Plan:
     relus: int = 0
     replace: dict = field(default_factory=dict)  # tap index -> value used instead of the layer's output
     export: bool = False  # trace with ops tf2onnx converts (see exportable)
+    select: Callable | None = None  # the explained tensor of the model's outputs (keras_outputs.Selection.pick)
+    wrap: object = None  # (op, chain, f) -> the callable evaluating op instead of f (keras_higher: pre-activation taps)
 
 
 def exportable(op):
@@ -243,6 +246,8 @@ def _callable(op, prefix: tuple, plan: Plan):
         f = lambda *a, **k: evaluate(op, a[0], plan, chain)  # noqa: E731 - nested model: walk it too
     else:
         f = _substitute(op, chain, plan)
+    if plan.wrap is not None:
+        f = plan.wrap(op, chain, f)
     hits = [i for i, t in enumerate(plan.taps) if same(t, chain)]
     if not hits:
         return f
@@ -264,4 +269,4 @@ def evaluate(model, x, plan: Plan, prefix: tuple = ()):
             x = _callable(ly, prefix, plan)(x)
         return x
     out = compat.run_through_graph(model, [x], lambda op: _callable(op, prefix, plan))
-    return tf.nest.flatten(out)[0]
+    return plan.select(out) if plan.select is not None and not prefix else tf.nest.flatten(out)[0]

@@ -17,7 +17,6 @@ import onnx
 from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.adapters.onnx_legal import describe_failure, legalize
 from agnostic_cam.engine import graph as G
-from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import BackendError, InputError, MissingDependencyError, ModelError, OptionError
 
@@ -63,14 +62,7 @@ def _two_output_graph(model: onnx.ModelProto, output: str, activation: str) -> o
     m = G.with_outputs(model, [output, activation])
     _constants_to_initializers(m)
     keep = {o.name: o for o in m.graph.output}
-    outs = [keep[output], keep[activation]]
-    copies = []
-    for o in outs:
-        c = onnx.ValueInfoProto()
-        c.CopyFrom(o)
-        copies.append(c)
-    del m.graph.output[:]
-    m.graph.output.extend(copies)
+    G.replace_repeated(m.graph.output, [keep[output], keep[activation]])
     return m
 
 

@@ -4,32 +4,22 @@ ONNX gradient backend's converted module (``from_onnx``) share this code.
 - Hessian-vector product at the target layer, ``H A = d/dA <dS/dA, A>`` (ShapleyCAM): a double
   backward, the first ``autograd.grad`` with ``create_graph=True``.
 - Bias gradients (FullGrad, Srinivas & Fleuret 2019): for every ``Conv2d`` and ``BatchNorm2d`` with
-  a bias, in module order, its bias vector (BatchNorm: the effective bias
-  ``beta - mean * gamma / sqrt(var + eps)``) and d(score)/d(the module's output); plus
-  d(score)/d(input).
+  a bias, in call order, its bias vector (BatchNorm: the effective bias
+  ``beta - mean * gamma / sqrt(var + eps)``) and d(score)/d(the module's output); a module called
+  twice gives two terms (as in the Keras adapter); plus d(score)/d(input).
 Parameters are never differentiated and the model's flags are restored by the callers' contexts.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from agnostic_cam.adapters.base import Gradients
+from agnostic_cam.adapters.base import Higher
 from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
-
-
-@dataclass
-class Higher(Gradients):
-    """:class:`Gradients` plus hvp (N, C, h, w) at the target layer and bias_terms:
-    [(bias (C,), d(score)/d(output) (N, C, h, w))] for each bias layer."""
-
-    hvp: np.ndarray | None = None
-    bias_terms: list = field(default_factory=list)
 
 
 def bias_layers(root: nn.Module) -> list[nn.Module]:
@@ -56,15 +46,13 @@ def higher_derivatives(run: Callable, root: nn.Module, xt: torch.Tensor, target:
     xt: the input batch (requires grad when ``bias``); target: for these rows.
     """
     layers = bias_layers(root) if bias else []
-    store: dict[int, torch.Tensor] = {}
+    store: list[tuple[nn.Module, torch.Tensor]] = []  # every call of a bias layer (a shared one: each call)
 
-    def keep(k):
-        def hook(mod, inputs, o):
-            store[k] = o
-            return o.clone()  # a later in-place op (ReLU(inplace=True)) must not rebase what we differentiate
-        return hook
+    def keep(mod, inputs, o):
+        store.append((mod, o))
+        return o.clone()  # a later in-place op (ReLU(inplace=True)) must not rebase what we differentiate
 
-    handles = [m.register_forward_hook(keep(k)) for k, m in enumerate(layers)]
+    handles = [m.register_forward_hook(keep) for m in layers]
     try:
         out, act = run(xt)
     finally:
@@ -86,12 +74,10 @@ def higher_derivatives(run: Callable, root: nn.Module, xt: torch.Tensor, target:
         res.activations, res.grads = _np(act), _np(g)
         res.hvp = np.zeros_like(res.grads) if h is None else _np(h)
     if bias:
-        outs = [store[k] for k in range(len(layers)) if k in store]
-        grads = torch.autograd.grad(s.sum(), [xt, *outs], allow_unused=True)
+        grads = torch.autograd.grad(s.sum(), [xt, *(o for _, o in store)], allow_unused=True)
         res.input_grads = np.zeros(tuple(xt.shape), np.float32) if grads[0] is None else _np(grads[0])
-        kept = [m for k, m in enumerate(layers) if k in store]
         res.bias_terms = [(effective_bias(m), np.zeros(tuple(o.shape), np.float32) if g is None else _np(g))
-                          for m, o, g in zip(kept, outs, grads[1:])]
+                          for (m, o), g in zip(store, grads[1:])]
     return res
 
 

@@ -35,6 +35,7 @@ class AuditConfig:
     batch_images: int = 8
     max_pixels: int | None = None
     follow_symlinks: bool = False
+    task: dict | None = None  # --task segment / detect settings (audit/tasks.py make_task); None: classify
 
     def __post_init__(self):
         if isinstance(self.methods, str):
@@ -124,11 +125,19 @@ class ModelSpec:
     input_name: str | None = None
     providers: list[str] | None = None
     batch_size: int | None = None
+    pack: tuple[str, str, str] | None = None  # torchvision-style (boxes, labels, scores) outputs packed as one
 
     def build(self):
         from agnostic_cam import Explainer
 
-        return Explainer.from_onnx(self.model, target_layer=self.layer, layout=self.layout, output=self.output,
+        model = self.model
+        if self.pack is not None:
+            import onnx
+
+            from agnostic_cam.audit.detections import packed
+
+            model = packed(onnx.load(self.model), tuple(self.pack))
+        return Explainer.from_onnx(model, target_layer=self.layer, layout=self.layout, output=self.output,
                                    input_name=self.input_name, providers=self.providers, batch_size=self.batch_size,
                                    progress=False)
 
@@ -139,11 +148,20 @@ class Context:
     def __init__(self, explainer, preprocess, config: AuditConfig, model_hash: str, model_spec: ModelSpec | None = None):
         self.ex, self.pre, self.cfg, self.model_spec, self.model_hash = explainer, preprocess, config, model_spec, model_hash
         self.on_step = None  # progress callback (image keys, method) set by the runner; never part of spec()
-        self.score = detect_score(explainer, config.score)
+        self.pool = None  # the local engine's thread pool, where record._compute encodes PNGs; never part of spec()
+        self.score = "raw" if config.task else detect_score(explainer, config.score)
+        self.task_compute = None
+        if config.task:
+            from agnostic_cam.audit.task_records import compute
+            from agnostic_cam.audit.tasks import settings
+
+            self.task_compute = compute
         self.settings = {"layer": explainer.layer, "output": explainer.adapter.output_name, "methods": config.methods,
                          "steps": config.steps, "target": config.target, "preprocess": preprocess.to_dict(),
                          "boxes": config.boxes, "labels": config.labels, "score": self.score,
                          "max_pixels": config.max_pixels}
+        if config.task:
+            self.settings["task"] = settings(config.task)
         h = hashlib.sha256(model_hash.encode())
         h.update(json.dumps(self.settings, sort_keys=True).encode())
         self.fingerprint = h.hexdigest()[:16]
@@ -192,12 +210,16 @@ def preflight(ctx: Context) -> None:
         raise
     except (AgnosticCamError, ValueError, RuntimeError) as e:
         raise ModelError(f"the model does not run on a {size[0]}x{size[1]} image: {e}") from None
-    if out.ndim != 2:
+    if out.ndim != 2 and not ctx.cfg.task:
         raise ModelError(f"the explained output has shape {out.shape}; the audit needs class scores (N, K). Choose "
                          "another output (--output)")
     if not np.isfinite(out).all():
         raise NonFiniteError(f"the model outputs NaN/Inf on a plain grey {size[0]}x{size[1]} image: its weights or "
                              "graph produce non-finite numbers; no image was audited", where="model output")
+    if ctx.cfg.task:
+        from agnostic_cam.audit.tasks import preflight as task_preflight
+
+        return task_preflight(ctx, probe, out)
     k = out.shape[1]
     if ctx.cfg.target is not None and ctx.cfg.target >= k:
         raise OptionError(f"target {ctx.cfg.target} is out of range: the model has {k} classes (0-{k - 1})")

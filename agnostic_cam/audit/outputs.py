@@ -44,11 +44,12 @@ def to_parquet(records: list[dict], path: Path) -> None:
     import pyarrow.parquet as pq
 
     rows = [{"image": r["file"], "method": m, "class": r["class"], "label": r["label"], "true_label": r.get("true_label"),
-             "score": r["score"], "probability": r["probability"], **{c: row.get(c) for c in METRIC_COLUMNS}}
+             "score": r["score"], "probability": r["probability"], **{c: row.get(c) for c in METRIC_COLUMNS},
+             "task": r.get("task", "classify"), "target": r.get("target", f"class {r['class']}")}
             for r in records for m, row in r["methods"].items()]
     schema = pa.schema([("image", pa.string()), ("method", pa.string()), ("class", pa.int64()), ("label", pa.string()),
                         ("true_label", pa.string()), ("score", pa.float64()), ("probability", pa.float64()),
-                        *((c, pa.float64()) for c in METRIC_COLUMNS)])
+                        *((c, pa.float64()) for c in METRIC_COLUMNS), ("task", pa.string()), ("target", pa.string())])
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
     atomic_write(path, buf.getvalue())

@@ -18,6 +18,7 @@ import hashlib
 import io
 import time
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,7 @@ class Loaded:
     rgb: np.ndarray | None = None
     error: str | None = None
     display: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # (H, W) of the image file, before resizing
 
 
 DISPLAY_MAX = 512  # longer side of the overlay PNGs (images are shown at their own aspect ratio)
@@ -67,14 +69,14 @@ def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
         return Loaded(item, error=str(e))
     try:
         rgb = read_image(data, ctx.cfg.max_pixels, name=item.file)
-        display = display_copy(rgb)
+        display, size = display_copy(rgb), tuple(rgb.shape[:2])
         if ctx.pre.size is not None:
             rgb = resize_rgb(rgb, ctx.pre.size)
         else:
             check_size(ctx, item, rgb)
     except InputError as e:
         return Loaded(item, sha, error=str(e))
-    return Loaded(item, sha, rgb, display=display)
+    return Loaded(item, sha, rgb, display=display, size=size)
 
 
 def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
@@ -142,15 +144,44 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _compute(ctx, batch: list[Loaded]) -> list[Result]:
-    from agnostic_cam.image_io import to_uint8
+def _encode(display: np.ndarray, heat: np.ndarray | None = None) -> bytes:
+    """PNG bytes of ``display``, or of ``heat`` blended over it."""
+    return _png(display if heat is None else overlay_at(display, heat))
 
-    ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
-    x = ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
-    out = np.asarray(ex.predict(x), np.float64)
+
+def _submitter(ctx):
+    """``submit(fn, *args) -> Future``: on the engine's thread pool (``ctx.pool``, so PNG encoding
+    overlaps the curves' ONNX Runtime calls), or run at once when the engine has no pool."""
+    pool = getattr(ctx, "pool", None)
+    if pool is not None:
+        return pool.submit
+
+    def now(fn, *args) -> Future:
+        f: Future = Future()
+        f.set_result(fn(*args))
+        return f
+
+    return now
+
+
+def predict_batch(ctx, batch: list[Loaded]) -> tuple[np.ndarray, np.ndarray]:
+    """(model input of ``batch``, the model's outputs float64), NonFiniteError on NaN/Inf outputs."""
+    x = ctx.ex.adapter.prepare(ctx.pre.to_batch([b.rgb for b in batch]))
+    out = np.asarray(ctx.ex.predict(x), np.float64)
     if not np.isfinite(out).all():
         raise NonFiniteError(f"the model's output is NaN/Inf on {batch[0].item.file!r} (a finite image): the model "
                              "itself produces non-finite numbers (check its weights)", where="model output")
+    return x, out
+
+
+def _compute(ctx, batch: list[Loaded]) -> list[Result]:
+    from agnostic_cam.image_io import to_uint8
+
+    if getattr(ctx, "task_compute", None) is not None:  # --task segment / detect (audit/task_records.py)
+        return ctx.task_compute(ctx, batch)
+    ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
+    submit = _submitter(ctx)
+    x, out = predict_batch(ctx, batch)
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
@@ -158,9 +189,9 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     for j, b in enumerate(batch):
         it, k = b.item, int(ks[j])
         rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
-               "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
+               "task": "classify", "target": f"class {k}", "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
-        results.append(Result(rec, {rec["input"]: _png(shown[j])}))
+        results.append(Result(rec, {rec["input"]: submit(_encode, shown[j])}))
     heats, overlays, secs, degenerate = {}, {}, {}, {}
     for method in cfg.methods:
         t0 = time.perf_counter()
@@ -168,7 +199,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
             warnings.simplefilter("ignore", DegenerateMapWarning)
             e = ex.explain(x, method, target=ks)
         heats[method] = e.heatmap
-        overlays[method] = [overlay_at(shown[j], e.heatmap[j]) for j in range(n)]
+        overlays[method] = [submit(_encode, shown[j], e.heatmap[j]) for j in range(n)]
         degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]
         secs[method] = time.perf_counter() - t0
         step = getattr(ctx, "on_step", None)  # progress inside a batch: one tick per method (local engine)
@@ -189,5 +220,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heats[method][j:j + 1], [box])[0]),
                 "seconds": round((secs[method] + share) / n, 4), "overlay": name,
                 "degenerate": "" if degenerate[method] is None else degenerate[method][j]}
-            res.files[name] = _png(overlays[method][j])
+            res.files[name] = overlays[method][j]
+    for res in results:  # the encoded PNGs (an encoding error is raised here, as it would be inline)
+        res.files = {k: f.result() for k, f in res.files.items()}
     return results

@@ -33,7 +33,9 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         batch_size: int | None = None, steps: int = 20, target: int | None = None, boxes: dict | None = None,
         labels: list[str] | None = None, resume: bool = True, score: str = "auto", batch_images: int = 8,
         max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
-        report_images: int = 200, progress: bool | None = None, explainer=None) -> dict:
+        report_images: int = 200, progress: bool | None = None, explainer=None, task: str = "classify",
+        category: int | None = None, masks: str | os.PathLike | None = None, top_boxes: int | None = None,
+        iou: float = 0.5) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
     (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
     metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results.
@@ -42,15 +44,21 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     ``gpus_per_worker`` GPUs, on the cluster at ``address`` or a local Ray). ``explainer``: one
     already built from the ``model`` path with the same options (saves loading it twice). See the README
     section "Audit a million images" and docs/onnx-audit.md for every option.
+
+    ``task``: 'classify' (default), 'segment' (``category`` K, optional ``masks`` folder) or 'detect'
+    (``boxes`` {image: [{"box": [x1, y1, x2, y2], "label": k}]} or ``top_boxes`` N; ``iou``); see
+    :mod:`agnostic_cam.audit.tasks`.
     """
+    from agnostic_cam.audit.tasks import check_items, make_task
     from agnostic_cam.preprocess import Preprocess
 
     if format not in FORMATS:
         raise OptionError(f"format must be one of {FORMATS}; got {format!r}")
     if not isinstance(report_images, int) or report_images < 0:
         raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
-    cfg = AuditConfig(methods, steps, target, boxes or {}, labels, resume, score, batch_images, max_pixels,
-                      follow_symlinks)
+    task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target)
+    cfg = AuditConfig(methods, steps, target, {} if task_cfg else boxes or {}, labels, resume, score, batch_images,
+                      max_pixels, follow_symlinks, task_cfg)
     engine_fn = get_engine(engine)
     try:
         check_writable(Path(out))
@@ -61,6 +69,11 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         spec = ModelSpec(os.fspath(model), layer, layout, output, input_name,
                          providers.split(",") if isinstance(providers, str) else providers, batch_size)
         model_hash, name = model_fingerprint(model), Path(model).name
+        if task_cfg and task_cfg["task"] == "detect":
+            from agnostic_cam.audit.detections import detector_spec
+
+            spec = detector_spec(spec)
+            explainer = explainer if spec.pack is None else None  # the packed graph is another model
         ex = explainer if explainer is not None else spec.build()
     else:
         ex, spec, name = model, None, "model"
@@ -70,8 +83,9 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     preflight(ctx)
     if pre.size is None:
         _check_sizes(ctx, items)
+    check_items(ctx, items)
     store = Store(out, ctx.fingerprint, resume)
-    header = {"model": name, "layer": ex.layer, "layout": ex.adapter.layout, "score": ctx.score,
+    header = {"model": name, "task": task_cfg["task"] if task_cfg else "classify", "layer": ex.layer, "layout": ex.adapter.layout, "score": ctx.score,
               "engine": {"name": engine, "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker},
               "settings": ctx.settings, "fingerprint": ctx.fingerprint}
     return _execute(ctx, store, items, refused, engine_fn, header, format, report_images, progress,

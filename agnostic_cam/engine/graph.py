@@ -257,12 +257,17 @@ def topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    nodes = toposort([c for c in out.graph.node], avail)
-    copies = []
-    for n in nodes:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        copies.append(c)
-    del out.graph.node[:]
-    out.graph.node.extend(copies)
+    replace_repeated(out.graph.node, toposort([c for c in out.graph.node], avail))
     return out
+
+
+def replace_repeated(field, items: list) -> None:
+    """Set a repeated protobuf ``field`` (e.g. ``graph.node``) to copies of ``items``, which may be
+    elements of ``field`` itself (they are copied before the field is cleared)."""
+    copies = []
+    for item in items:
+        c = type(item)()
+        c.CopyFrom(item)
+        copies.append(c)
+    del field[:]
+    field.extend(copies)

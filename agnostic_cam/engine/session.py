@@ -23,6 +23,9 @@ _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExe
 # fixed image size needs more is refused with a ModelError instead of exhausting memory; raise
 # it (``agnostic_cam.engine.session.MAX_RUN_BYTES = ...``) on a machine that can afford more.
 MAX_RUN_BYTES = 4 * 2**30
+# Threads inside each op of the sessions created from now on (None: ONNX Runtime's default, the
+# physical cores). Processes that share a machine (Ray audit workers) set it to their share.
+INTRA_OP_THREADS: int | None = None
 
 
 def check_run_bytes(rows: int, sample_shape: tuple, what: str) -> None:
@@ -134,6 +137,8 @@ class OnnxEngine:
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             opts.enable_mem_pattern = True
             opts.enable_cpu_mem_arena = True
+            if INTRA_OP_THREADS:
+                opts.intra_op_num_threads = int(INTRA_OP_THREADS)
             try:
                 self._session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=self.providers)
             except Exception as e:  # noqa: BLE001

@@ -12,7 +12,6 @@ axes ((2, 3) for NCHW, (1, 2) for NHWC); see :func:`spatial_axes`.
 from __future__ import annotations
 
 import numpy as np
-from ..errors import OptionError
 
 from agnostic_cam import layout as L
 

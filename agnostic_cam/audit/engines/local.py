@@ -1,6 +1,7 @@
 """The local engine: images read and preprocessed in a background thread pool while the main
 thread explains and scores batches of ``batch_images`` on one explainer (one ONNX Runtime session
-for every method)."""
+for every method); the same pool encodes the overlay PNGs while the curves run on ONNX Runtime.
+NumPy's BLAS is kept to one thread meanwhile (see :func:`blas_one_thread`)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from agnostic_cam.audit import record
+from agnostic_cam.audit.engines import blas_one_thread
 from agnostic_cam.audit.sources import Item
 
 
@@ -18,7 +20,7 @@ def run_local(ctx, items: Iterable[Item], workers: int | None = None, **_) -> It
     size = ctx.cfg.batch_images
     prefetch = max(2 * size, workers * 2)
     it = iter(items)
-    with ThreadPoolExecutor(workers, thread_name_prefix="audit-read") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="audit-read") as pool, blas_one_thread():
         window: deque = deque()
 
         def fill() -> None:
@@ -29,6 +31,7 @@ def run_local(ctx, items: Iterable[Item], workers: int | None = None, **_) -> It
                 window.append(pool.submit(record.load, ctx, item))
 
         fill()
+        ctx.pool = pool  # record._compute encodes PNGs here
         try:
             batch: list[record.Loaded] = []
             while window:
@@ -38,5 +41,6 @@ def run_local(ctx, items: Iterable[Item], workers: int | None = None, **_) -> It
                     yield from record.compute_records(ctx, batch)
                     batch = []
         finally:
+            ctx.pool = None
             for f in window:
                 f.cancel()

@@ -18,6 +18,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 
 from agnostic_cam.audit import record
+from agnostic_cam.audit.engines import blas_one_thread
 from agnostic_cam.audit.sources import Item
 from agnostic_cam.errors import AgnosticCamError, MissingDependencyError, OptionError
 
@@ -33,11 +34,17 @@ def require(module: str, what: str = "the Ray engine"):
 
 
 class AuditWorker:
-    """A Ray Data actor: one explainer, records for batches of image names."""
+    """A Ray Data actor: one explainer, records for batches of image names. ``threads``: ONNX
+    Runtime threads per op, the worker's share of the CPUs (workers on one machine would otherwise
+    each start one thread per core and contend); BLAS runs on one thread (see ``blas_one_thread``)."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, threads: int | None = None):
         from agnostic_cam.audit.context import Context
+        from agnostic_cam.engine import session
 
+        session.INTRA_OP_THREADS = threads
+        self.blas = blas_one_thread()
+        self.blas.__enter__()  # for the actor's life (its own process)
         self.ctx = Context.from_spec(spec)
 
     def __call__(self, batch: dict) -> dict:
@@ -71,13 +78,15 @@ def _stream(ray, ctx, items: list[Item], workers, address, gpus_per_worker) -> I
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started = True
     try:
+        cpus = int(ray.cluster_resources().get("CPU", 2))
         if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+            workers = max(1, cpus // 2)
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_items([{"path": os.fsencode(it.path), "rel": os.fsencode(it.rel),
                                    "true_label": it.true_label or ""} for it in items],
                                  override_num_blocks=max(1, min(len(items), 4 * workers)))
-        ds = ds.map_batches(AuditWorker, fn_constructor_kwargs={"spec": spec}, batch_size=ctx.cfg.batch_images,
+        ds = ds.map_batches(AuditWorker, fn_constructor_kwargs={"spec": spec, "threads": max(1, cpus // workers)},
+                            batch_size=ctx.cfg.batch_images,
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                             num_gpus=gpus_per_worker or None, batch_format="numpy")
         try:
