@@ -222,3 +222,26 @@ def test_ambiguous_token_layer_raises_instead_of_guessing(vit, x):
     check(ex, x, "gradcam", np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a))
     with pytest.raises(LayoutError, match="rank-4"):  # a layout that contradicts the tensor is refused too
         Explainer.from_keras(vit, "pos", layer_layout="NHWC")
+
+
+def test_dynamic_input_size_resolves_the_grid_per_size():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3))
+    t = layers.Reshape((-1, DIM))(layers.Conv2D(DIM, PATCH, strides=PATCH)(inp))
+    y = layers.LayerNormalization(name="ln")(t)
+    t = layers.Add()([t, layers.MultiHeadAttention(HEADS, DIM // HEADS)(y, y)])
+    model = keras.Model(inp, layers.Dense(CLASSES)(layers.GlobalAveragePooling1D()(t)))
+    ex = Explainer.from_keras(model, "ln", progress=False)
+    for size in (32, 48, 32):  # the grid follows the images (one probe forward pass per new size)
+        xs = np.random.default_rng(size).normal(size=(1, size, size, 3)).astype(np.float32)
+        probe = keras.Model(model.inputs, [model.get_layer("ln").output, model.outputs[0]])
+        with tf.GradientTape() as tape:
+            tokens, out = probe(tf.constant(xs))
+            score = out[:, 1]
+        g = np.asarray(tape.gradient(score, tokens), np.float64)
+        n = size // PATCH
+        a, g = (np.asarray(v, np.float64).reshape(1, n, n, DIM).transpose(0, 3, 1, 2) for v in (tokens, g))
+        e = ex.explain(xs, "gradcam", target=1)
+        assert str(ex.adapter.layer_layout) == f"tokens(prefix=0, grid={n}x{n})"
+        np.testing.assert_allclose(e.raw, np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), atol=1e-5)
+        assert ex.explain(xs, "ablationcam", target=1).raw.shape == (1, n, n)

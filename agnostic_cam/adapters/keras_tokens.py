@@ -168,6 +168,13 @@ class KerasLayouts:
                 raise LayoutError(f"{e}{more}") from None
         self._layout_hw = hw
 
+    def require_layer(self, method: str = "", sample_shape: tuple | None = None) -> None:
+        """The base class's check, then the layout at the images' size (a dynamic-size model's token
+        grid depends on it; a cached export does not re-resolve it)."""
+        super().require_layer(method, sample_shape)
+        if sample_shape is not None:
+            self._ensure_layout(tuple(sample_shape))
+
     def _apply_reshape(self, t):
         out = self.reshape(t)
         if len(getattr(out, "shape", ())) != 4:
