@@ -245,6 +245,8 @@ def cmd_audit(args) -> int:
     from agnostic_cam import audit
     from agnostic_cam.audit.context import check_boxes
 
+    if args.sanity and args.task != "classify":
+        raise OptionError("--sanity explains class scores; it does not run with --task segment/detect yet (drop --sanity)")
     boxes = None
     if args.boxes is not None:
         try:

@@ -101,7 +101,7 @@ class Explainer(FeatureViews):
 
     @classmethod
     def from_keras(cls, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None,
-                   progress: bool | None = None, *, target_layers=None) -> Explainer:
+                   progress: bool | None = None, *, target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a Keras 3 Functional or Sequential model (NHWC input), nested models included.
 
         target_layer: a layer object or name, also inside a nested model; a name that two nested
@@ -114,6 +114,12 @@ class Explainer(FeatureViews):
         without modifying the model. Multi-output models: ``output=KEY`` (a dict output's key, or an
         output layer's name) or ``output=INDEX`` (a list output's index) picks the explained output,
         ``"logits:KEY"`` the scores before its softmax (see :mod:`agnostic_cam.adapters.keras_outputs`).
+        layer_layout: how the layer holds channels: None detects it ((N, h, w, C) maps; token tensors
+        (N, T, C) of a ViT built from keras.layers where the graph tells; a LayoutError otherwise),
+        'NHWC', 'tokens' (class tokens and patch grid worked out) or
+        ``agnostic_cam.layout.LayerLayout('tokens', prefix=1, grid=(h, w))``.
+        reshape: instead, a function (N, ...) -> (N, C, h, w) of TensorFlow tensors (``keras.ops`` /
+        ``tf``), like pytorch-grad-cam's ``reshape_transform``; it becomes part of the exported ONNX graph.
         """
         try:
             from agnostic_cam.adapters.keras import KerasAdapter
@@ -122,14 +128,14 @@ class Explainer(FeatureViews):
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_keras needs TensorFlow/Keras: pip install 'agnostic-cam[keras]'") from None
         layer = _layer_arg(target_layer, target_layers)
-        return cls._build(lambda ly: KerasAdapter(model, ly, output=output, providers=providers, batch_size=batch_size),
-                          layer, progress)
+        return cls._build(lambda ly: KerasAdapter(model, ly, output=output, providers=providers, batch_size=batch_size,
+                                                  layer_layout=layer_layout, reshape=reshape), layer, progress)
 
     @classmethod
     def from_onnx(cls, model, target_layer: str | None = None, layout: str | None = None, preprocess=None,
                   output: str | None = None, providers=None, batch_size: int | None = None,
                   input_name: str | None = None, gradients: bool | None = None,
-                  progress: bool | None = None, *, target_layers=None, layer_layout=None) -> Explainer:
+                  progress: bool | None = None, *, target_layers=None, layer_layout=None, reshape=None) -> Explainer:
         """Explainer for a bare ONNX model: a path, its bytes or an ``onnx.ModelProto``.
 
         target_layer: a tensor name from :meth:`layers` (or a node name); None picks the last
@@ -143,8 +149,12 @@ class Explainer(FeatureViews):
         layer_layout: the target tensor's layout when it cannot be detected ('NCHW', 'NHWC',
         'tokens' or a ``LayerLayout``); token tensors (N, T, C) and channels-last ones are found by
         themselves where the graph tells (see :meth:`layers`).
+        reshape: refused with an OptionError (a Python function cannot run inside ONNX Runtime);
+        ``layer_layout=`` covers pytorch-grad-cam's ViT and Swin reshape transforms.
         """
-        from agnostic_cam.adapters.onnx import OnnxAdapter
+        from agnostic_cam.adapters.onnx import OnnxAdapter, refuse_reshape
+
+        refuse_reshape(reshape)
         from agnostic_cam.preprocess import Preprocess
 
         ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients,

@@ -185,6 +185,21 @@ def _stride_ok(hw: tuple, input_hw: tuple) -> bool:
     return abs(rh - rw) <= 0.25 * max(rh, rw) + 1e-9
 
 
+def fits_input(hw: tuple, input_hw: tuple) -> bool:
+    """Whether a map of size ``hw`` (h, w) can be an image of size ``input_hw`` (H, W) seen at one
+    stride: what a spatial layer looks like (a per-head attention tensor (T, heads) does not)."""
+    return _stride_ok(tuple(hw), tuple(input_hw))
+
+
+def reshape_channel_axis(native: tuple, chw: tuple) -> int | None:
+    """The channel axis of a layer tensor of shape ``native`` that a user's ``reshape=`` turns into
+    (N, C, h, w) of shape ``chw``: -1 when its last axis has C entries (pytorch-grad-cam's
+    ``AblationLayerVit`` reading), 1 when axis 1 has, None when neither (unknown)."""
+    if native and native[-1] == chw[1]:
+        return -1
+    return 1 if native and len(native) > 1 and native[1] == chw[1] else None
+
+
 def grid_candidates(tokens: int, input_hw: tuple, max_prefix: int = 16) -> list[tuple[int, int, int]]:
     """(prefix, h, w) splits of ``tokens`` whose grid (h, w) has one stride over the input (H, W)."""
     ih, iw = input_hw

@@ -36,18 +36,21 @@ PEERS = {"scorecam": ["pgc"], "ablationcam": ["pgc"], "gradcam": ["pgc", "captum
          # layer's gradient, a forward before the backward, many patch CAMs
          "shapleycam": ["pgc"], "fullgrad": ["pgc"], "finercam": ["pgc"], "sess": ["pgc"],
          "gradcam+aug_smooth": ["pgc"],  # six augmented copies in one batched call (pgc: one call per copy)
-         "occlusion": ["captum_occ"], "kernelshap": ["captum_shap"]}
+         "occlusion": ["captum_occ"], "kernelshap": ["captum_shap"], "rise": ["dianna_rise"]}
 # a method run with explain options, under its own row name: name -> (method, options for both sides)
 VARIANTS = {"gradcam+aug_smooth": ("gradcam", {"aug_smooth": True})}
 TOP1 = ("finercam",)  # compared with top-1 targets, pytorch-grad-cam FinerCAM's default
 PEER_NAMES = {"pgc": "pytorch-grad-cam", "captum": "Captum LayerGradCam", "captum_occ": "Captum Occlusion",
-              "captum_shap": "Captum KernelShap"}
+              "captum_shap": "Captum KernelShap", "dianna_rise": "dianna RISEImage (ONNX)"}
 # Layer-free methods (issue 16): the same work for both sides, Captum at its defaults otherwise.
-BLACKBOX = {"occlusion": {"window": 32, "stride": 16}, "kernelshap": {"segments": 16, "samples": 200}}
+BLACKBOX = {"occlusion": {"window": 32, "stride": 16}, "kernelshap": {"segments": 16, "samples": 200},
+            "rise": {"masks": 500, "cells": 8, "p": 0.5}}  # dianna: n_masks, feature_res, p_keep (no auto-tune)
 CHANNELS = {"resnet18": 512, "resnet50": 2048}
+SLOW_INTERLEAVED = {"rise": 2}  # also timed call by call, alternating with the peer and the floor (calls per side)
 # Targets of issue 7 (ratio = ours / reference, lower is better).
 TARGETS = {("scorecam", "pgc"): 0.65, ("scorecam", "floor"): 1.15, ("ablationcam", "pgc"): 0.02,
-           ("gradcam", "floor"): 1.2, ("occlusion", "captum_occ"): 0.5, ("kernelshap", "captum_shap"): 0.5}
+           ("gradcam", "floor"): 1.2, ("occlusion", "captum_occ"): 0.5, ("kernelshap", "captum_shap"): 0.5,
+           ("rise", "dianna_rise"): 0.5}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,6 +147,35 @@ def make_impl(impl: str, method: str, model, x, xn, targets, layer, opts: dict |
         ks = KernelShap(model)
         return (lambda: ks.attribute(x, baselines=0.0, target=targets.tolist(), feature_mask=mask.expand(len(x), 3, -1, -1),
                                      n_samples=BLACKBOX["kernelshap"]["samples"])), warm_forward, state
+    if impl == "dianna_rise" or (impl == "floor" and method == "rise"):
+        import numpy as np
+
+        path = str(Path(tempfile.mkdtemp()) / "model.onnx")  # exported outside the timing
+        torch.onnx.export(model, x[:1], path, dynamic_axes={"x": {0: "n"}}, dynamo=False, input_names=["x"])
+        o = BLACKBOX["rise"]
+    if impl == "floor" and method == "rise":  # the forward passes RISE cannot avoid: ORT on the masked images
+        import onnxruntime as ort
+
+        from agnostic_cam.methods.rise import rise_masks
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        masks = rise_masks(np.random.default_rng(0), o["masks"], o["cells"], o["p"], (SIZE, SIZE))
+        masked = [np.ascontiguousarray(xn[i] * masks[:, None]) for i in range(len(xn))]  # built outside the timing
+
+        def ort_forwards():
+            for m in masked:
+                for lo in range(0, len(m), 64):
+                    sess.run(None, {"x": m[lo:lo + 64]})
+
+        return ort_forwards, warm_forward, state
+    if impl == "dianna_rise":  # dianna (test-only reference) on the same model exported to ONNX, one image per call
+        from dianna.methods.rise_image import RISEImage
+
+        def call():
+            rise = RISEImage(n_masks=o["masks"], feature_res=o["cells"], p_keep=o["p"], axis_labels={0: "channels"})
+            return np.stack([rise.explain(path, xn[i], labels=[int(t)])[0] for i, t in enumerate(targets)])
+
+        return call, warm_forward, state
     if impl == "floor":  # one plain PyTorch forward + backward of the target scores
 
         def fwd_bwd():
@@ -162,8 +194,8 @@ def interleaved(job: dict) -> dict:
     model, x, xn, targets, layer = setup(job)
     impls = ["ours", *PEERS[job["method"]], "floor"]
     calls = {i: make_impl(i, job["method"], model, x, xn, targets, layer)[0] for i in impls}
-    for c in calls.values():
-        c()  # warm-up
+    for c in calls.values() if job["method"] not in SLOW_INTERLEAVED else ():
+        c()  # warm-up (slow methods: one call is long enough to be warm after its first batch)
     times: dict[str, list[float]] = {i: [] for i in impls}
     load0 = os.getloadavg()[0]
     for r in range(job["inner"]):
@@ -187,10 +219,13 @@ def worker(job: dict) -> dict:
     ex, engine = state.get("ex"), state.get("engine")
 
     post = (lambda r: cam_to_heatmap(r.detach().numpy()[:, 0], (SIZE, SIZE))) if impl == "captum" else np.asarray
-    if impl in ("captum_occ", "captum_shap"):  # the same heatmap rule as ours (relu, scaled by the max)
+    if impl in ("captum_occ", "captum_shap", "dianna_rise"):  # the same heatmap rule as ours
+        from agnostic_cam.methods.rise import RISE
+
         from agnostic_cam.methods.perturb import LayerFreeMethod
 
-        post = lambda r: LayerFreeMethod().heatmap(r.detach().numpy()[:, 0], (SIZE, SIZE))  # noqa: E731
+        rule = RISE().heatmap if impl == "dianna_rise" else LayerFreeMethod().heatmap
+        post = lambda r: rule(np.asarray(r if impl == "dianna_rise" else r.detach().numpy()[:, 0]), (SIZE, SIZE))  # noqa: E731
     cheap = method == "gradcam" or (impl == "ours" and method != "scorecam")
     rss0 = _status()["VmRSS"]
     reset = _reset_peak()
@@ -316,9 +351,9 @@ def bench_group(model: str, batch: int, method: str, args, tmp: Path) -> list[di
     ours = results["ours"]
     ours_s = median([t for r in ours for t in r["times"]])
     inter = None
-    if method == "gradcam":  # times from one process that alternates the implementations call by call
+    if method in ("gradcam", *SLOW_INTERLEAVED):  # times from one process alternating the implementations
         job = {"model": model, "batch": batch, "method": method, "impl": "interleaved", "threads": args.threads,
-               "inner": max(args.inner, 7)}
+               "inner": SLOW_INTERLEAVED.get(method, max(args.inner, 7))}
         inter = run_worker(job, args.timeout)
         ours_s = median(inter["times_by_impl"]["ours"])
         print(f"  {model} b{batch} {method:<12} interleaved: " + ", ".join(

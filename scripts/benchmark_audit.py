@@ -146,6 +146,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16, help="images for eigencam+gradcam (default 16)")
     ap.add_argument("--scorecam-images", type=int, default=4, help="images for scorecam (default 4; 512 channels)")
     ap.add_argument("--before", type=Path, help="source tree of the version to compare with (its agnostic_cam/)")
+    ap.add_argument("--no-local", action="store_true", help="skip the local rows")
     ap.add_argument("--repeats", type=int, default=1, help="alternating repeats of the local rows (default 1)")
     ap.add_argument("--ray", default="1,2", help="Ray worker counts to run ('' for none; default 1,2)")
     ap.add_argument("--no-grad-cam", action="store_true", help="skip the pytorch-grad-cam loop")
@@ -177,7 +178,7 @@ def main() -> None:
                 Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(images / f"{i:04d}.jpg")
         local = [("local before", args.before)] if args.before else []
         local.append(("local now", ROOT))
-        for rep in range(args.repeats):  # alternate the order so drifting load hits both rows alike
+        for rep in range(0 if args.no_local else args.repeats):  # alternate the order so drifting load hits both rows alike
             for name, src in (local if rep % 2 == 0 else local[::-1]):
                 rows.append({**local_row(name, src, model, images, methods, work), "repeat": rep})
                 print(json.dumps(rows[-1]), flush=True)

@@ -16,7 +16,7 @@ from agnostic_cam.adapters.onnx import gradient_backend_available  # noqa: E402
 from vit_helpers import randomise_norms  # noqa: E402
 
 FORWARD = ["scorecam", "ablationcam", "eigencam"]
-GRADIENT = ["gradcam", "gradcam++", "hirescam", "layercam"]
+GRADIENT = ["gradcam", "gradcam++", "hirescam", "layercam", "xgradcam"]
 
 
 def export(model, size, path):
@@ -27,13 +27,13 @@ def export(model, size, path):
     return str(path)
 
 
-def agree(model, torch_layer, onnx_layer, size, path, expect, gradients=True, **options):
+def agree(model, torch_layer, onnx_layer, size, path, expect, gradients=True, skip=(), **options):
     x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
     a = Explainer.from_torch(model, torch_layer, input_shape=(3, size, size), progress=False)
     b = Explainer.from_onnx(export(model, size, path), target_layer=onnx_layer, progress=False, **options)
     assert options or b.layer in [ly.name for ly in b.layers()]
     assert str(b.adapter.layer.layout) == expect == str(a.adapter.layer_layout)
-    methods = FORWARD + (GRADIENT if gradients and gradient_backend_available() else [])
+    methods = [m for m in FORWARD + (GRADIENT if gradients and gradient_backend_available() else []) if m not in skip]
     for m in methods:
         try:
             hb = b.explain(x, m, target=[1, 2]).heatmap
@@ -61,12 +61,13 @@ def test_swin_channels_last_torch_and_onnx_agree(tmp_path):
     model = SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2],
                             window_size=[4, 4], num_classes=10).eval()
     randomise_norms(model)
-    # the output of `features` is what torchvision's final `norm` reads; static shape inference cannot
-    # follow Swin's window reshapes to the last stage, so the layout is given there (nothing is guessed)
+    # the output of `features` is what torchvision's final `norm` reads; it is listed channels-last by
+    # itself (an ONNX Runtime run measures the shapes static inference loses after Swin's window reshapes)
     import onnx
 
     path = export(model, 64, tmp_path / "swin.onnx")
     feats = next(n for n in onnx.load(path).graph.node if n.name == "/norm/LayerNormalization").input[0]
-    # forward methods only: the gradient backend's conversion of this graph's LayerNormalization
-    # (onnx2torch) fails today; that op coverage is adapters/onnx_grad.py's (issue #13)
-    agree(model, "features", feats, 64, tmp_path / "swin2.onnx", "NHWC", gradients=False, layer_layout="NHWC")
+    # HiResCAM is left out here: LayerNorm follows this tensor, and sum_c a_c dLN/da_c = 0 at every
+    # position, so its map is rounding noise on both sides (tests/test_vit_onnx_gradients.py checks
+    # it, and every gradient method with the dynamo exporter, on an inner Swin stage)
+    agree(model, "features", feats, 64, tmp_path / "swin2.onnx", "NHWC", skip=("hirescam",))

@@ -133,11 +133,14 @@ class Adapter(ABC):
         """Layout of the tensor at ``native_name`` (None: a user reshape, layout unknown)."""
         return L.LayerLayout(self.activation_layout) if self.native_name == self.activation_name else self.layer_layout
 
+    _reshape_shapes: tuple | None = None  # (layer shape, (N, C, h, w)) of a user's reshape= on one batch
+
     @property
     def native_channel_axis(self) -> int | None:
-        """The channel axis of the tensor at ``native_name`` (None: unknown), for ablating a channel."""
+        """The channel axis of the tensor at ``native_name`` (None: unknown), for ablating a channel;
+        read through a user's reshape=, the axis whose size is C (see :func:`layout.reshape_channel_axis`)."""
         lay = self.native_layout
-        return None if lay is None else lay.channel_axis
+        return L.reshape_channel_axis(*(self._reshape_shapes or ((), ()))) if lay is None else lay.channel_axis
 
     def __init__(self, providers=None, batch_size: int | None = None):
         self.providers = providers

@@ -35,7 +35,7 @@ from agnostic_cam.adapters import keras_graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.adapters.fallback import engine_for, run_export
 from agnostic_cam.adapters.keras_export import convert, rename_through_identities, replace_erfc
-from agnostic_cam.adapters.base import ACTIVATION, OUTPUT, Adapter, closest_names
+from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, closest_names
 from agnostic_cam.errors import InputError, LayoutError, MissingDependencyError, ModelError, NonFiniteError
 
 try:
@@ -47,10 +47,12 @@ except ImportError as e:  # pragma: no cover - exercised by test_import with ten
 from agnostic_cam.adapters.keras_grad import KerasGradients, first as _first  # noqa: E402 (needs TensorFlow)
 from agnostic_cam.adapters.keras_higher import KerasHigherOrder  # noqa: E402 (needs TensorFlow)
 from agnostic_cam.adapters.keras_outputs import resolve  # noqa: E402
+from agnostic_cam.adapters.keras_tokens import KerasLayouts  # noqa: E402 (needs TensorFlow)
 
 
-class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
-    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input.
+class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
+    """Explains a Functional or Sequential Keras 3 model (also with nested models), NHWC input; the
+    target layer is a channels-last map or a token tensor (:mod:`.keras_tokens`).
     ``supports`` (what it computes, FullGrad's bias gradients only where the model allows) comes
     from :class:`~agnostic_cam.adapters.keras_higher.KerasHigherOrder`."""
 
@@ -58,8 +60,10 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
     layout = "NHWC"
     activation_layout = "NHWC"
 
-    def __init__(self, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None):
+    def __init__(self, model, target_layer=None, output: str | int = "raw", providers=None, batch_size: int | None = None,
+                 layer_layout=None, reshape=None):
         super().__init__(providers, batch_size)
+        self._init_layouts(layer_layout, reshape)
         if not isinstance(model, keras.Model):
             raise InputError(f"from_keras expects a keras.Model; got {type(model).__name__}")
         if not kg.is_graph_model(model):
@@ -128,16 +132,6 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
                              f"{closest_names(layer, self.layer_names() + [kg.path(c) for c in self._chains])}")
         return hits[0]
 
-    def layers(self) -> list[L.Candidate]:
-        """Candidate target layers: every layer (nested ones included) whose output is a spatial
-        (N, h, w, C) map, with the name ``target_layer`` takes, its class, shape and layout."""
-        out = []
-        for c in self._chains:
-            shape = self._static_shape(c[-1]) or ()
-            if len(shape) == 4 and not (shape[1] is not None and shape[2] is not None and shape[1] * shape[2] <= 1):
-                out.append(L.Candidate(self._name(c), type(c[-1]).__name__, shape, L.NHWC))
-        return out
-
     def _spatial_examples(self) -> str:
         names = [c.name for c in self.layers()]
         return f"; pick a convolutional layer, e.g. {', '.join(repr(n) for n in names[-4:])}" if names else ""
@@ -150,15 +144,18 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
             return None
 
     def _check_static_shape(self) -> None:
+        self._ensure_layout()
         shape = self._static_shape(self.layer)
         if shape is not None:
             self._check_activation(shape)
 
     def _check_activation(self, shape: tuple) -> None:
-        if len(shape) != 4:
-            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map"
-                             f"{self._spatial_examples()}")
-        if shape[1] is not None and shape[2] is not None and shape[1] * shape[2] <= 1:
+        """The target layer's own tensor of ``shape`` must read as a map (N, C, h, w) with h*w > 1."""
+        if len(shape) not in (3, 4) and self.reshape is None:
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map or "
+                             f"tokens (N, T, C){self._spatial_examples()}")
+        chw = self._chw_shape(shape)
+        if chw is not None and chw[2] is not None and chw[3] is not None and chw[2] * chw[3] <= 1:
             raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images or an earlier layer{self._spatial_examples()}")
 
@@ -212,14 +209,16 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
 
         chains = [] if self.chain is None else [self.chain]
 
+        self._ensure_layout(sample_shape)
+
         @tf.function(input_signature=spec, autograph=False)
         def tapped(x):
             out, acts, _ = self._evaluate(x, chains, export=True)
-            return (out, *acts)
+            return (out, *self.export_taps(acts))  # a token layer: its (N, h, w, C) view, then itself
 
         conc = tapped.get_concrete_function()
         if chains:
-            self._check_activation(tuple(conc.structured_outputs[1].shape))
+            self._check_activation(tuple(conc.structured_outputs[-1].shape))
         proto = None
 
         def export():
@@ -227,7 +226,7 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
             proto = replace_erfc(convert(conc))
 
         run_export(export)  # tf2onnx's prints kept off stdout/stderr; its failures fall back (fallback.py)
-        for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION)):
+        for o, new in zip([o.name for o in proto.graph.output], (OUTPUT, ACTIVATION, NATIVE)):
             rename_through_identities(proto.graph, o, new)
         return proto
 
@@ -236,7 +235,7 @@ class KerasAdapter(KerasHigherOrder, KerasGradients, Adapter):
         return engine_for(self, sample_shape)
 
     def eager_forward(self, x: np.ndarray, replace: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(explained output, target layer (N, h, w, C)) for ``x``, the layer's output replaced by
+        """(explained output, target layer's own tensor) for ``x``, the layer's output replaced by
         ``replace`` when given: the export fallback's forward pass."""
         rep = {} if replace is None else {0: tf.constant(np.ascontiguousarray(replace, dtype=np.float32))}
         out, (act,), _ = self._evaluate(self._tensor(x), [self.chain], replace=rep)

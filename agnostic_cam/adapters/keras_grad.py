@@ -3,7 +3,8 @@ module docstring for why every backward pass is a ``tf.function``), the output c
 layer gradients, the general ``vjp`` primitive and input gradients.
 
 A mixin of :class:`agnostic_cam.adapters.keras.KerasAdapter`; it reads the adapter's ``chain``,
-``input_shape``, ``_lock``, ``_compiled``, ``_evaluate``, ``_resolve`` and ``_check_activation``.
+``input_shape``, ``_lock``, ``_compiled``, ``_evaluate``, ``_resolve``, ``_check_activation`` and, from
+:mod:`.keras_tokens`, ``_ensure_layout`` and ``nhwc_view``.
 """
 from __future__ import annotations
 
@@ -89,14 +90,15 @@ class KerasGradients:
         return cot, classes, out[np.arange(out.shape[0]), classes].astype(np.float64)
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
+        self._ensure_layout(x.shape[1:])
         xt = self._tensor(x)
         out, (act,), _ = self._evaluate(xt, [self.chain])  # forward only: outputs for the targets
         self._check_activation(tuple(act.shape))
         cot, classes, scores = self._output_cotangent(out.numpy(), target)
         out, grad, act = self._compiled_backward(self.chain, "vanilla", True)(xt, tf.constant(cot))
         return Gradients(outputs=out.numpy().astype(np.float32), scores=scores, classes=classes,
-                         activations=first(act.numpy().astype(np.float32)),
-                         grads=first(grad.numpy().astype(np.float32)))
+                         activations=first(np.asarray(self.nhwc_view(act), np.float32)),  # tokens: the
+                         grads=first(np.asarray(self.nhwc_view(grad), np.float32)))  # same view of both
 
     # -- general primitives (shared contract, see Adapter.vjp) ---------------------------------
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:

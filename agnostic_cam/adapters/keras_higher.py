@@ -96,6 +96,8 @@ class KerasHigherOrder:
         """Outputs, scores and classes of ``x`` (N, H, W, C), then what is asked (see :class:`Higher`)."""
         if bias and self.higher_hint:
             raise BackendError(f"FullGrad cannot run on this model: {self.higher_hint}")
+        if hvp:
+            self._ensure_layout(x.shape[1:])
         xt = self._tensor(x)
         out = self._evaluate(xt, [])[0].numpy()  # forward only: the targets
         cot, classes, scores = self._output_cotangent(out.astype(np.float32), target)
@@ -134,7 +136,8 @@ class KerasHigherOrder:
                                f"{self.layer_name!r}, and TensorFlow cannot give one here ({e}); pick a later target "
                                "layer") from None
         self._check_activation(tuple(act.shape))
-        res.activations, res.grads, res.hvp = (first(a.numpy().astype(np.float32)) for a in (act, g, h))
+        # a token layer: the same (N, h, w, C) view of all three (linear, so the view of the HVP is the HVP of the view)
+        res.activations, res.grads, res.hvp = (first(np.asarray(self.nhwc_view(a), np.float32)) for a in (act, g, h))
 
     def _hvp_function(self, score):
         """``f(x, cot) -> (A, dS/dA, d/dA <dS/dA, A>)`` at the target layer; only these three are

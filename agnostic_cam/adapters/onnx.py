@@ -31,6 +31,19 @@ CHW_VIEW = "agnostic_cam_chw"  # the target tensor as (N, C, h, w), computed in 
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
 
 
+def refuse_reshape(reshape) -> None:
+    """``from_onnx(reshape=...)``: an OptionError that says what to pass instead (nothing when None)."""
+    if reshape is None:
+        return
+    raise OptionError(
+        "from_onnx cannot take reshape=: forward methods (Score-CAM, Ablation-CAM, Eigen-CAM) run the graph on "
+        "ONNX Runtime, where a Python function cannot run, and ablating a channel needs the reshape inside the "
+        "graph. Say how the target tensor holds its channels instead: layer_layout='tokens' for (N, T, C) tokens "
+        "(class/register tokens and the patch grid are worked out; or LayerLayout('tokens', prefix=1, grid=(h, w)) "
+        "from agnostic_cam.layout), 'NHWC' for channels-last (N, h, w, C) maps (Swin), 'NCHW' otherwise. For any "
+        "other reshape, explain the PyTorch model: Explainer.from_torch(model, layer, reshape=f)")
+
+
 def gradient_backend_available() -> bool:
     """True when torch and onnx2torch are installed (checked without importing them)."""
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx2torch"))
@@ -79,7 +92,9 @@ class OnnxAdapter(OnnxFeaturePrimitives, Adapter):
         self.picked = target_layer is None
         if self.layer is None:  # no spatial tensor: layer-free methods only
             self.layer_name = self.activation_name = None
-            self._no_layer = ("the graph has no rank-4 feature map between the input and the output" if not self.candidates
+            self._no_layer = ("the graph has no feature map or token tensor between the input and the output whose "
+                              "layout can be told; name one with target_layer= and say how it holds its channels "
+                              "with layer_layout='NCHW', 'NHWC' or 'tokens'" if not self.candidates
                               else "every feature map of this graph is 1x1 for its declared input size")
         else:
             self.layer_name = self.layer.name
@@ -179,7 +194,10 @@ class OnnxAdapter(OnnxFeaturePrimitives, Adapter):
         return node.input[0]
 
     def layers(self) -> list[Layer]:
-        """Candidate target layers: rank-4 tensors computed from the image that the output depends on."""
+        """Candidate target layers: rank-4 and token tensors computed from the image that the output
+        depends on, without per-head attention tensors (worked out once per explainer)."""
+        if getattr(self, "candidates", None) is not None:
+            return list(self.candidates)
         sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
         return candidate_layers(self.model, self.input_name, self.layout, sample, self.output_name)
 

@@ -18,8 +18,10 @@ OTHERS = {"Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", 
           "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Erf", "Swish"}
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    vals = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+def constants(graph: onnx.GraphProto, max_size: int | None = None) -> dict[str, np.ndarray]:
+    """Values of initializers (of at most ``max_size`` elements, when given) and ``Constant`` nodes."""
+    vals = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+            if max_size is None or int(np.prod(i.dims)) <= max_size}
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
@@ -46,7 +48,7 @@ def _clip_bounds(node: onnx.NodeProto, consts: dict) -> tuple[float | None, floa
 def census(model: onnx.ModelProto, output: str | None = None) -> Census:
     """ReLU-family vs other activation nodes of the main graph (``output``: the explained output)."""
     g = model.graph
-    consts = _constants(g)
+    consts = constants(g)
     relus, others = [], []
     for n in g.node:
         if output is not None and output in n.output:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import onnx
 
 from agnostic_cam import layout as L
+from agnostic_cam.adapters.onnx_scan import attention_tensors, fill_shapes, prefix_only
 from agnostic_cam.engine import graph as G
 
 # Ops whose rank-4 output is channel-first by the ONNX spec.
@@ -41,6 +42,7 @@ class Layer:
     layout: str
     index: int
     lay: L.LayerLayout | None = None  # full layout (tokens: prefix and grid); None: ``layout`` says it all
+    live: bool = True  # False: only its leading (class) token reaches the output (never picked by default)
 
     def __post_init__(self):
         if self.lay is None:
@@ -162,9 +164,11 @@ def ancestors(model: onnx.ModelProto, target: str) -> set[str]:
 
 def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str, sample_shape: tuple,
                      output: str) -> list[Layer]:
-    """Rank-4 float tensors computed from the image that ``output`` depends on, in graph order.
+    """Rank-4 (and token) float tensors computed from the image that ``output`` depends on, in graph
+    order, without the per-head tensors of attention blocks.
 
-    Shapes are inferred for one image of per-sample ``sample_shape`` (dims may be None).
+    Shapes are inferred for one image of per-sample ``sample_shape`` (dims may be None); where static
+    inference leaves them open and the image size is known, one ONNX Runtime run measures them.
     """
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
@@ -178,16 +182,22 @@ def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str,
     layouts = tensor_layouts(fixed, input_name, input_layout)
     from_input = depends_on(fixed, input_name)
     needed = ancestors(fixed, output)
-    layers = []
+    attn = attention_tensors(fixed, from_input)
     hw = L.spatial_size((1, *sample_shape), input_layout)
+    if all(isinstance(d, int) for d in sample_shape):
+        fill_shapes(fixed, input_name, (1, *sample_shape), (from_input & needed) - attn - {output})
+    layers = []
     producer = {o: n for n in fixed.graph.node for o in n.output if o}
     for i, info in enumerate(G.spatial_tensors(fixed)):
-        if info.name in from_input and info.name in needed and info.name != output and not in_attention(info.node_name):
+        if info.name in from_input and info.name in needed and info.name != output and info.name not in attn:
             lay = layouts.get(info.name) or _shape_layout(info, hw, producer)
             if lay is not None:  # a layout that cannot be told is not offered (layer_layout= settles it)
                 layers.append(Layer(info.name, info.op_type, tuple(info.shape), info.node_name, lay, i))
     if all(isinstance(d, int) for d in hw):
-        layers += token_layers(fixed, hw, from_input & needed - {output}, start=len(layers))
+        layers += token_layers(fixed, hw, from_input & needed - {output} - attn, start=len(layers))
+    dead = prefix_only(fixed, output)
+    for ly in layers:  # a token tensor read only through its class token(s)
+        ly.live = ly.lay.kind != L.TOKENS or ly.name not in dead
     return sorted(layers, key=lambda ly: _order(fixed).get(ly.name, 0))
 
 
@@ -232,8 +242,6 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
             shape = G.tensor_shape(v)
             if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
                 continue
-            if in_attention(n.name) and not (given and o in given):
-                continue
             if given and o in given:
                 lay = L.resolve_layer_layout(given[o], shape, input_hw, "channels_last", grids, o)
             else:
@@ -247,13 +255,6 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
                     continue
             out.append(Layer(o, n.op_type, tuple(shape), n.name, lay.kind, start + len(out), lay))
     return out
-
-
-def in_attention(node_name: str) -> bool:
-    """True for a node inside an attention block (per-head q/k/v and attention-weight tensors), judged by
-    the scope the exporter writes into node names ('/blocks.1/attn/MatMul', '.../self_attention/...')."""
-    scopes = node_name.replace(".", "/").lower().split("/")[:-1]
-    return any(s in ("attn", "attention") or "attention" in s for s in scopes)
 
 
 def _last_axis_source(node: onnx.NodeProto, producer: dict, depth: int = 4):
@@ -270,8 +271,9 @@ def _last_axis_source(node: onnx.NodeProto, producer: dict, depth: int = 4):
 
 
 def default_layer(layers: list[Layer]) -> Layer | None:
-    """The last candidate with a spatial extent: the last feature map before global pooling."""
-    good = [ly for ly in layers if ly.has_extent]
+    """The last candidate with a spatial extent whose every position reaches the output: the last
+    feature map before global pooling (a ViT: the last token tensor before the class token is taken)."""
+    good = [ly for ly in layers if ly.has_extent and ly.live]
     return good[-1] if good else None
 
 

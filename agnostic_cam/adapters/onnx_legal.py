@@ -7,9 +7,19 @@ Today's exporters write newer graphs: PyTorch's default (dynamo) exporter writes
 
 1. ``Gelu`` (opset 20, no older version) is expanded into ``Erf`` / ``Tanh`` arithmetic;
 2. the graph is converted down to opset 17 with ONNX's own version converter (which moves
-   ``Reduce*`` axes and ``Split`` sizes back to attributes, etc.);
+   ``Reduce*`` axes and ``Split`` sizes back to attributes, etc.). The converter has no down-adapter
+   for a few operators whose newer versions only add options (``Pad-18/19``: an ``axes`` input and
+   ``mode='wrap'``; ``ConstantOfShape-20``: new element types); nodes that use none of the new
+   options are set aside during the conversion and put back unchanged, so a dynamo-exported Swin
+   (zero-padding to the window size, a zero attention mask) converts;
 3. ``Reshape(allowzero=1)`` with a constant target shape that contains no 0 becomes
-   ``allowzero=0`` (the two are the same then; onnx2torch implements only the latter).
+   ``allowzero=0`` (the two are the same then; onnx2torch implements only the latter);
+4. ``LayerNormalization`` reads its scale and bias through an ``Identity``: onnx2torch builds an
+   ``nn.LayerNorm`` from the input's *statically inferred* shape when both are initializers, and
+   where shape inference loses the trailing dims (Swin's window reshapes feed ``Pad`` / ``Reshape``
+   with computed shapes) that gives ``normalized_shape=[0]`` and a RuntimeError at the first
+   forward. With non-initializer scale/bias it uses its runtime module, which takes the normalized
+   shape from the tensor itself (``x.shape[axis:]``): the same formula, on any input size.
 
 :func:`describe_failure` turns the converter's exception into one line naming the operator and
 its opset version.
@@ -59,6 +69,42 @@ def _gelu(n: onnx.NodeProto, inits: list[onnx.TensorProto], k: int) -> list[onnx
     return nodes
 
 
+_ASIDE = "agnostic_cam.aside"  # a domain the version converter leaves alone
+
+
+def _same_in_17(n: onnx.NodeProto) -> bool:
+    """True when ``n`` (a newer-opset node) means the same under its opset-<=17 definition."""
+    if n.domain not in ("", "ai.onnx"):
+        return False
+    if n.op_type == "Pad":
+        mode = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "mode"), b"constant")
+        return (len(n.input) < 4 or not n.input[3]) and mode in (b"constant", b"reflect", b"edge")
+    if n.op_type == "ConstantOfShape":
+        value = next((a.t for a in n.attribute if a.name == "value"), None)
+        return value is None or value.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64,
+                                                    onnx.TensorProto.INT32, onnx.TensorProto.BOOL)
+    return False
+
+
+def _convert_version(m: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """ONNX's version converter to ``version``, with the nodes of :func:`_same_in_17` set aside."""
+    from onnx import version_converter
+
+    aside = [n for n in m.graph.node if _same_in_17(n)]
+    for n in aside:
+        n.domain = _ASIDE
+    if aside:
+        m.opset_import.append(helper.make_opsetid(_ASIDE, 1))
+    out = version_converter.convert_version(m, version)
+    for n in out.graph.node:
+        if n.domain == _ASIDE:
+            n.domain = ""
+    keep = [o for o in out.opset_import if o.domain != _ASIDE]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
 def _expand_new_ops(m: onnx.ModelProto) -> None:
     """Replace operators that have no version <= 17 by equivalent older ones (in place)."""
     new, inits = [], []
@@ -87,6 +133,22 @@ def _fix_allowzero(m: onnx.ModelProto) -> None:
                     a.i = 0
 
 
+def _layer_norm_runtime_shape(m: onnx.ModelProto) -> None:
+    """Route every LayerNormalization's initializer scale / bias through an Identity (in place), see 4."""
+    inits = {i.name for i in m.graph.initializer}
+    new = []
+    for k, n in enumerate(m.graph.node):
+        if n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx"):
+            for j in range(1, len(n.input)):
+                if n.input[j] in inits:
+                    alias = f"_ln{k}_{j}_{n.input[j]}"
+                    new.append(helper.make_node("Identity", [n.input[j]], [alias], name=alias))
+                    n.input[j] = alias
+        new.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(new)
+
+
 def legalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` in opset <= 17 terms (see the module docstring); BackendError if impossible."""
     m = onnx.ModelProto()
@@ -94,10 +156,8 @@ def legalize(model: onnx.ModelProto) -> onnx.ModelProto:
     _expand_new_ops(m)
     version = opset(m)
     if version > TARGET_OPSET:
-        from onnx import version_converter
-
         try:
-            m = version_converter.convert_version(m, TARGET_OPSET)
+            m = _convert_version(m, TARGET_OPSET)
         except Exception as e:  # noqa: BLE001 - the converter raises RuntimeError / ValueError with a C++ message
             op = re.search(r"of (\w+) exists|for (\w+)|op_type: (\w+)", str(e))
             name = next((g for g in op.groups() if g), None) if op else None
@@ -107,6 +167,7 @@ def legalize(model: onnx.ModelProto) -> onnx.ModelProto:
                                "unavailable for it, forward methods (scorecam, ablationcam, eigencam) still run. "
                                "Exporting with opset_version=17 avoids it") from None
     _fix_allowzero(m)
+    _layer_norm_runtime_shape(m)
     return m
 
 

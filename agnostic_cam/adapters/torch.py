@@ -163,17 +163,6 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         return None if self.reshape is not None else (self.layer_layout or L.LayerLayout(L.NCHW))
 
     @property
-    def native_channel_axis(self) -> int | None:
-        if self.reshape is None:
-            return self.native_layout.channel_axis
-        native, chw = self._reshape_shapes or ((), ())
-        if native and native[-1] == chw[1]:
-            return -1  # pytorch-grad-cam's AblationLayerVit: channels on the last axis
-        return 1 if native and len(native) > 1 and native[1] == chw[1] else None
-
-    _reshape_shapes = None
-
-    @property
     def native_name(self) -> str:
         plain = self.reshape is None and (self.layer_layout is None or self.layer_layout.kind == L.NCHW)
         return ACTIVATION if plain else NATIVE
