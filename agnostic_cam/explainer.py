@@ -1,6 +1,7 @@
 """The one entry point: ``Explainer.from_torch / from_keras / from_onnx`` and ``explain()``."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 from agnostic_cam import compat, degenerate, relu_policy
 from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.combine import average_layers, product_layers, stitch
+from agnostic_cam.engine.threads import blas_one_thread, on_cpu
 from agnostic_cam.errors import IncompatibleDependencyError
 from agnostic_cam.explanation import Explanation
 from agnostic_cam.explainer_features import FeatureViews
@@ -256,10 +258,11 @@ class Explainer(FeatureViews):
         relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
                             self.partial_rules if partial is None else bool(partial))
         groups = target_groups(resolve_alias(target, targets), x.shape[0])
-        if len(groups) > 1:
-            exp = stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
-        else:
-            exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
+        with blas_one_thread() if on_cpu(self.adapter.providers) else contextlib.nullcontext():  # engine/threads.py
+            if len(groups) > 1:
+                exp = stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+            else:
+                exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
         degenerate.warn(exp)
         return exp
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agnostic_cam.engine.threads import blas_one_thread
 from agnostic_cam.targets import for_rows
 from .errors import InputError, OptionError
 
@@ -115,6 +116,7 @@ class Curve:
         return (s[:, 1:] + s[:, :-1]).sum(axis=1) / 2 / (s.shape[1] - 1)
 
 
+@blas_one_thread()  # small NumPy products between forward passes: see engine/threads.py
 def perturbation_curve(model, images, maps, mode: str, targets=None, steps: int = 20, baseline=None,
                        layout: str = "NCHW", score: str = "softmax", batch_size: int = 64,
                        progress: bool | None = None) -> Curve:

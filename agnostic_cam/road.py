@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agnostic_cam.engine.threads import blas_one_thread
 from agnostic_cam import layout as L
 from agnostic_cam.errors import OptionError
 from agnostic_cam.metrics import _check, as_forward
@@ -64,6 +65,7 @@ def impute(image: np.ndarray, keep: np.ndarray, noise: float = 0.01, rng: np.ran
     return out.reshape(c, h, w).astype(np.float32)
 
 
+@blas_one_thread()  # small NumPy products between forward passes: see engine/threads.py
 def road_scores(model, images, maps, targets=None, percentile: float = 80, order: str = "morf", layout: str = "NCHW",
                 noise: float = 0.01, seed: int | None = 0, batch_size: int = 64) -> np.ndarray:
     """(N,) score after imputation minus before, at one ``percentile``, ``order`` 'morf' or 'lerf'."""

@@ -7,24 +7,9 @@ engines.
 """
 from __future__ import annotations
 
-import contextlib
+from agnostic_cam.engine.threads import blas_one_thread  # noqa: F401 - the engines' import
 
 ENGINES = ("local", "ray")
-
-
-def blas_one_thread():
-    """A context that keeps NumPy's BLAS (OpenBLAS / MKL) to one thread while images are computed.
-
-    The audit's BLAS work is small matrices (Eigen-CAM's SVD of an (h*w, C) matrix per image,
-    the CAM weighted sums) between ONNX Runtime calls that already use every core; on two
-    threads OpenBLAS spins against ONNX Runtime's threads (measured on the benchmark machine, a
-    49 x 512 SVD: 2 ms of CPU on one thread, 120 ms on two). Results are the same. A no-op
-    without threadpoolctl (installed with scikit-learn)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
 
 
 def get_engine(name: str):
