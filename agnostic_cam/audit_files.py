@@ -5,15 +5,15 @@ This module imports nothing else of the audit, so ``agnostic_cam.audit`` and
 """
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
 import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import IO
 
 from agnostic_cam.errors import AgnosticCamError
 
@@ -27,20 +27,29 @@ class OutputError(AgnosticCamError, OSError):
     """An output file could not be written (disk full, permissions). Nothing half-written is left."""
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so readers never see a half-written file.
+def write_error(path: Path, e: OSError) -> OutputError:
+    """The :class:`OutputError` for a failed write of ``path`` (its cause chained by the caller)."""
+    return OutputError(f"cannot write {display(str(path))}: {e.strerror or e}. Free some space or choose "
+                       "another --out, then rerun: finished images are kept and resumed")
 
-    A temporary file in the same folder is written, flushed and renamed over ``path``; on any
-    failure (disk full, permissions) the temporary file is removed and :class:`OutputError`
-    names the path and the cause.
+
+@contextlib.contextmanager
+def atomic_file(path: Path, text: bool = False) -> Iterator[IO]:
+    """A file to write (bytes, or UTF-8 text with ``text``) that replaces ``path`` when the block ends.
+
+    A temporary file in the same folder is written, flushed and renamed over ``path``, so readers
+    never see a half-written file and a file of any size can be written piece by piece. On any
+    failure in the block (disk full, permissions, Ctrl-C) the temporary file is removed; an
+    ``OSError`` becomes :class:`OutputError` naming the path and the cause.
     """
     path = Path(path)
     tmp = None
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique per call
         tmp = Path(name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+        raw = os.fdopen(fd, "wb")
+        with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") if text else raw as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -50,10 +59,15 @@ def atomic_write(path: Path, data: bytes | str) -> None:
                 tmp.unlink()
             except OSError:
                 pass
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {display(str(path))}: {e.strerror or e}. Free some space or choose "
-                              "another --out, then rerun: finished images are kept and resumed") from e
+        if isinstance(e, OSError) and not isinstance(e, AgnosticCamError):
+            raise write_error(path, e) from e
         raise
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`); OutputError on failure."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
 
 
 def check_writable(out: Path) -> None:
@@ -95,47 +109,14 @@ def csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def to_csv(records: list[dict]) -> str:
-    """metrics.csv: one row per image and method; text cells neutralised (:func:`csv_cell`)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*IMAGE_COLUMNS, *METRIC_COLUMNS, *TASK_COLUMNS])
-    for r in records:
-        p = r.get("probability")
-        for m, row in r["methods"].items():
-            w.writerow([csv_cell(r["file"]), csv_cell(m), r["class"], csv_cell(r["label"]),
-                        csv_cell(r.get("true_label") or ""), f"{r['score']:.6g}", "" if p is None else f"{p:.6g}",
-                        *("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS),
-                        r.get("task", "classify"), csv_cell(r.get("target", f"class {r['class']}"))])
-    return buf.getvalue()
+CSV_HEADER = (*IMAGE_COLUMNS, *METRIC_COLUMNS, *TASK_COLUMNS)  # metrics.csv's first row
 
 
-def summarize(records: list[dict], methods: list[str]) -> dict[str, dict]:
-    """Per method: the mean of each metric over images (None when no image has it), under
-    ``counts`` how many images each mean is over, and the number of images whose map is degenerate."""
-    summary = {}
-    for m in methods:
-        rows = [r["methods"][m] for r in records if m in r["methods"]]
-        s: dict = {"images": len(rows)}
-        for col in METRIC_COLUMNS:
-            vals = [row[col] for row in rows if row.get(col) is not None]
-            s[col] = float(np.mean(vals)) if vals else None
-        s["counts"] = {col: sum(row.get(col) is not None for row in rows) for col in METRIC_COLUMNS}  # images per mean
-        s["degenerate"] = sum(1 for row in rows if row.get("degenerate"))  # maps flagged (degenerate.py)
-        summary[m] = s
-    return summary
-
-
-def per_class(records: list[dict]) -> dict[str, dict]:
-    """For records with a ``true_label`` (folder-tree input): per true label, images and top-1 accuracy."""
-    out: dict[str, dict] = {}
-    for r in records:
-        t = r.get("true_label")
-        if t is None:
-            continue
-        s = out.setdefault(t, {"images": 0, "correct": 0})
-        s["images"] += 1
-        s["correct"] += int(r["label"] == t)
-    for s in out.values():
-        s["accuracy"] = s["correct"] / s["images"]
-    return dict(sorted(out.items()))
+def csv_rows(r: dict) -> Iterator[list]:
+    """metrics.csv's rows of record ``r``: one per method; text cells neutralised (:func:`csv_cell`)."""
+    p = r.get("probability")
+    for m, row in r["methods"].items():
+        yield [csv_cell(r["file"]), csv_cell(m), r["class"], csv_cell(r["label"]),
+               csv_cell(r.get("true_label") or ""), f"{r['score']:.6g}", "" if p is None else f"{p:.6g}",
+               *("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS),
+               r.get("task", "classify"), csv_cell(r.get("target", f"class {r['class']}"))]

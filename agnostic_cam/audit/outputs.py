@@ -1,76 +1,56 @@
 """The audit's result files from its records: results.json, metrics.csv / metrics.parquet, report.html.
 
-Knows records and summaries only, never engines. The report summarises every image but embeds
-overlays for a bounded sample (best and worst per method, then a seeded random rest).
+Knows records and summaries only, never engines. The records are read once, one at a time (the
+runner passes a view that loads each from the store), so memory does not grow with the number of
+images: every file is written as they come (see :mod:`agnostic_cam.audit.streaming`). The report
+summarises every image but embeds overlays for a bounded sample (best and worst per method, then a
+seeded random rest).
 """
 from __future__ import annotations
 
-import json
-import random
+import csv
+from collections.abc import Iterable
 from pathlib import Path
 
-from agnostic_cam.audit_files import METRIC_COLUMNS, atomic_write, per_class, summarize, to_csv
+from agnostic_cam.audit.streaming import ImagesJson, ParquetRows, Sample, Summary
+from agnostic_cam.audit_files import CSV_HEADER, atomic_file, atomic_write, csv_rows
 
 FORMATS = ("csv", "parquet")
 
 
-def sample_records(records: list[dict], methods: list[str], limit: int, seed: str = "") -> list[dict]:
-    """At most ``limit`` records, in their order: per method the best and worst deletion AUC first,
-    then a random rest (seeded by ``seed``, so reruns pick the same)."""
-    if len(records) <= limit:
-        return list(records)
-    chosen: dict[str, dict] = {}
-    per = max(1, limit // (4 * max(1, len(methods))))
-    for m in methods:
-        rows = sorted((r for r in records if m in r["methods"]), key=lambda r: r["methods"][m]["deletion_auc"])
-        for r in rows[:per] + rows[-per:]:
-            chosen.setdefault(r["key"], r)
-    rest = [r for r in records if r["key"] not in chosen]
-    random.Random(seed).shuffle(rest)
-    for r in rest[:max(0, limit - len(chosen))]:
-        chosen[r["key"]] = r
-    order = {r["key"]: i for i, r in enumerate(records)}
-    return sorted(chosen.values(), key=lambda r: order[r["key"]])[:limit]
-
-
-def to_parquet(records: list[dict], path: Path) -> None:
-    """metrics.parquet: the CSV's rows with typed columns (needs pyarrow, part of the [ray] extra)."""
-    from agnostic_cam.audit.engines.ray import require
-
-    require("pyarrow", "--format parquet")
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = [{"image": r["file"], "method": m, "class": r["class"], "label": r["label"], "true_label": r.get("true_label"),
-             "score": r["score"], "probability": r["probability"], **{c: row.get(c) for c in METRIC_COLUMNS},
-             "task": r.get("task", "classify"), "target": r.get("target", f"class {r['class']}")}
-            for r in records for m, row in r["methods"].items()]
-    schema = pa.schema([("image", pa.string()), ("method", pa.string()), ("class", pa.int64()), ("label", pa.string()),
-                        ("true_label", pa.string()), ("score", pa.float64()), ("probability", pa.float64()),
-                        *((c, pa.float64()) for c in METRIC_COLUMNS), ("task", pa.string()), ("target", pa.string())])
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
-    atomic_write(path, buf.getvalue())
-
-
-def write_outputs(out: Path, header: dict, records: list[dict], failed: list[dict], methods: list[str],
+def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list[dict], methods: list[str],
                   fmt: str = "csv", report_images: int = 200) -> dict:
-    """Write the result files for ``records`` (in image order); returns results.json's content."""
+    """Write the result files for ``records`` (in image order, iterated once); returns results.json's
+    content, whose ``images`` is ``records`` itself (csv format; ``[]`` for parquet, as in the file)."""
     from agnostic_cam.report import render_report
 
     out = Path(out)
-    results = {**header, "summary": summarize(records, methods), "classes": per_class(records)}
-    results["run"] = {**header.get("run", {}), "explained": len(records), "failed": failed}
-    if fmt == "parquet":
-        to_parquet(records, out / "metrics.parquet")
-        results["records"] = "metrics.parquet"
-        results["images"] = []
-    else:
-        atomic_write(out / "metrics.csv", to_csv(records))
-        results["images"] = records
-    atomic_write(out / "results.json", json.dumps(results, indent=1))
-    shown = sample_records(records, methods, report_images, header.get("fingerprint", ""))
+    summary, sample = Summary(methods), Sample(methods, report_images, header.get("fingerprint", ""))
+    with ImagesJson(out) as images:
+        if fmt == "parquet":
+            with atomic_file(out / "metrics.parquet") as f, ParquetRows(f) as rows:
+                for r in records:
+                    summary.add(r)
+                    sample.add(r)
+                    rows.add(r)
+        else:
+            with atomic_file(out / "metrics.csv", text=True) as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(CSV_HEADER)
+                for r in records:
+                    summary.add(r)
+                    sample.add(r)
+                    images.add(r)
+                    w.writerows(csv_rows(r))
+        results = {**header, "summary": summary.summary(), "classes": summary.classes()}
+        results["run"] = {**header.get("run", {}), "explained": sample.n, "failed": failed}
+        if fmt == "parquet":
+            results["records"] = "metrics.parquet"
+            results["images"] = []
+        else:
+            results["images"] = records
+        with atomic_file(out / "results.json") as f:
+            images.write(results, f)
+    shown = sample.records()
     atomic_write(out / "report.html", render_report({**results, "images": shown}, out))
     return results
