@@ -13,9 +13,12 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
+from agnostic_cam import audit
 from agnostic_cam.audit.outputs import write_outputs
+from agnostic_cam.audit.store import StoredRecords
 from agnostic_cam.audit.streaming import ExactSum, ParquetRows, Sample, Summary
 from agnostic_cam.audit_files import IMAGE_COLUMNS, METRIC_COLUMNS, TASK_COLUMNS, csv_cell
 
@@ -291,3 +294,41 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
     assert text.endswith(b"\n  }\n ]\n}") and b'"explained": 200000' in text[:4096]
     last = json.loads(text[text.rindex(b"\n  {\n"):-len(b"\n ]\n}")])
     assert last == next(r for i, r in enumerate(synthetic(n)) if i == n - 1)
+
+
+# -- (c) end to end: the files of a real audit, and the records it returns -----------------------------
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, torch):
+    from onnx_helpers import export_torch, torch_net
+
+    p = tmp_path_factory.mktemp("m") / "net.onnx"
+    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
+    return p
+
+
+def test_audit_files_are_written_from_the_store(model, tmp_path):
+    from PIL import Image
+
+    imgs = tmp_path / "i"
+    imgs.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(imgs / f"im{i}.png")
+    (imgs / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "o"
+    res = audit.run(model, imgs, out, ["eigencam", "gradcam"], steps=3, progress=False, report_images=2)
+    assert isinstance(res["images"], StoredRecords) and len(res["images"]) == 4
+    records = list(res["images"])
+    assert [r["file"] for r in records] == [f"im{i}.png" for i in range(4)] and res["images"][1:3] == records[1:3]
+    assert [f["file"] for f in res["run"]["failed"]] == ["broken.png"]
+    assert res["run"]["computed"] == ["broken.png", "im0.png", "im1.png", "im2.png", "im3.png"]
+    first = (out / "results.json").read_text()
+    assert json.loads(first)["images"] == records
+    assert (out / "metrics.csv").read_text() == ref_to_csv(records)
+    _approx_summary(res["summary"], ref_summarize(records, ["eigencam", "gradcam"]))
+    html = (out / "report.html").read_text()
+    assert "a sample of 2 of 4" in html
+    again = audit.run(model, imgs, out, ["eigencam", "gradcam"], steps=3, progress=False, report_images=2)
+    assert again["run"]["computed"] == [] and len(again["run"]["reused"]) == 5
+    assert list(again["images"]) == records and (out / "report.html").read_text() == html
+    assert json.loads((out / "results.json").read_text())["images"] == records

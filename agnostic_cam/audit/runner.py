@@ -1,6 +1,9 @@
 """One audit run: list images -> checks done once -> reuse finished records -> an engine computes
 the rest -> result files. Engines are interchangeable; resume works across runs and engines.
 
+Memory does not grow with the number of images beyond a small entry per image name: records go to
+the store as they arrive and the result files are written from it, one record at a time.
+
 Faults: an image that cannot be used (unreadable, a bomb, a wrong size) is listed as failed and
 the run goes on; anything that is not the image's fault (model, options, gradient backend) stops
 the run before images run, as a typed error; a write failure (disk full) raises
@@ -22,7 +25,7 @@ from agnostic_cam.audit.context import AuditConfig, Context, ModelSpec, model_fi
 from agnostic_cam.audit.engines import get_engine
 from agnostic_cam.audit.outputs import FORMATS, write_outputs
 from agnostic_cam.audit.sources import Item, list_images, read_bytes
-from agnostic_cam.audit.store import Store
+from agnostic_cam.audit.store import Store, StoredRecords
 from agnostic_cam.audit_files import OutputError, check_writable
 from agnostic_cam.errors import InputError, OptionError
 
@@ -38,7 +41,9 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         iou: float = 0.5) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
     (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
-    metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results.
+    metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results
+    (results.json's content; its ``images`` is a sequence that reads each record from ``out`` when
+    asked for, so a million of them are never all in memory: ``list()`` it to keep them).
 
     engine 'local' (this process) or 'ray' (Ray Data actors, ``workers`` of them, each with
     ``gpus_per_worker`` GPUs, on the cluster at ``address`` or a local Ray). ``explainer``: one
@@ -110,33 +115,43 @@ def _check_sizes(ctx: Context, items: list[Item]) -> None:
                               f"{sp[0]}x{sp[1]}; drop --size none (size=None) to resize, or resize the images")
 
 
-def _scan(store: Store, items: list[Item]) -> tuple[dict[str, dict], list[Item]]:
-    """(reusable records by key, items to compute), hashing file contents in a thread pool."""
+REUSED, COMPUTED = 0, 1  # how each finished image was obtained (_execute's `done`)
+
+
+def _scan(store: Store, items: list[Item]) -> tuple[dict[str, int], dict[str, str], list[Item]]:
+    """(REUSED for each image with a reusable record by key, the errors among those by key, items to
+    compute), hashing file contents in a thread pool. Records are not kept: the store has them."""
     def one(it: Item):
         try:
-            return it, store.cached(it, record.content_hash(read_bytes(it)))
+            rec = store.cached(it, record.content_hash(read_bytes(it)))
         except InputError:
-            return it, None
+            return it, None, None
+        return it, rec is not None, None if rec is None else rec.get("error")
 
+    done: dict[str, int] = {}
+    errors: dict[str, str] = {}
     if not store.resume:
-        return {}, list(items)
-    done, todo = {}, []
+        return done, errors, list(items)
+    todo = []
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        for it, rec in pool.map(one, items):
-            if rec is None:
+        for it, ok, error in pool.map(one, items):
+            if not ok:
                 todo.append(it)
-            else:
-                done[it.key] = rec
-    return done, todo
+                continue
+            done[it.key] = REUSED
+            if error is not None:
+                errors[it.key] = error
+    return done, errors, todo
 
 
 def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, progress, options) -> dict:
+    """Run the engine on the images not reused, then write the result files. Memory holds one small
+    entry per image key (how it was obtained) and the errors, never the records: the result files
+    are written from the store's records read back one at a time, in image order."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    done, todo = _scan(store, items)
-    reused = [done[k]["file"] for k in done]
-    computed: list[str] = []
+    done, errors, todo = _scan(store, items)
     interrupted = False
     sigint = _SigintSeen()
     try:
@@ -144,15 +159,14 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
                   disable=None if progress is None else not progress,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]") as bar:
             ctx.on_step = method_ticks(bar, len(ctx.cfg.methods))
-            seen: set[str] = set()
             for res in engine_fn(ctx, todo, **options):
                 key = res.record["key"]
-                if key in seen:  # a retried worker may deliver an image twice: keep the first
+                if key in done:  # a retried worker may deliver an image twice: keep the first
                     continue
-                seen.add(key)
                 store.save(res)
-                computed.append(res.record["file"])
-                done[key] = res.record
+                done[key] = COMPUTED
+                if "error" in res.record:
+                    errors[key] = res.record["error"]
                 bar.update(max(0.0, 1.0 - ctx.on_step.credit.pop(key, 0.0)))
     except KeyboardInterrupt:
         interrupted = True
@@ -163,14 +177,16 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     finally:
         ctx.on_step = None
         sigint.restore()
-    records = [done[it.key] for it in items if it.key in done]
-    failed = list(refused) + [{"file": r["file"], "error": r["error"]} for r in records if "error" in r]
-    header = {**header, "run": {"computed": computed, "reused": reused, "interrupted": interrupted,
-                                "total": len(items), "seconds": round(time.perf_counter() - t0, 3)}}
-    results = write_outputs(store.out, header, [r for r in records if "error" not in r], failed,
+    how = [done.get(it.key) for it in items]  # in image order
+    failed = list(refused) + [{"file": it.file, "error": errors[it.key]} for it in items if it.key in errors]
+    run = {"computed": [it.file for it, h in zip(items, how) if h == COMPUTED],
+           "reused": [it.file for it, h in zip(items, how) if h == REUSED], "interrupted": interrupted,
+           "total": len(items), "seconds": round(time.perf_counter() - t0, 3)}
+    ok = [it.key for it, h in zip(items, how) if h is not None and it.key not in errors]
+    results = write_outputs(store.out, {**header, "run": run}, StoredRecords(store, ok), failed,
                             ctx.cfg.methods, fmt, report_images)
     if interrupted:
-        raise AuditInterrupted(len(records), len(items), store.out)
+        raise AuditInterrupted(len(done), len(items), store.out)
     return results
 
 

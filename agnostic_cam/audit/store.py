@@ -5,15 +5,17 @@ reused only when the run's fingerprint (model file and its external weights, set
 image's content hash match and every file it names still exists; otherwise the image is computed
 again. Files are written before the record, each atomically, so a killed run leaves no record
 that points to a missing file. Write failures are never recorded as image failures.
+:class:`StoredRecords` reads records back one at a time, for the result files.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from agnostic_cam.audit.record import Result
 from agnostic_cam.audit.sources import Item
-from agnostic_cam.audit_files import atomic_write, check_writable
+from agnostic_cam.audit_files import OutputError, atomic_write, check_writable, display
 
 
 class Store:
@@ -25,7 +27,10 @@ class Store:
             d.mkdir(exist_ok=True)
 
     def _path(self, item: Item) -> Path:
-        return self.state / f"{item.key}.json"
+        return self._key_path(item.key)
+
+    def _key_path(self, key: str) -> Path:
+        return self.state / f"{key}.json"
 
     def cached(self, item: Item, sha: str) -> dict | None:
         """The record of ``item`` from an earlier run when still valid for content ``sha``, else None."""
@@ -47,8 +52,36 @@ class Store:
         for rel, data in result.files.items():
             atomic_write(self.out / rel, data)
         if result.record.get("sha") is not None:  # an unreadable file has no content to key a reuse on
-            atomic_write(self._path_for(result.record), json.dumps(result.record))
+            atomic_write(self._key_path(result.record["key"]), json.dumps(result.record))
         return result.record
 
-    def _path_for(self, record: dict) -> Path:
-        return self.state / f"{record['key']}.json"
+    def load(self, key: str) -> dict:
+        """The record saved under ``key`` (this run wrote or checked it); OutputError when it is gone."""
+        path = self._key_path(key)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"cannot read the audit record {display(str(path))} back: {e}. Was {self.out} "
+                              "changed during the run? Rerun the same command: finished images are reused") from e
+
+
+class StoredRecords(Sequence):
+    """The records of ``keys`` as a read-only sequence that loads each from ``store`` when asked for,
+    so going through a million of them holds one at a time (``list()`` it to keep them all)."""
+
+    def __init__(self, store: Store, keys: list[str]):
+        self.store, self.keys = store, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.store.load(k) for k in self.keys[i]]
+        return self.store.load(self.keys[i])
+
+    def __iter__(self):
+        return map(self.store.load, self.keys)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} audit records in {self.store.state}>"

@@ -3,8 +3,9 @@
 
 Each actor rebuilds the audit's :class:`~agnostic_cam.audit.context.Context` from its spec and
 calls the same :func:`~agnostic_cam.audit.record.load` / ``compute_records`` as the local engine,
-so the records are the same. The driver writes files and records as they arrive (the pipeline
-streams; memory is bounded by Ray Data's backpressure, not by the number of images). A worker
+so the records are the same. The driver writes files and records as they arrive and keeps none
+(the pipeline streams; memory is bounded by Ray Data's backpressure, not by the number of images;
+the result files are then written from the store one record at a time, see audit/outputs.py). A worker
 that dies is restarted and its batch retried by Ray; an image delivered twice is kept once, and
 an image lost with the driver is picked up by the next run's resume. Needs the ``[ray]`` extra.
 """
