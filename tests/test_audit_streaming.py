@@ -93,8 +93,9 @@ def ref_sample(records, methods, limit, seed=""):
 
 
 def ref_parquet_rows(records):
-    return [{"image": r["file"], "method": m, "class": r["class"], "label": r["label"], "true_label": r.get("true_label"),
-             "score": r["score"], "probability": r["probability"], **{c: row.get(c) for c in METRIC_COLUMNS},
+    return [{"image": r["file"], "method": m, "class": r["class"], "label": r["label"],
+             "true_label": r.get("true_label"), "score": r["score"], "probability": r["probability"],
+             **{c: row.get(c) for c in METRIC_COLUMNS},
              "task": r.get("task", "classify"), "target": r.get("target", f"class {r['class']}")}
             for r in records for m, row in r["methods"].items()]
 
@@ -261,7 +262,8 @@ def test_a_full_disk_mid_stream_raises_output_error_and_leaves_no_temporary_file
                        env={**os.environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout.startswith(f"OutputError: cannot write {tmp_path / full}:") and "rerun" in r.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"] and (tmp_path / "metrics.csv").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]          # nothing new, no temporary file
+    assert (tmp_path / "metrics.csv").read_text() == "old"
 
 
 # -- (b) memory ---------------------------------------------------------------------------------------
