@@ -11,6 +11,7 @@ Layout (one audit, several engines):
 - :mod:`~agnostic_cam.audit.store`: records on disk and what a rerun may reuse (resume).
 - :mod:`~agnostic_cam.audit.engines`: local (threads) and Ray Data; they only schedule records.
 - :mod:`~agnostic_cam.audit.outputs`: results.json, metrics.csv/parquet, report.html.
+- :mod:`~agnostic_cam.audit.streaming`: those files built one record at a time (bounded memory).
 - :mod:`~agnostic_cam.audit.runner`: :func:`run`, tying them together, with the fault policy.
 
 Resumable: each finished image leaves a record under ``OUT/.audit/``; a later run with the same
