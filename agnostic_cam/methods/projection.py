@@ -22,16 +22,33 @@ def _principal(m: np.ndarray) -> np.ndarray:
     return m @ vt[0]
 
 
+# Below this share of the activations' scale, the channel-mean map does not decide a sign: after a
+# LayerNorm with its initial weights every token's channels average to exactly 0, so the mean map is
+# float rounding (1e-8 of the scale) and PyTorch and ONNX Runtime could pick opposite signs.
+FLAT = 1e-5
+
+
 def first_component_projection(acts: np.ndarray) -> np.ndarray:
     """(N, C, h, w) -> (N, h, w): projection on the first principal direction, signed so the map
-    correlates positively with the channel mean (it highlights where the layer is active)."""
+    correlates positively with the channel mean (it highlights where the layer is active).
+
+    Where that correlation is below float rounding (|<p/|p|, mean map - its mean>| < ``FLAT`` x
+    sqrt(h*w) x the activations' RMS: a flat channel-mean map, as after a LayerNorm), the sign makes
+    the map's largest-magnitude value positive instead (Seg-Eigen-CAM's rule), so every framework
+    gives the same map."""
     n, c, h, w = acts.shape
     out = np.empty((n, h, w), dtype=np.float32)
     for i, a in enumerate(acts):
+        a = np.nan_to_num(a.astype(np.float64))
         p = _principal(_centred(a))
-        if np.dot(p, np.nan_to_num(a).mean(axis=0).reshape(-1)) < 0:
-            p = -p
-        out[i] = p.reshape(h, w)
+        mean = a.mean(axis=0).reshape(-1)
+        norm = np.linalg.norm(p)
+        decisive = np.dot(p, mean - mean.mean()) / (norm if norm > 0 else 1.0)
+        if abs(decisive) >= FLAT * np.sqrt(p.size) * np.sqrt(np.mean(a * a)):
+            flip = decisive < 0
+        else:
+            flip = abs(p.min()) > abs(p.max())
+        out[i] = (-p if flip else p).reshape(h, w)
     return out
 
 
