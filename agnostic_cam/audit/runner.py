@@ -59,6 +59,10 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
 
     if format not in FORMATS:
         raise OptionError(f"format must be one of {FORMATS}; got {format!r}")
+    if format == "parquet":  # before any image runs, not when the files are written
+        from agnostic_cam.audit.engines.ray import require
+
+        require("pyarrow.parquet", "--format parquet")
     if not isinstance(report_images, int) or report_images < 0:
         raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
     task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target)
