@@ -19,6 +19,7 @@ import pytest
 
 from agnostic_cam import audit
 from agnostic_cam.audit.outputs import write_outputs
+from agnostic_cam.audit import runner
 from agnostic_cam.audit.store import StoredRecords
 from agnostic_cam.audit.streaming import ExactSum, ParquetRows, Sample, Summary
 from agnostic_cam.audit_files import IMAGE_COLUMNS, METRIC_COLUMNS, TASK_COLUMNS, csv_cell
@@ -311,7 +312,7 @@ def model(tmp_path_factory, torch):
     return p
 
 
-def test_audit_files_are_written_from_the_store(model, tmp_path):
+def test_audit_files_are_written_from_the_store(model, tmp_path, monkeypatch):
     from PIL import Image
 
     imgs = tmp_path / "i"
@@ -322,7 +323,8 @@ def test_audit_files_are_written_from_the_store(model, tmp_path):
     (imgs / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "o"
     res = audit.run(model, imgs, out, ["eigencam", "gradcam"], steps=3, progress=False, report_images=2)
-    assert isinstance(res["images"], StoredRecords) and len(res["images"]) == 4
+    assert isinstance(res["images"], list) and len(res["images"]) == 4  # small: a plain list, as results.json
+    json.dumps(res)
     records = list(res["images"])
     assert [r["file"] for r in records] == [f"im{i}.png" for i in range(4)] and res["images"][1:3] == records[1:3]
     assert [f["file"] for f in res["run"]["failed"]] == ["broken.png"]
@@ -337,6 +339,9 @@ def test_audit_files_are_written_from_the_store(model, tmp_path):
     assert again["run"]["computed"] == [] and len(again["run"]["reused"]) == 5
     assert list(again["images"]) == records and (out / "report.html").read_text() == html
     assert json.loads((out / "results.json").read_text())["images"] == records
+    monkeypatch.setattr(runner, "IN_MEMORY_RECORDS", 3)  # more records than that: the lazy view
+    lazy = audit.run(model, imgs, out, ["eigencam", "gradcam"], steps=3, progress=False, report_images=2)["images"]
+    assert isinstance(lazy, StoredRecords) and len(lazy) == 4 and list(lazy) == records and lazy[1:3] == records[1:3]
 
 
 def test_parquet_without_pyarrow_stops_before_any_image(model, tmp_path):

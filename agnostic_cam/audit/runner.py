@@ -42,8 +42,9 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
     (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
     metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results
-    (results.json's content; its ``images`` is a sequence that reads each record from ``out`` when
-    asked for, so a million of them are never all in memory: ``list()`` it to keep them).
+    (results.json's content; its ``images`` is a list of the records, or beyond ``IN_MEMORY_RECORDS``
+    (20,000) a read-only sequence that reads each record from ``out`` when asked for, so a million of
+    them are never all in memory: ``list()`` it to keep them).
 
     engine 'local' (this process) or 'ray' (Ray Data actors, ``workers`` of them, each with
     ``gpus_per_worker`` GPUs, on the cluster at ``address`` or a local Ray). ``explainer``: one
@@ -120,6 +121,9 @@ def _check_sizes(ctx: Context, items: list[Item]) -> None:
 
 
 REUSED, COMPUTED = 0, 1  # how each finished image was obtained (_execute's `done`)
+# run()'s results['images'] is a plain list up to this many records (about 1 KB each), beyond it a
+# StoredRecords view that reads each record from OUT/.audit when asked for
+IN_MEMORY_RECORDS = 20_000
 
 
 def _scan(store: Store, items: list[Item]) -> tuple[dict[str, int], dict[str, str], list[Item]]:
@@ -189,6 +193,8 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     ok = [it.key for it, h in zip(items, how) if h is not None and it.key not in errors]
     results = write_outputs(store.out, {**header, "run": run}, StoredRecords(store, ok), failed,
                             ctx.cfg.methods, fmt, report_images)
+    if isinstance(results.get("images"), StoredRecords) and len(results["images"]) <= IN_MEMORY_RECORDS:
+        results["images"] = list(results["images"])  # a plain list (JSON-serialisable) while it is small
     if interrupted:
         raise AuditInterrupted(len(done), len(items), store.out)
     return results
