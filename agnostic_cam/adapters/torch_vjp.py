@@ -17,7 +17,8 @@ from agnostic_cam.adapters.base import Gradients
 from agnostic_cam.adapters.torch_rules import check_rule, module_census, relu_rule, traced_census
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.concurrency import model_lock, serialised
-from agnostic_cam.errors import InputError, ModelError
+from agnostic_cam import layout as L
+from agnostic_cam.errors import InputError, LayoutError, ModelError
 
 
 @contextlib.contextmanager
@@ -95,7 +96,8 @@ class TorchPrimitives:
 
     @serialised
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
-        """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
+        """Forward only: each layer's output for ``x`` as (N, C, h, w) when it is a spatial map (see
+        :meth:`_chw_view`), float32."""
         resolved = [self._resolve(ly) for ly in layers]
         store: dict[int, object] = {}
         handles = self._tap(resolved, store)
@@ -108,13 +110,42 @@ class TorchPrimitives:
         missing = [resolved[i][0] for i in range(len(resolved)) if i not in store]
         if missing:
             raise ModelError(f"layer(s) {missing} were not called by the model's forward pass")
-        return [store[i].detach().cpu().float().numpy() for i in range(len(resolved))]
+        return [self._chw_view(resolved[i][0], store[i], x.shape[1:]).detach().cpu().float().numpy()
+                for i in range(len(resolved))]
+
+    def _chw_view(self, name: str, t: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
+        """Layer ``name``'s tensor as (N, C, h, w), differentiable: the target layer through its layout
+        (or reshape=), another layer through the layout detected for it (channels-last maps permuted,
+        tokens on their patch grid), so the feature tools read channels where they are. Tensors of
+        other ranks, and rank-3 ones with no patch grid, stay as they are; a rank-4 tensor whose
+        layout cannot be told raises LayoutError instead of being read as (N, C, h, w)."""
+        if name == self.layer_name:
+            return self.to_chw(t)
+        if t.ndim not in (3, 4):
+            return t
+        cache = self.__dict__.setdefault("_view_layouts", {})
+        key = (name, tuple(sample_shape))
+        if key not in cache:
+            try:
+                cache[key] = self.probe(tuple(sample_shape)).layout(name)
+            except LayoutError:
+                if t.ndim == 4:
+                    raise
+                cache[key] = None
+        lay = cache[key]
+        if lay is None or lay.kind == L.NCHW:
+            return t
+        if lay.kind == L.NHWC:
+            return t.permute(0, 3, 1, 2)
+        h, w = lay.grid
+        return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
 
     @serialised
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:
         """Forward ``x`` (N, C, H, W), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
 
-        A is the explained output (N, K) when ``layer`` is None, else the layer's (last) output.
+        A is the explained output (N, K) when ``layer`` is None, else the layer's (last) output as
+        (N, C, h, w) when it is a spatial map (:meth:`_chw_view`; the gradient flows through the view).
         Parameters are not differentiated (their ``.grad`` stays untouched).
         Returns (A float32, dx float32 (N, C, H, W)).
         """
@@ -141,7 +172,7 @@ class TorchPrimitives:
                 elif 0 not in store:
                     raise ModelError(f"layer {resolved[0]!r} was not called by the model's forward pass")
                 else:
-                    a = store[0]
+                    a = self._chw_view(resolved[0], store[0], x.shape[1:])
                 a_np = a.detach().cpu().float().numpy()
                 cot = np.asarray(cotangent(a_np), dtype=np.float32)
                 if cot.shape != a_np.shape:
