@@ -245,3 +245,21 @@ def test_dynamic_input_size_resolves_the_grid_per_size():
         assert str(ex.adapter.layer_layout) == f"tokens(prefix=0, grid={n}x{n})"
         np.testing.assert_allclose(e.raw, np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), atol=1e-5)
         assert ex.explain(xs, "ablationcam", target=1).raw.shape == (1, n, n)
+
+
+def test_feature_tools_read_the_token_layer_on_its_patch_grid(vit, x):
+    """feature_maps and deconv_reconstruction at the target token layer use its (N, C, h, w) view, as in
+    PyTorch and ONNX (before: a "not a spatial map" error); the reconstruction is A * dA/dx of the
+    chosen token channel, by GradientTape through the model."""
+    ex = Explainer.from_keras(vit, LAYER, progress=False)
+    tokens = keras.Model(vit.inputs, vit.get_layer(LAYER).output)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(ex.feature_maps(x, channels=[2, 7]).maps, grid(tokens)[:, [2, 7]], atol=1e-5)
+    vis = ex.deconv_reconstruction(x[:1], top_k=1, rule="vanilla")
+    (c,), ((i, j),) = vis.meta["channels"], vis.meta["positions"]
+    probe = keras.Model(vit.inputs, vit.get_layer(LAYER).output)
+    xt = tf.constant(x[:1])
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        a = probe(xt)[0, 1 + i * GRID + j, c]                     # token 0 is the class token
+    g = tape.gradient(a, xt).numpy()
+    np.testing.assert_allclose(vis.images[0], float(a) * g[0], rtol=1e-4, atol=1e-6)

@@ -242,10 +242,12 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
         return out.numpy().astype(np.float32), act.numpy().astype(np.float32)
 
     def activations(self, x: np.ndarray, layers: list) -> list[np.ndarray]:
-        """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers), float32."""
+        """Forward only: each layer's output for ``x`` (NCHW for rank-4 layers; the target layer's
+        tokens on their patch grid), float32."""
         chains = [self._resolve(ly) for ly in layers]
         _, vals, _ = self._evaluate(self._tensor(x), chains)
-        return [_first(v.numpy().astype(np.float32)) for v in vals]
+        return [_first((self.nhwc_view(v) if self.viewed(c, x.shape[1:]) else v).numpy().astype(np.float32))
+                for c, v in zip(chains, vals)]
 
     def activation_census(self, sample_shape: tuple[int, ...] | None = None):
         """The model's activations, read from its graph (see :func:`keras_graph.census`)."""

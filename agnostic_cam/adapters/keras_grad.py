@@ -105,7 +105,8 @@ class KerasGradients:
         """Forward ``x`` (N, H, W, C), then d<A, cotangent(A)>/dx with every ReLU under ``rule``.
 
         A: the explained output (N, K) when ``layer`` is None, else the layer's output (channel-first
-        (N, C, h, w) when rank 4). Returns (A float32, dx float32 (N, H, W, C)).
+        (N, C, h, w) when rank 4; the target layer's tokens on their patch grid, see ``viewed``).
+        Returns (A float32, dx float32 (N, H, W, C)).
         """
         kg.check_rule(rule)
         chain = None if layer is None else self._resolve(layer)
@@ -115,11 +116,20 @@ class KerasGradients:
             raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
                              "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
                              "'vanilla' (e.g. method 'saliency')")
-        a_np = first((out if chain is None else vals[0]).numpy().astype(np.float32))
+        val = out if chain is None else vals[0]
+        view = chain is not None and self.viewed(chain, x.shape[1:])  # target tokens: their (N, h, w, C) map
+        a_np = first((self.nhwc_view(val) if view else val).numpy().astype(np.float32))
         cot = np.asarray(cotangent(a_np), dtype=np.float32)
         if cot.shape != a_np.shape:
             raise InputError(f"the cotangent must have the layer value's shape {a_np.shape}; got {cot.shape}")
-        _, gx, _ = self._compiled_backward(chain, rule, False)(xt, tf.constant(native(cot)))
+        cot_t = tf.constant(native(cot))
+        if view:  # the view's own backward (slice / reshape) takes the cotangent to the layer's tensor
+            n = tf.constant(val.numpy())
+            with tf.GradientTape() as tape:
+                tape.watch(n)
+                v = self.nhwc_view(n)
+            cot_t = tape.gradient(v, n, output_gradients=cot_t)
+        _, gx, _ = self._compiled_backward(chain, rule, False)(xt, cot_t)
         return a_np, gx.numpy().astype(np.float32)
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:

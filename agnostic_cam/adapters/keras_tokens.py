@@ -207,6 +207,14 @@ class KerasLayouts:
         h, w = lay.grid
         return tf.reshape(t[:, lay.prefix:, :], (-1, h, w, t.shape[-1]))
 
+    def viewed(self, chain, sample_shape: tuple) -> bool:
+        """Whether the feature tools read layer ``chain`` through :meth:`nhwc_view`: the target layer
+        when its tensor is not already an (N, h, w, C) map (tokens, reshape=)."""
+        if self.chain is None or tuple(chain) != tuple(self.chain):
+            return False
+        self._ensure_layout(tuple(sample_shape))
+        return not self._plain
+
     def export_taps(self, acts: list) -> list:
         """The tapped tensors an export returns: [layer] when plain, else [(N, h, w, C) view, layer]."""
         return list(acts) if self._plain or not acts else [self.nhwc_view(acts[0]), acts[0]]
