@@ -26,7 +26,7 @@ try:
     from agnostic_cam.adapters.torch_higher import TorchHigherOrder
     from agnostic_cam.adapters.torch_outputs import select_output
     from agnostic_cam.adapters.torch_layers import candidates, no_mha_fastpath, probe
-    from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, preserved, target_scores
+    from agnostic_cam.adapters.torch_vjp import TorchPrimitives, hooked, layout_view, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
@@ -145,13 +145,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         """The target layer's tensor (torch) as (N, C, h, w): reshape= or the layer layout, traceable."""
         if self.reshape is not None:
             return self._apply_reshape(t)
-        lay = self.layer_layout
-        if lay is None or lay.kind == L.NCHW:
-            return t
-        if lay.kind == L.NHWC:
-            return t.permute(0, 3, 1, 2)
-        h, w = lay.grid
-        return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
+        return layout_view(t, self.layer_layout)
 
     def eager_view(self, native: np.ndarray) -> np.ndarray:
         """The export's ACTIVATION for the layer's own tensor (export fallback): (N, C, h, w)."""

@@ -61,6 +61,16 @@ def target_scores(out: torch.Tensor, classes, target: TargetSpec) -> torch.Tenso
     return out[torch.arange(out.shape[0]), torch.as_tensor(classes, device=out.device)]
 
 
+def layout_view(t: torch.Tensor, lay: L.LayerLayout | None) -> torch.Tensor:
+    """A layer tensor in layout ``lay`` as (N, C, h, w), differentiable (None or NCHW: unchanged)."""
+    if lay is None or lay.kind == L.NCHW:
+        return t
+    if lay.kind == L.NHWC:
+        return t.permute(0, 3, 1, 2)
+    h, w = lay.grid
+    return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
+
+
 class TorchPrimitives:
     """vjp / activations / layer_names / conv_weights / input_gradients for a TorchAdapter (which
     provides ``model``, ``_resolve``, ``_forward``, ``_tensor``, ``_guard`` and ``_scores``)."""
@@ -132,13 +142,7 @@ class TorchPrimitives:
                 if t.ndim == 4:
                     raise
                 cache[key] = None
-        lay = cache[key]
-        if lay is None or lay.kind == L.NCHW:
-            return t
-        if lay.kind == L.NHWC:
-            return t.permute(0, 3, 1, 2)
-        h, w = lay.grid
-        return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
+        return layout_view(t, cache[key])
 
     @serialised
     def vjp(self, x: np.ndarray, layer, cotangent, rule: str = "vanilla") -> tuple[np.ndarray, np.ndarray]:

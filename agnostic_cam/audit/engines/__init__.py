@@ -7,8 +7,6 @@ engines.
 """
 from __future__ import annotations
 
-from agnostic_cam.engine.threads import blas_one_thread  # noqa: F401 - the engines' import
-
 ENGINES = ("local", "ray")
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from agnostic_cam.audit import record
-from agnostic_cam.audit.engines import blas_one_thread
+from agnostic_cam.engine.threads import blas_one_thread
 from agnostic_cam.audit.sources import Item
 
 

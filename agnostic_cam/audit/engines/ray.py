@@ -19,7 +19,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 
 from agnostic_cam.audit import record
-from agnostic_cam.audit.engines import blas_one_thread
+from agnostic_cam.engine.threads import blas_one_thread
 from agnostic_cam.audit.sources import Item
 from agnostic_cam.errors import AgnosticCamError, MissingDependencyError, OptionError
 
