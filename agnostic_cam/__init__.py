@@ -7,11 +7,15 @@
 Importing this package imports neither torch, tensorflow nor matplotlib.
 """
 from agnostic_cam._version import __version__
+from agnostic_cam import _moved
+
+_moved.install()  # old import paths (agnostic_cam.metrics, ...) answer with the moved modules
+
 from agnostic_cam import errors
 from agnostic_cam.errors import AgnosticCamError
 from agnostic_cam.explainer import Explainer
-from agnostic_cam.explanation import Explanation
-from agnostic_cam.methods import CamMethod, LayerCapture, Method, Needs, get_method, register, registry
+from agnostic_cam.core.explanation import Explanation
+from agnostic_cam.methods import CamMethod, Capture, Method, Needs, get_method, register, registry
 
-__all__ = ["__version__", "AgnosticCamError", "errors", "Explainer", "Explanation", "CamMethod", "LayerCapture", "Method", "Needs",
+__all__ = ["__version__", "AgnosticCamError", "errors", "Explainer", "Explanation", "CamMethod", "Capture", "Method", "Needs",
            "get_method", "register", "registry"]

@@ -84,7 +84,7 @@ def _prep_args(p: argparse.ArgumentParser) -> None:
 def _method_help() -> str:
     """The registered methods, one line each with the options they take."""
     from agnostic_cam.methods import registry
-    from agnostic_cam.methods.options import method_options
+    from agnostic_cam.methods.base import method_options
 
     lines = [f"  {name:<22} {', '.join(method_options(cls)) or '-'}" for name, cls in sorted(registry().items())]
     return "methods (name, options):\n" + "\n".join(lines)
@@ -171,7 +171,7 @@ def _explainer(args):
 
 
 def _preprocess(args, adapter):
-    from agnostic_cam.preprocess import Preprocess, _parse_json_or_yaml
+    from agnostic_cam.inputs.preprocess import Preprocess, _parse_json_or_yaml
 
     given = {}
     if args.preprocess is not None:
@@ -220,13 +220,13 @@ def cmd_layers(args) -> int:
 def cmd_explain(args) -> int:
     from PIL import Image
 
-    from agnostic_cam.audit_files import atomic_write, check_writable
+    from agnostic_cam.audit.files import atomic_write, check_writable
 
     ex = _explainer(args)
     pre = _preprocess(args, ex.adapter)
     check_writable(args.out)
     from agnostic_cam.audit.record import display_copy, overlay_at
-    from agnostic_cam.image_io import read_image
+    from agnostic_cam.inputs.image_files import read_image
 
     for path in args.images:
         rgb = pre.load(path)
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agnostic-cam`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
-    from agnostic_cam.audit_files import OutputError
+    from agnostic_cam.audit.files import OutputError
 
     try:
         return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)

@@ -2,26 +2,24 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any
 
 import numpy as np
 
-from agnostic_cam import compat, degenerate, relu_policy
+from agnostic_cam import compat
 from agnostic_cam.adapters.base import Adapter
-from agnostic_cam.combine import average_layers, product_layers, stitch
+from agnostic_cam.core import degenerate, relu_policy
+from agnostic_cam.core.capture import Capture, Capturer, Needs
+from agnostic_cam.core.combine import average_layers, product_layers, stitch
+from agnostic_cam.core.explanation import Explanation
+from agnostic_cam.core.options import check_options
+from agnostic_cam.core.run import explain_batch
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
-from agnostic_cam.errors import IncompatibleDependencyError
-from agnostic_cam.explanation import Explanation
-from agnostic_cam.explainer_features import FeatureViews
-from agnostic_cam.methods import Capture, CamMethod, Needs, get_method, registry
-from agnostic_cam.guards import check_finite
-from agnostic_cam.options import check_options
-from agnostic_cam.methods.options import unknown_option_message
-from agnostic_cam.target_objects import is_sequence_of_layers, resolve_alias, target_groups
+from agnostic_cam.errors import BackendError, IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
+from agnostic_cam.features.views import FeatureViews
+from agnostic_cam.methods import Method, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
-from agnostic_cam.errors import (AgnosticCamError, BackendError, InputError, MissingDependencyError, ModelError,
-                                 OptionError)
+from agnostic_cam.targets.translators import is_sequence_of_layers, resolve_alias, target_groups
 
 
 def _layer_arg(target_layer, target_layers):
@@ -38,7 +36,7 @@ class Explainer(FeatureViews):
 
     Build it with :meth:`from_torch`, :meth:`from_keras` or :meth:`from_onnx`.
     ``partial_rules``: default for ``explain(..., partial_rules=)`` and :attr:`methods` (see
-    :mod:`agnostic_cam.relu_policy`: guided/deconv methods on models that mix ReLUs with other activations).
+    :mod:`agnostic_cam.core.relu_policy`: guided/deconv methods on models that mix ReLUs with other activations).
     """
 
     partial_rules: bool = False
@@ -48,6 +46,7 @@ class Explainer(FeatureViews):
         self.progress = progress
         self.preprocess = None
         self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
+        self._capturer = Capturer(adapter)  # the pipeline reads the adapter's primitives; the adapter never calls back
 
     @classmethod
     def _build(cls, make, layer, progress: bool | None) -> Explainer:
@@ -82,19 +81,19 @@ class Explainer(FeatureViews):
         layer_layout: how the layer holds channels: None detects it (a LayoutError says when it
         cannot), 'NCHW', 'NHWC' (Swin, torchvision ConvNeXt blocks), 'tokens' (ViT (N, T, C): the
         class/register tokens and the patch grid are worked out) or
-        ``agnostic_cam.layout.LayerLayout('tokens', prefix=1, grid=(14, 14))``.
+        ``agnostic_cam.core.layout.LayerLayout('tokens', prefix=1, grid=(14, 14))``.
         reshape: instead, a function (N, ...) -> (N, C, h, w) of torch tensors, like
         pytorch-grad-cam's ``reshape_transform``; it becomes part of the exported ONNX graph.
         """
         try:
-            from agnostic_cam.adapters.torch import TorchAdapter
+            from agnostic_cam.adapters.pytorch.adapter import TorchAdapter
         except IncompatibleDependencyError:
             raise
         except ImportError as e:
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
         if compat.is_script_module(model):  # torch.jit.trace / script: explained through its ONNX export
-            from agnostic_cam.adapters.torch_script import ScriptAdapter
+            from agnostic_cam.adapters.pytorch.script_adapter import ScriptAdapter
 
             return cls._build(lambda ly: ScriptAdapter(model, ly, input_shape, output, providers, batch_size),
                               layer, progress)
@@ -115,16 +114,16 @@ class Explainer(FeatureViews):
         before a final softmax (``Dense(activation="softmax")``, ``Softmax``, ``Activation("softmax")``)
         without modifying the model. Multi-output models: ``output=KEY`` (a dict output's key, or an
         output layer's name) or ``output=INDEX`` (a list output's index) picks the explained output,
-        ``"logits:KEY"`` the scores before its softmax (see :mod:`agnostic_cam.adapters.keras_outputs`).
+        ``"logits:KEY"`` the scores before its softmax (see :mod:`agnostic_cam.adapters.keras.outputs`).
         layer_layout: how the layer holds channels: None detects it ((N, h, w, C) maps; token tensors
         (N, T, C) of a ViT built from keras.layers where the graph tells; a LayoutError otherwise),
         'NHWC', 'tokens' (class tokens and patch grid worked out) or
-        ``agnostic_cam.layout.LayerLayout('tokens', prefix=1, grid=(h, w))``.
+        ``agnostic_cam.core.layout.LayerLayout('tokens', prefix=1, grid=(h, w))``.
         reshape: instead, a function (N, ...) -> (N, C, h, w) of TensorFlow tensors (``keras.ops`` /
         ``tf``), like pytorch-grad-cam's ``reshape_transform``; it becomes part of the exported ONNX graph.
         """
         try:
-            from agnostic_cam.adapters.keras import KerasAdapter
+            from agnostic_cam.adapters.keras.adapter import KerasAdapter
         except IncompatibleDependencyError:
             raise
         except ImportError as e:
@@ -144,7 +143,7 @@ class Explainer(FeatureViews):
         spatial tensor before global pooling (see ``ex.layer``); a list (or ``target_layers=``)
         averages the layers' CAMs as in :meth:`from_torch`.
         layout: 'NCHW' / 'NHWC' input layout; None detects it from the input shape.
-        preprocess: a :class:`~agnostic_cam.preprocess.Preprocess`, a dict of its fields or a
+        preprocess: a :class:`~agnostic_cam.inputs.preprocess.Preprocess`, a dict of its fields or a
         JSON/YAML file; then ``explain`` also accepts raw images (paths, PIL images, uint8 HWC).
         output: None (first graph output), a graph output's name, or 'logits' to explain the
         input of a final Softmax. gradients: None uses the onnx2torch backend when installed.
@@ -154,10 +153,10 @@ class Explainer(FeatureViews):
         reshape: refused with an OptionError (a Python function cannot run inside ONNX Runtime);
         ``layer_layout=`` covers pytorch-grad-cam's ViT and Swin reshape transforms.
         """
-        from agnostic_cam.adapters.onnx import OnnxAdapter, refuse_reshape
+        from agnostic_cam.adapters.onnx.adapter import OnnxAdapter, refuse_reshape
 
         refuse_reshape(reshape)
-        from agnostic_cam.preprocess import Preprocess
+        from agnostic_cam.inputs.preprocess import Preprocess
 
         ex = cls._build(lambda ly: OnnxAdapter(model, ly, layout, output, input_name, providers, batch_size, gradients,
                                                  layer_layout),
@@ -185,10 +184,7 @@ class Explainer(FeatureViews):
         """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,
         ``shape`` and ``layout`` ('NCHW', 'NHWC', 'tokens(prefix=1, grid=14x14)'; None: ambiguous,
         pass ``layer_layout=``). Per-head attention tensors are never offered."""
-        ls = getattr(self.adapter, "layers", None)
-        if ls is None:
-            raise BackendError(f"listing layers is not available for {self.adapter.framework} models")
-        return ls()
+        return self.adapter.layers()
 
     def describe(self) -> str:
         """A few lines on what is explained: framework, layer, layouts, runnable methods and, for ONNX
@@ -197,7 +193,7 @@ class Explainer(FeatureViews):
         a = self.adapter
         lines = [f"framework: {a.framework}", f"layer: {self.layer} ({a.activation_layout})",
                  f"input layout: {a.layout}", f"methods: {', '.join(self.methods)}"]
-        lines += getattr(a, "describe_lines", list)()
+        lines += a.describe_lines()
         return "\n".join(lines)
 
     def predict(self, images: Any) -> np.ndarray:
@@ -221,12 +217,12 @@ class Explainer(FeatureViews):
 
         target: None (top-1), an int, one int per image, a tensor of them, a callable mapping the
         output (N, K) to (N,) scores, or pytorch-grad-cam target objects (``targets=`` is the same
-        argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.target_objects`).
-        ``options`` go to the method (e.g. ``batch_size`` for Score-CAM), except two
-        that every method takes: ``aug_smooth=True`` averages the explanation over six test-time
-        augmentations (horizontal flip x brightness 0.9/1/1.1, one batched call) and
-        ``eigen_smooth=True`` (CAM methods) keeps the first principal component of the weighted
-        channels instead of their sum; both follow pytorch-grad-cam's definitions.
+        argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.targets.translators`).
+        ``options`` go to the method (e.g. ``steps`` for integrated gradients), except three that
+        every method takes: ``batch_size`` (images or masked inputs per pass), ``aug_smooth=True``
+        averages the explanation over six test-time augmentations (horizontal flip x brightness
+        0.9/1/1.1, one batched call) and ``eigen_smooth=True`` (CAM methods) keeps the first principal
+        component of the weighted channels instead of their sum; both follow pytorch-grad-cam's definitions.
         Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
         """
         mcls = get_method(method)
@@ -236,24 +232,7 @@ class Explainer(FeatureViews):
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         partial = options.pop("partial_rules", None)
         options = check_options(options)
-        # batch_size is honoured by every method: methods that do not batch work themselves get it
-        # for their gradient / forward passes
-        batch_size = options.get("batch_size")
-        if "batch_size" not in inspect.signature(mcls.__init__).parameters:
-            options.pop("batch_size", None)
-        try:
-            m = mcls(**options)
-        except AgnosticCamError:  # a bad option value (InputError is also a TypeError): keep its message
-            raise
-        except TypeError:
-            raise OptionError(unknown_option_message(mcls, options)) from None
-        if getattr(m, "batch_size", None) is None:
-            m.batch_size = batch_size  # read by capture(): gradient and forward passes in batches
-        if eigen_smooth:
-            if not isinstance(m, CamMethod):
-                raise OptionError(f"eigen_smooth applies to CAM methods (a weighted sum of layer channels); "
-                                  f"{mcls.name!r} is not one. Use aug_smooth, or a CAM such as 'gradcam'")
-            m.eigen_smooth = True
+        m = mcls.create(options, options.pop("batch_size", None), eigen_smooth)
         x = self._inputs(images)
         relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
                             self.partial_rules if partial is None else bool(partial))
@@ -266,55 +245,23 @@ class Explainer(FeatureViews):
         degenerate.warn(exp)
         return exp
 
-    def _layers_explain(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool) -> Explanation:
+    def _layers_explain(self, x: np.ndarray, m: Method, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
             return first
         rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
-        combine = product_layers if getattr(m, "layers_combine", "mean") == "product" else average_layers
+        combine = product_layers if m.layers_combine == "product" else average_layers
         return degenerate.combine([first, *rest], combine([first, *rest], first.heatmap.shape[1:]))
 
-    def _explain_x(self, x: np.ndarray, m, target: TargetLike, aug_smooth: bool = False) -> Explanation:
-        mcls = type(m)
-        if hasattr(m, "target_for"):  # a method that derives its target from the outputs (finercam)
-            target = m.target_for(self.predict(x), target)
-        if hasattr(m, "explain_with"):  # a meta-method that runs other explanations itself (sess)
-            if aug_smooth:
-                raise OptionError(f"aug_smooth does not apply to {mcls.name!r}, which already fuses many views")
-            heat, classes, scores, out = m.explain_with(self, x, target)
-            return degenerate.mark(Explanation(heatmap=heat, raw=heat, targets=classes, scores=scores, method=mcls.name,
-                                               layer=self.adapter.layer_name, outputs=out), None)
-        spec = TargetSpec(target, x.shape[0])
-        if aug_smooth:
-            return self._aug_smooth(m, x, spec)
-        cap = self.capture(x, spec, m.needs, m.rule, mcls.name, batch_size=getattr(m, "batch_size", None))
-        raw = np.asarray(m.compute(cap), dtype=np.float32)
-        check_finite(raw, "method result", f"method {mcls.name!r} produced NaN/Inf from finite inputs; please report it")
-        return degenerate.mark(Explanation(
-            heatmap=m.heatmap(raw, cap.input_size), raw=raw, targets=getattr(target, "classes", cap.classes),
-            scores=cap.scores, method=mcls.name, layer=self.adapter.layer_name, outputs=cap.outputs),
-            getattr(m, "scale", None))
-
-    def _aug_smooth(self, m, x: np.ndarray, spec: TargetSpec) -> Explanation:
-        """``aug_smooth=True``: the mean explanation over pytorch-grad-cam's six test-time
-        augmentations, computed in one batched capture (see :mod:`agnostic_cam.smoothing`)."""
-        from agnostic_cam import smoothing as sm
-
-        n = x.shape[0]
-        cap = self.capture(sm.augment(x, self.adapter.layout), sm.augment_targets(spec), m.needs, m.rule, m.name,
-                           batch_size=getattr(m, "batch_size", None))
-        raw = np.asarray(m.compute(cap), dtype=np.float32)
-        check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
-        heat = sm.deaugment(m.heatmap(raw, cap.input_size), n)
-        return degenerate.mark(Explanation(
-            heatmap=heat, raw=sm.deaugment(raw, n), targets=sm.identity_rows(cap.classes, n),
-            scores=sm.identity_rows(cap.scores, n), method=m.name, layer=self.adapter.layer_name,
-            outputs=sm.identity_rows(cap.outputs, n), meta={"aug_smooth": True}))
+    def _explain_x(self, x: np.ndarray, m: Method, target: TargetLike, aug_smooth: bool = False) -> Explanation:
+        """One batch, one layer: the pipeline of :func:`agnostic_cam.core.run.explain_batch`."""
+        return explain_batch(self._capturer, m, x, target, layer=self.adapter.layer_name, layout=self.adapter.layout,
+                             predict=self.predict, progress=self.progress, aug_smooth=aug_smooth, host=self)
 
     def _unsupported(self, name: str, missing: Needs) -> str:
         if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
             what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
-            why = getattr(self.adapter, "higher_hint", "") or (
+            why = self.adapter.higher_hint or (
                 f"the {self.adapter.framework} adapter does not compute them (PyTorch and Keras autograd do: explain the "
                 "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
             return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
@@ -327,7 +274,7 @@ class Explainer(FeatureViews):
 
     def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
                 method: str = "", batch_size: int | None = None) -> Capture:
-        """What ``needs`` asks for, for the validated batch ``x`` (built by the adapter, see
-        :class:`~agnostic_cam.capture.Capturer`); input gradients under ReLU backward ``rule``;
+        """What ``needs`` asks for, for the validated batch ``x`` (built from the adapter's primitives by
+        :class:`~agnostic_cam.core.capture.Capturer`); input gradients under ReLU backward ``rule``;
         ``batch_size`` images per pass (None: the explainer's, else automatic)."""
-        return self.adapter.capture(x, spec, needs, rule, self.progress, method, batch_size)
+        return self._capturer(x, spec, needs, rule, self.progress, method, batch_size)

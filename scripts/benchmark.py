@@ -211,7 +211,7 @@ def worker(job: dict) -> dict:
 
     if job["impl"] == "interleaved":
         return interleaved(job)
-    from agnostic_cam.imaging import cam_to_heatmap
+    from agnostic_cam.core.imaging import cam_to_heatmap
 
     model, x, xn, targets, layer = setup(job)
     method, impl = job["method"], job["impl"]

@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 import agnostic_cam.audit as A
 from agnostic_cam import Explainer
-from agnostic_cam.preprocess import Preprocess
+from agnostic_cam.inputs.preprocess import Preprocess
 model, images, out, methods = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
 ex = Explainer.from_onnx(model, progress=False)
 pre = Preprocess.for_adapter(ex.adapter)

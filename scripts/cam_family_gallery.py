@@ -20,8 +20,8 @@ def main(out: Path) -> None:
     from agnostic_cam.demo.data import CLASSES, make_shapes
     from agnostic_cam.demo.page import row_labels
     from agnostic_cam.demo.torch_model import TARGET_LAYER, load_demo_net
-    from agnostic_cam.sanity import model_randomization
-    from agnostic_cam.viz import FIGURE_DPI, compare_figure
+    from agnostic_cam.evaluation.sanity import model_randomization
+    from agnostic_cam.render.figures import FIGURE_DPI, compare_figure
 
     out.mkdir(parents=True, exist_ok=True)
     net = load_demo_net()

@@ -122,7 +122,7 @@ def save_figure(result: dict, path: str | Path, n_images: int = 2) -> Path:
     from matplotlib.figure import Figure
 
     from agnostic_cam.demo.data import CLASSES
-    from agnostic_cam.viz import overlay, to_display
+    from agnostic_cam.render.figures import overlay, to_display
 
     img = to_display(result["images"])
     n = min(n_images, img.shape[0])

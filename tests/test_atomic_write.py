@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from agnostic_cam.audit_files import OutputError, atomic_write
+from agnostic_cam.audit.files import OutputError, atomic_write
 
 
 def test_replaces_and_leaves_nothing(tmp_path):

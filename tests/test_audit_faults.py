@@ -58,8 +58,9 @@ def _results(out):
 def test_final_softmax_is_not_applied_twice(net, tmp_path):
     import onnxruntime as ort
 
-    from agnostic_cam import Explainer, metrics
+    from agnostic_cam import Explainer
 
+    from agnostic_cam.evaluation import metrics
     imgs = _images(tmp_path / "i", 2)
     assert _audit(net["softmax"], imgs, tmp_path / "o") == 0
     res = _results(tmp_path / "o")

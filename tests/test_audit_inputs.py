@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 from PIL import Image
 
 from agnostic_cam.cli import main
-from agnostic_cam.preprocess import Preprocess
+from agnostic_cam.inputs.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")

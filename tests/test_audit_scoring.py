@@ -1,11 +1,11 @@
-"""The audit's fused scoring equals agnostic_cam.metrics (the reference definitions) image by image.
+"""The audit's fused scoring equals agnostic_cam.evaluation.metrics (the reference definitions) image by image.
 
 Reduced: a NumPy model (a fixed random linear map of the pixels, 4 classes), 3 images of 12x10 px.
 """
 import numpy as np
 import pytest
 
-from agnostic_cam import metrics
+from agnostic_cam.evaluation import metrics
 from agnostic_cam.audit.scoring import score_maps
 
 

@@ -22,7 +22,7 @@ from agnostic_cam.audit.outputs import write_outputs
 from agnostic_cam.audit import runner
 from agnostic_cam.audit.store import StoredRecords
 from agnostic_cam.audit.streaming import ExactSum, ParquetRows, Sample, Summary
-from agnostic_cam.audit_files import IMAGE_COLUMNS, METRIC_COLUMNS, TASK_COLUMNS, csv_cell
+from agnostic_cam.audit.files import IMAGE_COLUMNS, METRIC_COLUMNS, TASK_COLUMNS, csv_cell
 
 METHODS = ["gradcam", "eigencam"]
 
@@ -232,7 +232,7 @@ sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from test_audit_streaming import HEADER, METHODS, synthetic
 from agnostic_cam.audit.outputs import write_outputs
-from agnostic_cam.audit_files import OutputError
+from agnostic_cam.audit.files import OutputError
 try:
     write_outputs(Path(sys.argv[1]), HEADER, synthetic(int(sys.argv[4])), [], METHODS, sys.argv[2], 5)
 except OutputError as e:

@@ -13,7 +13,7 @@ import pytest
 import agnostic_cam
 from agnostic_cam.cli import build_parser, main, table
 from agnostic_cam.methods import get_method, registry
-from agnostic_cam.methods.options import method_options
+from agnostic_cam.methods.base import method_options
 
 PKG = Path(agnostic_cam.__file__).parent
 

@@ -1,4 +1,4 @@
-"""Degenerate maps are flagged per image, never hidden (issue 18; agnostic_cam/degenerate.py)."""
+"""Degenerate maps are flagged per image, never hidden (issue 18; agnostic_cam/core/degenerate.py)."""
 from __future__ import annotations
 
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from agnostic_cam.degenerate import EPS32, K, DegenerateMapWarning, reasons
+from agnostic_cam.core.degenerate import EPS32, K, DegenerateMapWarning, reasons
 
 
 def test_rule_on_hand_built_maps():

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from agnostic_cam import Explainer  # noqa: E402
-from agnostic_cam.imaging import cam_to_heatmap  # noqa: E402
+from agnostic_cam.core.imaging import cam_to_heatmap  # noqa: E402
 
 
 def hand_gradcam(model, x, targets, relu_acts=False):

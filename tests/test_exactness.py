@@ -210,7 +210,7 @@ def test_provider_selects_io_binding_and_batch_size(skip_net):
 
 @pytest.mark.parametrize("mode", ["deletion", "insertion"])
 def test_batched_perturbation_curve_equals_one_by_one(skip_net, images, mode):
-    from agnostic_cam.metrics import baseline_for, perturbation_curve, softmax
+    from agnostic_cam.evaluation.metrics import baseline_for, perturbation_curve, softmax
 
     ex = Explainer.from_torch(skip_net, "dup", progress=False, layer_layout="NCHW")
     maps = np.random.default_rng(9).uniform(size=(3, 24, 24)).astype(np.float32)

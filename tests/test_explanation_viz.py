@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer, Explanation
-from agnostic_cam.viz import colorize, compare_figure, overlay, to_display
+from agnostic_cam.render.figures import colorize, compare_figure, overlay, to_display
 
 
 def make_exp(n=2, h=8, w=6):

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from agnostic_cam.imaging import cam_to_heatmap
+from agnostic_cam.core.imaging import cam_to_heatmap
 from agnostic_cam.methods.eigencam import first_component_projection
 
 LAYER = "features.2"
@@ -82,7 +82,7 @@ def eager_reference(torch, model, x: np.ndarray, target: int) -> dict[str, np.nd
 
 def test_forward_methods_fall_back_with_one_warning_and_clean_stdout(torch, vgg, image, capfd):
     from agnostic_cam import Explainer
-    from agnostic_cam.adapters.fallback import EagerEngine, ExportFallbackWarning
+    from agnostic_cam.engine.eager import EagerEngine, ExportFallbackWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agnostic_cam.imaging import cam_to_heatmap, minmax, resize_bilinear
+from agnostic_cam.core.imaging import cam_to_heatmap, minmax, resize_bilinear
 
 
 @pytest.mark.parametrize("src,dst", [((7, 7), (224, 224)), ((5, 9), (64, 48)), ((16, 16), (8, 8)), ((1, 1), (4, 4))])

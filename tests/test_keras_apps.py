@@ -9,7 +9,7 @@ import pytest
 import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
 
 from agnostic_cam import Explainer
-from agnostic_cam.imaging import cam_to_heatmap
+from agnostic_cam.core.imaging import cam_to_heatmap
 
 APPS = {  # constructor, input size, target layer, classifier activation, output=, Score-CAM layer
     "ResNet50": ("ResNet50", 33, "conv5_block3_out", "softmax", "logits", "conv1_relu"),

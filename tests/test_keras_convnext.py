@@ -14,7 +14,7 @@ import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
 keras = pytest.importorskip("keras")
 
 from agnostic_cam import Explainer  # noqa: E402
-from agnostic_cam.imaging import cam_to_heatmap  # noqa: E402
+from agnostic_cam.core.imaging import cam_to_heatmap  # noqa: E402
 from agnostic_cam.methods.eigencam import first_component_projection  # noqa: E402
 
 

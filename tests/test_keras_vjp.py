@@ -10,7 +10,7 @@ import pytest
 import torch  # noqa: F401 - torch before TensorFlow (see tests/onnx_helpers.py)
 from torch import nn
 
-from agnostic_cam.adapters.torch import TorchAdapter
+from agnostic_cam.adapters.pytorch.adapter import TorchAdapter
 from agnostic_cam.targets import TargetSpec
 
 S = 9  # odd: Keras 'same' stride-2 padding is then symmetric, like torch padding=1
@@ -74,7 +74,7 @@ def torch_twin(k):
 
 @pytest.fixture(scope="session")
 def adapters(tiny):
-    from agnostic_cam.adapters.keras import KerasAdapter
+    from agnostic_cam.adapters.keras.adapter import KerasAdapter
 
     return KerasAdapter(tiny, "a3"), TorchAdapter(torch_twin(tiny), "c3")
 
@@ -192,7 +192,7 @@ def test_activations_layer_names_conv_weights(adapters, tiny, x):
 
 
 def test_model_unchanged_also_after_errors(tiny, x):
-    from agnostic_cam.adapters.keras import KerasAdapter
+    from agnostic_cam.adapters.keras.adapter import KerasAdapter
 
     w0, meta0 = state(tiny)
     ka = KerasAdapter(tiny, "a3")
@@ -223,7 +223,7 @@ def test_rules_need_a_relu():
     import keras
     from keras import layers
 
-    from agnostic_cam.adapters.keras import KerasAdapter
+    from agnostic_cam.adapters.keras.adapter import KerasAdapter
 
     inp = keras.Input((S, S, 3))
     x = layers.Conv2D(4, 3, activation="swish", name="c")(inp)
@@ -294,8 +294,8 @@ def test_keras_export_fallback_runs_forward_methods(capfd):
     from keras import layers
 
     from agnostic_cam import Explainer
-    from agnostic_cam.adapters.fallback import EagerEngine, ExportFallbackWarning
-    from agnostic_cam.imaging import cam_to_heatmap
+    from agnostic_cam.engine.eager import EagerEngine, ExportFallbackWarning
+    from agnostic_cam.core.imaging import cam_to_heatmap
     from agnostic_cam.methods.eigencam import first_component_projection
 
     keras.utils.set_random_seed(1)

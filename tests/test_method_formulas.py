@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from agnostic_cam.imaging import resize_bilinear
-from agnostic_cam.methods import LayerCapture, get_method
+from agnostic_cam.core.imaging import resize_bilinear
+from agnostic_cam.methods import Capture, get_method
 
 
 def make_cap(rng, n=2, c=5, h=4, w=3, H=12, W=9, layout="NCHW"):
@@ -18,7 +18,7 @@ def make_cap(rng, n=2, c=5, h=4, w=3, H=12, W=9, layout="NCHW"):
     x = rng.uniform(size=shape).astype(np.float32)
     out = rng.normal(size=(n, 4))
     classes = np.array([1, 3])[:n]
-    return LayerCapture(x, layout, out, out[np.arange(n), classes], classes, None, acts, grads)
+    return Capture(x, layout, out, out[np.arange(n), classes], classes, None, acts, grads)
 
 
 def ref_cam(weights, acts):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agnostic_cam import metrics
+from agnostic_cam.evaluation import metrics
 from agnostic_cam.engine import OnnxEngine
 
 

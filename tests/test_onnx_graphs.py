@@ -12,8 +12,8 @@ import pytest
 from onnx_helpers import export_torch, initializers_to_constants, torch_net
 
 from agnostic_cam import Explainer
-from agnostic_cam.adapters import onnx as onnx_adapter
-from agnostic_cam.adapters.onnx_layers import detect_layout
+from agnostic_cam.adapters.onnx.adapter import adapter as onnx_adapter
+from agnostic_cam.adapters.onnx.layers import detect_layout
 
 SIZE = 24
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,9 +175,9 @@ def test_without_gradient_backend_forward_methods_only(net, x, monkeypatch):
     with pytest.raises(ImportError, match=r"agnostic-cam\[onnx-grad\]"):
         Explainer.from_onnx(proto, gradients=True)
     monkeypatch.setitem(sys.modules, "onnx2torch", None)                   # the package missing
-    monkeypatch.delitem(sys.modules, "agnostic_cam.adapters.onnx_grad", raising=False)
+    monkeypatch.delitem(sys.modules, "agnostic_cam.adapters.onnx.torch_gradients", raising=False)
     with pytest.raises(ImportError, match=r"agnostic-cam\[onnx-grad\]"):
-        importlib.import_module("agnostic_cam.adapters.onnx_grad")
+        importlib.import_module("agnostic_cam.adapters.onnx.torch_gradients")
 
 
 def test_forward_path_imports_no_framework(net, tmp_path):
@@ -185,7 +185,7 @@ def test_forward_path_imports_no_framework(net, tmp_path):
     onnx.save(export_torch(net, SIZE), str(path))
     code = f"""
 import sys, json, numpy as np
-import agnostic_cam, agnostic_cam.metrics, agnostic_cam.cli, agnostic_cam.preprocess, agnostic_cam.audit
+import agnostic_cam, agnostic_cam.evaluation.metrics, agnostic_cam.cli, agnostic_cam.inputs.preprocess, agnostic_cam.audit
 from agnostic_cam import Explainer
 ex = Explainer.from_onnx({str(path)!r}, progress=False)
 h = ex.explain(np.ones((1, 3, {SIZE}, {SIZE}), np.float32), "scorecam").heatmap

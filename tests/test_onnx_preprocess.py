@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from agnostic_cam import Explainer
-from agnostic_cam.preprocess import Preprocess
+from agnostic_cam.inputs.preprocess import Preprocess
 
 
 @pytest.fixture

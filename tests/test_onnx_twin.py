@@ -80,7 +80,7 @@ def test_opset20_gelu_reducemean18_reshape_allowzero(approximate, torch):
     import onnxruntime as ort
     from onnx2torch import convert
 
-    from agnostic_cam.adapters.onnx_legal import legalize
+    from agnostic_cam.adapters.onnx.legal import legalize
 
     rs = np.random.RandomState(0)
     inits = [numpy_helper.from_array(rs.randn(4, 3, 3, 3).astype(np.float32), "w"),

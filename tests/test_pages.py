@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from agnostic_cam.demo.page import Figure, Section, Table, write_page
-from agnostic_cam.explanation import Explanation
-from agnostic_cam.report import best_methods, fmt, render_report
-from agnostic_cam.viz import FIGURE_DPI, compare_figure
+from agnostic_cam.core.explanation import Explanation
+from agnostic_cam.audit.report import best_methods, fmt, render_report
+from agnostic_cam.render.figures import FIGURE_DPI, compare_figure
 
 MIN_PX = 12  # figure text, in pixels at the saved resolution (the pages show figures at natural size)
 

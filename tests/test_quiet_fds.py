@@ -5,7 +5,7 @@ restored it last, leaving stdout pointing at a deleted temporary file."""
 import os
 import threading
 
-from agnostic_cam.adapters.fallback import quiet_fds
+from agnostic_cam.engine.eager import quiet_fds
 
 
 def ident(fd: int) -> tuple[int, int]:

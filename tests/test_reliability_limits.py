@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from agnostic_cam import Explainer, registry
+from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.errors import ModelError, NonFiniteError, OptionError
 from test_reliability_model import assert_no_errors, in_threads, make_cnn
 
@@ -67,7 +68,7 @@ def test_valid_batch_sizes_do_not_change_results(ex):
 
 
 def test_shared_checkers_directly():
-    from agnostic_cam.options import check_options, finite_number, positive_int
+    from agnostic_cam.core.options import check_options, finite_number, positive_int
 
     assert positive_int("n", np.int32(3)) == 3 and positive_int("n", None, optional=True) is None
     assert check_options({"batch_size": np.int64(4), "other": "x"}) == {"batch_size": 4, "other": "x"}
@@ -184,19 +185,19 @@ def test_ablation_tail_on_a_side_branch_is_refused(torch):
 def test_tail_check_catches_an_output_that_ignores_the_activation():
     """Graph dependency exists, but the tail multiplies the activation by zero: the numeric probe
     (move the activation, the output must move) catches it."""
-    from agnostic_cam.guards import verify_tail
-    from agnostic_cam.methods import LayerCapture
+    from agnostic_cam.core.checks import verify_tail
+    from agnostic_cam.methods import Capture
 
     a = np.random.default_rng(0).random((2, 3, 4, 4)).astype(np.float32)
     out = np.ones((2, 2), np.float32)
-    cap = LayerCapture(np.zeros((2, 3, 8, 8), np.float32), "NCHW", out, out[:, 0], np.zeros(2, np.int64), None, a)
+    cap = Capture(np.zeros((2, 3, 8, 8), np.float32), "NCHW", out, out[:, 0], np.zeros(2, np.int64), None, a)
     proto = helper.make_model(helper.make_graph(
         [helper.make_node("Mul", ["act", "zero"], ["m"]), helper.make_node("ReduceSum", ["m"], ["s"], keepdims=0)],
         "t", [helper.make_tensor_value_info("act", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(np.zeros(1, np.float32), "zero")]))
     with pytest.raises(ModelError, match="does not change"):
-        verify_tail(lambda acts, image: np.ones((len(image), 2), np.float32), cap, "L", proto, "act", "s")
+        verify_tail(lambda acts, image: np.ones((len(image), 2), np.float32), cap, "L", OnnxEngine(proto).reads("act", "s"))
 
 
 def test_onnx_explainer_shared_by_threads():

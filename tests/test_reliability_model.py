@@ -149,7 +149,7 @@ def test_in_place_edits_are_seen_by_forward_methods(torch, edit, method):
 
 
 def test_fingerprint_sees_every_full_tensor_edit(torch):
-    from agnostic_cam.adapters.torch_checks import fingerprint
+    from agnostic_cam.adapters.pytorch.checks import fingerprint
 
     m = make_cnn(torch)
     base = fingerprint(m)

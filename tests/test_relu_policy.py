@@ -1,5 +1,5 @@
 """Backward-rule policy (issue 18, issue 12): which activations a guided/deconv rule applies to,
-and refusing partly-ReLU models unless ``partial_rules=True``. See agnostic_cam/relu_policy.py."""
+and refusing partly-ReLU models unless ``partial_rules=True``. See agnostic_cam/core/relu_policy.py."""
 from __future__ import annotations
 
 import io

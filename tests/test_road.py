@@ -3,7 +3,7 @@ noise is unseeded), on a small CNN at 24 px with two images and three percentile
 import numpy as np
 
 from agnostic_cam import Explainer
-from agnostic_cam.road import impute, road
+from agnostic_cam.evaluation.road import impute, road
 
 
 def test_imputation_equals_pytorch_grad_cam(torch):

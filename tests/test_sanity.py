@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from agnostic_cam.sanity import learned_layers, model_randomization
-from agnostic_cam.sanity_metrics import spearman, ssim
+from agnostic_cam.evaluation.sanity import learned_layers, model_randomization
+from agnostic_cam.evaluation.similarity import spearman, ssim
 
 
 def edge_baseline(ex, x):
@@ -111,7 +111,7 @@ def test_audit_sanity_rows_and_report(torch, tmp_path, capsys):
     assert all(r["insensitive"] == (r["spearman"] >= 0.5) and (out / r["figure"]).is_file() for r in rows)
     assert json.loads((out / "results.json").read_text())["sanity"] == rows
     assert "Sanity check: model randomisation" in (out / "report.html").read_text()
-    from agnostic_cam.preprocess import Preprocess
+    from agnostic_cam.inputs.preprocess import Preprocess
 
     ex = Explainer.from_onnx(str(model), progress=False)
     capsys.readouterr()

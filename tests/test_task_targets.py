@@ -209,7 +209,7 @@ def test_torchvision_detector_explained_for_one_box(torch):
 def test_deletion_and_pointing_game_with_a_detection_target(torch):
     """Deletion/insertion curves score a DetectionBoxes target on the raw head at every step: the
     first deletion point is the image's box score, the last the zero image's (checked by hand)."""
-    from agnostic_cam.metrics import deletion_auc, perturbation_curve, pointing_game
+    from agnostic_cam.evaluation.metrics import deletion_auc, perturbation_curve, pointing_game
 
     model = yolo_net(torch)
     x = np.random.default_rng(5).uniform(size=(2, 3, 32, 32)).astype(np.float32)

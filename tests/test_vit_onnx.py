@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 from agnostic_cam import Explainer  # noqa: E402
-from agnostic_cam.adapters.onnx import gradient_backend_available  # noqa: E402
+from agnostic_cam.adapters.onnx.adapter import gradient_backend_available  # noqa: E402
 from vit_helpers import randomise_norms  # noqa: E402
 
 FORWARD = ["scorecam", "ablationcam", "eigencam"]

@@ -127,7 +127,7 @@ def test_legalize_newer_ops_and_layer_norm_of_unknown_shape():
     from onnx import TensorProto, helper, numpy_helper
     from onnx2torch import convert
 
-    from agnostic_cam.adapters.onnx_legal import legalize
+    from agnostic_cam.adapters.onnx.legal import legalize
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(np.array([0, 1, 1, 0, 0, 1, 1, 0], np.int64), "pads"),

@@ -28,7 +28,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 from agnostic_cam import Explainer  # noqa: E402
 from vit_helpers import randomise_norms  # noqa: E402
 from agnostic_cam.errors import LayoutError  # noqa: E402
-from agnostic_cam.layout import LayerLayout  # noqa: E402
+from agnostic_cam.core.layout import LayerLayout  # noqa: E402
 
 GRADIENT = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 FORWARD = ["scorecam", "ablationcam", "eigencam"]
@@ -84,7 +84,7 @@ def compare(model, layer_name, x, methods, reshape, expect_layout):
 
 
 def eigen_diff_up_to_sign(ex, x, ref):
-    from agnostic_cam.imaging import cam_to_heatmap
+    from agnostic_cam.core.imaging import cam_to_heatmap
     from agnostic_cam.methods import Needs
     from agnostic_cam.methods.eigencam import first_component_projection
     from agnostic_cam.targets import TargetSpec

@@ -5,7 +5,7 @@ torchcam's ``locate_candidate_layer``, the layer whose output comes last in the 
 those that are still a spatial map ``(N, C, h, w)`` / ``(N, h, w, C)`` with more than one position.
 For a CNN classifier that is the feature extractor's output, just before global pooling or
 flattening (``"layer4"`` in a ResNet, ``"features"`` in a DenseNet, MobileNet or EfficientNet).
-``from_onnx`` applies the same rule to the graph's tensors (:func:`~agnostic_cam.adapters.onnx_layers.default_layer`).
+``from_onnx`` applies the same rule to the graph's tensors (:func:`~agnostic_cam.adapters.onnx.layers.default_layer`).
 
 Differences from torchcam, both on purpose: the model itself (a fully convolutional model whose
 output is a map) is never picked, and neither is a module called more than once per forward pass
@@ -49,8 +49,8 @@ def torch_output_shapes(model, sample_shape: tuple[int, ...]) -> list[tuple[str,
     out, the model's state is restored. Raises :class:`ModelError` when the model fails on the input."""
     import torch
 
-    from agnostic_cam.adapters.torch_vjp import preserved
-    from agnostic_cam.concurrency import model_lock
+    from agnostic_cam.adapters.pytorch.primitives import preserved
+    from agnostic_cam.core.concurrency import model_lock
 
     records: list[tuple[str, tuple]] = []
 

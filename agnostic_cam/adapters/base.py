@@ -14,17 +14,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agnostic_cam import layout as L
-from agnostic_cam.capture import Capture, Capturer, Needs, channels_first, channels_native  # noqa: F401 - re-exported
+from agnostic_cam.core import layout as L
+from agnostic_cam.core.capture import Needs, channels_first  # noqa: F401 - channels_first re-exported
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
-from agnostic_cam.options import positive_int
-from agnostic_cam.concurrency import EXPORT_LOCK
+from agnostic_cam.core.options import positive_int
+from agnostic_cam.core.concurrency import EXPORT_LOCK
 
-OUTPUT = "output"
-ACTIVATION = "activation"
-NATIVE = "layer_output"  # the layer's own tensor, when ACTIVATION is a reshape of it (tokens, channels-last)
+from agnostic_cam.engine.graph import ACTIVATION, NATIVE, OUTPUT  # noqa: F401 - the exported graph's tensor names
 
 
 @dataclass
@@ -120,6 +118,7 @@ class Adapter(ABC):
     activation_name: str | None = ACTIVATION
     max_engines: ClassVar[int] = 4  # exported graphs + sessions kept, one per input shape (least recently used dropped)
     gradient_hint: str = ""          # why gradients are unavailable, and the fix ("" when they are)
+    higher_hint: str = ""            # why Hessian-vector / bias gradients are unavailable ("" when unknown)
     _no_layer: str = ""              # why there is no target layer ("" when there is one or none was sought)
 
     @property
@@ -147,14 +146,8 @@ class Adapter(ABC):
         self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self._engines: OrderedDict[tuple, tuple[object, OnnxEngine]] = OrderedDict()
         self._lock = threading.RLock()  # guards the caches of this adapter (engines, compiled functions)
-        self._capturer = Capturer(self)
 
-    # -- capture -----------------------------------------------------------------------------
-    def capture(self, x: np.ndarray, target: TargetSpec, needs: Needs, rule: str = "vanilla",
-                progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
-        """What a method ``needs``, for the validated batch ``x`` (see :class:`~agnostic_cam.capture.Capturer`)."""
-        return self._capturer(x, target, needs, rule, progress, method, batch_size)
-
+    # -- layer -------------------------------------------------------------------------------
     def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
         """Raise a clear error when a method needs a target layer and this adapter has none
         (``sample_shape``: one image's shape, for adapters that pick a layer lazily)."""
@@ -252,12 +245,20 @@ class Adapter(ABC):
         """Forward only: the value of each of ``layers`` (names or layer objects), channel-first."""
         raise BackendError(f"activations of arbitrary layers are not available for {self.framework} models yet")
 
+    def layers(self) -> list:
+        """Candidate target layers (see ``Explainer.layers``)."""
+        raise BackendError(f"listing layers is not available for {self.framework} models")
+
+    def describe_lines(self) -> list[str]:
+        """Extra lines for ``Explainer.describe`` (e.g. an ONNX graph's precision)."""
+        return []
+
     def layer_names(self) -> list[str]:
         """Every named layer the user may pass as a layer."""
         raise BackendError(f"listing layer names is not available for {self.framework} models yet")
 
     def activation_census(self, sample_shape: tuple[int, ...] | None = None):
-        """The model's activations as a :class:`~agnostic_cam.relu_policy.Census` (ReLU-family vs
+        """The model's activations as a :class:`~agnostic_cam.core.relu_policy.Census` (ReLU-family vs
         others), for the backward-rule policy; None when unknown. ``sample_shape``: one input's shape,
         for adapters that must run the model to see its activations."""
         return None

@@ -20,7 +20,7 @@ model (and external weights), settings and unchanged image contents reuses it.
 from agnostic_cam.audit.context import AuditConfig
 from agnostic_cam.audit.runner import AuditInterrupted, run
 from agnostic_cam.audit.sources import Item, list_images
-from agnostic_cam.audit_files import METRIC_COLUMNS, OutputError, atomic_write, check_writable
+from agnostic_cam.audit.files import METRIC_COLUMNS, OutputError, atomic_write, check_writable
 
 __all__ = ["run", "AuditConfig", "AuditInterrupted", "Item", "list_images", "METRIC_COLUMNS", "OutputError",
            "atomic_write", "check_writable"]

@@ -175,7 +175,7 @@ class Context:
 
     @classmethod
     def from_spec(cls, spec: dict) -> Context:
-        from agnostic_cam.preprocess import Preprocess
+        from agnostic_cam.inputs.preprocess import Preprocess
 
         ms = ModelSpec(**spec["model"])
         return cls(ms.build(), Preprocess.from_dict(spec["preprocess"]), AuditConfig(**spec["config"]),
@@ -228,7 +228,7 @@ def preflight(ctx: Context) -> None:
         raise OptionError(f"the labels file has {len(labels)} class names but the model has {k} classes; give one "
                           f"name per line for classes 0-{k - 1}, in order (blank lines count; none may be missing "
                           "or extra)")
-    from agnostic_cam.methods.base import Needs
+    from agnostic_cam.core.capture import Needs
 
     grads = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
     for m in ctx.cfg.methods:  # gradient methods: convert the graph once, here, not per image

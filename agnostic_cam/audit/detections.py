@@ -5,7 +5,7 @@ own top predictions as boxes to explain.
   outputs of an exported torchvision-style detector (by name, else by shape and dtype);
   :func:`packed` adds one graph output ``detections`` (N, DMAX, 6) of rows
   [x1, y1, x2, y2, score, label], zero-padded to DMAX rows (what
-  :class:`~agnostic_cam.task_targets.DetectionBoxes` reads with ``format="torchvision"``; a zero box
+  :class:`~agnostic_cam.targets.tasks.DetectionBoxes` reads with ``format="torchvision"``; a zero box
   never matches a requested box, its IoU is 0), so every run of the graph has the same shape.
 - :func:`top_boxes` decodes a batch of outputs into each image's ``n`` best predictions: a
   raw YOLO-style head (N, 4+K, A) / (N, A, 4+K) by its best class score per anchor, with greedy
@@ -95,7 +95,7 @@ def packed(model, names: tuple[str, str, str]):
 
 def _nms(boxes: np.ndarray, order: np.ndarray, n: int) -> list[int]:
     """Greedy non-maximum suppression: the first ``n`` indices of ``order`` overlapping no kept box > NMS_IOU."""
-    from agnostic_cam.task_targets import box_iou
+    from agnostic_cam.targets.tasks import box_iou
 
     kept: list[int] = []
     for i in order:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from agnostic_cam.audit.streaming import ImagesJson, ParquetRows, Sample, Summary
-from agnostic_cam.audit_files import CSV_HEADER, atomic_file, atomic_write, csv_rows
+from agnostic_cam.audit.files import CSV_HEADER, atomic_file, atomic_write, csv_rows
 
 FORMATS = ("csv", "parquet")
 
@@ -22,7 +22,7 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
                   fmt: str = "csv", report_images: int = 200) -> dict:
     """Write the result files for ``records`` (in image order, iterated once); returns results.json's
     content, whose ``images`` is ``records`` itself (csv format; ``[]`` for parquet, as in the file)."""
-    from agnostic_cam.report import render_report
+    from agnostic_cam.audit.report import render_report
 
     out = Path(out)
     summary, sample = Summary(methods), Sample(methods, report_images, header.get("fingerprint", ""))

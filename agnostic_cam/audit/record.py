@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agnostic_cam import metrics
+from agnostic_cam.evaluation import metrics
 from agnostic_cam.audit.scoring import score_maps
 from agnostic_cam.audit.sources import Item, read_bytes
-from agnostic_cam.degenerate import DegenerateMapWarning
+from agnostic_cam.core.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError, NonFiniteError
 
 
@@ -60,7 +60,7 @@ def content_hash(data: bytes) -> str:
 
 def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
     """Read, hash and preprocess one image; a file that cannot be used gives ``Loaded.error``."""
-    from agnostic_cam.image_io import read_image, resize_rgb
+    from agnostic_cam.inputs.image_files import read_image, resize_rgb
 
     try:
         data = read_bytes(item) if data is None else data
@@ -81,7 +81,7 @@ def load(ctx, item: Item, data: bytes | None = None) -> Loaded:
 
 def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
     """(h, w, 3) uint8 with the image's aspect ratio, the longer side at most ``longest``."""
-    from agnostic_cam.image_io import resize_rgb, to_uint8
+    from agnostic_cam.inputs.image_files import resize_rgb, to_uint8
 
     h, w = rgb.shape[:2]
     f = min(1.0, longest / max(h, w))
@@ -90,8 +90,8 @@ def display_copy(rgb: np.ndarray, longest: int = DISPLAY_MAX) -> np.ndarray:
 
 def overlay_at(display: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """A heatmap (H, W) at the model's input size blended over ``display`` (h, w, 3) at its own size."""
-    from agnostic_cam.imaging import resize_bilinear
-    from agnostic_cam.viz import overlay
+    from agnostic_cam.core.imaging import resize_bilinear
+    from agnostic_cam.render.figures import overlay
 
     return overlay(display[None], np.clip(resize_bilinear(heat[None], display.shape[:2]), 0, 1))[0]
 
@@ -175,7 +175,7 @@ def predict_batch(ctx, batch: list[Loaded]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _compute(ctx, batch: list[Loaded]) -> list[Result]:
-    from agnostic_cam.image_io import to_uint8
+    from agnostic_cam.inputs.image_files import to_uint8
 
     if getattr(ctx, "task_compute", None) is not None:  # --task segment / detect (audit/task_records.py)
         return ctx.task_compute(ctx, batch)

@@ -7,7 +7,7 @@ the store as they arrive and the result files are written from it, one record at
 Faults: an image that cannot be used (unreadable, a bomb, a wrong size) is listed as failed and
 the run goes on; anything that is not the image's fault (model, options, gradient backend) stops
 the run before images run, as a typed error; a write failure (disk full) raises
-:class:`~agnostic_cam.audit_files.OutputError` and leaves no temporary file; Ctrl-C writes the
+:class:`~agnostic_cam.audit.files.OutputError` and leaves no temporary file; Ctrl-C writes the
 report of the images done so far and re-raises ``KeyboardInterrupt`` (a rerun resumes).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from agnostic_cam.audit.engines import get_engine
 from agnostic_cam.audit.outputs import FORMATS, write_outputs
 from agnostic_cam.audit.sources import Item, list_images, read_bytes
 from agnostic_cam.audit.store import Store, StoredRecords
-from agnostic_cam.audit_files import OutputError, check_writable
+from agnostic_cam.audit.files import OutputError, check_writable
 from agnostic_cam.errors import InputError, OptionError
 
 
@@ -56,7 +56,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     :mod:`agnostic_cam.audit.tasks`.
     """
     from agnostic_cam.audit.tasks import check_items, make_task
-    from agnostic_cam.preprocess import Preprocess
+    from agnostic_cam.inputs.preprocess import Preprocess
 
     if format not in FORMATS:
         raise OptionError(f"format must be one of {FORMATS}; got {format!r}")

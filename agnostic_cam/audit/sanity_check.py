@@ -1,4 +1,4 @@
-"""``agnostic-cam audit --sanity``: the model-randomisation test (:mod:`agnostic_cam.sanity`) of
+"""``agnostic-cam audit --sanity``: the model-randomisation test (:mod:`agnostic_cam.evaluation.sanity`) of
 every audited method on a few of the audited images, added to the audit's outputs.
 
 Writes ``sanity.json`` (one row per method: Spearman and SSIM of the fully randomised model's maps
@@ -26,7 +26,7 @@ THRESHOLD = 0.5
 def run_sanity(ex, pre, images, methods: list[str], out: Path, n_images: int = 4, steps: int | None = 6,
                threshold: float = THRESHOLD, follow_symlinks: bool = False) -> list[dict]:
     """Run the test for ``methods`` on the first ``n_images`` readable images; write its outputs."""
-    from agnostic_cam.sanity import model_randomization
+    from agnostic_cam.evaluation.sanity import model_randomization
 
     out = Path(out)
     items, _ = list_images(images, follow_symlinks)

@@ -1,6 +1,6 @@
 """The audit's faithfulness metrics for several images and methods in shared ONNX Runtime calls.
 
-Same definitions and values as :mod:`agnostic_cam.metrics` (deletion/insertion AUC, average drop,
+Same definitions and values as :mod:`agnostic_cam.evaluation.metrics` (deletion/insertion AUC, average drop,
 increase in confidence), computed with fewer forward passes:
 
 - every perturbed image of every method and image goes through one stream of ``chunk``-row calls;
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agnostic_cam import metrics
-
-
+from agnostic_cam.evaluation import metrics
 def _probs(out: np.ndarray, classes: np.ndarray, score: str) -> np.ndarray:
     return metrics._score(out, classes, score)
 

@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from agnostic_cam.audit_files import display, name_key, overlay_stem
+from agnostic_cam.audit.files import display, name_key, overlay_stem
 from agnostic_cam.errors import InputError, OptionError
-from agnostic_cam.preprocess import IMAGE_SUFFIXES
+from agnostic_cam.inputs.preprocess import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agnostic_cam.audit.record import Result
 from agnostic_cam.audit.sources import Item
-from agnostic_cam.audit_files import OutputError, atomic_write, check_writable, display
+from agnostic_cam.audit.files import OutputError, atomic_write, check_writable, display
 
 
 class Store:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from agnostic_cam.audit_files import METRIC_COLUMNS, write_error
+from agnostic_cam.audit.files import METRIC_COLUMNS, write_error
 
 
 class ExactSum:

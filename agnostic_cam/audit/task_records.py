@@ -10,11 +10,11 @@ import warnings
 
 import numpy as np
 
-from agnostic_cam import metrics
+from agnostic_cam.evaluation import metrics
 from agnostic_cam.audit.detections import top_boxes
 from agnostic_cam.audit.record import Result, _png, overlay_at, predict_batch
 from agnostic_cam.audit.tasks import detect_format, read_mask, resize_mask
-from agnostic_cam.degenerate import DegenerateMapWarning
+from agnostic_cam.core.degenerate import DegenerateMapWarning
 from agnostic_cam.errors import InputError
 from agnostic_cam.targets import DetectionBoxes, SegmentationMask
 
@@ -78,7 +78,7 @@ def _hit(heat: np.ndarray, region) -> float:
 
 def compute(ctx, batch) -> list[Result]:
     """Records of ``batch`` (loaded images of one shape) for the task audit."""
-    from agnostic_cam.image_io import to_uint8
+    from agnostic_cam.inputs.image_files import to_uint8
 
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
     x, out = predict_batch(ctx, batch)

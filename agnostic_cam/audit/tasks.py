@@ -3,13 +3,13 @@
 - ``segment``: a segmenter's output (N, K, H, W); ``--class K`` (``category=``) and optional masks
   (``masks=``: a folder of PNG masks matched by image name: ``<masks>/<image path without
   suffix>.png``; nonzero pixels are the region). Each image's target is
-  :class:`~agnostic_cam.task_targets.SegmentationMask` (the class's scores summed over its mask,
+  :class:`~agnostic_cam.targets.tasks.SegmentationMask` (the class's scores summed over its mask,
   resized to the output map by nearest neighbour; the whole map when no folder is given).
 - ``detect``: a YOLO-style raw head (N, 4+K, A) / (N, A, 4+K), or a torchvision-style graph with
   boxes / labels / scores outputs (packed, see :mod:`~agnostic_cam.audit.detections`); ``--output``
   picks the head when the graph has several. Boxes to explain come from ``boxes=`` (JSON
   ``{image name: [{"box": [x1, y1, x2, y2], "label": k}, ...]}``) or ``top_boxes=N`` (the model's own N
-  best predictions); the target is :class:`~agnostic_cam.task_targets.DetectionBoxes`.
+  best predictions); the target is :class:`~agnostic_cam.targets.tasks.DetectionBoxes`.
 
 Masks and boxes are given in the image file's own pixels and scaled to the model's input. The
 metrics are deletion/insertion of the task target's score, and the pointing game (the map's
@@ -170,7 +170,7 @@ def detect_format(ex, task: dict, out_shape: tuple) -> str:
 def preflight(ctx, probe: np.ndarray, out: np.ndarray) -> None:
     """Checks of the model's output against the task, and one run of each gradient method."""
     from agnostic_cam.methods import get_method
-    from agnostic_cam.methods.base import Needs
+    from agnostic_cam.core.capture import Needs
 
     task, ex = ctx.cfg.task, ctx.ex
     if task["task"] == "segment":

@@ -7,10 +7,9 @@ ground-truth boxes for faithfulness checks and the pointing game.
 from __future__ import annotations
 
 import numpy as np
-from ..errors import InputError
+from agnostic_cam.errors import InputError
 
-from agnostic_cam import layout as L
-
+from agnostic_cam.core import layout as L
 CLASSES = ("disk", "square", "triangle", "cross")
 
 

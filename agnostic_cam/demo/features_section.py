@@ -26,7 +26,7 @@ def features_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarra
     inversion on the demo model; one PNG each."""
     from agnostic_cam import Explainer
     from agnostic_cam.demo.torch_model import TARGET_LAYER
-    from agnostic_cam.viz import FIGURE_DPI
+    from agnostic_cam.render.figures import FIGURE_DPI
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     img = images[:1]

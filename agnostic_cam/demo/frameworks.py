@@ -7,8 +7,7 @@ import numpy as np
 
 from agnostic_cam.demo.page import Figure, Section, Table, row_labels
 
-from agnostic_cam import layout as L
-
+from agnostic_cam.core import layout as L
 METHODS = ("gradcam", "gradcam++", "layercam", "scorecam", "ablationcam", "eigencam", "cam")
 
 
@@ -18,7 +17,7 @@ def frameworks_section(out_dir: Path, model, images: np.ndarray, labels: np.ndar
     from agnostic_cam import Explainer
     from agnostic_cam.demo import keras_model, torch_model
     from agnostic_cam.demo.data import CLASSES
-    from agnostic_cam.viz import FIGURE_DPI, compare_figure
+    from agnostic_cam.render.figures import FIGURE_DPI, compare_figure
 
     tex = Explainer.from_torch(model, torch_model.TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     kex = Explainer.from_keras(keras_model.keras_twin(model), keras_model.TARGET_LAYER, progress=False)

@@ -35,7 +35,7 @@ def method_figure(images: np.ndarray, exp, titles: list[str], wrong: list[bool] 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from agnostic_cam.viz import FONT, add_colorbar, mark_wrong, to_display
+    from agnostic_cam.render.figures import FONT, add_colorbar, mark_wrong, to_display
 
     img = to_display(images)
     cols = [("image", img), ("gradient", exp.gradient_image()), ("saliency", exp.saliency_image()),
@@ -64,7 +64,7 @@ def gradients_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarr
     from agnostic_cam import Explainer
     from agnostic_cam.demo.data import CLASSES
     from agnostic_cam.demo.torch_model import TARGET_LAYER
-    from agnostic_cam.viz import FIGURE_DPI
+    from agnostic_cam.render.figures import FIGURE_DPI
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     shown = images[:n_show]

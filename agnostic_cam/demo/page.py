@@ -46,7 +46,7 @@ def row_labels(classes, labels, preds) -> tuple[list[str], list[bool]]:
 
 
 def write_page(out: Path, intro: str, sections: list[Section], skipped: list[tuple[str, str]]) -> Path:
-    from agnostic_cam.templating import render
+    from agnostic_cam.render.templating import render
 
     index = out / "index.html"
     index.write_text(render("demo.html.j2", intro=intro, sections=sections, skipped=skipped), encoding="utf-8")

@@ -22,7 +22,7 @@ def cam_section(out_dir: Path, model, images: np.ndarray, labels: np.ndarray) ->
     """Every CAM method of the core on the demo model: one grid PNG and a timing table."""
     from agnostic_cam import Explainer
     from agnostic_cam.demo.torch_model import TARGET_LAYER
-    from agnostic_cam.viz import FIGURE_DPI, compare_figure
+    from agnostic_cam.render.figures import FIGURE_DPI, compare_figure
 
     ex = Explainer.from_torch(model, TARGET_LAYER, input_shape=images.shape[1:], progress=False)
     exps, rows = {}, []

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 import onnx
 from onnx import helper, shape_inference
-from ..errors import ModelError
+from agnostic_cam.errors import ModelError
+
+# names of the tensors an adapter's export adds to the graph's outputs
+OUTPUT = "output"
+ACTIVATION = "activation"
+NATIVE = "layer_output"  # the layer's own tensor, when ACTIVATION is a reshape of it (tokens, channels-last)
 
 
 # Float element types a feature map may have (fp16 graphs, fp16 inside keep_io_types graphs, fp64).

@@ -244,5 +244,9 @@ class OnnxEngine:
         t = G.cut_tail(self.model, start, list(outputs or self.output_names[:1]))
         return OnnxEngine(t.model, self.providers, self._batch_size, self._io_binding), t.extra_inputs
 
+    def reads(self, source: str, target: str) -> bool:
+        """Whether tensor ``target`` is computed from tensor ``source`` in this engine's graph."""
+        return G.depends_on(self.model, source, target)
+
     def spatial_tensors(self) -> list[G.LayerInfo]:
         return G.spatial_tensors(self.model)

@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ..errors import InputError
+from agnostic_cam.errors import InputError
 
-from agnostic_cam import layout as L
-
-
+from agnostic_cam.core import layout as L
 def layer_label(layer: Any) -> str:
     """A printable name for a layer given by name or object (None: the model's output)."""
     if layer is None:

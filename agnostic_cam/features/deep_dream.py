@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_cam import layout as L
+from agnostic_cam.core import layout as L
 from agnostic_cam.features.common import layer_label, single_image
 from agnostic_cam.features.optimise import Callback, ascend, ascent_settings
 from agnostic_cam.features.result import Visualisation
-from agnostic_cam.imaging import _interp_matrix, resize_bilinear
+from agnostic_cam.core.imaging import _interp_matrix, resize_bilinear
 from agnostic_cam.errors import OptionError
 
 DEFAULTS = {"steps": 10, "lr": 0.01, "jitter": 2, "schedule": "constant"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agnostic_cam.errors import AgnosticCamError, MissingDependencyError, OptionError
-from agnostic_cam.imaging import minmax, resize_bilinear
+from agnostic_cam.core.imaging import minmax, resize_bilinear
 
 
 def dff(acts: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +97,9 @@ class Factorization:
 
 def feature_factorization(ex, x: np.ndarray, n_components: int = 5) -> Factorization:
     """Deep Feature Factorization of the validated batch ``x`` at ``ex``'s target layer."""
-    from agnostic_cam.capture import Needs
+    from agnostic_cam.core.capture import Needs
     from agnostic_cam.targets import TargetSpec
-    from agnostic_cam.viz import to_display
+    from agnostic_cam.render.figures import to_display
 
     if not isinstance(n_components, (int, np.integer)) or n_components < 1:
         raise OptionError(f"n_components must be a positive int; got {n_components!r}")

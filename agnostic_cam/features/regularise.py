@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agnostic_cam import layout as L
-
+from agnostic_cam.core import layout as L
 TV_EPS = 1e-8
 
 

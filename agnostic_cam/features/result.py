@@ -5,11 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from ..errors import InputError
+from agnostic_cam.errors import InputError
 
-from agnostic_cam import layout as L
-
-
+from agnostic_cam.core import layout as L
 def to_hwc(images: np.ndarray, layout: str) -> np.ndarray:
     """(M, ...) in ``layout`` -> (M, H, W, C)."""
     return L.from_chw(L.to_chw(np.asarray(images), layout), L.NHWC)

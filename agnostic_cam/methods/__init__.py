@@ -32,6 +32,6 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     smoothgrad,
     xgradcam,
 )
-from agnostic_cam.methods.base import CamMethod, Capture, LayerCapture, Method, Needs, get_method, register, registry
+from agnostic_cam.methods.base import CamMethod, Capture, Method, Needs, get_method, register, registry
 
-__all__ = ["CamMethod", "Capture", "LayerCapture", "Method", "Needs", "get_method", "register", "registry"]
+__all__ = ["CamMethod", "Capture", "Method", "Needs", "get_method", "register", "registry"]

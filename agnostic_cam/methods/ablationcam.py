@@ -14,8 +14,8 @@ to ablate with it.
 import numpy as np
 
 from agnostic_cam.errors import LayoutError, OptionError
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
-from agnostic_cam.options import positive_int
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
+from agnostic_cam.core.options import positive_int
 
 @register("ablationcam")
 class AblationCAM(CamMethod):
@@ -30,7 +30,7 @@ class AblationCAM(CamMethod):
     def _value(self, native: np.ndarray) -> float:
         return self.value
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         c = cap.activations.shape[1]
         own = cap.native is not None  # a capture built by hand may carry the channel-first tensor only
         ax = cap.channel_axis if own else 1

@@ -8,11 +8,11 @@ generalises CAM to any head.
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.errors import InputError, ModelError
 
 
-def linear_head(cap: LayerCapture) -> tuple[np.ndarray, np.ndarray]:
+def linear_head(cap: Capture) -> tuple[np.ndarray, np.ndarray]:
     """(W (K, C), b (K,)) of a GAP + linear head, or ValueError if the head is not one."""
     a = cap.activations
     n, c, h, w = a.shape
@@ -40,7 +40,7 @@ def linear_head(cap: LayerCapture) -> tuple[np.ndarray, np.ndarray]:
 class CAM(CamMethod):
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         if cap.classes is None:
             raise InputError("method 'cam' takes class-index targets (int, list of ints or None), not a callable")
         W, _ = linear_head(cap)

@@ -7,7 +7,7 @@ is active. Target-independent, forward-only (runs on ONNX Runtime).
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.methods.projection import first_component_projection
 
 __all__ = ["EigenCAM", "first_component_projection"]
@@ -17,7 +17,7 @@ __all__ = ["EigenCAM", "first_component_projection"]
 class EigenCAM(CamMethod):
     needs = Needs.ACTIVATIONS
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         a = cap.activations.astype(np.float64)  # scale: |projection terms| <= the channel vector's norm
         self.scale = np.sqrt((a ** 2).sum(axis=1)).reshape(a.shape[0], -1).max(axis=1)
         return first_component_projection(cap.activations)

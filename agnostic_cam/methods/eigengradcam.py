@@ -6,7 +6,7 @@ positively with the channel mean of G * A.
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.methods.projection import first_component_projection
 
 
@@ -14,5 +14,5 @@ from agnostic_cam.methods.projection import first_component_projection
 class EigenGradCAM(CamMethod):
     needs = Needs.LAYER_GRADIENTS
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         return first_component_projection(cap.grads * cap.activations)

@@ -7,7 +7,7 @@ Target-independent.
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 
 
 @register("fem")
@@ -19,7 +19,7 @@ class FEM(CamMethod):
             raise OptionError(f"fem: k (the number of standard deviations of the threshold) must be finite; got {k!r}")
         self.k = float(k)
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         a, ax = cap.activations, cap.spatial_axes
         th = a.mean(axis=ax, keepdims=True) + self.k * a.std(axis=ax, keepdims=True)
         return (a > th).mean(axis=ax)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.targets import TargetSpec
 
 
@@ -65,8 +65,9 @@ class FinerCAM(CamMethod):
                               f"target (1 = the nearest); got {comparison_categories!r}")
         self.alpha, self.ranks = float(alpha), comp
 
-    def target_for(self, outputs: np.ndarray, target) -> LinearTarget:
-        """The linear target whose gradient is dS/dy at ``outputs`` (N, K) for the user's ``target``."""
+    def target_for(self, predict, target) -> LinearTarget:
+        """The linear target whose gradient is dS/dy at the outputs ``predict()`` (N, K) for the user's ``target``."""
+        outputs = predict()
         spec = TargetSpec(target, outputs.shape[0])
         main = spec.indices(outputs)
         if main is None:
@@ -81,5 +82,5 @@ class FinerCAM(CamMethod):
         s, grad = finer_score(outputs, main, comp, self.alpha)
         return LinearTarget(grad, s - (grad * outputs.astype(np.float64)).sum(axis=1), main)
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         return cap.grads.mean(axis=cap.spatial_axes)

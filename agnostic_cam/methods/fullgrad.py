@@ -8,8 +8,8 @@ scales every channel map to [0, 1] (min-max, eps 1e-7) and resizes it to the inp
 """
 import numpy as np
 
-from agnostic_cam.imaging import minmax, resize_bilinear
-from agnostic_cam.methods.base import LayerCapture, Method, Needs, register
+from agnostic_cam.core.imaging import minmax, resize_bilinear
+from agnostic_cam.methods.base import Capture, Method, Needs, register
 
 
 def channel_maps(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -25,7 +25,7 @@ def channel_maps(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class FullGrad(Method):
     needs = Needs.BIAS_GRADIENTS
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         x, gx = cap.x, cap.input_grads
         if cap.layout == "NHWC":
             x, gx = x.transpose(0, 3, 1, 2), gx.transpose(0, 3, 1, 2)

@@ -4,12 +4,12 @@ HiResCAM with the ReLU applied to each channel's contribution before the channel
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 
 
 @register("gradcam_elementwise")
 class GradCAMElementWise(CamMethod):
     needs = Needs.LAYER_GRADIENTS
 
-    def maps(self, cap: LayerCapture) -> np.ndarray:
+    def maps(self, cap: Capture) -> np.ndarray:
         return np.maximum(cap.grads * cap.activations, 0)

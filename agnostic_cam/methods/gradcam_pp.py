@@ -4,14 +4,14 @@ alpha = G^2 / (2 G^2 + sum_hw(A) G^3 + 1e-6), alpha = 0 where G == 0; w_c = sum_
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 
 
 @register("gradcam++")
 class GradCAMPlusPlus(CamMethod):
     needs = Needs.LAYER_GRADIENTS
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         g, a, ax = cap.grads, cap.activations, cap.spatial_axes
         g2 = g**2
         denom = 2 * g2 + a.sum(axis=ax, keepdims=True) * g2 * g + 1e-6

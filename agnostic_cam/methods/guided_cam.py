@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from agnostic_cam.imaging import cam_to_heatmap, minmax, resize_bilinear
+from agnostic_cam.core.imaging import cam_to_heatmap, minmax, resize_bilinear
 from agnostic_cam.methods import gradcam, gradcam_pp, layercam, scorecam  # noqa: F401 - registers the CAMs
-from agnostic_cam.methods.base import LayerCapture, Needs, get_method, register
+from agnostic_cam.methods.base import Capture, Needs, get_method, register
 from agnostic_cam.methods.pixel import PixelMethod, to_chw
 from agnostic_cam.errors import OptionError
 
@@ -54,7 +54,7 @@ class GuidedCAM(PixelMethod):
             return minmax(np.maximum(resize_nearest(minmax(cam), size), 0))
         return resize_bilinear(cam, size) if self.upsample == "bilinear" else resize_nearest(cam, size)
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         up = self.upsampled_cam(self.inner.compute(cap), cap.input_size)
         return to_chw(cap.input_grads, cap.layout) * up[:, None]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from agnostic_cam.methods.base import LayerCapture, register
+from agnostic_cam.methods.base import Capture, register
 from agnostic_cam.methods.pixel import PixelMethod, accumulate, to_chw
-from agnostic_cam.options import finite_array, positive_int
+from agnostic_cam.core.options import finite_array, positive_int
 from agnostic_cam.errors import InputError, OptionError
 
 QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -54,7 +54,7 @@ class IntegratedGradients(PixelMethod):
             baseline = np.asarray(baseline, dtype=np.float32)
         self.baseline = finite_array("baseline", baseline)
 
-    def _baselines(self, cap: LayerCapture, inputs: np.ndarray, image: np.ndarray) -> np.ndarray:
+    def _baselines(self, cap: Capture, inputs: np.ndarray, image: np.ndarray) -> np.ndarray:
         b = self.baseline
         if b is None:
             return np.zeros_like(inputs)
@@ -68,7 +68,7 @@ class IntegratedGradients(PixelMethod):
         raise InputError(f"baseline must be None, a float, one image of shape {cap.x.shape[1:]} or a batch of shape "
                          f"{cap.x.shape} in the model's layout ({cap.layout}); got shape {b.shape}")
 
-    def attribute(self, cap: LayerCapture, inputs: np.ndarray, image: np.ndarray,
+    def attribute(self, cap: Capture, inputs: np.ndarray, image: np.ndarray,
                   grads: np.ndarray | None = None) -> np.ndarray:
         base = self._baselines(cap, inputs, image)
         diff = inputs - base

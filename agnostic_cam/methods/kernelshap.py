@@ -19,7 +19,8 @@ import numpy as np
 
 from agnostic_cam.methods.base import register
 from agnostic_cam.methods.coalitions import check_segments, label_maps, score_coalitions, to_pixels
-from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline, check_int
+from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline
+from agnostic_cam.core.options import positive_int
 
 
 def all_coalitions(m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,10 +59,10 @@ class KernelSHAP(LayerFreeMethod):
     def __init__(self, segments=16, samples: int = 1000, seed: int | None = 0, baseline=0.0,
                  batch_size: int | None = None):
         self.segments = check_segments(segments)
-        self.samples = check_int("samples", samples, 1)
+        self.samples = positive_int("samples", samples, 1)
         self.seed = seed
         self.baseline = check_baseline(baseline)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size, 1)
 
     def compute(self, cap) -> np.ndarray:
         rng = np.random.default_rng(self.seed)

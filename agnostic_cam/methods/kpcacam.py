@@ -7,7 +7,7 @@ Target-independent and forward-only (runs on ONNX Runtime, also for bare ONNX fi
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.methods.projection import KERNELS, kernel_projection
 
 
@@ -22,5 +22,5 @@ class KPCACAM(CamMethod):
             raise OptionError(f"kpcacam: gamma must be a positive number or None (1 / channels); got {gamma!r}")
         self.kernel, self.gamma, self.degree, self.coef0 = kernel, gamma, int(degree), float(coef0)
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         return kernel_projection(cap.activations, self.kernel, self.gamma, self.degree, self.coef0)

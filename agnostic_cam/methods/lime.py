@@ -13,7 +13,8 @@ import numpy as np
 from agnostic_cam.errors import OptionError
 from agnostic_cam.methods.base import register
 from agnostic_cam.methods.coalitions import check_segments, label_maps, score_coalitions, to_pixels
-from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline, check_int
+from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline
+from agnostic_cam.core.options import positive_int
 
 
 def cosine_distance_to_ones(z: np.ndarray) -> np.ndarray:
@@ -36,14 +37,14 @@ class LIME(LayerFreeMethod):
     def __init__(self, segments=16, samples: int = 1000, seed: int | None = 0, kernel_width: float = 0.25,
                  alpha: float = 1.0, baseline=0.0, batch_size: int | None = None):
         self.segments = check_segments(segments)
-        self.samples = check_int("samples", samples, 2)
+        self.samples = positive_int("samples", samples, 2)
         self.seed = seed
         for name, v in (("kernel_width", kernel_width), ("alpha", alpha)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 and not (name == "alpha" and v == 0):
                 raise OptionError(f"{name} must be a positive number; got {v!r}")
         self.kernel_width, self.alpha = float(kernel_width), float(alpha)
         self.baseline = check_baseline(baseline)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size, 1)
 
     def compute(self, cap) -> np.ndarray:
         rng = np.random.default_rng(self.seed)

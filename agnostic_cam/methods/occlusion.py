@@ -17,7 +17,8 @@ import numpy as np
 
 from agnostic_cam.errors import OptionError
 from agnostic_cam.methods.base import register
-from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, batched, check_baseline, check_int, check_pair
+from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, batched, check_baseline, check_pair
+from agnostic_cam.core.options import positive_int
 
 
 def positions(size: int, window: int, stride: int) -> np.ndarray:
@@ -32,7 +33,7 @@ class Occlusion(LayerFreeMethod):
         self.window = check_pair("window", window)
         self.stride = check_pair("stride", stride)
         self.baseline = check_baseline(baseline)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size, 1)
 
     def compute(self, cap) -> np.ndarray:
         H, W = cap.input_size

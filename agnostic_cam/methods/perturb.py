@@ -12,17 +12,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from agnostic_cam.capture import Capture, Needs
+from agnostic_cam.core.capture import Capture, Needs
+from agnostic_cam.core.baselines import baseline_for
+from agnostic_cam.core.options import positive_int
 from agnostic_cam.errors import OptionError
 from agnostic_cam.methods.base import Method
 
 BASELINES = ("zero", "mean", "blur")
-
-
-def check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise OptionError(f"{name} must be an int >= {lo}; got {value!r}")
-    return int(value)
 
 
 def check_pair(name: str, value, lo: int = 1) -> tuple[int, int] | None:
@@ -32,7 +28,7 @@ def check_pair(name: str, value, lo: int = 1) -> tuple[int, int] | None:
     pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
     try:
         h, w = pair
-        return check_int(name, h, lo), check_int(name, w, lo)
+        return positive_int(name, h, lo), positive_int(name, w, lo)
     except (TypeError, ValueError):
         raise OptionError(f"{name} must be an int or a pair of ints (h, w) >= {lo}; got {value!r}") from None
 
@@ -55,8 +51,6 @@ def check_baseline(baseline) -> object:
 
 def baselines(cap: Capture, baseline) -> np.ndarray:
     """(N, *input) baseline images in the model's layout for ``baseline`` (see :func:`check_baseline`)."""
-    from agnostic_cam.metrics import baseline_for
-
     if isinstance(baseline, np.ndarray):
         if baseline.shape == cap.x.shape[1:]:
             return np.broadcast_to(baseline, cap.x.shape)

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from agnostic_cam import layout as L
-from agnostic_cam.methods.base import LayerCapture, Method, Needs
+from agnostic_cam.core import layout as L
+from agnostic_cam.methods.base import Capture, Method, Needs
 from agnostic_cam.errors import OptionError
 
 SIGNS = ("abs", "positive", "negative")
@@ -71,7 +71,7 @@ class PixelMethod(Method):
         """Attribution (M, C, H, W) from input rows and their gradients (both (M, C, H, W))."""
         return grads
 
-    def attribute(self, cap: LayerCapture, inputs: np.ndarray, image: np.ndarray,
+    def attribute(self, cap: Capture, inputs: np.ndarray, image: np.ndarray,
                   grads: np.ndarray | None = None) -> np.ndarray:
         """Attributions (M, C, H, W) of input rows ``inputs`` (M, *input) in the model's layout;
         row i is scored for the target of image ``image[i]``. ``grads``: their gradients under
@@ -80,13 +80,13 @@ class PixelMethod(Method):
             grads = cap.input_grad(inputs, image, self.rule)
         return self.from_grads(to_chw(inputs, cap.layout), to_chw(grads, cap.layout))
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         return self.attribute(cap, cap.x, np.arange(cap.n), cap.input_grads)
 
     def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return scale_max(channel_saliency(raw, "abs"))
 
-    def gradients_in_batches(self, cap: LayerCapture, rows, total: int, image_of, desc: str):
+    def gradients_in_batches(self, cap: Capture, rows, total: int, image_of, desc: str):
         """Yield (index array, gradients) for ``total`` rows built by ``rows(idx)`` (model layout),
         ``batch_size`` rows per backward pass (default ``cap.batch_size``), with a progress bar."""
         bs = self.batch_size or cap.batch_size

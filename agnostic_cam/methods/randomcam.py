@@ -6,7 +6,7 @@ it needs no gradients, so it runs on ONNX Runtime. Use it as the floor an explan
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 
 
 @register("randomcam")
@@ -16,5 +16,5 @@ class RandomCAM(CamMethod):
     def __init__(self, seed: int | None = 0):
         self.seed = seed
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         return np.random.default_rng(self.seed).uniform(-1, 1, size=cap.activations.shape[:2])

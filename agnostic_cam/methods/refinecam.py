@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, get_method, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, get_method, register
 
 
 @register("refinecam")
@@ -25,6 +25,6 @@ class RefineCAM(CamMethod):
         self.inner = cls(**options)
         self.needs = cls.needs
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         self.inner.eigen_smooth = self.eigen_smooth
         return self.inner.compute(cap)

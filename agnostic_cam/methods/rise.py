@@ -18,9 +18,10 @@ import math
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.imaging import minmax, resize_bilinear
+from agnostic_cam.core.imaging import minmax, resize_bilinear
 from agnostic_cam.methods.base import register
-from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline, check_int
+from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline
+from agnostic_cam.core.options import positive_int
 
 
 def rise_masks(rng: np.random.Generator, count: int, cells: int, p: float, size: tuple[int, int]) -> np.ndarray:
@@ -38,14 +39,14 @@ def rise_masks(rng: np.random.Generator, count: int, cells: int, p: float, size:
 class RISE(LayerFreeMethod):
     def __init__(self, masks: int = 2000, cells: int = 7, p: float = 0.5, seed: int | None = 0,
                  baseline=0.0, batch_size: int | None = None):
-        self.masks = check_int("masks", masks, 1)
-        self.cells = check_int("cells", cells, 1)
+        self.masks = positive_int("masks", masks, 1)
+        self.cells = positive_int("cells", cells, 1)
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 1:
             raise OptionError(f"p (the probability that a grid cell is kept) must be in (0, 1]; got {p!r}")
         self.p = float(p)
         self.seed = seed
         self.baseline = check_baseline(baseline)
-        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else positive_int("batch_size", batch_size, 1)
 
     def compute(self, cap) -> np.ndarray:
         size = cap.input_size

@@ -8,9 +8,9 @@ time so memory grows with the batch size, never with the channel count.
 """
 import numpy as np
 
-from agnostic_cam.imaging import resize_bilinear
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
-from agnostic_cam.options import positive_int
+from agnostic_cam.core.imaging import resize_bilinear
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
+from agnostic_cam.core.options import positive_int
 
 
 def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -34,7 +34,7 @@ class ScoreCAM(CamMethod):
         self.batch_size = positive_int("batch_size", batch_size, optional=True)
         self.dedup = dedup
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         acts = cap.activations
         n, c = acts.shape[:2]
         bs = self.batch_size or cap.batch_size

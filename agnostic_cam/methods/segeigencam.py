@@ -6,7 +6,7 @@ pytorch-grad-cam 1.5.7 defines it with gradients, so it needs them here too.
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.methods.projection import sign_corrected_projection
 
 
@@ -14,5 +14,5 @@ from agnostic_cam.methods.projection import sign_corrected_projection
 class SegEigenCAM(CamMethod):
     needs = Needs.LAYER_GRADIENTS
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         return sign_corrected_projection(np.abs(cap.grads) * cap.activations)

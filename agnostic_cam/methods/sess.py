@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.errors import OptionError
-from agnostic_cam.imaging import minmax, resize_bilinear
+from agnostic_cam.core.imaging import minmax, resize_bilinear
 from agnostic_cam.methods.base import Method, Needs, get_method, register
 from agnostic_cam.targets import TargetSpec, select_scores
 
@@ -42,6 +42,7 @@ def gaussian_blur(m: np.ndarray, size: int = 11, sigma: float = 5.0) -> np.ndarr
 
 @register("sess")
 class SESS(Method):
+    runs_explanations = True  # fuses many explanations of patches itself (Method.explain_with)
     needs = Needs.LAYER_GRADIENTS | Needs.FORWARD  # those of the default base; an instance takes its base's
 
     def __init__(self, base: str = "gradcam", num_scales: int = 12, scales: list[int] | None = None,

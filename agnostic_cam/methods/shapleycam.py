@@ -7,12 +7,12 @@ heads) H A = 0 and ShapleyCAM equals Grad-CAM.
 """
 import numpy as np
 
-from agnostic_cam.methods.base import CamMethod, LayerCapture, Needs, register
+from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 
 
 @register("shapleycam")
 class ShapleyCAM(CamMethod):
     needs = Needs.HVP
 
-    def weights(self, cap: LayerCapture) -> np.ndarray:
+    def weights(self, cap: Capture) -> np.ndarray:
         return (cap.grads - 0.5 * cap.hvp).mean(axis=cap.spatial_axes)

@@ -15,9 +15,9 @@ import inspect
 
 import numpy as np
 
-from agnostic_cam.methods.base import LayerCapture, get_method, register, registry
+from agnostic_cam.methods.base import Capture, get_method, register, registry
 from agnostic_cam.methods.pixel import PixelMethod, accumulate, from_chw, to_chw
-from agnostic_cam.options import finite_number, positive_int
+from agnostic_cam.core.options import finite_number, positive_int
 from agnostic_cam.errors import AgnosticCamError, OptionError
 
 
@@ -46,7 +46,7 @@ class SmoothGrad(PixelMethod):
         self.seed = seed
         self.rule = self.base.rule
 
-    def compute(self, cap: LayerCapture) -> np.ndarray:
+    def compute(self, cap: Capture) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         x = cap.x
         sigma = self.noise * (x.reshape(cap.n, -1).max(axis=1) - x.reshape(cap.n, -1).min(axis=1))

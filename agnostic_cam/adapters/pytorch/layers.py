@@ -1,0 +1,137 @@
+"""Reading a PyTorch model's layers: one probe forward pass records every module's output shape
+and the order leaf modules ran in, which tells each layer tensor's layout where the model says it
+(see :func:`agnostic_cam.core.layout.detect_layer_layout`) and gives the candidate-layer listing.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from agnostic_cam.core import layout as L
+from agnostic_cam.errors import LayoutError
+
+# Leaf modules that keep their input's shape and layout: looked through when asking "what made this tensor".
+_ELEMENTWISE = {"ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid", "LeakyReLU", "ELU",
+                "Mish", "Softplus", "Dropout", "Dropout2d", "Identity", "StochasticDepth", "DropPath", "PReLU",
+                "CELU", "SELU", "QuickGELU"}
+_CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                   nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample)
+
+
+@dataclass
+class Probe:
+    """What one forward pass of a zero image saw: output shape per module name, the leaf modules in
+    the order they finished, and the index in that order at which each module finished."""
+
+    input_hw: tuple[int, int]
+    shapes: dict[str, tuple] = field(default_factory=dict)
+    leaves: list[tuple[nn.Module, tuple]] = field(default_factory=list)
+    done_at: dict[str, int] = field(default_factory=dict)
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def grids(self) -> list[tuple[int, int]]:
+        """(h, w) of every convolution output: patch embeddings give a ViT's token grid."""
+        return [tuple(s[2:]) for m, s in self.leaves if isinstance(m, nn.Conv2d) and len(s) == 4]
+
+    def hint(self, name: str) -> str | None:
+        """'channels_first' / 'channels_last' when the op that made ``name``'s tensor says so."""
+        shape = self.shapes.get(name)
+        end = self.done_at.get(name)
+        if shape is None or end is None:
+            return None
+        for m, s in reversed(self.leaves[:end + 1]):
+            if type(m).__name__ in _ELEMENTWISE:
+                continue
+            if s != shape:
+                return None
+            if isinstance(m, _CHANNELS_FIRST):
+                return "channels_first"
+            if isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (shape[-1],):
+                return "channels_last"
+            if isinstance(m, nn.Linear) and m.out_features == shape[-1]:
+                return "channels_last"
+            return None
+        return None
+
+    def layout(self, name: str, given: L.LayerLayout | None = None) -> L.LayerLayout:
+        return L.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
+
+
+def probe(model: nn.Module, x: torch.Tensor) -> Probe:
+    """Run ``model`` on ``x`` (no grad; caller restores modes) recording shapes and leaf order."""
+    p = Probe(tuple(x.shape[2:]))
+    handles = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        p.modules[name] = m
+        leaf = next(m.children(), None) is None
+
+        def hook(mod, i, o, name=name, leaf=leaf):
+            if not isinstance(o, torch.Tensor):
+                return
+            p.shapes[name] = tuple(o.shape)
+            if leaf:
+                p.leaves.append((mod, tuple(o.shape)))
+            p.done_at[name] = len(p.leaves) - 1
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return p
+
+
+def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
+    """True for a module strictly inside an attention block (per-head q/k/v tensors, norms of them)."""
+    parts = name.split(".")
+    for k in range(1, len(parts)):
+        parent = modules.get(".".join(parts[:k]))
+        if parent is not None and ("attention" in type(parent).__name__.lower() or parts[k - 1] in ("attn", "attention")):
+            return True
+    return False
+
+
+def candidates(p: Probe) -> list[L.Candidate]:
+    """Layers worth explaining: tensors of rank 3 or 4 with a spatial extent, in execution order;
+    layout None where it cannot be told (pass ``layer_layout=``). Never per-head attention tensors."""
+    out = []
+    for name in sorted(p.shapes, key=lambda n: p.done_at.get(n, -1)):
+        shape = p.shapes[name]
+        if len(shape) not in (3, 4) or _inside_attention(name, p.modules):
+            continue
+        try:
+            lay = p.layout(name)
+        except LayoutError:
+            lay = None
+        if lay is not None:
+            _, c, h, w = lay.chw_shape(shape)
+            if h * w <= 1:
+                continue
+        elif len(shape) == 3:
+            continue  # rank-3 tensors that are not a token grid are not image layers
+        out.append(L.Candidate(name, type(p.modules[name]).__name__, shape, None if lay is None else str(lay)))
+    return out
+
+
+@contextlib.contextmanager
+def no_mha_fastpath():
+    """Export with ``nn.MultiheadAttention``'s inference fast path off: its fused kernel
+    (``aten::_native_multi_head_attention``) has no ONNX form, the regular path computes the same."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
