@@ -18,7 +18,8 @@ _ELEMENTWISE = {"ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish",
                 "Mish", "Softplus", "Dropout", "Dropout2d", "Identity", "StochasticDepth", "DropPath", "PReLU",
                 "CELU", "SELU", "QuickGELU"}
 _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                   nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample)
+                   nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample,
+                   nn.Conv1d, nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Probe:
     leaves: list[tuple[nn.Module, tuple]] = field(default_factory=list)
     done_at: dict[str, int] = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # forward calls per module (reused modules: > 1)
+    sums: dict[str, tuple] = field(default_factory=dict)  # (sum, sum of |x|) of each module's last output
+    output: object = None  # what the model returned
 
     @property
     def grids(self) -> list[tuple[int, int]]:
@@ -61,6 +65,12 @@ class Probe:
         return L.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
 
 
+def fingerprint(t: torch.Tensor) -> tuple:
+    """(sum, sum of |t|) in float64: equal for equal tensors, tells input-dependent tensors from others."""
+    d = t.detach().double()
+    return (float(d.sum()), float(d.abs().sum()))
+
+
 def probe(model: nn.Module, x: torch.Tensor) -> Probe:
     """Run ``model`` on ``x`` (no grad; caller restores modes) recording shapes and leaf order."""
     p = Probe(tuple(x.shape[2:]))
@@ -75,6 +85,8 @@ def probe(model: nn.Module, x: torch.Tensor) -> Probe:
             if not isinstance(o, torch.Tensor):
                 return
             p.shapes[name] = tuple(o.shape)
+            p.calls[name] = p.calls.get(name, 0) + 1
+            p.sums[name] = fingerprint(o)
             if leaf:
                 p.leaves.append((mod, tuple(o.shape)))
             p.done_at[name] = len(p.leaves) - 1
@@ -82,7 +94,7 @@ def probe(model: nn.Module, x: torch.Tensor) -> Probe:
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(x)
+            p.output = model(x)
     finally:
         for h in handles:
             h.remove()
