@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from vit_helpers import randomise_norms
+
 
 def _seeded(fn):
     def build():
         torch.manual_seed(0)
         model, side = fn()
-        return model.eval(), side
+        return randomise_norms(model).eval(), side  # LayerNorms at their init make channel sums 0
     build.__name__ = fn.__name__
     return build
 
@@ -137,9 +139,16 @@ timm_convnext = _seeded(lambda: _timm("convnext_atto", 64, dims=(8, 16, 24, 32),
 timm_efficientvit = _seeded(lambda: _timm("efficientvit_b0", 64, widths=(8, 16, 16, 32, 32), depths=(1, 1, 1, 1, 1),
                                           head_dim=8, head_widths=(64, 80)))
 timm_fastvit = _seeded(lambda: _timm("fastvit_t8", 64, layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128)))
-timm_resnet = _seeded(lambda: _timm("resnet18", 64))
-timm_regnet = _seeded(lambda: _timm("regnetx_002", 64))
-timm_mobilenetv4 = _seeded(lambda: _timm("mobilenetv4_conv_small", 64))
+timm_resnet = _seeded(lambda: _timm("resnet18", 64, channels=(16, 32, 64, 128), stem_width=16))
+timm_mobilenetv4 = _seeded(lambda: _timm("mobilenetv4_conv_small_035", 64))
+
+
+def _timm_regnet():
+    from timm.models.regnet import RegNet, RegNetCfg  # the smallest registered RegNet has 2.3M weights
+    return RegNet(RegNetCfg(w0=16, wa=12.0, wm=2.0, depth=8, group_size=8), num_classes=5), 64
+
+
+timm_regnet = _seeded(_timm_regnet)
 
 for _n in ("timm_vit", "timm_deit", "timm_eva02", "timm_swin", "timm_convnext", "timm_efficientvit", "timm_fastvit",
            "timm_resnet", "timm_regnet", "timm_mobilenetv4"):

@@ -8,6 +8,10 @@ and the input size) with more than one position, and is none of:
 
 - a per-head attention tensor (N, heads, T, d), or anything inside an attention block;
 - a tensor built from weights only (the same for two different inputs: relative position biases);
+- a tensor at whose positions the explained output does not look (its gradient reaches at most one
+  position): a class-token ViT's last block output and final norm, read only at the class token, so
+  such a ViT gets the last block's first norm (the input of its last attention), as in
+  pytorch-grad-cam's ViT recipe, while mean-pooled token models keep their final norm;
 - the output head: the module that returns the explained output and its ancestors that return the
   same tensor (a classifier, a segmenter's decode head; so a segmenter gets the last backbone / neck
   feature before its decode head);
@@ -138,22 +142,24 @@ class Record:
     main_path: bool  # not inside attention, not weight-only, not reused
     in_head: bool  # part of the output head
     token_like: bool = False  # rank 3 with its last axis normalised / projected (a token tensor)
+    reached: bool = True  # the explained output's gradient reaches more than one of its positions
 
 
 def choose(records: list[Record]) -> tuple[str | None, str]:
     """(name, why) of the automatic target layer (see the module docstring); (None, why not)."""
-    ok = [r for r in records if r.main_path and not r.in_head and len(r.shape) in (3, 4)
+    ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4)
           and (r.positions > 1 or (r.layout is None and len(r.shape) == 4 and has_extent(r.shape, (2, 3))))]
     if not ok:
         return None, "no module outputs an image map or token grid with more than one position before the head"
     pick = ok[-1]
-    later = [r for r in records[records.index(pick) + 1:] if r.main_path and not r.in_head and r.token_like
+    later = [r for r in records[records.index(pick) + 1:] if r.main_path and r.reached and not r.in_head
+             and r.token_like
              and r.layout is None]
     if later:
         return None, (f"the last feature tensor, {later[-1].name!r} of shape {later[-1].shape}, is a token tensor whose "
                       f"patch grid cannot be told from the input size and the patch embedding; pass target_layer="
                       f"{later[-1].name!r} with layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
-    return pick.name, f"last main-path feature map before the head ({pick.layout or 'NCHW'} {'x'.join(map(str, pick.shape))})"
+    return pick.name, "the last main-path feature map before the head that the output looks at"
 
 
 @dataclass
@@ -194,6 +200,8 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
     explained = select(q.output) if select is not None else q.output
     head = _head(q, fingerprint(explained), tuple(explained.shape)) if isinstance(explained, torch.Tensor) else ()
     listed = {c.name: c for c in candidates(p)}
+    layouts = {n: p.layout(n) for n, c in listed.items() if c.layout is not None}
+    reached = _reached(model, noise, select, layouts)
     records = []
     for name in sorted(p.shapes, key=lambda n: p.done_at.get(n, -1)):
         shp, c = p.shapes[name], listed.get(name)
@@ -202,13 +210,45 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
                 and not _inside_attention(name, p.modules))
         records.append(Record(name, shp, c.layout if c else None, pos, main,
                               any(name == h or name.startswith(h + ".") for h in head),
-                              len(shp) == 3 and p.hint(name) == "channels_last"))
+                              len(shp) == 3 and p.hint(name) == "channels_last", reached.get(name, True)))
     name, why = choose(records)
     if name is None:
         raise ModelError(f"target_layer=None: {why} on an input of shape {(1, *shape)}; pass a target_layer "
                          "(ex.layers() lists candidates)")
     log.info("target layer %r picked automatically (%s)", name, why)
     return Pick(name, why + (f", head: {', '.join(head)}" if head else ""), p)
+
+
+def _reached(model, x, select, layouts: dict) -> dict[str, bool]:
+    """Per module in ``layouts`` (name -> LayerLayout): whether the gradient of a random projection of
+    the explained output reaches more than one position of its map (one backward pass). Empty when the
+    model cannot be differentiated (no filtering then)."""
+    import numpy as np
+    import torch
+
+    from agnostic_cam.adapters.pytorch.primitives import preserved
+
+    store: dict[str, torch.Tensor] = {}
+    mods = dict(model.named_modules())
+    handles = [mods[n].register_forward_hook(lambda m, i, o, n=n: store.__setitem__(n, o)) for n in layouts]
+    try:
+        with preserved(model), torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            out = model(xg)
+            t = select(out) if select is not None else out
+            names = [n for n in layouts if isinstance(store.get(n), torch.Tensor) and store[n].requires_grad]
+            r = torch.randn(t.shape, generator=torch.Generator().manual_seed(1)).to(t)
+            grads = torch.autograd.grad((t * r).sum(), [store[n] for n in names], allow_unused=True)
+    except Exception:  # noqa: BLE001 - not differentiable here: no filtering (the pick is still checked later)
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+    seen = {}
+    for n, g in zip(names, grads):
+        chw = np.zeros(1) if g is None else layouts[n].to_chw(g.detach().float().cpu().numpy())
+        seen[n] = bool(chw.ndim == 4 and (np.abs(chw).sum(axis=1) > 0).sum() > len(chw))
+    return {n: seen.get(n, False) for n in layouts}
 
 
 def _head(q, print_, shape) -> tuple[str, ...]:

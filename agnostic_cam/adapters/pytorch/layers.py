@@ -106,7 +106,9 @@ def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
     parts = name.split(".")
     for k in range(1, len(parts)):
         parent = modules.get(".".join(parts[:k]))
-        if parent is not None and ("attention" in type(parent).__name__.lower() or parts[k - 1] in ("attn", "attention")):
+        kind = type(parent).__name__.lower() if parent is not None else ""
+        block = any(w in kind for w in ("block", "layer", "residual", "stage", "encoder"))  # holds attention and more
+        if parent is not None and (("attention" in kind and not block) or parts[k - 1] in ("attn", "attention")):
             return True
     return False
 
