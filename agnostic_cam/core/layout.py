@@ -273,8 +273,10 @@ def detect_layer_layout(shape: tuple, input_hw: tuple, hint: str | None = None, 
     name = f"layer {layer!r}" if layer else "the layer"
     if len(shape) == 4:
         first, last = _stride_ok(shape[2:], input_hw), _stride_ok(shape[1:3], input_hw)
-        if hint == "channels_first" or (first and not last and hint != "channels_last"):
-            return LayerLayout(NCHW)  # a convolution's output, or the only reading that fits the input
+        if hint == "channels_first":
+            return LayerLayout(NCHW)  # a convolution's output
+        if first and not last and hint != "channels_last":
+            return _checked(LayerLayout(NCHW), shape, input_hw, grids, layer, stride=False)
         if hint == "channels_last" or (last and not first):
             return _checked(LayerLayout(NHWC), shape, input_hw, grids, layer, stride=False)
         head = _per_head(shape, shape[2:], grids, name) or _per_head(shape, shape[1:3], grids, name)
