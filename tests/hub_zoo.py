@@ -157,7 +157,6 @@ for _n in ("timm_vit", "timm_deit", "timm_eva02", "timm_swin", "timm_convnext", 
 
 # -- open_clip ---------------------------------------------------------------------------------------
 def _open_clip(vision_cfg, side):
-    import open_clip
     from open_clip.model import CLIP
     text = dict(context_length=8, vocab_size=64, width=16, heads=2, layers=1)
     return CLIP(embed_dim=16, vision_cfg=vision_cfg, text_cfg=text, output_dict=True), side

@@ -1,7 +1,7 @@
 """The automatic target layer: the last main-path feature map before global pooling / the head.
 
 One rule (:func:`choose`), written once over framework-neutral records; the PyTorch path
-(:func:`torch_pick`, also what ``ex.layers()`` marks) feeds it one probe forward pass. The layer is
+(:func:`torch_pick`) feeds it probe passes over the model. The layer is
 the last tensor, in forward order, that is an image map (N, C, h, w) / (N, h, w, C) or a token grid
 (N, T, C) (class / distillation / register tokens counted; the grid from the patch embedding's stride
 and the input size) with more than one position, and is none of:
@@ -17,8 +17,8 @@ and the input size) with more than one position, and is none of:
   feature before its decode head);
 - a module called more than once per forward pass (its activation would be ambiguous).
 
-For a ViT that is the final norm (or the last block's output), for Swin-style models the last
-stage's norm, for a CNN the last stage (never the patch-embedding stem: token tensors come later).
+For a mean-pooled token model that is the final norm, for Swin-style models the last stage's norm,
+for a CNN the last stage (never the patch-embedding stem: token tensors come later).
 When a later token tensor exists whose grid cannot be read, the pick is refused instead of falling
 back to the stem. Below, the older rank-4-only rule (:func:`last_spatial`), used for Keras:
 
@@ -65,40 +65,6 @@ def last_spatial(records: Iterable[tuple[str, tuple]], spatial: tuple[int, int] 
         if has_extent(tuple(shape), spatial):
             pick = name
     return pick
-
-
-def torch_output_shapes(model, sample_shape: tuple[int, ...]) -> list[tuple[str, tuple]]:
-    """``(module name, output shape)`` of every named submodule, in the order their forward calls
-    finish, for one zero input of per-image ``sample_shape``; modules that return no tensor are left
-    out, the model's state is restored. Raises :class:`ModelError` when the model fails on the input."""
-    import torch
-
-    from agnostic_cam.adapters.pytorch.primitives import preserved
-    from agnostic_cam.core.concurrency import model_lock
-
-    records: list[tuple[str, tuple]] = []
-
-    def record(name):
-        return lambda mod, i, o: records.append((name, tuple(o.shape))) if isinstance(o, torch.Tensor) else None
-
-    lock = model_lock(model)  # hooks and forward of one thread at a time (README, "Guarantees")
-    lock.acquire()
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
-    try:
-        with preserved(model), torch.no_grad():
-            p = next(model.parameters(), None)
-            x = torch.zeros((1, *sample_shape), dtype=p.dtype if p is not None else torch.float32,
-                            device=p.device if p is not None else "cpu")
-            try:
-                model(x)
-            except Exception as e:  # noqa: BLE001 - any failure of the user's model on this input
-                raise ModelError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
-                                 "Check input_shape (C, H, W)") from None
-    finally:
-        for h in handles:
-            h.remove()
-        lock.release()
-    return records
 
 
 def _side(v) -> tuple[int, int] | None:
@@ -187,8 +153,7 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
     shape = guess_sample_shape(model) if guessed else tuple(sample_shape)
     par = next(model.parameters(), None)
     kw = dict(dtype=par.dtype if par is not None else torch.float32, device=par.device if par is not None else "cpu")
-    lock = model_lock(model)  # hooks and forward of one thread at a time (README, "Guarantees")
-    with lock, preserved(model):
+    with model_lock(model), preserved(model):  # hooks and forward of one thread at a time (README, "Guarantees")
         try:
             p = probe(model, torch.zeros((1, *shape), **kw))
             noise = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(**kw)
@@ -197,11 +162,11 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
             how = " (guessed from the model; pass input_shape=(C, H, W) or a target_layer)" if guessed else ""
             raise ModelError(f"target_layer=None: to find the target layer the model runs once on an image of shape "
                              f"{(1, *shape)}{how}, but it failed: {e}. Check input_shape (C, H, W)") from None
-    explained = select(q.output) if select is not None else q.output
+        explained = select(q.output) if select is not None else q.output
+        listed = {c.name: c for c in candidates(p)}
+        layouts = {n: p.layout(n) for n, c in listed.items() if c.layout is not None}
+        reached = _reached(model, noise, select, layouts)
     head = _head(q, fingerprint(explained), tuple(explained.shape)) if isinstance(explained, torch.Tensor) else ()
-    listed = {c.name: c for c in candidates(p)}
-    layouts = {n: p.layout(n) for n, c in listed.items() if c.layout is not None}
-    reached = _reached(model, noise, select, layouts)
     records = []
     for name in sorted(p.shapes, key=lambda n: p.done_at.get(n, -1)):
         shp, c = p.shapes[name], listed.get(name)

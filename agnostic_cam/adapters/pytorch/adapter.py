@@ -13,7 +13,7 @@ from agnostic_cam.core.capture import Needs
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.core.concurrency import EXPORT_LOCK, serialised
 from agnostic_cam.engine.graph import to_float32
-from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
