@@ -74,3 +74,23 @@ def test_site_builds_strict(tmp_path):
     assert "LayerLayout" in (site / "api" / "layout" / "index.html").read_text(encoding="utf-8")
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "Getting started" in home and (site / "img" / "cam_family.png").is_file()
+
+
+def test_shell_examples_use_real_options():
+    """The `agnostic-cam` command lines of the ```bash blocks name sub-commands and options the CLI has."""
+    calls: dict[str, set[str]] = {}
+    for page in PAGES:
+        for lang, code in blocks(page):
+            if lang == "bash":
+                for line in code.replace("\\\n", " ").splitlines():
+                    words = line.split("#")[0].split()
+                    if words[:1] == ["agnostic-cam"] and len(words) > 1:
+                        calls.setdefault(words[1], set()).update(w.split("=")[0] for w in words if w.startswith("-"))
+    assert {"layers", "explain", "audit"} <= set(calls)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for sub, options in sorted(calls.items()):
+        r = subprocess.run([sys.executable, "-m", "agnostic_cam.cli", sub, "--help"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        missing = sorted(o for o in options if not re.search(rf"(^|[\s,\[]){re.escape(o)}\b", r.stdout))
+        assert not missing, f"agnostic-cam {sub}: options {missing} are not in its --help"
