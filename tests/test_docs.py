@@ -94,3 +94,14 @@ def test_shell_examples_use_real_options():
         assert r.returncode == 0, r.stderr[-2000:]
         missing = sorted(o for o in options if not re.search(rf"(^|[\s,\[]){re.escape(o)}\b", r.stdout))
         assert not missing, f"agnostic-cam {sub}: options {missing} are not in its --help"
+
+
+def test_readme_links_resolve():
+    """The README's relative links (to the docs pages and pictures) name files that exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        if "://" not in link:
+            assert (ROOT / link).is_file(), link
+    assert len(text.splitlines()) <= 300 and "make demo" in text and "make test" in text
