@@ -36,7 +36,7 @@ class FullGrad(Method):
 
     where psi min-max scales each channel map to [0, 1] (eps 1e-7) and resizes it to the input
     size (bilinear, half-pixel centres). ``raw`` is the map (N, H, W); the target layer is not
-    used (``exp.layer_used`` is False). Needs the bias gradients (PyTorch or Keras).
+    used (``exp.layer_used`` is False). Needs the bias gradients (PyTorch, Keras, or ONNX with gradients).
 
     Options: none of its own (``aug_smooth=False``, ``batch_size=None``).
 
