@@ -40,7 +40,7 @@ class AblationCAM(CamMethod):
         value (float): the ablation value; 0.0 is the paper's rule (pytorch-grad-cam writes
             min - 1e7 on layers whose minimum is not 0, e.g. a ViT's LayerNorm output). Default 0.0.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

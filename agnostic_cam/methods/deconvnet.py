@@ -21,7 +21,7 @@ class Deconvnet(PixelMethod):
     ReLUs with other activations raise unless ``partial_rules=True``. Needs input gradients.
     Options: none of its own (``aug_smooth=False``, ``batch_size=None``).
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -32,7 +32,7 @@ class EigenCAM(CamMethod):
     Options: none of its own (``aug_smooth=False``, ``batch_size=None``; ``eigen_smooth`` leaves
     it unchanged, it is already a projection).
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

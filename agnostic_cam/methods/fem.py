@@ -29,7 +29,7 @@ class FEM(CamMethod):
     Args:
         k (float): the number of standard deviations of the threshold; finite. Default 2.0.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -80,7 +80,7 @@ class FinerCAM(CamMethod):
         comparison_categories (tuple[int, ...]): ranks >= 1 of the compared classes, nearest first.
             Default (1, 2, 3).
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -25,7 +25,7 @@ class GradCAM(CamMethod):
     Options: none of its own; ``eigen_smooth=False`` (first principal component of w_c * A_c
     instead of their sum), ``aug_smooth=False`` and ``batch_size=None`` as every method.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

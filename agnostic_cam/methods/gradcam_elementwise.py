@@ -21,7 +21,7 @@ class GradCAMElementWise(CamMethod):
     Options: none of its own; ``eigen_smooth=False`` (first principal component of
     relu(G * A)), ``aug_smooth=False`` and ``batch_size=None``. Needs layer gradients.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -24,7 +24,7 @@ class GradCAMPlusPlus(CamMethod):
     Options: none of its own; ``eigen_smooth=False``, ``aug_smooth=False`` and
     ``batch_size=None`` as every CAM. Needs layer gradients.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -21,7 +21,7 @@ class GradientXInput(PixelMethod):
     (``aug_smooth=False``, ``batch_size=None``); as ``smoothgrad``'s ``base`` it is averaged
     over noisy copies.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -81,9 +81,9 @@ GUIDED_DOC = """Guided {title}: guided backpropagation multiplied by the upsampl
     Args:
         upsample (str): "bilinear" or "nearest". Default "bilinear".
         normalize (bool): min-max scale the CAM before and after resizing. Default True.
-        **cam_options: options of the {cam!r} method{cam_options}.
+        **cam_options (Any): options of the {cam!r} method{cam_options}.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images

@@ -22,7 +22,7 @@ class HiResCAM(CamMethod):
     Options: none of its own; ``eigen_smooth=False`` (first principal component of G * A),
     ``aug_smooth=False`` and ``batch_size=None``. Needs layer gradients.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -65,7 +65,7 @@ class IntegratedGradients(PixelMethod):
         batch_size (int | None): path points per backward pass (all images mixed); None uses the
             explainer's. Default None.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

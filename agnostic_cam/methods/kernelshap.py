@@ -81,7 +81,7 @@ class KernelSHAP(LayerFreeMethod):
             image or the batch, model layout). Default 0.0.
         batch_size (int | None): coalitions per forward pass; None uses the explainer's. Default None.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -35,7 +35,7 @@ class KPCACAM(CamMethod):
         degree (int): the degree of the "poly" kernel. Default 3.
         coef0 (float): the constant term of "poly" and "sigmoid". Default 1.0.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

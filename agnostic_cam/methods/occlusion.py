@@ -54,7 +54,7 @@ class Occlusion(LayerFreeMethod):
         batch_size (int | None): occluded images per forward pass; None uses the explainer's.
             Default None.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

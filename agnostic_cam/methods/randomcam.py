@@ -27,7 +27,7 @@ class RandomCAM(CamMethod):
     Args:
         seed (int | None): the seed of the weights; None draws fresh weights every call. Default 0.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

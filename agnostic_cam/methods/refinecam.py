@@ -31,9 +31,9 @@ class RefineCAM(CamMethod):
 
     Args:
         base (str): the CAM method computed at each layer. Default "gradcam++".
-        **options: options of the base method.
+        **options (Any): options of the base method.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

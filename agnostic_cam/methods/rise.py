@@ -64,7 +64,7 @@ class RISE(LayerFreeMethod):
         batch_size (int | None): masked images per forward pass; None uses the explainer's.
             Default None.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

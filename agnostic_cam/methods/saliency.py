@@ -33,7 +33,7 @@ class Saliency(PixelMethod):
         sign (str): "abs", "positive" or "negative": which part of the gradient the heatmap shows.
             Default "abs".
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -51,7 +51,7 @@ class ScoreCAM(CamMethod):
             Default None.
         dedup (bool): score identical channels once (the weights are the same). Default True.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

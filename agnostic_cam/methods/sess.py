@@ -76,9 +76,9 @@ class SESS(Method):
         use_softmax_scores (bool): score patches by softmax probabilities (else raw outputs).
             Default True.
         batch_size (int): patches per ``base`` explanation. Default 32.
-        **base_options: options of the base method.
+        **base_options (Any): options of the base method.
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)

@@ -46,9 +46,9 @@ class SmoothGrad(PixelMethod):
         seed (int | None): the noise seed; None draws fresh noise every call. Default 0.
         batch_size (int | None): noisy copies per backward pass; None uses the explainer's.
             Default None.
-        **base_options: options of the base method (e.g. ``sign`` for saliency).
+        **base_options (Any): options of the base method (e.g. ``sign`` for saliency).
 
-    Example:
+    Examples:
         >>> from agnostic_cam import Explainer
         >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
         >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
