@@ -26,7 +26,7 @@ class EigenCAM(CamMethod):
         cam = relu(M v1)              reshaped to (h, w)
 
     The sign of v1 is arbitrary; it is chosen so the map correlates positively with the channel
-    mean of A (where that mean map is flat, so the largest-magnitude value is positive). The map
+    mean of A (where that mean map is flat: so the map's largest-magnitude value is positive). The map
     does not depend on the target: forward-only, it runs on ONNX Runtime (bare ONNX files too).
 
     Options: none of its own (``aug_smooth=False``, ``batch_size=None``; ``eigen_smooth`` leaves

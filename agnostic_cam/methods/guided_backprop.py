@@ -19,8 +19,9 @@ class GuidedBackprop(PixelMethod):
         raw     = R_0                              (N, C, H, W), signed, channel-first
         heatmap = max_c |raw| / max(max_c |raw|)   per image
 
-    The rule is applied during the backward pass only; the model is not modified. Models that mix
-    ReLUs with other activations raise unless ``partial_rules=True``. Needs input gradients.
+    The rule applies to the ReLU-family activations during the backward pass only; the model is not
+    modified. A model with no ReLU is refused, one that mixes ReLUs with other activations too unless
+    ``partial_rules=True`` (see :mod:`agnostic_cam.core.relu_policy`). Needs input gradients.
     Options: none of its own (``aug_smooth=False``, ``batch_size=None``).
 
     Examples:
