@@ -109,8 +109,8 @@ GUIDED = (  # (name, CAM method, class name, title, the CAM's paper, its weights
 )
 CAM_OPTIONS = {"scorecam": " (``batch_size``, ``dedup``)"}
 
-for _name, _cam, _cls, _title, _cite, _eq in GUIDED:
-    register(_name)(type(_cls, (GuidedCAM,), {
+for _name, _cam, _cls, _title, _cite, _eq in GUIDED:  # module attributes too, so docs and imports find them
+    globals()[_cls] = register(_name)(type(_cls, (GuidedCAM,), {
         "cam": _cam, "needs": get_method(_cam).needs | Needs.INPUT_GRADIENTS, "__module__": __name__,
         "__doc__": GUIDED_DOC.format(name=_name, cam=_cam, title=_title, cite=_cite, eq=_eq,
                                      cam_options=CAM_OPTIONS.get(_cam, " (it takes none)"))}))
