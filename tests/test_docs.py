@@ -72,6 +72,8 @@ def test_site_builds_strict(tmp_path):
     assert "Explainer" in api and "from_torch" in api and "from_onnx" in api
     assert "NonFiniteError" in (site / "api" / "errors" / "index.html").read_text(encoding="utf-8")
     assert "LayerLayout" in (site / "api" / "layout" / "index.html").read_text(encoding="utf-8")
+    classes = (site / "api" / "method-classes" / "index.html").read_text(encoding="utf-8")
+    assert "GuidedScoreCAM" in classes and "KernelSHAP" in classes  # built at import time / read from source
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "Getting started" in home and (site / "img" / "cam_family.png").is_file()
 
@@ -105,3 +107,13 @@ def test_readme_links_resolve():
         if "://" not in link:
             assert (ROOT / link).is_file(), link
     assert len(text.splitlines()) <= 300 and "make demo" in text and "make test" in text
+
+
+def test_every_method_class_is_in_the_api_reference():
+    """Each registered method's class has an entry on the API page of method classes."""
+    import agnostic_cam
+
+    page = (DOCS / "api" / "method-classes.md").read_text(encoding="utf-8")
+    entries = set(re.findall(r"^::: (\S+)$", page, re.M))
+    for name, cls in agnostic_cam.registry().items():
+        assert f"{cls.__module__}.{cls.__qualname__}" in entries, f"method {name!r} ({cls.__qualname__}) is not on the page"
