@@ -43,7 +43,10 @@ def test_fences_are_honest(page):
 
 @pytest.mark.parametrize("page", [p for p in PAGES if any(lang == "python" for lang, _ in blocks(p))], ids=_id)
 def test_python_blocks_run(page, tmp_path, monkeypatch, torch):
+    from agnostic_cam.methods import base
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # methods a page registers leave with it
     namespace = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
     for i, (lang, code) in enumerate(blocks(page)):
         if lang == "python":
