@@ -207,3 +207,16 @@ class Selected(nn.Module):
     def forward(self, x):
         return self.model(x).logits
 
+
+
+def test_weight_only_tensor_is_refused():
+    """A Swin's relative position bias depends on the weights only: named as the layer it is refused
+    (before, Grad-CAM returned one map for two images and Eigen-CAM an ONNX Runtime error)."""
+    model, side = Z.hf_swin()
+    name = "swin.encoder.layers.2.blocks.1.attention.relative_position_bias"
+    with pytest.raises(ModelError, match="does not depend on the input image: it is built from weights only"):
+        Explainer.from_torch(model, name, input_shape=(3, side, side), progress=False)
+    ex = Explainer.from_torch(model, name, progress=False)
+    for method in ("gradcam", "eigencam"):
+        with pytest.raises(ModelError, match="built from weights only"):
+            ex.explain(images(side), method)

@@ -118,6 +118,7 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
         if got is None:
             raise ModelError(f"layer {self.layer_name!r} returns no tensor (or is never called), not a spatial map"
                              f"{examples}")
+        self._check_input_dependent(p, sample_shape, examples)
         if self.reshape is not None:
             with torch.no_grad():
                 chw = self._apply_reshape(torch.zeros(got))

@@ -3,12 +3,13 @@
 :func:`~agnostic_cam.adapters.auto_layer.torch_pick`) and what ``ex.describe()`` says about both."""
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
 
 from agnostic_cam.adapters.auto_layer import guess_sample_shape, torch_pick
 from agnostic_cam.adapters.pytorch import outputs as O
 from agnostic_cam.adapters.pytorch.checks import forward_failure
-from agnostic_cam.adapters.pytorch.primitives import hooked
+from agnostic_cam.adapters.pytorch.primitives import hooked, preserved
 from agnostic_cam.errors import AgnosticCamError, ModelError, OptionError
 
 
@@ -54,6 +55,35 @@ class TorchFront:
         """Refuse an ``output=`` the model's output does not have (an OptionError listing its keys)."""
         self._seen_output = out
         self._select(out)
+
+    def _check_input_dependent(self, p, sample_shape, examples: str = "") -> None:
+        """Refuse a target layer whose tensor does not depend on the image (built from weights only, e.g.
+        a relative position bias) or has no batch axis: its maps would be one map for all images. Told by
+        autograd with the weights detached (``torch.func.functional_call``): the tensor needs no
+        gradient from the input."""
+        import itertools
+
+        import torch
+
+        name, shape = self.layer_name, p.shapes[self.layer_name]
+        weights = {n: t.detach() for n, t in itertools.chain(self.model.named_parameters(), self.model.named_buffers())}
+        store = []
+        try:
+            with preserved(self.model), torch.enable_grad(), hooked(self.layer, lambda m, i, o: store.append(o)):
+                x = self._tensor(np.zeros((1, *sample_shape), np.float32), requires_grad=True)
+                torch.func.functional_call(self.model, weights, (x,))
+        except Exception:  # noqa: BLE001 - the model does not run this way: no check (its maps are checked later)
+            return
+        if store and isinstance(store[-1], torch.Tensor) and store[-1].is_floating_point() and not store[-1].requires_grad:
+            self._last_shape = None  # checked again at the next call (never explained unchecked)
+            raise ModelError(f"layer {name!r} does not depend on the input image: it is built from weights only (e.g. a "
+                             "relative position bias) and has nothing to explain about an image. Pick a feature map "
+                             f"of the model{examples}")
+        if shape[0] != 1:
+            self._last_shape = None
+            raise ModelError(f"layer {name!r} does not keep the batch as its first axis (shape {shape} for one image: "
+                             "images folded with windows or heads), so its maps cannot be told apart per image. "
+                             f"Pick a feature map of the model{examples}")
 
     def _early_output_check(self) -> None:
         """Without input_shape: one zero image of the shape the model was built for, to refuse a wrong
