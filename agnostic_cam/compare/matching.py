@@ -6,12 +6,14 @@ Three ways to pair them, tried in this order:
 
 1. ``mapping``: the user's {layer of A: layer of B};
 2. by order (:func:`align`): a sequence alignment (longest common subsequence, weighted) of the two
-   lists in which two layers may pair only when their maps have one (C, h, w) shape; a pair scores
-   1, plus 1 when they are the same kind of layer (convolution, normalisation, activation,
-   pooling, addition), plus up to 2 for what their names share (``features.conv1``, ``conv1`` and
-   ``/features/conv1/Conv_output_0`` all share ``conv1``; equal names score the full 2). The order
-   is kept, so a layer missing on one side (a batch norm folded into the convolution, a container
-   module) is skipped, not paired with its neighbour.
+   lists in which two layers may pair only when their maps have one (C, h, w) shape and they are
+   the same kind of layer (convolution, normalisation, activation, pooling, addition) or their
+   names share an ending (``features.conv1``, ``conv1`` and ``/features/conv1/Conv_output_0`` all
+   end in ``conv1``); equal names pair first. The order is kept, so a layer missing on one side (a
+   batch norm folded into the convolution, a container module, a quantized graph's extra tensors)
+   is skipped, not paired with its neighbour. A module called twice (torchvision's ResNet blocks
+   reuse one ``relu``) shows its last call in PyTorch: its pair may differ there and agree again
+   after, which ``first_over`` shows and ``first_split`` does not count.
 """
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ from agnostic_cam.errors import InputError
 _KINDS = (("conv", "conv"), ("gemm", "conv"), ("matmul", "conv"), ("norm", "norm"), ("relu", "act"),
           ("activation", "act"), ("sigmoid", "act"), ("silu", "act"), ("gelu", "act"), ("swish", "act"),
           ("clip", "act"), ("pool", "pool"), ("add", "add"), ("concat", "concat"))
-_GENERIC = {"output", "0", "", "conv", "relu", "add", "batchnormalization", "maxpool", "averagepool",
-            "globalaveragepool", "convinteger", "quantized", "quant", "dequantizelinear", "quantizelinear", "cast"}
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,30 @@ def kind(op: str) -> str:
     return next((k for key, k in _KINDS if key in low), "other")
 
 
-def tokens(name: str) -> set[str]:
-    """The telling parts of a layer name (``/layer1/layer1.0/conv1/Conv_output_0`` -> layer1, conv1...)."""
-    parts = set(re.split(r"[^a-z0-9]+", name.lower())) | {p for p in re.split(r"[/:]+", name.lower()) if p}
-    return {p for p in parts if p not in _GENERIC and not p.isdigit()}
+def module_path(name: str) -> list[str]:
+    """A layer name as its module path: ``/layer1/layer1.0/relu_1/Relu_output_0`` (a PyTorch export's
+    tensor), ``layer1.0.relu`` (the module) -> [layer1, 0, relu]; a repeated call's ``_1`` and the
+    ONNX op's ``<Op>_output_0`` part are dropped."""
+    parts = [p for p in re.split(r"[/:]+", name) if p]
+    if len(parts) > 1 and re.match(r"^[A-Za-z]+_output_\d+", parts[-1]):
+        parts = parts[:-1]
+    path = ""
+    for p in parts:
+        p = re.sub(r"_\d+$", "", p)
+        path = p if path and p.startswith(path + ".") else (f"{path}.{p}" if path else p)
+    return path.lower().split(".")
+
+
+def name_score(a: str, b: str) -> float:
+    """How alike two layer names are: 1 when equal, else the share of their module paths' common
+    ending (``features.conv1`` / ``conv1``: 0.5)."""
+    if a == b:
+        return 1.0
+    pa, pb = module_path(a), module_path(b)
+    k = 0
+    while k < min(len(pa), len(pb)) and pa[-1 - k] == pb[-1 - k]:
+        k += 1
+    return k / max(len(pa), len(pb))
 
 
 def chw(shape, layout) -> tuple | None:
@@ -69,15 +89,14 @@ def spots(explainer) -> list[Spot]:
 
 
 def _score(a: Spot, b: Spot) -> float:
+    """0 (may not pair) unless the maps have one shape and the layers share their kind or part of
+    their name; equal names score highest."""
     if a.shape != b.shape:
         return 0.0
-    s = 1.0 + (kind(a.op) == kind(b.op))
     if a.name == b.name:
-        return s + 2.0
-    ta, tb = tokens(a.name), tokens(b.name)
-    if ta and tb:
-        s += 2.0 * len(ta & tb) / min(len(ta), len(tb))
-    return s
+        return 6.0
+    s = float(kind(a.op) == kind(b.op)) + 2.0 * name_score(a.name, b.name)
+    return 0.5 + s if s > 0 else 0.0
 
 
 def align(a: list[Spot], b: list[Spot]) -> list[tuple[Spot, Spot]]:

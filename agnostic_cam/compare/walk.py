@@ -8,7 +8,7 @@ For each matched pair of layers (:mod:`agnostic_cam.compare.matching`) and the i
 - ``map_diff``: the largest difference of the layer's activation map: the channel mean of the
   activations, min-max normalised per image to [0, 1] (the class-agnostic CAM of the layer; it
   needs no gradient, so it works on every backend, quantized graphs included);
-- ``map_spearman``: rank correlation of those maps, averaged over the images.
+- ``map_spearman``: rank correlation of those maps, averaged over the images (None for 1x1 maps).
 
 ``first_over``: the first layer whose ``act_rel`` exceeds ``tol``. ``first_split``: the first
 layer from which every later matched layer exceeds ``tol`` too: the layer where the two models
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agnostic_cam.compare.matching import match_layers
+from agnostic_cam.compare.measures import nanmean
 from agnostic_cam.compare.run import inputs_for, name_explainers
 from agnostic_cam.errors import OptionError
 from agnostic_cam.evaluation.similarity import spearman
@@ -93,7 +94,7 @@ def walk_layers(explainers, images, *, mapping: dict | None = None, tol: float =
                      "act_rel": float(d.max() / (np.abs(vb).max() + 1e-12)),
                      "act_mean_rel": float(d.mean() / (np.abs(vb).mean() + 1e-12)),
                      "map_diff": float(np.abs(ma - mb).max()),
-                     "map_spearman": float(np.nanmean([spearman(x, y) for x, y in zip(ma, mb)]))})
+                     "map_spearman": nanmean(spearman(x, y) for x, y in zip(ma, mb))})
     for r in rows:
         r["over"] = r["act_rel"] > tol
     first_over = next((r for r in rows if r["over"]), None)
