@@ -56,6 +56,11 @@ class Comparison:
             out.setdefault(r["method"], {}).setdefault(pair_name(r["a"], r["b"]), []).append(r)
         return {m: {p: aggregate(rs) for p, rs in by.items()} for m, by in out.items()}
 
+    def pair(self, method: str, a: str, b: str) -> dict:
+        """The summary of ``method`` for models ``a`` and ``b`` (either order)."""
+        by = self.summary[method]
+        return by[pair_name(a, b)] if pair_name(a, b) in by else by[pair_name(b, a)]
+
     def disagreement(self) -> np.ndarray:
         """Per image: the mean absolute heatmap difference averaged over methods and pairs."""
         n = len(self.image_names)
