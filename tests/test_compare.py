@@ -4,7 +4,6 @@ here independently (direct ``ex.explain`` / ``ex.predict``, SciPy, scikit-image,
 import csv
 import importlib.util
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -283,11 +282,3 @@ def test_report_renders_in_headless_chromium(resnet, tmp_path):
     px = np.asarray(Image.open(png).convert("RGB"), np.float64)
     assert px.std() > 10  # text, tables and heatmaps, not a blank page
     assert (np.abs(px - px[0, 0]).sum(-1) > 60).mean() > 0.01
-
-
-def test_docs_page_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "compare.md").read_text(), re.S)
-    assert len(blocks) >= 2
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"docs/compare.md block {i}", "exec"), {"__name__": f"docs_compare_{i}"})
