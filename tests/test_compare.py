@@ -282,3 +282,23 @@ def test_report_renders_in_headless_chromium(resnet, tmp_path):
     px = np.asarray(Image.open(png).convert("RGB"), np.float64)
     assert px.std() > 10  # text, tables and heatmaps, not a blank page
     assert (np.abs(px - px[0, 0]).sum(-1) > 60).mean() > 0.01
+
+
+def test_cli_takes_a_keras_file_and_a_pytorch_factory(demo, tmp_path):
+    from agnostic_cam.cli import main
+
+    exs, _, _ = demo
+    exs["keras"].adapter.model.save(tmp_path / "twin.keras")
+    imgs, out = tmp_path / "imgs", tmp_path / "out"
+    imgs.mkdir()
+    for i in range(2):
+        _png(imgs / f"im{i}.png", 20 + i)
+    factory = "agnostic_cam.demo.torch_model:load_demo_net"
+    assert main(["-q", "compare", factory, str(tmp_path / "twin.keras"), str(imgs), "--methods", "gradcam",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["models"] == ["load_demo_net", "twin"] and res["layers"]["twin"] == "relu3"  # picked by each
+    s = res["summary"]["gradcam"]["load_demo_net vs twin"]
+    assert s["images"] == 2 and s["max_diff"] <= 1e-4 and s["top1_agree"] == 1.0
+    assert main(["-q", "compare", "nomodule_xyz:build", str(tmp_path / "twin.keras"), str(imgs), "--out",
+                 str(out)]) == 2

@@ -71,8 +71,9 @@ def run_compare(specs: list[str], images, out, methods: str | list[str] = "gradc
         raise OptionError(str(e)) from None
     names = list(explainers) if explainers else M.short_names(specs)
     exs = explainers or {n: M.load_explainer(s, layer) for n, s in zip(names, specs)}
+    avail = {k: set(ex.methods) for k, ex in exs.items()}
     for m in methods:
-        lacking = [k for k, ex in exs.items() if m not in ex.methods]
+        lacking = [k for k in exs if m not in avail[k]]
         if lacking:
             raise OptionError(f"method {m!r} cannot run on {lacking}; see `agnostic-cam compare --help` for the list")
     pre = _preprocess(exs, size)

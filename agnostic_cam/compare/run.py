@@ -115,16 +115,15 @@ def compare(explainers, images, methods: str | Sequence[str] | None = "gradcam",
     top = check_top(top)
     xs = inputs_for(named, images, layout)
     names = list(named)
-    if methods is None:
-        methods = sorted(set.intersection(*(set(e.methods) for e in named.values())))
-    methods = [methods] if isinstance(methods, str) else list(methods)
+    avail = {k: set(ex.methods) for k, ex in named.items()}  # ex.methods is worked out on each call
+    common = sorted(set.intersection(*avail.values()))
+    methods = common if methods is None else [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise OptionError("no method to compare: pass methods=[...] (see ex.methods)")
     for m in methods:
-        lacking = [k for k, ex in named.items() if m not in ex.methods]
+        lacking = [k for k in named if m not in avail[k]]
         if lacking:
-            raise OptionError(f"method {m!r} cannot run on {lacking}; methods every explainer runs: "
-                              f"{', '.join(sorted(set.intersection(*(set(e.methods) for e in named.values()))))}")
+            raise OptionError(f"method {m!r} cannot run on {lacking}; methods every explainer runs: {', '.join(common)}")
     outputs = {k: np.asarray(ex.predict(xs[k]), np.float64) for k, ex in named.items()}
     tgt = _targets(targets, outputs[names[0]])
     n = xs[names[0]].shape[0]
