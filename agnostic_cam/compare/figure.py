@@ -20,7 +20,7 @@ def comparison_figure(result, n_images: int = 4):
     names, methods = result.names, result.methods
     cols = len(picks) * len(names)
     cell = min(1.6, 13.0 / cols)
-    fig = Figure(figsize=(cell * cols + 0.9, cell * len(methods) + 1.3), layout="constrained")
+    fig = Figure(figsize=(cell * cols + 0.9, cell * len(methods) + 1.6), layout="constrained")
     axes = fig.subplots(len(methods), cols, squeeze=False)
     for r, m in enumerate(methods):
         for j, i in enumerate(picks):
@@ -33,7 +33,7 @@ def comparison_figure(result, n_images: int = 4):
                     d = float(np.abs(result.heatmaps[m][name][i] - result.heatmaps[m][names[0]][i]).mean())
                     ax.set_xlabel(f"Δ {d:.3f}", fontsize=FONT - 2)
                 if r == 0:
-                    ax.set_title(f"{result.image_names[i]}\n{name}", fontsize=FONT - 2)
+                    ax.set_title(f"{result.image_names[i][:18]}: {name}", fontsize=FONT - 2)
         axes[r, 0].set_ylabel(m, fontsize=FONT)
     add_colorbar(fig, axes)
     return fig
