@@ -151,7 +151,8 @@ def cmd_compare(args) -> int:
                           f"{len(args.inputs)} argument(s)")
     res = run_compare(args.inputs[:-1], args.inputs[-1], args.out, args.methods, layer=args.layer, size=args.size,
                       target=args.target, top=args.top, resume=not args.no_resume, batch_images=args.batch_images,
-                      walk=args.walk, tol=args.tol, follow_symlinks=args.follow_symlinks)
+                      walk=args.walk, tol=args.tol, follow_symlinks=args.follow_symlinks, engine=args.engine,
+                      workers=args.workers, address=args.address)
     run = res["run"]
     log.info("compared %d images, %d failed (%d computed now, %d reused from a previous run) -> %s", run["explained"],
              len(run["failed"]), len(run["computed"]), len(run["reused"]), args.out / "report.html")

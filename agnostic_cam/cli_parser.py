@@ -183,3 +183,7 @@ def _compare_args(sub) -> None:
     p.add_argument("--batch-images", type=_positive, default=8, help="images compared together (default 8)")
     p.add_argument("--no-resume", action="store_true", help="recompute every image even if finished before")
     p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
+                   "(default) or Ray Data actors that each load the models (needs the [ray] extra)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=_positive, help="Ray actors (default: one per 2 CPUs)")

@@ -11,7 +11,6 @@ records at the end, and after Ctrl-C from those done so far (then ``KeyboardInte
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -20,50 +19,33 @@ import numpy as np
 
 from agnostic_cam.audit.files import atomic_write, check_writable, display
 from agnostic_cam.audit.sources import list_images, read_bytes
+from agnostic_cam.compare import batch as B
 from agnostic_cam.compare import models as M
-from agnostic_cam.compare.figure import image_strip
 from agnostic_cam.compare.measures import aggregate
-from agnostic_cam.compare.result import COLUMNS, Comparison, pair_name
-from agnostic_cam.compare.run import compare
+from agnostic_cam.compare.result import COLUMNS, pair_name
 from agnostic_cam.errors import InputError, OptionError
-from agnostic_cam.inputs.image_files import read_image, resize_rgb
 
 log = logging.getLogger("agnostic_cam.compare")
 STATE = ".compare"
 
 
-def _preprocess(explainers: dict, size):
-    """Each model's Preprocess (its own layout; one size for all: ``size`` or the first fixed one)."""
-    from agnostic_cam.inputs.preprocess import Preprocess
-
-    if size is None:
-        size = next((tuple(ex.adapter.spatial) for ex in explainers.values() if ex.adapter.spatial is not None
-                     and None not in ex.adapter.spatial), None)
-    if size is None:
-        raise OptionError("no model has a fixed input size: pass --size H,W")
-    return {k: Preprocess.for_adapter(ex.adapter, size=tuple(size)) for k, ex in explainers.items()}
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def run_compare(specs: list[str], images, out, methods: str | list[str] = "gradcam", *, layer: str | None = None,
                 size=None, target: int | None = None, top: float = 0.1, resume: bool = True,
                 batch_images: int = 8, walk: bool = False, tol: float = 1e-3, follow_symlinks: bool = False,
-                explainers: dict | None = None) -> dict:
+                explainers: dict | None = None, engine: str = "local", workers: int | None = None,
+                address: str | None = None) -> dict:
     """Compare the models ``specs`` (see :mod:`agnostic_cam.compare.models`) on the images of
     ``images`` (a folder, a folder tree or a .txt/.csv list); writes report.html, compare.csv and
     results.json to ``out`` and returns results.json's content. ``walk``: with two models, also the
     layer walk (on the first ``batch_images`` images). ``explainers``: {name: Explainer} already built
-    from ``specs`` (names then come from its keys)."""
+    from ``specs`` (names then come from its keys). ``engine``: 'local' (this process) or 'ray'
+    (``workers`` Ray actors, each loading the models from ``specs``, on the cluster at ``address``
+    or a local Ray)."""
     methods = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
     if len(specs) < 2:
         raise OptionError(f"compare needs at least two models; got {len(specs)}")
+    if engine not in ("local", "ray"):
+        raise OptionError(f"unknown engine {engine!r}; choose local or ray")
     out = Path(out)
     try:
         check_writable(out)
@@ -76,57 +58,48 @@ def run_compare(specs: list[str], images, out, methods: str | list[str] = "gradc
         lacking = [k for k in exs if m not in avail[k]]
         if lacking:
             raise OptionError(f"method {m!r} cannot run on {lacking}; see `agnostic-cam compare --help` for the list")
-    pre = _preprocess(exs, size)
+    pre = B.preprocessors(exs, size)
     settings = {"methods": methods, "layer": layer, "size": list(next(iter(pre.values())).size), "target": target,
                 "top": top}
     fp = hashlib.blake2b(json.dumps([[M.fingerprint(s) for s in specs], names, settings]).encode(),
                          digest_size=16).hexdigest()
+    job = B.Job(tuple(methods), target, top, tuple(settings["size"]), fp)
     items, refused = list_images(images, follow_symlinks)
-    size = tuple(settings["size"])
     (out / STATE).mkdir(exist_ok=True)
     (out / "overlays").mkdir(exist_ok=True)
-    records, failed, computed, reused = {}, list(refused), [], []
-    pending = []
+    records, failed, computed, reused, pending = {}, list(refused), [], [], []
     for it in items:
         try:
-            data = read_bytes(it)
+            sha = B.content_hash(read_bytes(it))
         except InputError as e:
             failed.append({"file": it.file, "error": str(e)})
             continue
-        sha = hashlib.blake2b(data, digest_size=16).hexdigest()
         rec = _cached(out, it, sha, fp) if resume else None
         if rec is not None:
             records[it.key] = rec
             reused.append(it.file)
         else:
-            pending.append((it, sha, data))
+            pending.append(B.Entry(it.path, it.file, it.key, it.stem))
+    walk_result = _walk(exs, pre, job, items, batch_images, tol) if walk and len(exs) == 2 else None
     interrupted = False
-    walk_result = None
     try:
-        for lo in range(0, len(pending), batch_images):
-            batch, rgbs = [], []
-            for it, sha, data in pending[lo:lo + batch_images]:
-                try:
-                    rgbs.append(resize_rgb(read_image(data, name=it.file), size))
-                    batch.append((it, sha))
-                except InputError as e:
-                    failed.append({"file": it.file, "error": str(e)})
-            if not batch:
-                continue
-            xs = {k: p.to_batch(rgbs) for k, p in pre.items()}
-            res = compare(exs, xs, methods, target, top=top, image_names=[it.file for it, _ in batch])
-            if walk and walk_result is None and len(exs) == 2:
-                from agnostic_cam.compare.walk import walk_layers
+        if engine == "ray":
+            from agnostic_cam.compare.ray_engine import run_ray
 
-                walk_result = walk_layers(exs, xs, tol=tol).to_dict()
-            for i, (it, sha) in enumerate(batch):
-                rec = _record(res, i, it, sha, fp, rgbs[i])
-                atomic_write(out / rec["strip"], _png(image_strip(rgbs[i], {m: {k: h[i:i + 1][0] for k, h in by.items()}
-                                                                            for m, by in res.heatmaps.items()},
-                                                                   methods, list(exs))))
-                atomic_write(out / STATE / f"{it.key}.json", json.dumps(rec))
-                records[it.key] = rec
-                computed.append(it.file)
+            results = run_ray({"specs": list(specs), "names": names, "layer": layer, "job": job}, pending,
+                              batch_images, workers, address)
+        else:
+            results = (r for lo in range(0, len(pending), batch_images)
+                       for r in B.compute_batch(job, exs, pre, pending[lo:lo + batch_images]))
+        for r in results:
+            if "failed" in r:
+                failed.append(r["failed"])
+                continue
+            rec = r["record"]
+            atomic_write(out / rec["strip"], r["png"])
+            atomic_write(out / STATE / f"{rec['key']}.json", json.dumps(rec))
+            records[rec["key"]] = rec
+            computed.append(rec["file"])
     except KeyboardInterrupt:
         interrupted = True
     order = [it.key for it in items if it.key in records]
@@ -140,6 +113,23 @@ def run_compare(specs: list[str], images, out, methods: str | list[str] = "gradc
     return results
 
 
+def _walk(exs: dict, pre: dict, job, items, n: int, tol: float) -> dict | None:
+    """The layer walk on the first ``n`` usable images (None when none can be read)."""
+    from agnostic_cam.compare.walk import walk_layers
+
+    rgbs = []
+    for it in items:
+        try:
+            rgbs.append(B.load_rgb(B.Entry(it.path, it.file, it.key, it.stem), job.size)[0])
+        except InputError:
+            continue
+        if len(rgbs) == n:
+            break
+    if not rgbs:
+        return None
+    return walk_layers(exs, {k: p.to_batch(rgbs) for k, p in pre.items()}, tol=tol).to_dict()
+
+
 def _cached(out: Path, it, sha: str, fp: str) -> dict | None:
     try:
         rec = json.loads((out / STATE / f"{it.key}.json").read_text())
@@ -147,13 +137,6 @@ def _cached(out: Path, it, sha: str, fp: str) -> dict | None:
         return None
     ok = rec.get("fingerprint") == fp and rec.get("sha") == sha and rec.get("rel") == it.file
     return rec if ok and (out / rec.get("strip", "")).is_file() else None
-
-
-def _record(res: Comparison, i: int, it, sha: str, fp: str, rgb) -> dict:
-    rows = [{k: v for k, v in r.items() if k != "image"} for r in res.rows if r["image"] == i]
-    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    return {"fingerprint": fp, "sha": sha, "rel": it.file, "file": it.file, "key": it.key, "rows": rows,
-            "strip": f"overlays/{it.stem}.png", "disagreement": float(res.disagreement()[i])}
 
 
 def _results(names, methods, settings, records, failed, computed, reused, interrupted, total, walk, layers,
