@@ -216,7 +216,3 @@ class Candidate:
         lay = self.layout or "ambiguous: pass layer_layout="
         return f"{self.name}  {self.op_type}  {'x'.join(str(d) for d in self.shape)}  {lay}"
 
-
-# detection and checks of layer layouts live in layout_detect (imported here: one place to ask)
-from agnostic_cam.core.layout_detect import (  # noqa: E402, F401
-    detect_layer_layout, grid_candidates, narrow_splits, resolve_layer_layout, token_axis)

@@ -1,12 +1,12 @@
 """The PyTorch adapter's front door: which output is explained (``output=``, see
 :mod:`~agnostic_cam.adapters.pytorch.outputs`), the automatic target layer (one rule,
-:func:`~agnostic_cam.adapters.auto_layer.torch_pick`) and what ``ex.describe()`` says about both."""
+:func:`~agnostic_cam.adapters.pytorch.pick.torch_pick`) and what ``ex.describe()`` says about both."""
 from __future__ import annotations
 
 import numpy as np
 from torch import nn
 
-from agnostic_cam.adapters.auto_layer import guess_sample_shape, torch_pick
+from agnostic_cam.adapters.pytorch.pick import guess_sample_shape, torch_pick
 from agnostic_cam.adapters.pytorch import outputs as O
 from agnostic_cam.adapters.pytorch.checks import forward_failure
 from agnostic_cam.adapters.pytorch.primitives import hooked, preserved

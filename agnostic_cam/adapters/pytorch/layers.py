@@ -1,6 +1,6 @@
 """Reading a PyTorch model's layers: one probe forward pass records every module's output shape
 and the order leaf modules ran in, which tells each layer tensor's layout where the model says it
-(see :func:`agnostic_cam.core.layout.detect_layer_layout`) and gives the candidate-layer listing.
+(see :func:`agnostic_cam.core.layout_detect.detect_layer_layout`) and gives the candidate-layer listing.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.errors import LayoutError
 
 # Leaf modules that keep their input's shape and layout: looked through when asking "what made this tensor".
@@ -62,7 +63,7 @@ class Probe:
         return None
 
     def layout(self, name: str, given: L.LayerLayout | None = None) -> L.LayerLayout:
-        return L.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
+        return LD.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
 
 
 def fingerprint(t: torch.Tensor) -> tuple:
