@@ -15,7 +15,8 @@ from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
 from agnostic_cam.core.run import explain_batch
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
-from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
+from agnostic_cam.errors import (IncompatibleDependencyError, InputError, MissingDependencyError, ModelError,
+                                 OptionError)
 from agnostic_cam.features.views import FeatureViews
 from agnostic_cam.methods import Method, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
@@ -244,6 +245,16 @@ class Explainer(FeatureViews):
                 exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
         degenerate.warn(exp)
         return exp
+
+    def embed(self, path, method: str = "cam", *, input_shape=None, per_class: bool = False, **options):
+        """Write an ONNX file (``path``; None: only return it) that returns, besides the model's own outputs,
+        ``saliency`` (N, H, W) in [0, 1] (``explain(x, method).heatmap`` of the top-1 class) and
+        ``saliency_raw``; see :mod:`agnostic_cam.embed` for the methods that can live in the graph."""
+        from agnostic_cam.embed import embed
+
+        if self._also:
+            raise OptionError("embed explains one target layer; build the explainer with a single target_layer")
+        return embed(self.adapter, path, method, input_shape=input_shape, per_class=per_class, **options)
 
     def _layers_explain(self, x: np.ndarray, m: Method, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
