@@ -1,4 +1,4 @@
-"""The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models.
+"""The ``agnostic-cam`` command: ``layers``, ``explain``, ``embed`` and ``audit`` for ONNX models.
 
 Exit codes: 0 success; 1 the audit finished but some images could not be used (listed in the
 report); 2 bad usage, options or model (one line says what to change; no image was run);
@@ -99,6 +99,21 @@ def cmd_explain(args) -> int:
     return EXIT_OK
 
 
+def cmd_embed(args) -> int:
+    from agnostic_cam.audit.files import write_error
+
+    ex = _explainer(args)
+    model = ex.embed(None, args.method, per_class=args.per_class)
+    try:
+        from agnostic_cam.embed import save
+
+        save(model, args.out)
+    except OSError as e:
+        raise write_error(args.out, e) from None
+    log.info("%s at %s -> %s (outputs: the model's own, saliency, saliency_raw)", args.method, ex.layer, args.out)
+    return EXIT_OK
+
+
 def cmd_audit(args) -> int:
     from agnostic_cam import audit
     from agnostic_cam.audit.context import check_boxes
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from agnostic_cam.audit.files import OutputError
 
     try:
-        return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)
+        return {"layers": cmd_layers, "explain": cmd_explain, "embed": cmd_embed, "audit": cmd_audit}[args.command](args)
     except KeyboardInterrupt as e:
         msg = str(e) if str(e) else "interrupted before any image was finished; rerun the same command to resume"
         log.error("agnostic-cam %s: %s", args.command, msg)

@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_class_index, help="class index to explain (default: the top-1 prediction)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _prep_args(p)
+    p = sub.add_parser("embed", help="write an ONNX file that also returns its saliency map",
+                       description="Write a copy of the model whose outputs are its own plus 'saliency' (N, H, W) in "
+                       "[0, 1] and 'saliency_raw' at the layer's resolution (docs/embed.md); it runs on plain ONNX "
+                       "Runtime. Methods: cam, gradcam (global-average-pool + linear heads), activation_map, eigencam, "
+                       "reciprocam, vit_reciprocam.")
+    _model_args(p)
+    p.add_argument("--method", default="cam", help="embeddable method (default cam)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the ONNX file to write")
+    p.add_argument("--per-class", action="store_true", help="also output 'saliency_per_class' (N, K, h, w)")
     p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
                        description="Explain every image of a folder with several methods, score the maps' "
                        "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "

@@ -18,7 +18,7 @@ import onnx
 
 from agnostic_cam.embed.write import EMBEDDABLE, PER_CLASS, RAW, SALIENCY, build, save
 
-__all__ = ["EMBEDDABLE", "PER_CLASS", "RAW", "SALIENCY", "embed"]
+__all__ = ["EMBEDDABLE", "PER_CLASS", "RAW", "SALIENCY", "embed", "save"]
 
 
 def embed(adapter, path: str | os.PathLike | None, method: str = "cam", *, input_shape=None,

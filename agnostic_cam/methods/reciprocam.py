@@ -78,14 +78,17 @@ class MosaicMethod(Method):
         axis = 1 if cap.native is None else cap.channel_axis
         mask = mosaic_mask(native.shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
         bs = self.batch_size or max(cap.batch_size, 64)
-        out = np.empty((n, h * w), dtype=np.float64)
-        with cap.progress_bar(n * h * w, self.name) as bar:
-            for i in range(n):
-                for lo in range(0, h * w, bs):
-                    batch = (native[i][None] * mask[lo:lo + bs]).astype(np.float32)
-                    y = cap.tail(batch, np.full(len(batch), i))
-                    out[i, lo:lo + len(batch)] = cap.row_scores(softmax(y) if self.softmax else y, i)
-                    bar.update(len(batch))
+        hw = h * w
+        out = np.empty(n * hw, dtype=np.float64)
+        image = np.repeat(np.arange(n), hw)  # row r is image r // hw masked at position r % hw (the embedded order)
+        with cap.progress_bar(n * hw, self.name) as bar:
+            for lo in range(0, n * hw, bs):
+                rows = np.arange(lo, min(lo + bs, n * hw))
+                batch = (native[image[rows]] * mask[rows % hw]).astype(np.float32)
+                y = cap.tail(batch, image[rows])
+                out[rows] = cap.row_scores(softmax(y) if self.softmax else y, image[rows])
+                bar.update(len(rows))
+        out = out.reshape(n, hw)
         self.scale = np.abs(out).max(axis=1)
         return out.reshape(n, h, w).astype(np.float32)
 
