@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from agnostic_cam.cli_parser import build_parser  # noqa: F401 - part of the CLI's API
+from agnostic_cam.cli_parser import AUDIT_METHODS, build_parser  # noqa: F401 - build_parser: part of the CLI's API
 from agnostic_cam.errors import AgnosticCamError, OptionError
 
 log = logging.getLogger("agnostic_cam.cli")
@@ -135,7 +135,10 @@ def cmd_audit(args) -> int:
         raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
     explainer = _explainer(args)
     pre = _preprocess(args, explainer.adapter)
-    res = audit.run(args.model, args.image_dir, args.out, args.methods, engine=args.engine, workers=args.workers,
+    from agnostic_cam.audit.embedded import methods_for
+
+    methods = methods_for(args.methods, args.embedded, args.model, AUDIT_METHODS)
+    res = audit.run(args.model, args.image_dir, args.out, methods, engine=args.engine, workers=args.workers,
                     address=args.address, gpus_per_worker=args.gpus_per_worker, preprocess=pre, layer=args.layer,
                     layout=args.layout, output=args.output, input_name=args.input_name, providers=args.providers,
                     batch_size=args.batch_size, steps=args.steps, target=args.target, boxes=boxes, labels=labels,

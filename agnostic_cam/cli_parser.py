@@ -47,6 +47,9 @@ def _class_index(text: str) -> int:
     return v
 
 
+AUDIT_METHODS = "scorecam"  # the audit's default --methods
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
@@ -115,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("image_dir", type=Path, help="folder of images, a folder tree (sub-folder = label) or a .txt/.csv "
                                                 "list of image paths")
-    p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam; the list "
-                                                         "is below)")
+    p.add_argument("--methods", default=AUDIT_METHODS, help="comma-separated method names (default scorecam; the "
+                                                            "list is below)")
     p.add_argument("--target", type=_class_index, help="class index to explain for every image (default: top-1)")
+    p.add_argument("--embedded", action="store_true", help="score the model's own 'saliency' output (a file from "
+                   "`agnostic-cam embed`) as method 'embedded'; a file with that output and no --methods uses it alone")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game; "

@@ -216,3 +216,31 @@ def test_cli_embeds_a_bare_onnx_file(tmp_path):
     ex = Explainer.from_onnx(str(tmp_path / "m.onnx"), gradients=False, progress=False)
     np.testing.assert_allclose(got[1]["saliency"], ex.explain(x, "cam").heatmap, atol=1e-5, rtol=0)
     assert main(["-q", "embed", str(tmp_path / "m.onnx"), "--method", "lime", "-o", str(tmp_path / "f.onnx")]) == 2
+
+
+def test_audit_reads_the_embedded_map_from_the_forward_pass(tmp_path):
+    """A file with a 'saliency' output is audited on that map (method 'embedded'); with --embedded
+    next to --methods both are scored, and the embedded map's metrics equal CAM's."""
+    import json
+
+    from PIL import Image
+
+    from agnostic_cam.cli import main
+    from agnostic_cam.demo.tiny import tiny_cnn
+
+    ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+    ex.embed(tmp_path / "e.onnx", "cam", input_shape=(3, 32, 32))
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    assert main(["-q", "audit", str(tmp_path / "e.onnx"), str(tmp_path / "imgs"), "--out", str(tmp_path / "a"),
+                 "--no-progress", "--steps", "4"]) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert set(res["images"][0]["methods"]) == {"embedded"}
+    assert main(["-q", "audit", str(tmp_path / "e.onnx"), str(tmp_path / "imgs"), "--out", str(tmp_path / "b"),
+                 "--no-progress", "--steps", "4", "--embedded", "--methods", "cam"]) == 0
+    for rec in json.loads((tmp_path / "b" / "results.json").read_text())["images"]:
+        own, cam = rec["methods"]["embedded"], rec["methods"]["cam"]
+        assert abs(own["deletion_auc"] - cam["deletion_auc"]) < 1e-4
+        assert abs(own["insertion_auc"] - cam["insertion_auc"]) < 1e-4
