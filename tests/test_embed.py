@@ -244,3 +244,18 @@ def test_audit_reads_the_embedded_map_from_the_forward_pass(tmp_path):
         own, cam = rec["methods"]["embedded"], rec["methods"]["cam"]
         assert abs(own["deletion_auc"] - cam["deletion_auc"]) < 1e-4
         assert abs(own["insertion_auc"] - cam["insertion_auc"]) < 1e-4
+
+
+def test_docs_embed_python_blocks_run(tmp_path, monkeypatch):
+    """docs/embed.md's examples run as written, and its onnxruntime snippet reads explain()'s map."""
+    import re
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "embed.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    ns: dict = {"__name__": "docs_embed"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/embed.md block {i}", "exec"), ns)
+    np.testing.assert_allclose(ns["saliency"], ns["ex"].explain(ns["x"], "cam").heatmap, atol=1e-5, rtol=0)
