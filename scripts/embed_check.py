@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
     SIZE = args.size
+    warnings.simplefilter("ignore")  # degenerate maps are marked in the table
     x = np.random.default_rng(0).random((args.batch, 3, SIZE, SIZE), dtype=np.float32)
     tmp = Path(tempfile.mkdtemp())
     print("| model | layer | method | output diff | saliency diff | raw diff (rel.) |" + (" embedded / plain |" if args.bench else ""))
@@ -98,7 +100,8 @@ def main() -> None:
             s = session(f)
             out, sal, raw = s.run(["output", "saliency", "saliency_raw"], {"input": x})
             e = ex.explain(x, m)
-            row = (f"| {name} | {layer} | {m} | {np.abs(out - ref).max():.1e} | {np.abs(sal - e.heatmap).max():.1e} | "
+            flat = "" if e.degenerate is None else " (degenerate map: rounding noise)"
+            row = (f"| {name} | {layer} | {m} | {np.abs(out - ref).max():.1e} | {np.abs(sal - e.heatmap).max():.1e}{flat} | "
                    f"{np.abs(raw - e.raw).max() / (np.abs(e.raw).max() + 1e-30):.1e} |")
             if args.bench:
                 row += f" {median_time(s, x, None, args.reps) / t_plain:.2f}x |"

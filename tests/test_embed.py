@@ -259,3 +259,16 @@ def test_docs_embed_python_blocks_run(tmp_path, monkeypatch):
     for i, code in enumerate(blocks):
         exec(compile(code, f"docs/embed.md block {i}", "exec"), ns)
     np.testing.assert_allclose(ns["saliency"], ns["ex"].explain(ns["x"], "cam").heatmap, atol=1e-5, rtol=0)
+
+
+def test_keras_channels_last_model_runs_without_us(tmp_path):
+    """from_keras: an NHWC graph from tf2onnx (ReduceMean over axes 1, 2, then MatMul + Add)."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(h)
+    model = keras.Model(inp, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(h)))
+    ex = Explainer.from_keras(model, "conv2", progress=False)
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    check_embedded(tmp_path, ex, x, ["cam", "eigencam", "reciprocam"], shape=(32, 32, 3))

@@ -95,7 +95,7 @@ def eigencam(ctx: Context, squarings: int = 10, refinements: int = 4):
     m = b.op("Sub", [m, b.reduce("ReduceMean", m, [1])])
     mt = b.op("Transpose", [m], perm=[0, 2, 1])                               # (N, C, P)
     small_p = h * w <= c
-    gram = b.op("MatMul", [m, mt] if small_p else [mt, m])
+    gram = _scaled(b, b.op("MatMul", [m, mt] if small_p else [mt, m]))  # scaled: tiny activations do not underflow
     s = gram
     for _ in range(squarings):
         s = _scaled(b, b.op("MatMul", [s, s]))
