@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from agnostic_cam.errors import ModelError
 
-PASS = ("Flatten", "Reshape", "Squeeze", "Identity", "Dropout")
+PASS = ("Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Cast")
 EMBEDDABLE_ANY_HEAD = ("activation_map", "eigencam", "reciprocam", "vit_reciprocam")
 
 
@@ -81,7 +81,7 @@ def linear_head(model: onnx.ModelProto, start: str, output: str, spatial: tuple[
             W = consts[n.input[1]].astype(np.float64).T
         elif n.op_type == "Add" and W is not None and any(i in consts for i in n.input):
             pass
-        elif n.op_type == "Identity" and W is not None:
+        elif n.op_type in ("Identity", "Cast") and W is not None:  # Cast: an fp16 graph's float32 output
             pass
         else:
             where = "after the pooling" if pooled else "between the layer and a global average pool"

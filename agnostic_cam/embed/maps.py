@@ -30,12 +30,14 @@ class Context:
     shape: tuple                  # (C, h, w) of the channel-first tensor
     method: Any                   # the Python method built from the options (its settings)
     per_class: bool = False
+    scores: str = ""              # the explained output in float32 (a cast of ``output`` in fp16 graphs)
+    native_type: int = onnx.TensorProto.FLOAT
     _classes: str | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> str:
         if self._classes is None:
-            self._classes = self.b.op("ArgMax", [self.output], "top1", axis=1, keepdims=0)
+            self._classes = self.b.op("ArgMax", [self.scores or self.output], "top1", axis=1, keepdims=0)
         return self._classes
 
     def class_free(self, name: str) -> None:

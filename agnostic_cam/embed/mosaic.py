@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 
 from agnostic_cam.embed.maps import Context
-from agnostic_cam.engine.graph import cut_tail, tensor_shape, infer_shapes
+from agnostic_cam.engine.graph import FLOAT_TYPES, cut_tail, infer_shapes, tensor_shape
 from agnostic_cam.errors import ModelError
 from agnostic_cam.methods.reciprocam import mosaic_mask
 
@@ -41,7 +41,7 @@ def _check_extras(ctx: Context, extras: list[str]) -> None:
     for e in extras:
         vi = infos.get(e)
         shape = None if vi is None else tensor_shape(vi)
-        if vi is None or vi.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or not shape:
+        if vi is None or vi.type.tensor_type.elem_type not in FLOAT_TYPES or not shape:
             raise ModelError(f"the graph after the target layer also reads {e!r}, which is not a float tensor with a "
                              "batch axis; reciprocam cannot be embedded at this layer (pick a later one)")
 
@@ -52,6 +52,7 @@ def reciprocam(ctx: Context):
     mask = mosaic_mask(ctx.native_shape, ctx.channel_axis, (h, w), m.gaussian, m.keep_prefix)
     nodes, extras, prefix = _renamed_tail(ctx)
     _check_extras(ctx, extras)
+    mask = mask.astype(onnx.helper.tensor_dtype_to_np_dtype(ctx.native_type))  # 0, 1 and 1/16..1/4: exact in fp16
     masked = b.op("Mul", [b.unsqueeze(ctx.native, [1]), b.const(mask, "mosaic_mask")])   # (N, hw, ...)
     b.nodes.append(onnx.helper.make_node("Reshape", [masked, b.concat([b.ints([-1]), b.shape(ctx.native, 1)])],
                                          [prefix + ctx.native], name=prefix + "mosaic"))
@@ -63,6 +64,8 @@ def reciprocam(ctx: Context):
     if m.softmax:  # in float64, as the Python method
         y = b.op("Cast", [b.op("Softmax", [b.op("Cast", [y], to=onnx.TensorProto.DOUBLE)], axis=1)],
                  to=onnx.TensorProto.FLOAT)
+    elif ctx.scores != ctx.output:  # an fp16 graph: scores in float32
+        y = b.op("Cast", [y], to=onnx.TensorProto.FLOAT)
     y3 = b.op("Reshape", [y, b.concat([b.ints([-1, h * w]), b.shape(y, 1, 2)])])           # (N, hw, K)
     cam = b.op("Reshape", [b.pick_class(y3, ctx.classes), b.ints([-1, 1, h, w])])
     per = None

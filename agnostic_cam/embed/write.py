@@ -11,6 +11,7 @@ from onnx import helper
 from agnostic_cam.core import layout as L
 from agnostic_cam.embed import maps, mosaic, postprocess
 from agnostic_cam.embed.graph import MIN_OPSET, Branch
+from agnostic_cam.engine.graph import infer_shapes
 from agnostic_cam.errors import ModelError, OptionError
 from agnostic_cam.methods import get_method
 
@@ -51,12 +52,15 @@ def build(adapter, method: str, input_shape=None, per_class: bool = False, **opt
     b = Branch(_opset(model))
     x0 = np.zeros((1, *sample), np.float32)
     act, native = engine.run(x0, [adapter.activation_name, adapter.native_name])
+    types = _elem_types(model)
     chw = adapter.activation_name
     if adapter.activation_layout == L.NHWC:
         chw = b.op("Transpose", [chw], perm=[0, 3, 1, 2])
     shape = tuple(L.to_chw(act, adapter.activation_layout).shape[1:])
-    ctx = maps.Context(b, model, chw, adapter.native_name, tuple(native.shape[1:]), adapter.native_channel_axis,
-                       adapter.output_name, shape, m, per_class)
+    ctx = maps.Context(b, model, _float32(b, chw, types.get(adapter.activation_name)), adapter.native_name,
+                       tuple(native.shape[1:]), adapter.native_channel_axis, adapter.output_name, shape, m, per_class,
+                       scores=_float32(b, adapter.output_name, types.get(adapter.output_name)),
+                       native_type=types.get(adapter.native_name, onnx.TensorProto.FLOAT))
     if engine.run(x0, [adapter.output_name])[0].ndim != 2 and mcls.name not in ("activation_map", "eigencam"):
         raise ModelError(f"method {mcls.name!r} embeds for classifiers (an (N, K) output); use activation_map or "
                          "eigencam, which need no class")
@@ -69,6 +73,18 @@ def build(adapter, method: str, input_shape=None, per_class: bool = False, **opt
     if per is not None:
         outs.append((PER_CLASS, postprocess.per_map(b, per), ["batch", "classes", shape[1], shape[2]]))
     return _assemble(model, adapter.original_outputs, b, outs, mcls.name)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor whose type shape inference knows."""
+    g = infer_shapes(model).graph
+    return {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output, *g.input)}
+
+
+def _float32(b: Branch, name: str, elem: int | None) -> str:
+    """``name`` cast to float32 where the graph computes in another float type (fp16 graphs keep their
+    own precision; the explanation branch runs in float32, as the Python method on their outputs)."""
+    return name if elem in (None, onnx.TensorProto.FLOAT) else b.op("Cast", [name], to=onnx.TensorProto.FLOAT)
 
 
 def _assemble(model: onnx.ModelProto, originals: list[str], b: Branch, outs, method: str) -> onnx.ModelProto:
