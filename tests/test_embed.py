@@ -272,3 +272,28 @@ def test_keras_channels_last_model_runs_without_us(tmp_path):
     ex = Explainer.from_keras(model, "conv2", progress=False)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     check_embedded(tmp_path, ex, x, ["cam", "eigencam", "reciprocam"], shape=(32, 32, 3))
+
+
+def test_fp16_graph_keeps_its_precision(tmp_path):
+    """An fp16 ONNX file (float32 I/O kept): the graph still computes in fp16, the explanation branch in
+    float32 on its activations; the map equals explain()'s to fp16 rounding, the output is unchanged."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+
+    src = onnx.ModelProto()
+    src.CopyFrom(Explainer.from_torch(tiny_cnn(), "relu2", progress=False).adapter.engine((3, 32, 32)).model)
+    keep = [o for o in src.graph.output if o.name == "output"]
+    del src.graph.output[:]
+    src.graph.output.extend(keep)
+    onnx.save(convert_float_to_float16(src, keep_io_types=True), tmp_path / "m16.onnx")
+    ex = Explainer.from_onnx(str(tmp_path / "m16.onnx"), gradients=False, progress=False)
+    x = tiny_images()
+    files = [tmp_path / "m16.onnx"] + [tmp_path / f"{m}.onnx" for m in ("cam", "reciprocam")]
+    for m, f in zip(("cam", "reciprocam"), files[1:]):
+        ex.embed(f, m)
+    got = run_isolated(tmp_path, x, files)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(files[1]).graph.initializer)
+    for m, g in zip(("cam", "reciprocam"), got[1:]):
+        np.testing.assert_allclose(g["output"], got[0]["output"], atol=2e-3, rtol=0)
+        np.testing.assert_allclose(g["saliency"], ex.explain(x, m).heatmap, atol=2e-3, rtol=0, err_msg=m)
