@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.adapters.attention import AttentionPrimitives
 from agnostic_cam.core.capture import Needs, channels_first  # noqa: F401 - channels_first re-exported
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.targets import TargetSpec
@@ -95,11 +96,12 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class Adapter(ABC):
+class Adapter(AttentionPrimitives, ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
     framework: ClassVar[str] = ""
-    supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
+    supports: ClassVar[Needs] = (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.ATTENTION
+                                 | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
     layer_layout = L.LayerLayout(L.NCHW)  # layout of the tensor the tail graph starts from (native_name)

@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -34,10 +34,18 @@ class Needs(enum.Flag):
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
     HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
     BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
+    ATTENTION = enum.auto()         # every block's attention probabilities (N, heads, T, T), one ONNX Runtime pass
+    ATTENTION_GRADIENTS = enum.auto()  # also d(score)/d(attention) for each (gradient backend on the ONNX graph)
+    BLOCK_GRADIENTS = enum.auto()   # d(s_l)/d(attention_l), s_l: the score read from block l's tokens (LeGrad)
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                            | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS))
+
+    @property
+    def uses_attention(self) -> bool:
+        return bool(self & (Needs.ATTENTION | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS))
 
     @property
     def uses_layer(self) -> bool:
@@ -85,6 +93,7 @@ class Capture:
     native: np.ndarray | None = None
     channel_axis: int | None = 1
     native_from_chw: Callable[[np.ndarray], np.ndarray] | None = None
+    attention: Any = None  # an AttentionCapture (agnostic_cam.core.attention) for Needs.ATTENTION*
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -155,12 +164,20 @@ class Capturer:
         self._tails_lock = threading.Lock()  # tail graphs are cut once, also when threads race for them
 
     def __call__(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
-                 progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
+                 progress: bool | None = None, method: str = "", batch_size: int | None = None,
+                 attention: Any = None, prefix: int | None = None) -> Capture:
         """Gather what ``needs`` asks for, for the validated batch ``x``; input gradients are taken
         under ReLU backward ``rule``. Gradient passes run ``batch_size`` images at a time (None: the
         adapter's batch size, else chosen from the input size; see :mod:`agnostic_cam.core.checks`), and
-        every array of the capture is checked for NaN/Inf."""
+        every array of the capture is checked for NaN/Inf. Attention needs: ``attention`` picks the
+        blocks (None: all), ``prefix`` the count of non-patch tokens (None: worked out)."""
         src = self.source
+        if needs.uses_attention:
+            from agnostic_cam.core.attention import attention_capture
+
+            cap = attention_capture(src, x, spec, needs, attention, prefix, progress)
+            checked_capture(cap)
+            return cap
         if needs.uses_layer:
             src.require_layer(method, x.shape[1:])
         higher = None

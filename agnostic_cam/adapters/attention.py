@@ -1,0 +1,89 @@
+"""Attention primitives every adapter has, read from its ONNX graph (a mixin of
+:class:`~agnostic_cam.adapters.base.Adapter`).
+
+The exported graph (PyTorch, Keras) or the bare ONNX file holds each block's attention
+probabilities as a plain tensor whatever kernel (eager, SDPA, fused) the framework ran, so one
+implementation serves every framework: the maps come from one ONNX Runtime pass with those tensors
+as extra outputs, their gradients from the onnx2torch conversion of the same graph
+(:mod:`agnostic_cam.adapters.onnx.attention_grad`).
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from agnostic_cam.errors import BackendError, MissingDependencyError, ModelError
+
+_GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
+
+
+class AttentionPrimitives:
+    """``attention_layers``, ``attention_maps``, ``attention_gradients`` and ``patch_grids`` over
+    ``self.engine(sample_shape).model`` (the adapter provides ``engine`` and ``output_name``)."""
+
+    def _attention_cache(self) -> weakref.WeakKeyDictionary:
+        cache = self.__dict__.get("_attn_cache")
+        if cache is None:
+            cache = self.__dict__["_attn_cache"] = weakref.WeakKeyDictionary()
+        return cache
+
+    def _attention_engine(self, sample_shape: tuple[int, ...] | None):
+        shape = sample_shape or getattr(self, "input_shape", None) or getattr(self, "_last_shape", None)
+        if shape is None:
+            raise ModelError("finding the attention tensors needs the input size: pass input_shape=(C, H, W)")
+        engine = self.engine(tuple(shape))
+        model = getattr(engine, "model", None)
+        if model is None or not hasattr(model, "graph"):
+            raise BackendError("attention methods read the model's ONNX export, and this model could not be exported "
+                               "(see the warning given when it was loaded); attention maps are unavailable for it")
+        entry = self._attention_cache().get(engine)
+        if entry is None:
+            from agnostic_cam.adapters.onnx.attention import find_attention, patch_grids
+
+            entry = {"layers": find_attention(model), "grids": patch_grids(model), "runs": {}}
+            self._attention_cache()[engine] = entry
+        return engine, entry
+
+    def attention_layers(self, sample_shape: tuple[int, ...] | None = None) -> list:
+        """Every block's attention probabilities (N, heads, T, T), in graph order (see
+        :class:`~agnostic_cam.adapters.onnx.attention.AttentionTensor`)."""
+        return list(self._attention_engine(sample_shape)[1]["layers"])
+
+    def patch_grids(self, sample_shape: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
+        """(h, w) sizes of the graph's rank-4 tensors, which settle how tokens split into a grid."""
+        return list(self._attention_engine(sample_shape)[1]["grids"])
+
+    def attention_maps(self, x: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One ONNX Runtime pass: (outputs (N, K), [attention (N, heads, T, T) for each of ``names``])."""
+        engine, entry = self._attention_engine(x.shape[1:])
+        key = ("maps", tuple(names))
+        if key not in entry["runs"]:
+            entry["runs"][key] = engine.with_outputs(list(names))
+        vals = entry["runs"][key].run(x, [self.output_name, *names])
+        return vals[0], list(vals[1:])
+
+    def attention_gradients(self, x: np.ndarray, target: Any, names: list[str], final: bool = True,
+                            per_block: bool = False) -> dict:
+        """Outputs, scores, classes, the maps of ``names``, d(score)/dA for each (``final``) and, with
+        ``per_block``, d(s_l)/dA_l where s_l is the target read from block l's mean token through the
+        model's head (LeGrad). Computed on the onnx2torch conversion of the ONNX graph."""
+        engine, entry = self._attention_engine(x.shape[1:])
+        key = ("grads", tuple(names), per_block)
+        if key not in entry["runs"]:
+            try:
+                from agnostic_cam.adapters.onnx.attention_grad import AttentionGradients
+            except ImportError as e:
+                raise MissingDependencyError(f"gradients of attention maps need torch and onnx2torch ({e}): "
+                                             f"{_GRAD_EXTRA}") from None
+            blocks = last = None
+            if per_block:
+                layers = entry["layers"]
+                chosen = [next(a for a in layers if a.name == n) for n in names]
+                if any(a.output is None for a in layers + chosen):
+                    raise ModelError("this graph's attention blocks have no residual output the method can read "
+                                     "(a block is attention, then an MLP, each added to the token stream)")
+                blocks, last = [a.output for a in chosen], layers[-1].output
+            entry["runs"][key] = AttentionGradients(engine.model, self.output_name, list(names), blocks, last)
+        return entry["runs"][key](x, target, final)

@@ -1,0 +1,181 @@
+"""Attention probabilities found in an ONNX graph, whatever kernel the framework used.
+
+A transformer block's attention probabilities are the output of a ``Softmax`` over keys of shape
+(N, heads, T, T): exported PyTorch models (eager attention, ``F.scaled_dot_product_attention`` and
+``nn.MultiheadAttention`` alike: the legacy exporter decomposes them into MatMul / Softmax / MatMul)
+and bare ONNX files hold them as plain tensors.
+
+- :func:`find_attention`: every such Softmax with the block's output tensor (the residual stream
+  after the block's MLP), in graph order.
+- :func:`with_block_heads`: the graph with one more output per block, the model's head applied to
+  that block's tokens mean-pooled (LeGrad's layer-wise score: the tail after the last block, fed
+  the block's mean token at every position).
+- :func:`patch_grids`: (h, w) of the graph's rank-4 tensors, which settle the token split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from agnostic_cam.engine import graph as G
+from agnostic_cam.errors import ModelError
+
+
+@dataclass(frozen=True)
+class AttentionTensor:
+    """One block's attention probabilities: ``name`` (the Softmax output, (N, heads, T, T)), ``block``
+    (its index among the graph's attention blocks), ``heads``, ``tokens`` (T), ``output`` (the
+    block's output tokens (N, T, C), None when the graph does not tell) and ``node`` (the Softmax)."""
+
+    name: str
+    block: int
+    heads: int | None
+    tokens: int | None
+    output: str | None
+    node: str
+    op_type: str = "Softmax"
+    layout: str = "attention"
+
+    @property
+    def shape(self) -> tuple:
+        return ("N", self.heads, self.tokens, self.tokens)
+
+
+def _computed(model: onnx.ModelProto) -> set[str]:
+    """Tensors that depend on a graph input (not weights or constants)."""
+    inits = {i.name for i in model.graph.initializer}
+    dep = {i.name for i in model.graph.input if i.name not in inits}
+    for n in model.graph.node:
+        if any(i in dep for i in n.input if i):
+            dep.update(o for o in n.output if o)
+    return dep
+
+
+def _axis(n: onnx.NodeProto, rank: int) -> int:
+    axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), -1)
+    return axis + rank if axis < 0 else axis
+
+
+def _dim(d) -> int | None:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def find_attention(model: onnx.ModelProto, shapes: dict | None = None) -> list[AttentionTensor]:
+    """The attention probabilities of every block: Softmax nodes over the last axis of a rank-4
+    tensor (N, heads, T, T) with as many keys as queries, computed from the input.
+
+    ``shapes``: measured shapes {tensor: shape} for tensors static inference leaves open."""
+    infos = G._value_infos(G.infer_shapes(model))
+    computed = _computed(model)
+    shapes = shapes or {}
+    found = []
+    for n in model.graph.node:
+        if n.op_type != "Softmax" or n.output[0] not in computed:
+            continue
+        shape = shapes.get(n.output[0])
+        if shape is None and n.output[0] in infos:
+            shape = G.tensor_shape(infos[n.output[0]])
+        if shape is None or len(shape) != 4 or _axis(n, 4) != 3:
+            continue
+        t, s = shape[2], shape[3]
+        if t != s and not (t is None and s is None):
+            continue
+        found.append((n, _dim(shape[1]), _dim(t)))
+    blocks = _block_outputs(model, [f[0] for f in found], computed, infos)
+    return [AttentionTensor(n.output[0], i, h, t, b, n.name) for i, ((n, h, t), b) in enumerate(zip(found, blocks))]
+
+
+def _residual_adds(model: onnx.ModelProto, computed: set[str], infos: dict) -> list[int]:
+    """Indices of ``Add`` nodes of two computed rank-3 tensors (N, T, C): the residual stream's sums
+    (a bias or position-embedding ``Add`` has a constant operand)."""
+    out = []
+    for idx, n in enumerate(model.graph.node):
+        if n.op_type != "Add" or len(n.input) != 2 or not all(i in computed for i in n.input):
+            continue
+        vi = infos.get(n.output[0])
+        shape = G.tensor_shape(vi) if vi is not None else None
+        if shape is not None and len(shape) == 3:
+            out.append(idx)
+    return out
+
+
+def _block_outputs(model, softmaxes: list, computed: set[str], infos: dict) -> list[str | None]:
+    """Each attention's block output: the second residual sum after its Softmax (the first adds the
+    attention's output to the stream, the second the MLP's), in a pre-norm or post-norm block."""
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    adds = _residual_adds(model, computed, infos)
+    out = []
+    for n in softmaxes:
+        after = [a for a in adds if a > order[id(n)]]
+        out.append(model.graph.node[after[1]].output[0] if len(after) > 1 else None)
+    return out
+
+
+def patch_grids(model: onnx.ModelProto) -> list[tuple[int, int]]:
+    """(h, w) read both ways from every rank-4 tensor with static spatial sizes (a patch embedding's
+    (N, C, h, w) output, or its channels-last form)."""
+    infos = G._value_infos(G.infer_shapes(model))
+    grids = []
+    for n in model.graph.node:
+        if n.op_type == "Softmax":
+            continue
+        for o in n.output:
+            shape = G.tensor_shape(infos[o]) if o in infos else None
+            if shape is not None and len(shape) == 4 and all(_dim(d) for d in shape[1:]):
+                grids += [(shape[2], shape[3]), (shape[1], shape[2])]
+    return grids
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+
+
+def with_block_heads(model: onnx.ModelProto, output: str, blocks: list[str], last: str) -> tuple[onnx.ModelProto, list[str]]:
+    """Copy of ``model`` with one extra output per tensor of ``blocks`` (N, T, C): the part of the
+    graph from ``last`` (the last block's output) to ``output``, fed the block's tokens averaged over
+    T at every position. For a ViT whose head reads ``norm(x)[:, 0]`` or ``mean_t norm(x)`` this is
+    ``head(norm(mean_t z^l))``, LeGrad's score of block l (Bousselham et al. 2024, eq. 4).
+    Returns (model, names of the new outputs)."""
+    g = model.graph
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    if last not in producer:
+        raise ModelError(f"tensor {last!r} is not computed in the graph")
+    downstream = {last}
+    tail = []
+    for i in range(producer[last] + 1, len(g.node)):
+        n = g.node[i]
+        if any(x in downstream for x in n.input if x):
+            downstream.update(o for o in n.output if o)
+            tail.append(n)
+    if output not in downstream:
+        raise ModelError(f"the output {output!r} does not depend on the last block's tokens {last!r}")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    new_nodes, names = [], []
+    for b, z in enumerate(blocks):
+        tag = f"agnostic_cam_block{b}"
+        mean, shp, fed = f"{tag}_mean", f"{tag}_shape", f"{tag}_tokens"
+        if _opset(model) >= 18:
+            axes = f"{tag}_axes"
+            new_nodes.append(helper.make_node("Constant", [], [axes], value=helper.make_tensor(axes, 7, [1], [1])))
+            new_nodes.append(helper.make_node("ReduceMean", [z, axes], [mean], keepdims=1))
+        else:
+            new_nodes.append(helper.make_node("ReduceMean", [z], [mean], axes=[1], keepdims=1))
+        new_nodes += [helper.make_node("Shape", [z], [shp]), helper.make_node("Expand", [mean, shp], [fed])]
+        rename = {last: fed}
+        for n in tail:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = f"{n.name}_{tag}" if n.name else ""
+            for k, x in enumerate(c.input):
+                c.input[k] = rename.get(x, x)
+            for k, o in enumerate(c.output):
+                if o:
+                    rename[o] = c.output[k] = f"{o}_{tag}"
+            new_nodes.append(c)
+        names.append(rename[output])
+        m.graph.output.append(helper.make_tensor_value_info(rename[output], onnx.TensorProto.FLOAT, None))
+    m.graph.node.extend(new_nodes)
+    return m, names
