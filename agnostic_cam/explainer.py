@@ -15,7 +15,7 @@ from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
 from agnostic_cam.core.run import explain_batch
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
-from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
+from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.features.views import FeatureViews
 from agnostic_cam.methods import Method, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
@@ -180,10 +180,17 @@ class Explainer(FeatureViews):
         return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs
                       and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules))
 
-    def layers(self) -> list:
+    def layers(self, kind: str | None = None) -> list:
         """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,
         ``shape`` and ``layout`` ('NCHW', 'NHWC', 'tokens(prefix=1, grid=14x14)'; None: ambiguous,
-        pass ``layer_layout=``). Per-head attention tensors are never offered."""
+        pass ``layer_layout=``). Per-head attention tensors are never offered.
+        ``kind="attention"``: every block's attention probabilities (N, heads, T, T) found in the
+        model's ONNX graph (``name``, ``block``, ``heads``, ``tokens``), what attention methods read;
+        ``explain(..., attention=[...])`` takes a subset (names or block indices)."""
+        if kind == "attention":
+            return self.adapter.attention_layers()
+        if kind is not None:
+            raise OptionError(f"kind must be None (target layers) or 'attention'; got {kind!r}")
         return self.adapter.layers()
 
     def describe(self) -> str:

@@ -159,11 +159,13 @@ def with_block_heads(model: onnx.ModelProto, output: str, blocks: list[str], las
         mean, shp, fed = f"{tag}_mean", f"{tag}_shape", f"{tag}_tokens"
         if _opset(model) >= 18:
             axes = f"{tag}_axes"
-            new_nodes.append(helper.make_node("Constant", [], [axes], value=helper.make_tensor(axes, 7, [1], [1])))
-            new_nodes.append(helper.make_node("ReduceMean", [z, axes], [mean], keepdims=1))
+            new_nodes.append(helper.make_node("Constant", [], [axes], f"{tag}/axes",
+                                              value=helper.make_tensor(axes, 7, [1], [1])))
+            new_nodes.append(helper.make_node("ReduceMean", [z, axes], [mean], f"{tag}/mean", keepdims=1))
         else:
-            new_nodes.append(helper.make_node("ReduceMean", [z], [mean], axes=[1], keepdims=1))
-        new_nodes += [helper.make_node("Shape", [z], [shp]), helper.make_node("Expand", [mean, shp], [fed])]
+            new_nodes.append(helper.make_node("ReduceMean", [z], [mean], f"{tag}/mean", axes=[1], keepdims=1))
+        new_nodes += [helper.make_node("Shape", [z], [shp], f"{tag}/shape"),
+                      helper.make_node("Expand", [mean, shp], [fed], f"{tag}/expand")]
         rename = {last: fed}
         for n in tail:
             c = onnx.NodeProto()
