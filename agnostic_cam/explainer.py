@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam import compat
+from agnostic_cam.adapters.attention import AttentionSource
 from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.core import degenerate, relu_policy
 from agnostic_cam.core.capture import Capture, Capturer, Needs
@@ -46,7 +47,8 @@ class Explainer(FeatureViews):
         self.progress = progress
         self.preprocess = None
         self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
-        self._capturer = Capturer(adapter)  # the pipeline reads the adapter's primitives; the adapter never calls back
+        self._attention = AttentionSource(adapter)  # attention maps and their gradients, from the ONNX graph
+        self._capturer = Capturer(adapter, self._attention)  # the pipeline reads the adapter's primitives; the adapter never calls back
 
     @classmethod
     def _build(cls, make, layer, progress: bool | None) -> Explainer:
@@ -188,7 +190,7 @@ class Explainer(FeatureViews):
         model's ONNX graph (``name``, ``block``, ``heads``, ``tokens``), what attention methods read;
         ``explain(..., attention=[...])`` takes a subset (names or block indices)."""
         if kind == "attention":
-            return self.adapter.attention_layers()
+            return self._attention.attention_layers()
         if kind is not None:
             raise OptionError(f"kind must be None (target layers) or 'attention'; got {kind!r}")
         return self.adapter.layers()

@@ -1,5 +1,5 @@
-"""Attention primitives every adapter has, read from its ONNX graph (a mixin of
-:class:`~agnostic_cam.adapters.base.Adapter`).
+"""Attention primitives of any adapter, read from its ONNX graph: :class:`AttentionSource` wraps
+an adapter (the explainer builds one and hands it to its Capturer).
 
 The exported graph (PyTorch, Keras) or the bare ONNX file holds each block's attention
 probabilities as a plain tensor whatever kernel (eager, SDPA, fused) the framework ran, so one
@@ -9,46 +9,55 @@ as extra outputs, their gradients from the onnx2torch conversion of the same gra
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
 import numpy as np
 
+from agnostic_cam.engine.attention import find_attention, patch_grids
 from agnostic_cam.errors import BackendError, MissingDependencyError, ModelError
 
 _GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 
 
-class AttentionPrimitives:
+class AttentionSource:
     """``attention_layers``, ``attention_maps``, ``attention_gradients`` and ``patch_grids`` over
-    ``self.engine(sample_shape).model`` (the adapter provides ``engine`` and ``output_name``)."""
+    ``adapter.engine(sample_shape).model`` (what :func:`agnostic_cam.core.attention.gather` reads)."""
 
-    def _attention_cache(self) -> weakref.WeakKeyDictionary:
-        cache = self.__dict__.get("_attn_cache")
-        if cache is None:
-            cache = self.__dict__["_attn_cache"] = weakref.WeakKeyDictionary()
-        return cache
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per engine (input shape)
+        self._lock = threading.Lock()
+
+    @property
+    def layout(self) -> str:
+        return self.adapter.layout
+
+    @property
+    def output_name(self) -> str:
+        return self.adapter.output_name
 
     def _attention_engine(self, sample_shape: tuple[int, ...] | None):
-        shape = sample_shape or getattr(self, "input_shape", None) or getattr(self, "_last_shape", None)
+        a = self.adapter
+        shape = sample_shape or getattr(a, "input_shape", None) or getattr(a, "_last_shape", None)
         if shape is None:
             raise ModelError("finding the attention tensors needs the input size: pass input_shape=(C, H, W)")
-        engine = self.engine(tuple(shape))
+        engine = a.engine(tuple(shape))
         model = getattr(engine, "model", None)
         if model is None or not hasattr(model, "graph"):
             raise BackendError("attention methods read the model's ONNX export, and this model could not be exported "
                                "(see the warning given when it was loaded); attention maps are unavailable for it")
-        entry = self._attention_cache().get(engine)
-        if entry is None:
-            from agnostic_cam.adapters.onnx.attention import find_attention, patch_grids
-
-            entry = {"layers": find_attention(model), "grids": patch_grids(model), "runs": {}}
-            self._attention_cache()[engine] = entry
+        with self._lock:
+            entry = self._cache.get(engine)
+            if entry is None:
+                entry = {"layers": find_attention(model), "grids": patch_grids(model), "runs": {}}
+                self._cache[engine] = entry
         return engine, entry
 
     def attention_layers(self, sample_shape: tuple[int, ...] | None = None) -> list:
         """Every block's attention probabilities (N, heads, T, T), in graph order (see
-        :class:`~agnostic_cam.adapters.onnx.attention.AttentionTensor`)."""
+        :class:`~agnostic_cam.engine.attention.AttentionTensor`)."""
         return list(self._attention_engine(sample_shape)[1]["layers"])
 
     def patch_grids(self, sample_shape: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
@@ -59,8 +68,9 @@ class AttentionPrimitives:
         """One ONNX Runtime pass: (outputs (N, K), [attention (N, heads, T, T) for each of ``names``])."""
         engine, entry = self._attention_engine(x.shape[1:])
         key = ("maps", tuple(names))
-        if key not in entry["runs"]:
-            entry["runs"][key] = engine.with_outputs(list(names))
+        with self._lock:
+            if key not in entry["runs"]:
+                entry["runs"][key] = engine.with_outputs(list(names))
         vals = entry["runs"][key].run(x, [self.output_name, *names])
         return vals[0], list(vals[1:])
 
@@ -71,19 +81,23 @@ class AttentionPrimitives:
         model's head (LeGrad). Computed on the onnx2torch conversion of the ONNX graph."""
         engine, entry = self._attention_engine(x.shape[1:])
         key = ("grads", tuple(names), per_block)
-        if key not in entry["runs"]:
-            try:
-                from agnostic_cam.adapters.onnx.attention_grad import AttentionGradients
-            except ImportError as e:
-                raise MissingDependencyError(f"gradients of attention maps need torch and onnx2torch ({e}): "
-                                             f"{_GRAD_EXTRA}") from None
-            blocks = last = None
-            if per_block:
-                layers = entry["layers"]
-                chosen = [next(a for a in layers if a.name == n) for n in names]
-                if any(a.output is None for a in layers + chosen):
-                    raise ModelError("this graph's attention blocks have no residual output the method can read "
-                                     "(a block is attention, then an MLP, each added to the token stream)")
-                blocks, last = [a.output for a in chosen], layers[-1].output
-            entry["runs"][key] = AttentionGradients(engine.model, self.output_name, list(names), blocks, last)
+        with self._lock:  # converted once, also when threads race for it
+            if key not in entry["runs"]:
+                entry["runs"][key] = self._backend(engine, entry, names, per_block)
         return entry["runs"][key](x, target, final)
+
+    def _backend(self, engine, entry: dict, names: list[str], per_block: bool):
+        try:
+            from agnostic_cam.adapters.onnx.attention_grad import AttentionGradients
+        except ImportError as e:
+            raise MissingDependencyError(f"gradients of attention maps need torch and onnx2torch ({e}): "
+                                         f"{_GRAD_EXTRA}") from None
+        blocks = last = None
+        if per_block:
+            layers = entry["layers"]
+            chosen = [next(a for a in layers if a.name == n) for n in names]
+            if any(a.output is None for a in layers + chosen):
+                raise ModelError("this graph's attention blocks have no residual output the method can read "
+                                 "(a block is attention, then an MLP, each added to the token stream)")
+            blocks, last = [a.output for a in chosen], layers[-1].output
+        return AttentionGradients(engine.model, self.output_name, list(names), blocks, last)

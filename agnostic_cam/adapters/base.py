@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agnostic_cam.core import layout as L
-from agnostic_cam.adapters.attention import AttentionPrimitives
 from agnostic_cam.core.capture import Needs, channels_first  # noqa: F401 - channels_first re-exported
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.targets import TargetSpec
@@ -96,7 +95,7 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class Adapter(AttentionPrimitives, ABC):
+class Adapter(ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
     framework: ClassVar[str] = ""

@@ -82,21 +82,19 @@ def pick(layers: list, attention) -> list:
     return sorted(out, key=lambda a: a.block)
 
 
-def attention_capture(src, x: np.ndarray, spec: TargetSpec, needs, attention=None, prefix: int | None = None,
-                      progress: bool | None = None):
-    """The :class:`~agnostic_cam.core.capture.Capture` of an attention method for the batch ``x``:
-    outputs, scores and an :class:`AttentionCapture` built from the adapter's attention primitives."""
-    from agnostic_cam.core.capture import Capture, Needs
-
+def gather(src, x: np.ndarray, spec: TargetSpec, final: bool, per_block: bool, attention=None,
+           prefix: int | None = None) -> tuple:
+    """(outputs, scores, classes, :class:`AttentionCapture`) for the batch ``x`` from an attention
+    source (:class:`~agnostic_cam.adapters.attention.AttentionSource`): the maps alone (one forward
+    pass), or with d(score)/dA (``final``) and d(s_l)/dA_l (``per_block``)."""
     layers = src.attention_layers(x.shape[1:])
     if not layers:
         raise ModelError("no attention probabilities found in this model's graph (a Softmax over keys of shape "
                          "(N, heads, T, T)); attention methods explain transformers. For other models use a CAM, "
                          "e.g. method='gradcam'")
     names = [a.name for a in pick(layers, attention)]
-    if needs & (Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS):
-        r = src.attention_gradients(x, spec, names, final=bool(needs & Needs.ATTENTION_GRADIENTS),
-                                    per_block=bool(needs & Needs.BLOCK_GRADIENTS))
+    if final or per_block:
+        r = src.attention_gradients(x, spec, names, final=final, per_block=per_block)
         outputs, scores, classes, maps = r["outputs"], r["scores"], r["classes"], r["maps"]
         grads, block = r["grads"], r["block_grads"]
     else:
@@ -108,6 +106,4 @@ def attention_capture(src, x: np.ndarray, spec: TargetSpec, needs, attention=Non
         raise ModelError(f"the chosen attention maps have different token counts {sorted(tokens)}; pick blocks "
                          "of one stage with attention=[...]")
     p, grid = split_tokens(tokens.pop(), L.spatial_size(x.shape, src.layout), prefix, src.patch_grids(x.shape[1:]))
-    cap = Capture(x, src.layout, outputs, scores, classes, spec.fn, progress=progress)
-    cap.attention = AttentionCapture(names, maps, grads, block, p, grid)
-    return cap
+    return outputs, scores, classes, AttentionCapture(names, maps, grads, block, p, grid)

@@ -20,8 +20,10 @@ import numpy as np
 
 from agnostic_cam.core import layout as L
 from agnostic_cam.targets import TargetSpec, for_rows, select_scores
+from agnostic_cam.core.attention import AttentionCapture, gather
 from agnostic_cam.core.batching import batched_gradients, gradient_batch
 from agnostic_cam.core.checks import checked_capture, verify_tail
+from agnostic_cam.errors import ModelError
 
 
 class Needs(enum.Flag):
@@ -93,7 +95,7 @@ class Capture:
     native: np.ndarray | None = None
     channel_axis: int | None = 1
     native_from_chw: Callable[[np.ndarray], np.ndarray] | None = None
-    attention: Any = None  # an AttentionCapture (agnostic_cam.core.attention) for Needs.ATTENTION*
+    attention: AttentionCapture | None = None  # for Needs.ATTENTION* (see agnostic_cam.core.attention)
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -158,8 +160,9 @@ class CaptureSource(Protocol):
 class Capturer:
     """Builds the :class:`Capture` for one adapter; caches the tail graph per engine."""
 
-    def __init__(self, source: CaptureSource):
+    def __init__(self, source: CaptureSource, attention=None):
         self.source = source
+        self.attention = attention  # attention primitives (adapters.attention.AttentionSource), or None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._tails_lock = threading.Lock()  # tail graphs are cut once, also when threads race for them
 
@@ -173,9 +176,12 @@ class Capturer:
         blocks (None: all), ``prefix`` the count of non-patch tokens (None: worked out)."""
         src = self.source
         if needs.uses_attention:
-            from agnostic_cam.core.attention import attention_capture
-
-            cap = attention_capture(src, x, spec, needs, attention, prefix, progress)
+            if self.attention is None:
+                raise ModelError(f"method {method!r} reads attention maps, which this explainer cannot give")
+            *got, att = gather(self.attention, x, spec, bool(needs & Needs.ATTENTION_GRADIENTS),
+                               bool(needs & Needs.BLOCK_GRADIENTS), attention, prefix)
+            cap = Capture(x, src.layout, *got, spec.fn, progress=progress)
+            cap.attention = att
             checked_capture(cap)
             return cap
         if needs.uses_layer:

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import onnx
 
-from agnostic_cam.adapters.onnx.attention import with_block_heads
+from agnostic_cam.engine.attention import with_block_heads
 from agnostic_cam.adapters.onnx.torch_gradients import TorchGradients, _constants_to_initializers
 from agnostic_cam.engine import graph as G
 from agnostic_cam.errors import BackendError
