@@ -161,7 +161,8 @@ def test_without_gradient_backend_forward_methods_only(net, x, monkeypatch):
     ex = Explainer.from_onnx(proto, gradients=False, progress=False)
     from agnostic_cam.methods import Needs, registry
 
-    gradient = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+    gradient = (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)
     forward_only = sorted(n for n, c in registry().items() if not c.needs & gradient)
     assert {"ablationcam", "cam", "eigencam", "scorecam", "occlusion", "rise", "kernelshap", "lime"} <= set(forward_only)
     assert ex.methods == forward_only

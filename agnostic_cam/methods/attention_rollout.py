@@ -11,6 +11,12 @@ FUSIONS = ("mean", "max", "min")
 class AttentionRollout(AttentionMethod):
     """Attention rollout: how much each patch flows into the class token through every block.
 
+    Paper: S. Abnar and W. Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020,
+    arXiv:2005.00928 (eq. 1); heads fused and entries discarded as in jacobgil/vit-explain.
+
+        Â_b = rownorm((fuse_h(A_b) + I) / 2)        (N, T, T), low entries of fuse_h(A_b) zeroed first
+        R = Â_L · ... · Â_1                          map = R[class token, patch tokens]
+
     Per block, the heads are fused (``head_fusion``: "mean", "max" or "min" over heads), the lowest
     ``discard_ratio`` of the fused entries are set to 0 (the class token's own entry is kept), the
     identity is added for the residual connection, ``Â = (A + I) / 2``, and the rows renormalised to
@@ -18,9 +24,19 @@ class AttentionRollout(AttentionMethod):
     ``R = Â_L ··· Â_1``; the map is the class token's row of R over the patch tokens (without a class
     token, the mean row). Needs only the attention probabilities (one forward pass).
 
-    Example::
+    Options: ``head_fusion="mean"`` ("max", "min"), ``discard_ratio=0.0`` (in [0, 1)),
+    ``attention=None`` (blocks to read: names from ``ex.layers(kind="attention")`` or indices),
+    ``prefix_tokens=None`` (leading non-patch tokens; worked out, asked for when ambiguous).
 
-        ex.explain(x, method="attention_rollout", head_fusion="max", discard_ratio=0.9)
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_vit, tiny_images
+        >>> ex = Explainer.from_torch(tiny_vit(), input_shape=(3, 32, 32), progress=False)
+        >>> len(ex.layers(kind="attention"))  # one Softmax over keys per block, found in the ONNX export
+        2
+        >>> exp = ex.explain(tiny_images(), method="attention_rollout", head_fusion="max", discard_ratio=0.5)
+        >>> exp.raw.shape, exp.heatmap.shape  # the 4 x 4 patch grid, the class token dropped
+        ((2, 4, 4), (2, 32, 32))
     """
 
     needs = Needs.ATTENTION
