@@ -257,3 +257,43 @@ def test_bad_options_and_models(ex_vit, small_cnn):
     cnn = Explainer.from_torch(small_cnn, "act3", progress=False)
     with pytest.raises(ModelError, match="no attention probabilities"):
         cnn.explain(np.zeros((1, 3, 20, 18), np.float32), "chefer")
+
+
+# -- text-conditioned maps: CLIP's image tower against a text embedding -------------------------------------
+def test_clip_text_conditioned_maps(torch):
+    import transformers as tr
+
+    from agnostic_cam.targets import Similarity
+
+    torch.manual_seed(4)
+    cfg = tr.CLIPVisionConfig(image_size=SIZE, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, projection_dim=16, attn_implementation="eager")
+    net = tr.CLIPVisionModelWithProjection(cfg).eval()
+
+    class Image(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(pixel_values=x).image_embeds
+
+    text = np.random.default_rng(5).normal(size=16).astype(np.float32)  # a prompt's embedding
+    ex = Explainer.from_torch(Image().eval(), "net.vision_model.encoder.layers.0", input_shape=(3, SIZE, SIZE),
+                              layer_layout="tokens", progress=False)
+    # (Grad-CAM at the first block: after the last one only the class token reaches the embedding)
+    got = {m: ex.explain(X, m, target=Similarity(text)) for m in ("gradcam", "chefer", "legrad")}
+    for m, exp in got.items():
+        assert exp.heatmap.shape == (2, SIZE, SIZE) and not exp.degenerate.any(), m
+
+    # LeGrad for CLIP written from the paper: s_l = cos(proj(post_ln(mean_t z_l)), text), E_l = mean (ds_l/dA_l)+
+    vm, t = net.vision_model, torch.from_numpy(text)
+    with torch.enable_grad():
+        o = vm(pixel_values=torch.from_numpy(X), output_attentions=True, output_hidden_states=True)
+        rel = []
+        for z, a in zip(o.hidden_states[1:], o.attentions):
+            e = net.visual_projection(vm.post_layernorm(z.mean(dim=1)))
+            s = (e @ t) / (e.norm(dim=1) * t.norm() + 1e-8)
+            (g,) = torch.autograd.grad(s.sum(), a, retain_graph=True)
+            rel.append(g.clamp(min=0).mean(dim=(1, 2))[:, 1:].double().numpy())
+    close(got["legrad"].raw, np.mean(rel, axis=0).reshape(2, 4, 4), 1e-4)
