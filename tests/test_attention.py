@@ -297,3 +297,15 @@ def test_clip_text_conditioned_maps(torch):
             (g,) = torch.autograd.grad(s.sum(), a, retain_graph=True)
             rel.append(g.clamp(min=0).mean(dim=(1, 2))[:, 1:].double().numpy())
     close(got["legrad"].raw, np.mean(rel, axis=0).reshape(2, 4, 4), 1e-4)
+
+
+def test_docs_page_runs():
+    """docs/transformers-attention.md's Python blocks run as written, in order."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "transformers-attention.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/transformers-attention.md block {i}", "exec"), {"__name__": f"doc_{i}"})
