@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_cam.engine.attention import find_attention, patch_grids
+from agnostic_cam.engine.attention import find_attention, open_softmaxes, patch_grids
 from agnostic_cam.errors import BackendError, MissingDependencyError, ModelError
 
 _GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
@@ -43,7 +43,8 @@ class AttentionSource:
         shape = sample_shape or getattr(a, "input_shape", None) or getattr(a, "_last_shape", None)
         if shape is None:
             raise ModelError("finding the attention tensors needs the input size: pass input_shape=(C, H, W)")
-        engine = a.engine(tuple(shape))
+        shape = tuple(shape)[1:] if sample_shape is None and len(tuple(shape)) == 4 else tuple(shape)  # batch dim off
+        engine = a.engine(shape)
         model = getattr(engine, "model", None)
         if model is None or not hasattr(model, "graph"):
             raise BackendError("attention methods read the model's ONNX export, and this model could not be exported "
@@ -51,7 +52,12 @@ class AttentionSource:
         with self._lock:
             entry = self._cache.get(engine)
             if entry is None:
-                entry = {"layers": find_attention(model), "grids": patch_grids(model), "runs": {}}
+                shapes = {}
+                unknown = open_softmaxes(model)
+                if unknown and all(isinstance(d, int) and d > 0 for d in shape):  # shapes static inference leaves open: measured on one zero image
+                    vals = engine.with_outputs(unknown).run(np.zeros((1, *shape), np.float32), unknown)
+                    shapes = {k: tuple(v.shape) for k, v in zip(unknown, vals)}
+                entry = {"layers": find_attention(model, shapes), "grids": patch_grids(model), "runs": {}}
                 self._cache[engine] = entry
         return engine, entry
 

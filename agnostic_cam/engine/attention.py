@@ -87,29 +87,50 @@ def find_attention(model: onnx.ModelProto, shapes: dict | None = None) -> list[A
     return [AttentionTensor(n.output[0], i, h, t, b, n.name) for i, ((n, h, t), b) in enumerate(zip(found, blocks))]
 
 
-def _residual_adds(model: onnx.ModelProto, computed: set[str], infos: dict) -> list[int]:
-    """Indices of ``Add`` nodes of two computed rank-3 tensors (N, T, C): the residual stream's sums
-    (a bias or position-embedding ``Add`` has a constant operand)."""
+def open_softmaxes(model: onnx.ModelProto) -> list[str]:
+    """Outputs of Softmax nodes whose rank static shape inference cannot tell (tf2onnx's Einsum
+    attention): their shapes are measured with one run before :func:`find_attention`."""
+    infos = G._value_infos(G.infer_shapes(model))
     out = []
-    for idx, n in enumerate(model.graph.node):
-        if n.op_type != "Add" or len(n.input) != 2 or not all(i in computed for i in n.input):
-            continue
-        vi = infos.get(n.output[0])
-        shape = G.tensor_shape(vi) if vi is not None else None
-        if shape is not None and len(shape) == 3:
-            out.append(idx)
+    for n in model.graph.node:
+        if n.op_type == "Softmax":
+            shape = G.tensor_shape(infos[n.output[0]]) if n.output[0] in infos else None
+            if shape is None or len(shape) != 4:
+                out.append(n.output[0])
     return out
 
 
+def _downstream(model: onnx.ModelProto, start: str, first: int) -> set[str]:
+    """Tensors computed from ``start`` (nodes from index ``first`` on)."""
+    dep = {start}
+    for n in model.graph.node[first:]:
+        if any(i in dep for i in n.input if i):
+            dep.update(o for o in n.output if o)
+    return dep
+
+
 def _block_outputs(model, softmaxes: list, computed: set[str], infos: dict) -> list[str | None]:
-    """Each attention's block output: the second residual sum after its Softmax (the first adds the
-    attention's output to the stream, the second the MLP's), in a pre-norm or post-norm block."""
-    order = {id(n): i for i, n in enumerate(model.graph.node)}
-    adds = _residual_adds(model, computed, infos)
+    """Each attention's block output, for pre-norm blocks ``x + attn(norm(x))`` then ``+ mlp(norm(.))``:
+    the first ``Add`` after the Softmax of a tensor it reads and one it does not (the stream x: the
+    attention's residual sum r), then the first ``Add`` of r itself and a tensor computed from r (the
+    MLP's residual sum). None where the graph has no such pair (post-norm blocks)."""
+    nodes = list(model.graph.node)
+    order = {id(n): i for i, n in enumerate(nodes)}
     out = []
-    for n in softmaxes:
-        after = [a for a in adds if a > order[id(n)]]
-        out.append(model.graph.node[after[1]].output[0] if len(after) > 1 else None)
+    for sm in softmaxes:
+        i0 = order[id(sm)]
+        dep = _downstream(model, sm.output[0], i0)
+        r1 = next((k for k in range(i0 + 1, len(nodes)) if nodes[k].op_type == "Add" and len(nodes[k].input) == 2
+                   and all(i in computed for i in nodes[k].input)
+                   and sum(i in dep for i in nodes[k].input) == 1), None)
+        if r1 is None:
+            out.append(None)
+            continue
+        r = nodes[r1].output[0]
+        after = _downstream(model, r, r1 + 1)
+        r2 = next((k for k in range(r1 + 1, len(nodes)) if nodes[k].op_type == "Add" and r in nodes[k].input
+                   and any(i != r and i in after for i in nodes[k].input)), None)
+        out.append(None if r2 is None else nodes[r2].output[0])
     return out
 
 
