@@ -309,3 +309,25 @@ def test_docs_page_runs():
     assert len(blocks) == 2
     for i, code in enumerate(blocks):
         exec(compile(code, f"docs/transformers-attention.md block {i}", "exec"), {"__name__": f"doc_{i}"})
+
+
+def test_audit_runs_attention_methods_on_a_vit_onnx_file(torch, tmp_path):
+    """``agnostic-cam audit --methods attention_rollout,chefer,legrad`` on a ViT's ONNX file."""
+    import csv
+
+    from PIL import Image
+
+    from agnostic_cam import compat
+    from agnostic_cam.cli import main
+    from agnostic_cam.demo.tiny import tiny_vit
+
+    path = tmp_path / "vit.onnx"
+    compat.torch_onnx_export_legacy(tiny_vit(), (torch.zeros(1, 3, 32, 32),), str(path), opset_version=17,
+                                    input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "img" / "a.png")
+    assert main(["audit", str(path), str(tmp_path / "img"), "--methods", "attention_rollout,chefer,legrad",
+                 "--out", str(tmp_path / "out"), "--size", "32", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "metrics.csv")))
+    assert sorted(r["method"] for r in rows) == ["attention_rollout", "chefer", "legrad"]
+    assert all(r["deletion_auc"] for r in rows)
