@@ -177,10 +177,13 @@ class Explainer(FeatureViews):
 
     @property
     def methods(self) -> list[str]:
-        """Names of the methods this explainer can run (depends on the backend's abilities)."""
+        """Names of the methods this explainer can run (depends on the backend's abilities; attention
+        methods only where the model's graph holds attention maps at a known input size)."""
         sup = self.adapter.supports
-        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs
-                      and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules))
+        names = [n for n, c in registry().items() if (c.needs & sup) == c.needs
+                 and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules)]
+        attention = any(registry()[n].needs.uses_attention for n in names) and self._attention.available()
+        return sorted(n for n in names if attention or not registry()[n].needs.uses_attention)
 
     def layers(self, kind: str | None = None) -> list:
         """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,

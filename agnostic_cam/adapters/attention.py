@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam.engine.attention import find_attention, open_softmaxes, patch_grids
-from agnostic_cam.errors import BackendError, MissingDependencyError, ModelError
+from agnostic_cam.errors import AgnosticCamError, BackendError, MissingDependencyError, ModelError
 
 _GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
 
@@ -65,6 +65,14 @@ class AttentionSource:
         """Every block's attention probabilities (N, heads, T, T), in graph order (see
         :class:`~agnostic_cam.engine.attention.AttentionTensor`)."""
         return list(self._attention_engine(sample_shape)[1]["layers"])
+
+    def available(self) -> bool:
+        """Whether the model's graph holds attention maps at its known input size (False when the
+        size is unknown or the graph cannot be read)."""
+        try:
+            return bool(self.attention_layers())
+        except AgnosticCamError:
+            return False
 
     def patch_grids(self, sample_shape: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
         """(h, w) sizes of the graph's rank-4 tensors, which settle how tokens split into a grid."""
