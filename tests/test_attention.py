@@ -331,3 +331,21 @@ def test_audit_runs_attention_methods_on_a_vit_onnx_file(torch, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "metrics.csv")))
     assert sorted(r["method"] for r in rows) == ["attention_rollout", "chefer", "legrad"]
     assert all(r["deletion_auc"] for r in rows)
+
+
+def test_deit_distillation_token_is_not_a_patch(torch):
+    """timm DeiT (distilled): class + distillation token before the patches (prefix 2)."""
+    import timm
+
+    torch.manual_seed(6)
+    m = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=SIZE, patch_size=16,
+                          embed_dim=64, depth=2, num_heads=2, num_classes=10).eval()
+    for b in m.blocks:
+        b.attn.fused_attn = False
+    maps, _ = hooked_attention(torch, m, X, [b.attn.attn_drop for b in m.blocks])
+    assert maps[0].shape[-1] == 2 + 16
+    for b in m.blocks:
+        b.attn.fused_attn = True
+    ex = Explainer.from_torch(m, "blocks.1", input_shape=(3, SIZE, SIZE), layer_layout="tokens", progress=False)
+    close(ex.explain(X, "attention_rollout").raw, ref_rollout(maps, prefix=2), 1e-5)
+    assert ex.explain(X, "legrad", target=TARGET).raw.shape == (2, 4, 4)
