@@ -40,10 +40,37 @@ class AttentionGradients:
         G.replace_repeated(m.graph.output, [keep[o] for o in outs])
         self.module = TorchGradients._convert(m)
         self.per_block = bool(heads)
+        inits = {i.name for i in model.graph.initializer}
+        shape = G.tensor_shape(next(i for i in model.graph.input if i.name not in inits)) or ()
+        self.fixed_batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
     def __call__(self, x: np.ndarray, target: TargetSpec, final: bool = True) -> dict:
         """Forward and backward for the batch ``x`` (N, ...): outputs (N, K), scores (N,), classes,
-        maps [(N, heads, T, T)], grads [d score / dA_l] (``final``) and block_grads [d s_l / dA_l]."""
+        maps [(N, heads, T, T)], grads [d score / dA_l] (``final``) and block_grads [d s_l / dA_l].
+        A graph with a fixed batch size runs in chunks of that size (the last one padded)."""
+        bs = self.fixed_batch or x.shape[0]
+        if bs == x.shape[0]:
+            return self._run(x, target, final)
+        parts = []
+        for lo in range(0, x.shape[0], bs):
+            c = x[lo:lo + bs]
+            m = c.shape[0]
+            c = np.concatenate([c, np.repeat(c[-1:], bs - m, axis=0)]) if m < bs else c
+            fixed = None if target.fixed is None else np.concatenate(
+                [target.fixed[lo:lo + m], np.repeat(target.fixed[lo + m - 1:lo + m], bs - m)])
+            parts.append((m, self._run(c, TargetSpec(target.fn if fixed is None else fixed, bs), final)))
+
+        def cat(key):
+            vals = [p[key] for _, p in parts]
+            if vals[0] is None:
+                return None
+            if isinstance(vals[0], list):
+                return [np.concatenate([v[i][:m] for (m, _), v in zip(parts, vals)]) for i in range(len(vals[0]))]
+            return np.concatenate([v[:m] for (m, _), v in zip(parts, vals)])
+
+        return {k: cat(k) for k in parts[0][1]}
+
+    def _run(self, x: np.ndarray, target: TargetSpec, final: bool) -> dict:
         if torch.is_inference_mode_enabled():
             raise BackendError("cannot compute attention gradients inside torch.inference_mode(); call explain() outside it")
         k = len(self.names)
