@@ -9,6 +9,7 @@ as extra outputs, their gradients from the onnx2torch conversion of the same gra
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -29,6 +30,7 @@ class AttentionSource:
         self.adapter = adapter
         self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per engine (input shape)
         self._lock = threading.Lock()
+        self._pin = threading.local()  # (sample shape, (engine, entry)) while a capture is being built
 
     @property
     def layout(self) -> str:
@@ -38,7 +40,21 @@ class AttentionSource:
     def output_name(self) -> str:
         return self.adapter.output_name
 
+    @contextlib.contextmanager
+    def pinned(self, sample_shape: tuple[int, ...]):
+        """Within the block, every lookup for ``sample_shape`` reuses one engine (the adapter checks
+        the model's weights once, not once per primitive); per thread."""
+        found = self._attention_engine(sample_shape)
+        self._pin.value = (tuple(sample_shape), found)
+        try:
+            yield
+        finally:
+            self._pin.value = None
+
     def _attention_engine(self, sample_shape: tuple[int, ...] | None):
+        pin = getattr(self._pin, "value", None)
+        if pin is not None and sample_shape is not None and pin[0] == tuple(sample_shape):
+            return pin[1]
         a = self.adapter
         shape = sample_shape or getattr(a, "input_shape", None) or getattr(a, "_last_shape", None)
         if shape is None:

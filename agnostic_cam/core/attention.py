@@ -87,6 +87,19 @@ def gather(src, x: np.ndarray, spec: TargetSpec, final: bool, per_block: bool, a
     """(outputs, scores, classes, :class:`AttentionCapture`) for the batch ``x`` from an attention
     source (:class:`~agnostic_cam.adapters.attention.AttentionSource`): the maps alone (one forward
     pass), or with d(score)/dA (``final``) and d(s_l)/dA_l (``per_block``)."""
+    with src.pinned(x.shape[1:]):  # one engine (one check of the model's weights) for the whole capture
+        outputs, scores, classes, names, maps, grads, block = _values(src, x, spec, final, per_block, attention)
+        grids = src.patch_grids(x.shape[1:])
+    tokens = {m.shape[-1] for m in maps}
+    if len(tokens) != 1:
+        raise ModelError(f"the chosen attention maps have different token counts {sorted(tokens)}; pick blocks "
+                         "of one stage with attention=[...]")
+    p, grid = split_tokens(tokens.pop(), L.spatial_size(x.shape, src.layout), prefix, grids)
+    return outputs, scores, classes, AttentionCapture(names, maps, grads, block, p, grid)
+
+
+def _values(src, x: np.ndarray, spec: TargetSpec, final: bool, per_block: bool, attention) -> tuple:
+    """(outputs, scores, classes, names, maps, grads, block_grads) of the chosen attention tensors."""
     layers = src.attention_layers(x.shape[1:])
     if not layers:
         raise ModelError("no attention probabilities found in this model's graph (a Softmax over keys of shape "
@@ -101,9 +114,4 @@ def gather(src, x: np.ndarray, spec: TargetSpec, final: bool, per_block: bool, a
         outputs, maps = src.attention_maps(x, names)
         classes = spec.indices(outputs)
         scores, grads, block = select_scores(outputs, classes, spec.fn), None, None
-    tokens = {m.shape[-1] for m in maps}
-    if len(tokens) != 1:
-        raise ModelError(f"the chosen attention maps have different token counts {sorted(tokens)}; pick blocks "
-                         "of one stage with attention=[...]")
-    p, grid = split_tokens(tokens.pop(), L.spatial_size(x.shape, src.layout), prefix, src.patch_grids(x.shape[1:]))
-    return outputs, scores, classes, AttentionCapture(names, maps, grads, block, p, grid)
+    return outputs, scores, classes, names, maps, grads, block
