@@ -299,18 +299,6 @@ def test_clip_text_conditioned_maps(torch):
     close(got["legrad"].raw, np.mean(rel, axis=0).reshape(2, 4, 4), 1e-4)
 
 
-def test_docs_page_runs():
-    """docs/transformers-attention.md's Python blocks run as written, in order."""
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "docs" / "transformers-attention.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 2
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"docs/transformers-attention.md block {i}", "exec"), {"__name__": f"doc_{i}"})
-
-
 def test_audit_runs_attention_methods_on_a_vit_onnx_file(torch, tmp_path):
     """``agnostic-cam audit --methods attention_rollout,chefer,legrad`` on a ViT's ONNX file."""
     import csv
