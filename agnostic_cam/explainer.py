@@ -278,7 +278,8 @@ class Explainer(FeatureViews):
                 "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
             return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
                    f"{', '.join(self.methods)}"
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                      | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS):
             hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")

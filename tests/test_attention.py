@@ -337,3 +337,17 @@ def test_deit_distillation_token_is_not_a_patch(torch):
     ex = Explainer.from_torch(m, "blocks.1", input_shape=(3, SIZE, SIZE), layer_layout="tokens", progress=False)
     close(ex.explain(X, "attention_rollout").raw, ref_rollout(maps, prefix=2), 1e-5)
     assert ex.explain(X, "legrad", target=TARGET).raw.shape == (2, 4, 4)
+
+
+def test_without_gradient_backend_rollout_only(torch, vit):
+    from agnostic_cam import compat
+
+    buf = io.BytesIO()
+    compat.torch_onnx_export_legacy(vit, (torch.zeros(1, 3, SIZE, SIZE),), buf, opset_version=17, input_names=["x"],
+                                    dynamic_axes={"x": {0: "n"}})
+    ex = Explainer.from_onnx(buf.getvalue(), gradients=False, progress=False)
+    assert "attention_rollout" in ex.methods and "chefer" not in ex.methods and "legrad" not in ex.methods
+    with pytest.raises(ModelError, match=r"needs gradients.*onnx-grad"):
+        ex.explain(X, "chefer")
+    maps, _ = vit_attention(torch, vit, X)
+    close(ex.explain(X, "attention_rollout").raw, ref_rollout(maps), 1e-5)
