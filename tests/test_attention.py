@@ -130,6 +130,7 @@ def test_rollout_same_with_sdpa_and_onnx_file(torch, vit, ex_vit):
     try:
         sdpa = Explainer.from_torch(vit, "blocks.1", input_shape=(3, SIZE, SIZE), progress=False)
         close(sdpa.explain(X, "attention_rollout", head_fusion="max", discard_ratio=0.5).raw, want, 1e-5)
+        chefer_sdpa = sdpa.explain(X, "chefer", target=TARGET).raw
         buf = io.BytesIO()  # exported with a fixed batch of 1, as a file often is: run image by image
         compat.torch_onnx_export_legacy(vit, (torch.zeros(1, 3, SIZE, SIZE),), buf, opset_version=17,
                                         input_names=["x"])
@@ -141,6 +142,7 @@ def test_rollout_same_with_sdpa_and_onnx_file(torch, vit, ex_vit):
     close(onnx_ex.explain(X, "attention_rollout", head_fusion="max", discard_ratio=0.5).raw, want, 1e-5)
     maps2, grads = vit_attention(torch, vit, X, TARGET)
     close(onnx_ex.explain(X, "chefer", target=TARGET).raw, ref_chefer(maps2, grads), 1e-4)
+    close(chefer_sdpa, ref_chefer(maps2, grads), 1e-4)  # no attention tensor in eager SDPA: read from the export
 
 
 def test_attention_subset(torch, vit, ex_vit):
