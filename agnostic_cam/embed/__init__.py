@@ -16,15 +16,20 @@ import os
 
 import onnx
 
+from agnostic_cam.errors import OptionError
 from agnostic_cam.embed.write import EMBEDDABLE, PER_CLASS, RAW, SALIENCY, build, save
 
 __all__ = ["EMBEDDABLE", "PER_CLASS", "RAW", "SALIENCY", "embed", "save"]
 
 
 def embed(adapter, path: str | os.PathLike | None, method: str = "cam", *, input_shape=None,
-          per_class: bool = False, **options) -> onnx.ModelProto:
+          per_class: bool = False, layers: int = 1, **options) -> onnx.ModelProto:
     """Build the embedded model for ``adapter`` (an explainer's) and write it to ``path`` (None: do not
-    write); returns the ModelProto. ``options`` go to the method (e.g. ``softmax=False`` for reciprocam)."""
+    write); returns the ModelProto. ``input_shape``: one image's shape, for PyTorch / Keras models built
+    without it; ``per_class``: also ``saliency_per_class``; ``options`` go to the method (e.g.
+    ``softmax=False`` for reciprocam); ``layers``: how many target layers the explainer has (one here)."""
+    if layers != 1:
+        raise OptionError("embed explains one target layer; build the explainer with a single target_layer")
     model = build(adapter, method, input_shape, per_class, **options)
     if path is not None:
         save(model, path)

@@ -2,7 +2,9 @@
 from agnostic_cam.methods import (  # noqa: F401  - imported to register
     ablationcam,
     activation_map,
+    attention_rollout,
     cam,
+    chefer,
     deconvnet,
     eigencam,
     eigengradcam,
@@ -20,6 +22,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     kernelshap,
     kpcacam,
     layercam,
+    legrad,
     lime,
     occlusion,
     randomcam,
