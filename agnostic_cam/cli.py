@@ -104,7 +104,7 @@ def cmd_embed(args) -> int:
     from agnostic_cam.audit.files import write_error
 
     ex = _explainer(args)
-    model = ex.embed(None, args.method, per_class=args.per_class)
+    model = ex.embed(None, args.method, per_class=args.per_class, input_shape=args.input_shape)
     try:
         from agnostic_cam.embed import save
 

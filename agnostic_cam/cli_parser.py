@@ -50,6 +50,16 @@ def _class_index(text: str) -> int:
 AUDIT_METHODS = "scorecam"  # the audit's default --methods
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected one image's shape as three positive ints, e.g. 3,224,224; got {text!r}")
+    return dims
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
@@ -110,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="cam", help="embeddable method (default cam)")
     p.add_argument("-o", "--out", type=Path, required=True, help="the ONNX file to write")
     p.add_argument("--per-class", action="store_true", help="also output 'saliency_per_class' (N, K, h, w)")
+    p.add_argument("--input-shape", type=_shape, help="one image's shape, e.g. 3,224,224, for a file whose input "
+                                                      "size is not fixed")
     p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
                        description="Explain every image of a folder with several methods, score the maps' "
                        "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "

@@ -91,3 +91,30 @@ def test_fp16_graph_keeps_its_precision(tmp_path):
     for m, g in zip(("cam", "reciprocam"), got[1:]):
         np.testing.assert_allclose(g["output"], got[0]["output"], atol=2e-3, rtol=0)
         np.testing.assert_allclose(g["saliency"], ex.explain(x, m).heatmap, atol=2e-3, rtol=0, err_msg=m)
+
+
+def test_cli_input_shape_for_a_file_of_any_size(tmp_path):
+    """An ONNX file with symbolic H, W: embed asks for --input-shape; the CAM then follows any input size."""
+    import onnxruntime as ort
+
+    from agnostic_cam.cli import main
+    from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+
+    src = onnx.ModelProto()
+    src.CopyFrom(Explainer.from_torch(tiny_cnn(), "relu2", progress=False).adapter.engine((3, 32, 32)).model)
+    keep = [o for o in src.graph.output if o.name == "output"]
+    del src.graph.output[:]
+    src.graph.output.extend(keep)
+    for d, name in zip(src.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
+        d.ClearField("dim_value")
+        d.dim_param = name
+    del src.graph.value_info[:]
+    onnx.save(src, tmp_path / "dyn.onnx")
+    args = ["-q", "embed", str(tmp_path / "dyn.onnx"), "--method", "cam", "-o", str(tmp_path / "e.onnx")]
+    assert main(args) == 2
+    assert main(args + ["--input-shape", "3,32,32"]) == 0
+    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    ex = Explainer.from_onnx(str(tmp_path / "dyn.onnx"), gradients=False, progress=False)
+    for size in (32, 48):
+        x = tiny_images(size=size)
+        np.testing.assert_allclose(sess.run(["saliency"], {"input": x})[0], ex.explain(x, "cam").heatmap, atol=1e-5)

@@ -26,7 +26,8 @@ def _sample_shape(adapter, input_shape) -> tuple:
         return tuple(int(d) for d in input_shape)
     if adapter.sample_shape is None:
         raise OptionError("embed needs one image's shape: pass input_shape=(C, H, W) (or (H, W, C) for a "
-                          "channels-last model), or build the explainer with input_shape=")
+                          "channels-last model; --input-shape 3,224,224 on the command line), or build the "
+                          "explainer with input_shape=")
     return tuple(adapter.sample_shape)
 
 
