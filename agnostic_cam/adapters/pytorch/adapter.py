@@ -188,6 +188,10 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
     def channels(self) -> int | None:
         return self.input_shape[0] if self.input_shape else None
 
+    @property
+    def sample_shape(self) -> tuple | None:
+        return self.input_shape or self._last_shape
+
     def _param(self):
         return next(self.model.parameters(), None)
 
