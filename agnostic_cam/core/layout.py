@@ -200,6 +200,21 @@ def reshape_channel_axis(native: tuple, chw: tuple) -> int | None:
     return 1 if native and len(native) > 1 and native[1] == chw[1] else None
 
 
+def grid_candidates(tokens: int, input_hw: tuple, max_prefix: int = 16) -> list[tuple[int, int, int]]:
+    """(prefix, h, w) splits of ``tokens`` whose grid (h, w) has one stride over the input (H, W)."""
+    ih, iw = input_hw
+    out = []
+    for h in range(1, ih + 1):
+        for prefix in range(0, max_prefix + 1):
+            rest = tokens - prefix
+            if rest <= 0 or rest % h:
+                continue
+            w = rest // h
+            if _stride_ok((h, w), input_hw) and ih % h == 0 and iw % w == 0:
+                out.append((prefix, h, w))
+    return out
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A candidate target layer as ``Explainer.layers()`` lists it: its name (what ``target_layer``

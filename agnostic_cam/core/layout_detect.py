@@ -14,23 +14,8 @@ Pure NumPy: no framework import.
 """
 from __future__ import annotations
 
-from agnostic_cam.core.layout import NCHW, NHWC, TOKENS, LayerLayout, _stride_ok
+from agnostic_cam.core.layout import NCHW, NHWC, TOKENS, LayerLayout, _stride_ok, grid_candidates
 from agnostic_cam.errors import LayoutError
-
-
-def grid_candidates(tokens: int, input_hw: tuple, max_prefix: int = 16) -> list[tuple[int, int, int]]:
-    """(prefix, h, w) splits of ``tokens`` whose grid (h, w) has one stride over the input (H, W)."""
-    ih, iw = input_hw
-    out = []
-    for h in range(1, ih + 1):
-        for prefix in range(0, max_prefix + 1):
-            rest = tokens - prefix
-            if rest <= 0 or rest % h:
-                continue
-            w = rest // h
-            if _stride_ok((h, w), input_hw) and ih % h == 0 and iw % w == 0:
-                out.append((prefix, h, w))
-    return out
 
 
 def narrow_splits(splits: list[tuple[int, int, int]], grids: list | None) -> list[tuple[int, int, int]]:
