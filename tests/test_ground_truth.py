@@ -162,3 +162,34 @@ def test_broken_label_fails_its_image_only(tmp_path, model):
         audit.run(model, imgs, tmp_path / "out2", "gradcam", metrics="localisation", progress=False)
     with pytest.raises(OptionError, match="neither a COCO"):
         GroundTruth(tmp_path / "nothing.txt")
+
+
+def test_methods_ranked_per_metric_with_their_agreement(tmp_path, model):
+    from scipy.stats import kendalltau
+
+    from agnostic_cam.audit.ranking import kendall_tau, rank_methods
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):  # tau-b against SciPy, ties included
+        a, b = rng.integers(0, 3, 5), rng.integers(0, 3, 5)
+        ref = kendalltau(a, b).statistic
+        t = kendall_tau(a, b)
+        assert (t is None and np.isnan(ref)) or abs(t - ref) < 1e-12
+    agree = rank_methods({"p": {"deletion_auc": 0.1, "insertion_auc": 0.9}, "q": {"deletion_auc": 0.3, "insertion_auc": 0.2}})
+    assert agree["best"] == "p" and agree["kendall_tau"] == {"deletion_auc ~ insertion_auc": 1.0}
+    split = rank_methods({"p": {"deletion_auc": 0.1, "insertion_auc": 0.1}, "q": {"deletion_auc": 0.3, "insertion_auc": 0.2}})
+    assert split["best"] is None and "disagree" in split["verdict"] and split["ranks"]["insertion_auc"]["q"] == 1
+
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    for n in OBJECTS:
+        Image.fromarray(rng.integers(0, 255, (S, S, 3), dtype=np.uint8)).save(imgs / f"{n}.png")
+    sets = write_sets(tmp_path)
+    res = audit.run(model, imgs, tmp_path / "out", "gradcam,gradcam++", ground_truth=sets["voc"], steps=4,
+                    metrics="faithfulness,localisation,complexity", progress=False)
+    r = res["ranking"]
+    assert set(r["ranks"]["deletion_auc"]) == {"gradcam", "gradcam++"} and "sparseness" in res["summary"]["gradcam"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["ranking"]
+    assert saved["verdict"] == r["verdict"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Method ranking" in html and ("Recommended: " in html) == (r["best"] is not None)

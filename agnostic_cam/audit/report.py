@@ -93,7 +93,20 @@ def report_context(results: dict, out: Path) -> dict:
             "sample_note": "" if shown >= explained else f" (a sample of {shown} of {explained}: best and worst per "
                                                           "method, then random)",
             "interrupted": run.get("interrupted", False), "done": explained + len(run["failed"]),
-            "total": run.get("total", "?")}
+            "total": run.get("total", "?"), "ranking": _ranking(results.get("ranking"))}
+
+
+def _ranking(r: dict | None) -> dict | None:
+    """The ranking section: rank of each method per metric, Kendall's tau, and the verdict."""
+    if not r or not r["metrics"]:
+        return None
+    methods = list(next(iter(r["ranks"].values())))
+    return {"heads": [_HEAD[c] for c in r["metrics"]],
+            "rows": [{"method": m, "ranks": [f"{r['ranks'][c][m]:g}" for c in r["metrics"]]} for m in methods],
+            "tau": [{"pair": " ~ ".join(_short(c) for c in k.split(" ~ ")), "tau": "–" if t is None else f"{t:+.2f}"}
+                    for k, t in r["kendall_tau"].items()],
+            "mean_tau": None if r["mean_tau"] is None else f"{r['mean_tau']:+.2f}", "best": r["best"],
+            "verdict": r["verdict"]}
 
 
 def render_report(results: dict, out: Path) -> str:
