@@ -118,12 +118,6 @@ def cmd_audit(args) -> int:
             labels.pop()
     except OSError as e:
         raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
-    from agnostic_cam.audit.localise import forward_passes, metric_groups
-
-    groups = metric_groups(args.metrics, args.ground_truth)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    log.info("metrics: %s; %d forward passes per image for them (plus each method's own)", ", ".join(groups),
-             forward_passes(groups, len(methods), args.steps))
     explainer = _explainer(args)
     pre = _preprocess(args, explainer.adapter)
     res = audit.run(args.model, args.image_dir, args.out, args.methods, engine=args.engine, workers=args.workers,
@@ -134,7 +128,7 @@ def cmd_audit(args) -> int:
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
                     explainer=explainer, task=args.task, category=args.category, masks=args.masks,
-                    top_boxes=args.top_boxes, iou=args.iou, ground_truth=args.ground_truth, metrics=groups)
+                    top_boxes=args.top_boxes, iou=args.iou, ground_truth=args.ground_truth, metrics=args.metrics)
     if args.sanity:
         from agnostic_cam.audit.sanity_check import run_sanity
 

@@ -94,13 +94,18 @@ def write_sets(root):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model_path(tmp_path_factory):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
     path = tmp_path_factory.mktemp("model") / "cnn.onnx"
     onnx.save(export_torch(net, size=S), path)
-    return Explainer.from_onnx(path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return Explainer.from_onnx(model_path, progress=False)
 
 
 def test_rle_string_round_trip():
@@ -193,3 +198,22 @@ def test_methods_ranked_per_metric_with_their_agreement(tmp_path, model):
     assert saved["verdict"] == r["verdict"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Method ranking" in html and ("Recommended: " in html) == (r["best"] is not None)
+
+
+def test_cli_ground_truth_and_metric_groups(tmp_path, model_path, capsys):
+    from agnostic_cam.cli import main
+
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    for n in OBJECTS:
+        Image.fromarray(np.full((S, S, 3), 120, np.uint8)).save(imgs / f"{n}.png")
+    sets = write_sets(tmp_path)
+    args = ["audit", str(model_path), str(imgs), "--out", str(tmp_path / "o"), "--methods", "gradcam,eigencam",
+            "--ground-truth", str(sets["yolo"]), "--steps", "3"]
+    assert main(args) == 0
+    # faithfulness + localisation: the prediction, the blurred image, and per method image x map and 2 x 2 steps
+    assert "metrics: faithfulness, localisation; 12 forward passes per image" in capsys.readouterr().err
+    assert main([*args[:-4], "--metrics", "localisation", "--out", str(tmp_path / "o2")]) == 2
+    assert "add --ground-truth PATH" in capsys.readouterr().err
+    assert main([*args, "--metrics", "complexity", "--out", str(tmp_path / "o3")]) == 0
+    assert "metrics: complexity; 1 forward passes per image" in capsys.readouterr().err

@@ -13,6 +13,7 @@ report of the images done so far and re-raises ``KeyboardInterrupt`` (a rerun re
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import threading
@@ -28,6 +29,8 @@ from agnostic_cam.audit.sources import Item, list_images, read_bytes
 from agnostic_cam.audit.store import Store, StoredRecords
 from agnostic_cam.audit.files import OutputError, check_writable
 from agnostic_cam.errors import InputError, OptionError
+
+log = logging.getLogger(__name__)
 
 
 def run(model, images, out, methods="scorecam", *, engine: str = "local", workers: int | None = None,
@@ -103,6 +106,10 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     header = {"model": name, "task": task_cfg["task"] if task_cfg else "classify", "layer": ex.layer, "layout": ex.adapter.layout, "score": ctx.score,
               "engine": {"name": engine, "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker},
               "settings": ctx.settings, "fingerprint": ctx.fingerprint}
+    from agnostic_cam.audit.localise import forward_passes
+
+    log.info("metrics: %s; %d forward passes per image for them (plus each method's own)",  # the CLI prints it
+             ", ".join(cfg.metrics), forward_passes(cfg.metrics, len(cfg.methods), cfg.steps))
     return _execute(ctx, store, items, refused, engine_fn, header, format, report_images, progress,
                     {"workers": workers, "address": address, "gpus_per_worker": gpus_per_worker})
 
