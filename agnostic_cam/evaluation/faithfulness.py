@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from agnostic_cam.engine.threads import blas_one_thread
+from agnostic_cam.errors import OptionError
 from agnostic_cam.evaluation import perturb as P
 
 
@@ -42,13 +43,13 @@ def faithfulness_correlation(model, images, maps, targets=None, nr_runs: int = 1
     (row-major in H x W) replace the draws from ``rng`` (a Generator or seed)."""
     x, layout, hw, m, fwd, t, task = _setup(model, images, maps, targets, layout, batch_size)
     n, d = x.shape[0], hw[0] * hw[1]
+    g = P.generator(rng)
     if subsets is None:
-        g = P.generator(rng)
         runs = P.check_int("nr_runs", nr_runs)
         subsets = np.stack([[g.choice(d, P.check_int("subset_size", subset_size), replace=False) for _ in range(n)]
                             for _ in range(runs)])
     subsets = np.asarray(subsets, np.int64)
-    fill = P.fill_values(x, baseline, P.generator(rng))
+    fill = P.fill_values(x, baseline, g)
     y = P.predict_scores(fwd, x, t, task, score, batch_size)
 
     def perturb(i, r):
@@ -174,7 +175,6 @@ def region_perturbation_curve(model, images, maps, targets=None, patch_size: int
         g = P.generator(rng)
         rank = np.stack([g.permutation(len(patches)) for _ in range(n)])
     else:
-        from agnostic_cam.errors import OptionError
         raise OptionError(f"order must be 'morf' (most relevant first), 'lerf' or 'random'; got {order!r}")
     steps, fill = min(P.check_int("regions_evaluation", regions_evaluation), len(patches)), P.fill_values(x, baseline)
     y = P.predict_scores(fwd, x, t, task, score, batch_size)

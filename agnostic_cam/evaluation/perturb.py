@@ -65,7 +65,7 @@ def fill_values(x: np.ndarray, baseline, rng: np.random.Generator | None = None)
     if baseline in named:
         return named[baseline]().astype(np.float64)
     if baseline == "uniform":
-        return (rng if rng is not None else np.random.default_rng()).uniform(0.0, 1.0, x.shape[0])
+        return generator(rng).uniform(0.0, 1.0, x.shape[0])
     raise OptionError(f"baseline must be 'black', 'white', 'mean', 'zero', 'uniform' or a number; got {baseline!r}")
 
 
