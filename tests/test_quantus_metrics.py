@@ -240,10 +240,10 @@ def test_smooth_mprt_reduces_to_mprt_and_is_seeded(setup):
     _, ex, _, x, y = out[3]
     from agnostic_cam.evaluation.sanity import model_randomization
 
-    one = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=1, steps=2, seed=1)
-    plain = model_randomization(ex, x, "gradcam", steps=2, seed=1)
+    one = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=1, steps=1, seed=1)
+    plain = model_randomization(ex, x, "gradcam", steps=1, seed=1)
     np.testing.assert_allclose(one.spearman, plain.spearman, atol=1e-6)  # one clean sample: plain MPRT
-    a = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=3, steps=2, seed=1, rng=7)
-    b = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=3, steps=2, seed=1, rng=7)
+    a = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=2, steps=1, seed=1, rng=7)
+    b = randomisation.smooth_mprt(ex, x, "gradcam", nr_samples=2, steps=1, seed=1, rng=7)
     np.testing.assert_array_equal(a.spearman, b.spearman)
-    assert a.spearman.shape == (2, N)
+    assert a.spearman.shape == (1, N) and not np.allclose(a.maps, one.maps)  # the noise changes the maps
