@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--runs", type=int, default=100, help="faithfulness correlation: nr_runs")
     ap.add_argument("--samples", type=int, default=10, help="max-sensitivity: nr_samples (Quantus's default is 200)")
+    ap.add_argument("--only", help="comma-separated rows to run: faithfulness, sensitivity, irof (default all)")
     ap.add_argument("--update-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -115,7 +116,9 @@ def main() -> None:
             q_irof, f"SLIC, {int(np.mean([s_.max() + 1 for s_ in seg]))} segments/image", True),
     }
     table = []
-    for name, (ours, peer, what, compare) in rows.items():
+    keys = dict(zip(("faithfulness", "sensitivity", "irof"), rows))
+    pick = [keys[k.strip()] for k in args.only.split(",")] if args.only else list(rows)
+    for name, (ours, peer, what, compare) in ((k, rows[k]) for k in pick):
         to, tp, diff = [], [], None
         for r in range(args.repeat):
             pair = [("o", ours), ("p", peer)] if r % 2 == 0 else [("p", peer), ("o", ours)]
