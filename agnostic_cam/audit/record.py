@@ -207,7 +207,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
         rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
                "task": "classify", "target": f"class {k}", "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
-        if ctx.ground_truth is not None:
+        if getattr(ctx, "ground_truth", None) is not None:
             rec["ground_truth"] = "ok" if truth[j][1] is None else truth[j][1]
         results.append(Result(rec, {rec["input"]: submit(_encode, shown[j], None, truth[j][0])}))
     heats, overlays, secs, degenerate = {}, {}, {}, {}
