@@ -26,9 +26,10 @@ def test_method_contract(small_cnn, name):
 
 
 # Which methods read the target layer, written out from each method's definition (paper): CAMs read the
-# layer's activations/gradients; pixel-space gradient methods and perturbation methods never do.
+# layer's activations/gradients; pixel-space gradient methods and perturbation methods never do, and
+# FullGrad sums the bias gradients of every layer plus the input gradient, whatever the target layer.
 PIXEL_OR_LAYER_FREE = {"saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients",
-                       "smoothgrad", "occlusion", "rise", "kernelshap", "lime"}
+                       "smoothgrad", "occlusion", "rise", "kernelshap", "lime", "fullgrad"}
 
 
 @pytest.mark.parametrize("name", NAMES)

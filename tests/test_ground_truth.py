@@ -218,15 +218,3 @@ def test_cli_ground_truth_and_metric_groups(tmp_path, model_path, capsys):
     assert main([*args, "--metrics", "complexity", "--out", str(tmp_path / "o3")]) == 0
     assert "metrics: complexity; 1 forward passes per image" in capsys.readouterr().err
 
-
-def test_docs_ground_truth_python_runs(tmp_path, monkeypatch):
-    """docs/ground-truth.md's Python blocks run as written, in a scratch folder."""
-    import re
-    from pathlib import Path
-
-    doc = Path(__file__).resolve().parents[1] / "docs" / "ground-truth.md"
-    monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
-    assert blocks
-    for i, code in enumerate(blocks):
-        exec(compile(code, f"docs/ground-truth.md block {i}", "exec"), {"__name__": f"doc_{i}"})
