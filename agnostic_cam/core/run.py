@@ -43,7 +43,7 @@ def explain_batch(capturer: Capturer, m: Any, x: np.ndarray, target: Any, *, lay
     n = x.shape[0]
     if aug_smooth:  # pytorch-grad-cam's six test-time augmentations, one batched capture
         x, spec = sm.augment(x, layout), sm.augment_targets(spec)
-    cap = capturer(x, spec, m.needs, m.rule, progress, m.name, m.batch_size)
+    cap = capturer(x, spec, m.needs, m.rule, progress, m.name, m.batch_size, m.attention, m.prefix_tokens)
     raw = np.asarray(m.compute(cap), dtype=np.float32)
     check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
     heat = m.heatmap(raw, cap.input_size)

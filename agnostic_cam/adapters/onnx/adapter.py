@@ -26,8 +26,9 @@ from agnostic_cam.core.capture import Needs
 from agnostic_cam.targets import TargetSpec
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
-FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
-GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.ATTENTION
+GRADIENT_NEEDS = (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                  | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)
 CHW_VIEW = "agnostic_cam_chw"  # the target tensor as (N, C, h, w), computed in the exported graph
 
 
@@ -125,6 +126,10 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
     @property
     def native_name(self) -> str:
         return self.activation_name if self.layer is None else self.layer.name
+
+    @property
+    def original_outputs(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
 
     def _given_layout(self, target_layer: str) -> Layer | None:
         """The target tensor read with the user's ``layer_layout=`` (None when not given)."""
