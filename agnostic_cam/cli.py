@@ -147,7 +147,7 @@ def cmd_audit(args) -> int:
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
                     explainer=explainer, task=args.task, category=args.category, masks=args.masks,
-                    top_boxes=args.top_boxes, iou=args.iou)
+                    top_boxes=args.top_boxes, iou=args.iou, ground_truth=args.ground_truth, metrics=args.metrics)
     if args.sanity:
         from agnostic_cam.audit.sanity_check import run_sanity
 

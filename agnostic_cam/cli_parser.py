@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game; "
                    "with --task detect: {file name: [{\"box\": [x1, y1, x2, y2], \"label\": k}, ...]}, the boxes to explain")
+    p.add_argument("--ground-truth", type=Path, help="object boxes or masks, matched to the images by file name: a COCO "
+                   ".json, or a folder of YOLO .txt, Pascal VOC .xml or mask images (docs/ground-truth.md)")
+    p.add_argument("--metrics", help="metric groups, comma-separated: faithfulness, localisation (needs "
+                   "--ground-truth), complexity (default: faithfulness, plus localisation with --ground-truth)")
     g = p.add_argument_group("tasks beyond classification (README: 'Audit a segmenter or a detector')")
     g.add_argument("--task", choices=["classify", "segment", "detect"], default="classify",
                    help="classify (default); segment: a segmenter's (N, K, H, W) output, with --class and optional "

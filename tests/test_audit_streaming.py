@@ -23,6 +23,7 @@ from agnostic_cam.audit import runner
 from agnostic_cam.audit.store import StoredRecords
 from agnostic_cam.audit.streaming import ExactSum, ParquetRows, Sample, Summary
 from agnostic_cam.audit.files import IMAGE_COLUMNS, METRIC_COLUMNS, TASK_COLUMNS, csv_cell
+from agnostic_cam.audit.ranking import rank_methods
 
 METHODS = ["gradcam", "eigencam"]
 
@@ -154,6 +155,7 @@ def test_streamed_csv_and_results_json_equal_the_list_based_ones(tmp_path, ties)
     got = json.loads(text)
     assert text == json.dumps(got, indent=1)                     # exactly json.dumps(results, indent=1)'s text
     old = {**HEADER, "summary": ref_summarize(records, METHODS), "classes": ref_per_class(records)}
+    old["ranking"] = rank_methods(old["summary"])  # audit/ranking.py (tests/test_ground_truth.py)
     old["run"] = {**HEADER["run"], "explained": len(records), "failed": failed}
     old["images"] = records
     assert list(got) == list(old)

@@ -120,6 +120,7 @@ def test_segment_audit_scores_the_class_over_each_mask(models, images, tmp_path)
         want = (raw(models["seg"], images / r["image"])[0][0, 2] * (region[stem] > 0)).sum()
         np.testing.assert_allclose(float(r["score"]), want, rtol=1e-4)
         assert r["class"] == "2" and "mask" in r["target"] and r["pointing_hit"] in ("0", "1")
+        assert r["energy_pointing"] == "" or 0 <= float(r["energy_pointing"]) <= 1  # share of the map in the mask
         assert r["deletion_auc"] and r["insertion_auc"] and r["drop_pct"] == ""
     res = json.loads((out / "results.json").read_text())
     assert res["task"] == "segment" and res["settings"]["task"]["masks_hash"]
@@ -150,6 +151,7 @@ def test_detect_audit_on_a_yolo_head_with_boxes_and_top_boxes(models, images, tm
         assert want > 0
         np.testing.assert_allclose(float(r["score"]), want, rtol=1e-5)
         assert r["task"] == "detect" and r["target"].count("box [") == len(bs) and r["pointing_hit"] in ("0", "1")
+        assert r["energy_pointing"] == "" or 0 <= float(r["energy_pointing"]) <= 1  # share of the map in the boxes
     # --top-boxes 1: the anchor of highest class score, as its own box
     res = audit.run(models["yolo"], images, tmp_path / "o2", "occlusion", task="detect", top_boxes=1, steps=2,
                     progress=False)

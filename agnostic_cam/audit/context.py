@@ -36,6 +36,8 @@ class AuditConfig:
     max_pixels: int | None = None
     follow_symlinks: bool = False
     task: dict | None = None  # --task segment / detect settings (audit/tasks.py make_task); None: classify
+    ground_truth: str | None = None  # --ground-truth PATH (audit/ground_truth.py)
+    metrics: list[str] | None = None  # --metrics groups (audit/localise.py); None: the default for the run
 
     def __post_init__(self):
         if isinstance(self.methods, str):
@@ -54,6 +56,13 @@ class AuditConfig:
         if self.max_pixels is not None and (not isinstance(self.max_pixels, (int, np.integer)) or self.max_pixels < 1):
             raise OptionError(f"max_pixels must be a positive int; got {self.max_pixels!r}")
         self.boxes = check_boxes(self.boxes)
+        from agnostic_cam.audit.localise import metric_groups
+
+        if self.ground_truth is not None:
+            if self.task:
+                raise OptionError("--ground-truth scores classification maps for now; drop it with --task segment/detect")
+            self.ground_truth = os.fspath(self.ground_truth)
+        self.metrics = metric_groups(self.metrics, self.ground_truth)
         if self.labels is not None:
             self.labels = [str(v) for v in self.labels]
 
@@ -151,6 +160,11 @@ class Context:
         self.pool = None  # the local engine's thread pool, where record._compute encodes PNGs; never part of spec()
         self.score = "raw" if config.task else detect_score(explainer, config.score)
         self.task_compute = None
+        self.ground_truth = None
+        if config.ground_truth:
+            from agnostic_cam.audit.ground_truth import GroundTruth
+
+            self.ground_truth = GroundTruth(config.ground_truth)
         if config.task:
             from agnostic_cam.audit.task_records import compute
             from agnostic_cam.audit.tasks import settings
@@ -160,6 +174,8 @@ class Context:
                          "steps": config.steps, "target": config.target, "preprocess": preprocess.to_dict(),
                          "boxes": config.boxes, "labels": config.labels, "score": self.score,
                          "max_pixels": config.max_pixels}
+        if config.ground_truth or config.metrics != ["faithfulness"]:  # earlier fingerprints stay as they were
+            self.settings.update(ground_truth=config.ground_truth, metrics=config.metrics)
         if config.task:
             self.settings["task"] = settings(config.task)
         h = hashlib.sha256(model_hash.encode())

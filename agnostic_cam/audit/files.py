@@ -17,7 +17,8 @@ from typing import IO
 
 from agnostic_cam.errors import AgnosticCamError
 
-METRIC_COLUMNS = ("deletion_auc", "insertion_auc", "drop_pct", "increase", "pointing_hit", "seconds")
+METRIC_COLUMNS = ("deletion_auc", "insertion_auc", "drop_pct", "increase", "pointing_hit", "energy_pointing",
+                  "relevance_mass", "relevance_rank", "roc_auc", "sparseness", "complexity", "seconds")
 IMAGE_COLUMNS = ("image", "method", "class", "label", "true_label", "score", "probability")
 TASK_COLUMNS = ("task", "target")  # classify / segment / detect, and what was explained (last columns)
 STEM_CHARS = 60  # longest file-name stem kept in overlay names (the rest is replaced by a hash)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agnostic_cam.audit.streaming import ImagesJson, ParquetRows, Sample, Summary
 from agnostic_cam.audit.files import CSV_HEADER, atomic_file, atomic_write, csv_rows
+from agnostic_cam.audit.ranking import rank_methods
 
 FORMATS = ("csv", "parquet")
 
@@ -43,6 +44,7 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
                     images.add(r)
                     w.writerows(csv_rows(r))
         results = {**header, "summary": summary.summary(), "classes": summary.classes()}
+        results["ranking"] = rank_methods(results["summary"])  # None with one method
         results["run"] = {**header.get("run", {}), "explained": sample.n, "failed": failed}
         if fmt == "parquet":
             results["records"] = "metrics.parquet"

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agnostic_cam.evaluation import metrics
+from agnostic_cam.audit.ground_truth import resize_nearest
+from agnostic_cam.audit.localise import complexity_scores, localisation_scores
 from agnostic_cam.audit.scoring import score_maps
 from agnostic_cam.audit.sources import Item, read_bytes
 from agnostic_cam.core.degenerate import DegenerateMapWarning
@@ -144,9 +146,14 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _encode(display: np.ndarray, heat: np.ndarray | None = None) -> bytes:
-    """PNG bytes of ``display``, or of ``heat`` blended over it."""
-    return _png(display if heat is None else overlay_at(display, heat))
+def _encode(display: np.ndarray, heat: np.ndarray | None = None, outline: np.ndarray | None = None) -> bytes:
+    """PNG bytes of ``display``, or of ``heat`` blended over it; ``outline``: an object mask drawn on it."""
+    rgb = display if heat is None else overlay_at(display, heat)
+    if outline is not None:
+        from agnostic_cam.audit.localise import draw_outline
+
+        rgb = draw_outline(rgb, outline)
+    return _png(rgb)
 
 
 def _submitter(ctx):
@@ -162,6 +169,14 @@ def _submitter(ctx):
         return f
 
     return now
+
+
+def _ground_truth(ctx, b: Loaded) -> tuple[np.ndarray | None, str | None]:
+    """(object mask at the image file's size, None), (None, why there is none), or (None, None) without --ground-truth."""
+    gt = getattr(ctx, "ground_truth", None)
+    if gt is None:
+        return None, None
+    return gt.lookup(b.item.rel, b.size or tuple(b.rgb.shape[:2]))
 
 
 def predict_batch(ctx, batch: list[Loaded]) -> tuple[np.ndarray, np.ndarray]:
@@ -191,13 +206,16 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
+    truth = [_ground_truth(ctx, b) for b in batch]  # (object mask at the image's size, or why none) per image
     results = []
     for j, b in enumerate(batch):
         it, k = b.item, int(ks[j])
         rec = {"file": it.file, "rel": it.rel, "key": it.key, "sha": b.sha, "fingerprint": ctx.fingerprint,
                "task": "classify", "target": f"class {k}", "class": k, "label": ctx.label(k), "true_label": it.true_label, "score": float(out[j, k]),
                "probability": float(probs[j, k]), "input": f"overlays/{it.stem}__input.png", "methods": {}}
-        results.append(Result(rec, {rec["input"]: submit(_encode, shown[j])}))
+        if getattr(ctx, "ground_truth", None) is not None:
+            rec["ground_truth"] = "ok" if truth[j][1] is None else truth[j][1]
+        results.append(Result(rec, {rec["input"]: submit(_encode, shown[j], None, truth[j][0])}))
     heats, overlays, secs, degenerate = {}, {}, {}, {}
     for method in cfg.methods:
         t0 = time.perf_counter()
@@ -205,27 +223,36 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
             warnings.simplefilter("ignore", DegenerateMapWarning)
             e = own if method == embedded.EMBEDDED else ex.explain(x, method, target=ks)
         heats[method] = e.heatmap
-        overlays[method] = [submit(_encode, shown[j], e.heatmap[j]) for j in range(n)]
+        overlays[method] = [submit(_encode, shown[j], e.heatmap[j], truth[j][0]) for j in range(n)]
         degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]
         secs[method] = time.perf_counter() - t0
         step = getattr(ctx, "on_step", None)  # progress inside a batch: one tick per method (local engine)
         if step is not None:
             step([b.item.key for b in batch], method)
     t0 = time.perf_counter()
-    scores = score_maps(ex, x, out, heats, ks, cfg.steps, ex.adapter.layout, ctx.score)
+    faithful = "faithfulness" in cfg.metrics
+    scores = score_maps(ex, x, out, heats, ks, cfg.steps, ex.adapter.layout, ctx.score) if faithful else None
     share = (time.perf_counter() - t0) / len(cfg.methods)
+    hw = x.shape[2:] if ex.adapter.layout == "NCHW" else x.shape[1:3]
+    at_input = [None if m is None else resize_nearest(m, hw) for m, _ in truth]
     for method in cfg.methods:
-        sc = scores[method]
+        sc = scores[method] if faithful else dict.fromkeys(("deletion_auc", "insertion_auc", "drop", "increase"))
         for j, res in enumerate(results):
             box = cfg.boxes.get(res.record["rel"], cfg.boxes.get(res.record["file"]))
             name = f"overlays/{batch[j].item.stem}__{method.replace('+', 'p')}.png"
-            drop = float(100 * sc["drop"][j])
-            res.record["methods"][method] = {
-                "deletion_auc": float(sc["deletion_auc"][j]), "insertion_auc": float(sc["insertion_auc"][j]),
-                "drop_pct": None if np.isnan(drop) else drop, "increase": float(sc["increase"][j]),
+            drop = float(100 * sc["drop"][j]) if faithful else float("nan")
+            row = res.record["methods"][method] = {
+                "deletion_auc": float(sc["deletion_auc"][j]) if faithful else None,
+                "insertion_auc": float(sc["insertion_auc"][j]) if faithful else None,
+                "drop_pct": None if np.isnan(drop) else drop, "increase": float(sc["increase"][j]) if faithful else None,
                 "pointing_hit": None if box is None else float(metrics.pointing_game(heats[method][j:j + 1], [box])[0]),
                 "seconds": round((secs[method] + share) / n, 4), "overlay": name,
                 "degenerate": "" if degenerate[method] is None else degenerate[method][j]}
+            if "localisation" in cfg.metrics:
+                loc = localisation_scores(heats[method][j], at_input[j])
+                row.update(loc if at_input[j] is not None or box is None else {**loc, "pointing_hit": row["pointing_hit"]})
+            if "complexity" in cfg.metrics:
+                row.update(complexity_scores(heats[method][j]))
             res.files[name] = overlays[method][j]
     for res in results:  # the encoded PNGs (an encoding error is raised here, as it would be inline)
         res.files = {k: f.result() for k, f in res.files.items()}

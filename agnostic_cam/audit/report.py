@@ -9,8 +9,11 @@ from pathlib import Path
 from agnostic_cam.audit.files import METRIC_COLUMNS
 
 _HEAD = {"deletion_auc": "Deletion AUC ↓", "insertion_auc": "Insertion AUC ↑", "drop_pct": "Average drop % ↓",
-         "increase": "Increase in confidence ↑", "pointing_hit": "Pointing game ↑", "seconds": "Seconds / image"}
-_LOWER_IS_BETTER = ("deletion_auc", "drop_pct")
+         "increase": "Increase in confidence ↑", "pointing_hit": "Pointing game ↑",
+         "energy_pointing": "Energy pointing game ↑", "relevance_mass": "Relevance mass ↑",
+         "relevance_rank": "Relevance rank ↑", "roc_auc": "Localisation AUC ↑", "sparseness": "Sparseness ↑",
+         "complexity": "Complexity ↓", "seconds": "Seconds / image"}
+_LOWER_IS_BETTER = ("deletion_auc", "drop_pct", "complexity")
 _FRACTIONS = ("increase", "pointing_hit")  # shares of images: shown as % with the count n/N
 
 
@@ -80,7 +83,8 @@ def report_context(results: dict, out: Path) -> dict:
         images.append({"file": r["file"], "input": _img(out, r["input"]), "label": r["label"], "true": true,
                        "wrong": true is not None and r["label"] != true, "score": f"{r['score']:.3g}",
                        "probability": "–" if r.get("probability") is None else f"{r['probability']:.3f}",
-                       "target": r.get("target"), "cells": cells})
+                       "target": r.get("target"), "cells": cells,
+                       "gt": None if r.get("ground_truth") in (None, "ok") else r["ground_truth"]})
     shown = len(results["images"])
     explained = run.get("explained", shown)
     return {"model": results["model"], "task": results.get("task", "classify"), "layer": results["layer"], "layout": results["layout"], "methods": methods,
@@ -89,7 +93,20 @@ def report_context(results: dict, out: Path) -> dict:
             "sample_note": "" if shown >= explained else f" (a sample of {shown} of {explained}: best and worst per "
                                                           "method, then random)",
             "interrupted": run.get("interrupted", False), "done": explained + len(run["failed"]),
-            "total": run.get("total", "?")}
+            "total": run.get("total", "?"), "ranking": _ranking(results.get("ranking"))}
+
+
+def _ranking(r: dict | None) -> dict | None:
+    """The ranking section: rank of each method per metric, Kendall's tau, and the verdict."""
+    if not r or not r["metrics"]:
+        return None
+    methods = list(next(iter(r["ranks"].values())))
+    return {"heads": [_HEAD[c] for c in r["metrics"]],
+            "rows": [{"method": m, "ranks": [f"{r['ranks'][c][m]:g}" for c in r["metrics"]]} for m in methods],
+            "tau": [{"pair": " ~ ".join(_short(c) for c in k.split(" ~ ")), "tau": "–" if t is None else f"{t:+.2f}"}
+                    for k, t in r["kendall_tau"].items()],
+            "mean_tau": None if r["mean_tau"] is None else f"{r['mean_tau']:+.2f}", "best": r["best"],
+            "verdict": r["verdict"]}
 
 
 def render_report(results: dict, out: Path) -> str:

@@ -13,6 +13,7 @@ report of the images done so far and re-raises ``KeyboardInterrupt`` (a rerun re
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import threading
@@ -29,6 +30,8 @@ from agnostic_cam.audit.store import Store, StoredRecords
 from agnostic_cam.audit.files import OutputError, check_writable
 from agnostic_cam.errors import InputError, OptionError
 
+log = logging.getLogger(__name__)
+
 
 def run(model, images, out, methods="scorecam", *, engine: str = "local", workers: int | None = None,
         address: str | None = None, gpus_per_worker: float = 0, preprocess=None, layer: str | None = None,
@@ -38,7 +41,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
         report_images: int = 200, progress: bool | None = None, explainer=None, task: str = "classify",
         category: int | None = None, masks: str | os.PathLike | None = None, top_boxes: int | None = None,
-        iou: float = 0.5) -> dict:
+        iou: float = 0.5, ground_truth: str | os.PathLike | None = None, metrics: list[str] | str | None = None) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
     (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
     metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results
@@ -54,6 +57,11 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     ``task``: 'classify' (default), 'segment' (``category`` K, optional ``masks`` folder) or 'detect'
     (``boxes`` {image: [{"box": [x1, y1, x2, y2], "label": k}]} or ``top_boxes`` N; ``iou``); see
     :mod:`agnostic_cam.audit.tasks`.
+
+    ``ground_truth``: object boxes or masks to score the maps against (COCO JSON, or a YOLO, Pascal
+    VOC or mask-image folder; :mod:`agnostic_cam.audit.ground_truth`). ``metrics``: the metric groups
+    ('faithfulness', 'localisation', 'complexity'; default faithfulness, plus localisation with
+    ground truth; :mod:`agnostic_cam.audit.localise`).
     """
     from agnostic_cam.audit.tasks import check_items, make_task
     from agnostic_cam.inputs.preprocess import Preprocess
@@ -68,7 +76,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
     task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target)
     cfg = AuditConfig(methods, steps, target, {} if task_cfg else boxes or {}, labels, resume, score, batch_images,
-                      max_pixels, follow_symlinks, task_cfg)
+                      max_pixels, follow_symlinks, task_cfg, ground_truth, metrics)
     engine_fn = get_engine(engine)
     try:
         check_writable(Path(out))
@@ -98,6 +106,10 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     header = {"model": name, "task": task_cfg["task"] if task_cfg else "classify", "layer": ex.layer, "layout": ex.adapter.layout, "score": ctx.score,
               "engine": {"name": engine, "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker},
               "settings": ctx.settings, "fingerprint": ctx.fingerprint}
+    from agnostic_cam.audit.localise import forward_passes
+
+    log.info("metrics: %s; %d forward passes per image for them (plus each method's own)",  # the CLI prints it
+             ", ".join(cfg.metrics), forward_passes(cfg.metrics, len(cfg.methods), cfg.steps))
     return _execute(ctx, store, items, refused, engine_fn, header, format, report_images, progress,
                     {"workers": workers, "address": address, "gpus_per_worker": gpus_per_worker})
 

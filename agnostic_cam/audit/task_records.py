@@ -1,8 +1,8 @@
 """Records of segmentation / detection audits (``--task segment|detect``; see
 :mod:`agnostic_cam.audit.tasks`): the same record layout as classification, with ``task`` and
 ``target`` (what was explained, in the image's own pixels), ``score`` the task target's score
-(``probability`` empty), and per method deletion/insertion AUC of that score and the pointing game
-when masks or boxes were given."""
+(``probability`` empty), and per method deletion/insertion AUC of that score, and the pointing game
+and energy-based pointing game (share of the map inside) when masks or boxes were given."""
 from __future__ import annotations
 
 import time
@@ -76,6 +76,17 @@ def _hit(heat: np.ndarray, region) -> float:
     return float(metrics.pointing_game(heat[None], [region])[0])
 
 
+def _energy(heat: np.ndarray, region) -> float | None:
+    """Energy-based pointing game of the map in the mask or boxes (share of the map's sum inside)."""
+    if region is None:
+        return None
+    from agnostic_cam.evaluation.localisation import boxes_to_masks, energy_based_pointing_game
+
+    mask = region if region.dtype == bool else boxes_to_masks([region], (1, *heat.shape))[0]
+    v = float(energy_based_pointing_game(heat[None], mask[None])[0])
+    return v if np.isfinite(v) else None
+
+
 def compute(ctx, batch) -> list[Result]:
     """Records of ``batch`` (loaded images of one shape) for the task audit."""
     from agnostic_cam.inputs.image_files import to_uint8
@@ -111,6 +122,7 @@ def compute(ctx, batch) -> list[Result]:
             res.record["methods"][method] = {
                 "deletion_auc": float(dele[j]), "insertion_auc": float(ins[j]), "drop_pct": None, "increase": None,
                 "pointing_hit": None if regions is None else _hit(heat[j], regions[j]), "seconds": round(secs, 4),
+                "energy_pointing": None if regions is None else _energy(heat[j], regions[j]),
                 "overlay": name, "degenerate": "" if e.degenerate is None else str(e.degenerate_reason[j])}
             res.files[name] = _png(overlay_at(shown[j], heat[j]))
         step = getattr(ctx, "on_step", None)

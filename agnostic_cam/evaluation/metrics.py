@@ -185,7 +185,8 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> np.ndarray:
     """(N,) bool: is each map's maximum inside its box (y0, x0, y1, x1), grown by ``tolerance`` px?
 
     ``boxes`` (N, 4), end-exclusive; or a list of (K_i, 4) arrays when an image has several
-    objects of the class (a hit if the maximum falls in any). Accuracy = hits.mean().
+    objects of the class (a hit if the maximum falls in any); or boolean object masks (N, H, W)
+    (a hit if any pixel of maximal value lies in the mask, as Quantus's PointingGame). Accuracy = hits.mean().
     """
     m = np.asarray(maps, np.float32)
     if m.ndim != 3:
@@ -193,6 +194,9 @@ def pointing_game(maps, boxes, tolerance: int = 0) -> np.ndarray:
     if len(boxes) != m.shape[0]:
         raise InputError(f"got {len(boxes)} boxes for {m.shape[0]} maps; pass one box (or box list) per image")
     hits = np.zeros(m.shape[0], dtype=bool)
+    if isinstance(boxes, np.ndarray) and boxes.dtype == bool and boxes.shape == m.shape:  # object masks
+        top = m.reshape(len(m), -1) == m.reshape(len(m), -1).max(axis=1, keepdims=True)
+        return (top & boxes.reshape(len(m), -1)).any(axis=1)
     for i, (mi, bi) in enumerate(zip(m, boxes)):
         b = np.asarray(bi, np.float64).reshape(-1, 4)
         y, x = np.unravel_index(int(np.argmax(mi)), mi.shape)
