@@ -5,6 +5,13 @@
 >>> exp = ex.explain(images, method="gradcam")                         # doctest: +SKIP
 
 Importing this package imports neither torch, tensorflow nor matplotlib.
+
+The public API is what ``__all__`` lists plus the documented modules: :mod:`agnostic_cam.targets`,
+:mod:`agnostic_cam.evaluation` (metrics, ROAD, sanity checks), :mod:`agnostic_cam.audit` (``run``),
+:mod:`agnostic_cam.core.layout` (``LayerLayout``), :mod:`agnostic_cam.inputs.preprocess`
+(``Preprocess``), :mod:`agnostic_cam.render.figures`, :mod:`agnostic_cam.errors` and
+:mod:`agnostic_cam.methods` (``Method``, ``CamMethod``, ``register``). Everything else is private
+and may move; the import paths earlier documentation showed keep working (:mod:`agnostic_cam._moved`).
 """
 from agnostic_cam._version import __version__
 from agnostic_cam import _moved

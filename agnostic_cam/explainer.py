@@ -15,7 +15,7 @@ from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
 from agnostic_cam.core.run import explain_batch
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
-from agnostic_cam.errors import BackendError, IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
+from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
 from agnostic_cam.features.views import FeatureViews
 from agnostic_cam.methods import Method, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
@@ -93,7 +93,7 @@ class Explainer(FeatureViews):
             raise MissingDependencyError(f"{e}. Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from None
         layer = _layer_arg(target_layer, target_layers)
         if compat.is_script_module(model):  # torch.jit.trace / script: explained through its ONNX export
-            from agnostic_cam.adapters.pytorch.script_adapter import ScriptAdapter
+            from agnostic_cam.adapters.onnx.script_adapter import ScriptAdapter
 
             return cls._build(lambda ly: ScriptAdapter(model, ly, input_shape, output, providers, batch_size),
                               layer, progress)

@@ -23,3 +23,25 @@ def test_method_contract(small_cnn, name):
     assert a.scores.shape == (2,)
     b = ex.explain(x, name, target=[1, 3])
     np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-6)
+
+
+# Which methods read the target layer, written out from each method's definition (paper): CAMs read the
+# layer's activations/gradients; pixel-space gradient methods and perturbation methods never do.
+PIXEL_OR_LAYER_FREE = {"saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients",
+                       "smoothgrad", "occlusion", "rise", "kernelshap", "lime"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_figure_title_names_the_layer_of_every_layer_method(small_cnn, name):
+    """The figure's title names the layer exactly when the method read it (ShapleyCAM, which needs a
+    Hessian-vector product at the layer, once lost it: the title was computed without HVP)."""
+    ex = Explainer.from_torch(small_cnn, "act3", progress=False)
+    x = np.random.default_rng(1).normal(size=(1, 3, 20, 18)).astype(np.float32)
+    exp = ex.explain(x, name, target=1)
+    fig = exp.figure(x)
+    title = fig._suptitle.get_text()
+    assert title.startswith(name)
+    if name in PIXEL_OR_LAYER_FREE:
+        assert "act3" not in title, title
+    else:
+        assert title.endswith("at layer act3"), title

@@ -12,7 +12,7 @@ import pytest
 from onnx_helpers import export_torch, initializers_to_constants, torch_net
 
 from agnostic_cam import Explainer
-from agnostic_cam.adapters.onnx.adapter import adapter as onnx_adapter
+from agnostic_cam.adapters.onnx import adapter as onnx_adapter
 from agnostic_cam.adapters.onnx.layers import detect_layout
 
 SIZE = 24

@@ -211,4 +211,4 @@ def test_onnx_explainer_shared_by_threads():
         ref = ex.explain(X, method, target=1).heatmap
         for h in out[i]:
             np.testing.assert_allclose(h, ref, atol=1e-6)
-    assert len(ex.adapter._engines) == 1 and len(ex.adapter._capturer._tails) == 1
+    assert len(ex.adapter._engines) == 1 and len(ex._capturer._tails) == 1

@@ -18,6 +18,7 @@ from agnostic_cam.core import layout as L
 from agnostic_cam.core.capture import Needs, channels_first  # noqa: F401 - channels_first re-exported
 from agnostic_cam.engine import OnnxEngine
 from agnostic_cam.targets import TargetSpec
+from agnostic_cam.targets.dispatch import to_numpy  # noqa: F401 - re-exported for the adapters
 from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
 from agnostic_cam.core.options import positive_int
 from agnostic_cam.core.concurrency import EXPORT_LOCK
@@ -45,17 +46,6 @@ class Higher(Gradients):
 
     hvp: np.ndarray | None = None
     bias_terms: list = field(default_factory=list)
-
-
-def to_numpy(images: Any) -> np.ndarray:
-    """np.ndarray from a NumPy array, torch tensor, TF tensor or nested list (no framework import)."""
-    if isinstance(images, np.ndarray):
-        return images
-    if hasattr(images, "detach") and hasattr(images, "cpu"):  # torch.Tensor
-        return images.detach().cpu().numpy()
-    if hasattr(images, "numpy"):  # tf.Tensor / EagerTensor
-        return np.asarray(images.numpy())
-    return np.asarray(images)
 
 
 def closest_names(name: str, names: list[str], n: int = 5) -> str:

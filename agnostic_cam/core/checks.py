@@ -104,5 +104,4 @@ def _ignores_input(cap) -> bool:
     return np.array_equal(np.asarray(out), np.asarray(cap.outputs)[:1])
 
 
-__all__ = ["GRADIENT_BATCH_BYTES", "batched_gradients", "check_finite", "checked_capture", "gradient_batch", "sub_spec",
-           "verify_tail"]
+__all__ = ["check_finite", "checked_capture", "verify_tail"]

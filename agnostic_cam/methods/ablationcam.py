@@ -19,6 +19,39 @@ from agnostic_cam.core.options import positive_int
 
 @register("ablationcam")
 class AblationCAM(CamMethod):
+    """Ablation-CAM: each channel weighted by the score drop when it is ablated (no gradient).
+
+    Paper: S. Desai and H. G. Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional
+    Network via Gradient-free Localization", WACV 2020, pp. 972-980 (eq. 3).
+
+    With A the target layer's activations (N, C, h, w), y the target's score and y_c the score
+    with channel c of A set to ``value`` (only the graph after the layer runs again, batched):
+
+        w_c = (y - y_c) / y
+        cam = relu(sum_c w_c * A_c)
+
+    Token layers (N, T, C) ablate channel c on every token, class token included (pytorch-grad-cam's
+    ``AblationLayerVit``). Channels already all zero are not re-run when ``value`` is 0: w_c = 0
+    exactly. Forward-only (runs on ONNX Runtime).
+
+    Args:
+        batch_size (int | None): ablated copies per tail pass; None uses max(the explainer's, 64).
+            Default None.
+        value (float): the ablation value; 0.0 is the paper's rule (pytorch-grad-cam writes
+            min - 1e7 on layers whose minimum is not 0, e.g. a ViT's LayerNorm output). Default 0.0.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="ablationcam", batch_size=16)
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 16, 16))
+        >>> round(float(exp.heatmap.max()), 3)
+        1.0
+    """
+
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
     def __init__(self, batch_size: int | None = None, value: float = 0.0):

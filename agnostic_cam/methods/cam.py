@@ -38,6 +38,38 @@ def linear_head(cap: Capture) -> tuple[np.ndarray, np.ndarray]:
 
 @register("cam")
 class CAM(CamMethod):
+    """CAM, class activation mapping: the layer's channels weighted by the linear classifier's weights.
+
+    Paper: B. Zhou, A. Khosla, A. Lapedriza, A. Oliva and A. Torralba, "Learning Deep Features for
+    Discriminative Localization", CVPR 2016, arXiv:1512.04150 (eq. 2).
+
+    For a head f(A) = W mean_hw(A) + b right after the target layer (global average pooling and a
+    linear layer), with A the target layer's activations (N, C, h, w), W (K, C) and k the target
+    class:
+
+        w_c = W[k, c]
+        cam = relu(sum_c w_c * A_c)
+
+    W is read off the head itself through the ONNX tail graph (W[:, c] = f(1_c) - f(0)), whatever
+    the framework; the head is then checked to be affine and blind to where activations sit, else
+    a ``ModelError`` points to Grad-CAM, which equals CAM on such heads (the example checks it) and
+    works on any head. Forward-only; targets must be class indices (int, list of ints or None).
+
+    Options: none of its own; ``eigen_smooth=False``, ``aug_smooth=False`` and ``batch_size=None``.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> import numpy as np
+        >>> exp = ex.explain(x, method="cam")
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 16, 16))
+        >>> np.allclose(exp.heatmap, ex.explain(x, "gradcam").heatmap, atol=1e-5)
+        True
+    """
+
     needs = Needs.ACTIVATIONS | Needs.TAIL
 
     def weights(self, cap: Capture) -> np.ndarray:

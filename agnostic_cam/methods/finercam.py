@@ -56,6 +56,42 @@ def finer_score(y: np.ndarray, main: np.ndarray, comp: np.ndarray, alpha: float)
 
 @register("finercam")
 class FinerCAM(CamMethod):
+    """Finer-CAM: Grad-CAM of a score that contrasts the class with its most similar classes.
+
+    Paper: Z. Zhang, J. Gu, A. Chowdhury, Z. Mai, D. Carlyn, T. Berger-Wolf, Y. Su and W.-L. Chao,
+    "Finer-CAM: Spotting the Difference Reveals Finer Details for Visual Explanation", CVPR 2025,
+    arXiv:2501.11309; pytorch-grad-cam 1.5.7's definition (``FinerCAM``, ``FinerWeightedTarget``).
+
+    With y the model's outputs (N, K), p = softmax(y), m the main class (the target; None: top-1)
+    and J the classes ranked ``comparison_categories`` by |y_k - y_m| (1 = the nearest):
+
+        S   = sum_{j in J} p_j (y_m - alpha y_j) / (sum_{j in J} p_j + 1e-9)
+        w_c = mean_hw(dS/dA_c)
+        cam = relu(sum_c w_c * A_c)
+
+    with A the target layer's activations (N, C, h, w). The gradient of S, softmax included, is
+    exact: S is replaced by its first-order expansion at the model's output (a linear target with
+    the same value and gradient), so every framework differentiates it with its own autograd.
+    ``exp.targets`` are the main classes; ``exp.scores`` the values of S. Targets must be class
+    indices (int, list of ints or None).
+
+    Args:
+        alpha (float): the weight of the comparison classes' scores. Default 1.0.
+        comparison_categories (tuple[int, ...]): ranks >= 1 of the compared classes, nearest first.
+            Default (1, 2, 3).
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="finercam", alpha=0.6, comparison_categories=(1, 2))
+        >>> exp.heatmap.shape, exp.raw.shape, exp.targets.shape
+        ((2, 32, 32), (2, 16, 16), (2,))
+        >>> round(float(exp.heatmap.max()), 3)
+        1.0
+    """
+
     needs = Needs.LAYER_GRADIENTS | Needs.FORWARD
 
     def __init__(self, alpha: float = 1.0, comparison_categories: tuple[int, ...] | list[int] = (1, 2, 3)):

@@ -41,6 +41,44 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 @register("integrated_gradients")
 class IntegratedGradients(PixelMethod):
+    """Integrated gradients: the gradient integrated along the straight path from a baseline to the image.
+
+    Paper: M. Sundararajan, A. Taly and Q. Yan, "Axiomatic Attribution for Deep Networks",
+    ICML 2017, arXiv:1703.01365 (eq. 1, and its Riemann approximation eq. 3).
+
+    With x the image, x' the baseline and S the target's score:
+
+        IG_i(x) = (x_i - x'_i) * integral_0^1 dS(x' + a (x - x'))/dx_i da
+                ~ (x_i - x'_i) * sum_k w_k * dS(x' + a_k (x - x'))/dx_i
+
+    with nodes a_k and weights w_k of ``quadrature``: "gausslegendre" (as Captum) mapped to
+    [0, 1]; "riemann_trapezoid" a_k = k / (steps - 1), w = h/2, h, ..., h, h/2 with
+    h = 1 / (steps - 1); "riemann_left" / "riemann_right" / "riemann_middle" w_k = 1 / steps.
+    Completeness: sum_i IG_i ~ S(x) - S(x') (the example checks it). ``raw`` (N, C, H, W) signed;
+    heatmap = max_c |raw| / max. Needs input gradients.
+
+    Args:
+        baseline (float | numpy.ndarray | None): None (zeros), a float, or an array of one image's
+            or the batch's shape, in the model's layout. Default None.
+        steps (int): the number of path points. Default 50.
+        quadrature (str): one of the rules above. Default "gausslegendre".
+        batch_size (int | None): path points per backward pass (all images mixed); None uses the
+            explainer's. Default None.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> import numpy as np
+        >>> exp = ex.explain(x, method="integrated_gradients", steps=32)
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 3, 32, 32))
+        >>> s0 = ex.predict(np.zeros_like(x))[[0, 1], exp.targets]  # the baseline's scores
+        >>> np.allclose(exp.raw.sum(axis=(1, 2, 3)), exp.scores - s0, rtol=1e-2)  # completeness
+        True
+    """
+
     rule = "vanilla"
 
     def __init__(self, baseline: float | np.ndarray | None = None, steps: int = 50,

@@ -56,6 +56,46 @@ def constrained_wls(z: np.ndarray, v: np.ndarray, w: np.ndarray, v0: float, v1: 
 
 @register("kernelshap")
 class KernelSHAP(LayerFreeMethod):
+    """KernelSHAP: the Shapley values of image segments, fitted by weighted least squares.
+
+    Paper: S. M. Lundberg and S.-I. Lee, "A Unified Approach to Interpreting Model Predictions",
+    NeurIPS 2017, arXiv:1705.07874 (Theorem 2).
+
+    Players are M segments (a grid or a label map); v(z) is the target's score with the segments
+    outside coalition z in {0, 1}^M set to the baseline. The Shapley values phi (M,) solve
+
+        min_phi sum_z pi(z) (v(z) - v(0) - z . phi)^2,   subject to sum(phi) = v(1) - v(0)
+        pi(z)   = (M - 1) / (C(M, |z|) |z| (M - |z|))    (the Shapley kernel)
+
+    When ``samples`` >= 2^M - 2 every coalition is scored (exact Shapley values); otherwise
+    ``samples`` coalitions are drawn with sizes distributed as the kernel, from ``seed``.
+    ``raw`` (N, H, W): each pixel carries its segment's phi; heatmap = relu(raw) / max.
+    Layer-free and forward-only (runs on ONNX Runtime).
+
+    Args:
+        segments (int | numpy.ndarray): an int (a grid of about that many cells) or an int label
+            map (H, W) or (N, H, W), e.g. superpixels. Default 16.
+        samples (int): the number of coalitions scored. Default 1000.
+        seed (int | None): the sampling seed. Default 0.
+        baseline (float | str | numpy.ndarray): a number, "zero", "mean", "blur", or an array (one
+            image or the batch, model layout). Default 0.0.
+        batch_size (int | None): coalitions per forward pass; None uses the explainer's. Default None.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> import numpy as np
+        >>> exp = ex.explain(x, method="kernelshap", segments=4, samples=30)  # 2 x 2 grid: exact
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 32, 32))
+        >>> phi = exp.raw[:, ::16, ::16].sum(axis=(1, 2))  # one pixel per segment
+        >>> s0 = ex.predict(np.zeros_like(x))[[0, 1], exp.targets]  # the baseline's scores
+        >>> np.allclose(phi, exp.scores - s0, atol=1e-5)  # efficiency: sum(phi) = v(1) - v(0)
+        True
+    """
+
     def __init__(self, segments=16, samples: int = 1000, seed: int | None = 0, baseline=0.0,
                  batch_size: int | None = None):
         self.segments = check_segments(segments)

@@ -34,6 +34,46 @@ def weighted_ridge(z: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) ->
 
 @register("lime")
 class LIME(LayerFreeMethod):
+    """LIME: a weighted linear model of the score on which image segments are kept.
+
+    Paper: M. T. Ribeiro, S. Singh and C. Guestrin, "'Why Should I Trust You?': Explaining the
+    Predictions of Any Classifier", KDD 2016, arXiv:1602.04938 (eq. 1-2); as the ``lime``
+    package's image explainer defines it.
+
+    ``samples`` coalitions z in {0, 1}^M (each of the M segments kept with probability 1/2; the
+    first is the whole image) are scored: v(z) is the target's score with the dropped segments
+    set to the baseline. The attributions are the coefficients beta of the weighted ridge
+    regression (with intercept)
+
+        min_(beta, b) sum_z pi(z) (v(z) - b - z . beta)^2 + alpha |beta|^2
+        pi(z) = sqrt(exp(-d(z)^2 / kernel_width^2)),   d(z) = 1 - cos(z, 1)
+
+    ``raw`` (N, H, W): each pixel carries its segment's coefficient; heatmap = relu(raw) / max.
+    Layer-free and forward-only (runs on ONNX Runtime).
+
+    Args:
+        segments (int | numpy.ndarray): an int (a grid of about that many cells) or an int label
+            map (H, W) or (N, H, W), e.g. superpixels. Default 16.
+        samples (int): the number of coalitions scored (>= 2). Default 1000.
+        seed (int | None): the sampling seed. Default 0.
+        kernel_width (float): the width of the proximity kernel. Default 0.25.
+        alpha (float): the ridge penalty (>= 0). Default 1.0.
+        baseline (float | str | numpy.ndarray): a number, "zero", "mean", "blur", or an array (one
+            image or the batch, model layout). Default 0.0.
+        batch_size (int | None): coalitions per forward pass; None uses the explainer's. Default None.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="lime", segments=4, samples=30)
+        >>> exp.heatmap.shape, exp.raw.shape, exp.layer_used
+        ((2, 32, 32), (2, 32, 32), False)
+        >>> float(exp.heatmap.max())
+        1.0
+    """
+
     def __init__(self, segments=16, samples: int = 1000, seed: int | None = 0, kernel_width: float = 0.25,
                  alpha: float = 1.0, baseline=0.0, batch_size: int | None = None):
         self.segments = check_segments(segments)

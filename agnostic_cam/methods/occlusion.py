@@ -28,6 +28,44 @@ def positions(size: int, window: int, stride: int) -> np.ndarray:
 
 @register("occlusion")
 class Occlusion(LayerFreeMethod):
+    """Occlusion: the score drop when a sliding window of the image is replaced by a baseline.
+
+    Paper: M. D. Zeiler and R. Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014, arXiv:1311.2901 (Sec. 4.2); placed as Captum's ``Occlusion`` with a window over
+    all channels.
+
+    With y the target's score on the image and y_k on the image whose window k (``window`` pixels,
+    starting at multiples of ``stride``, ceil((H - h) / s) + 1 per axis, the last one cut at the
+    border) is replaced by the baseline:
+
+        d_k     = y - y_k
+        raw_ij  = mean of d_k over the windows k that cover pixel (i, j)      (N, H, W), signed
+        heatmap = relu(raw) / max(relu(raw))                                  per image
+
+    Layer-free and forward-only (runs on ONNX Runtime).
+
+    Args:
+        window (int | tuple[int, int] | None): the window (h, w); None: an eighth of the shorter
+            side. Default None.
+        stride (int | tuple[int, int] | None): the step (h, w), at most the window; None: half the
+            window. Default None.
+        baseline (float | str | numpy.ndarray): a number, "zero", "mean", "blur", or an array (one
+            image or the batch, model layout). Default 0.0.
+        batch_size (int | None): occluded images per forward pass; None uses the explainer's.
+            Default None.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="occlusion", window=8, stride=4)
+        >>> exp.heatmap.shape, exp.raw.shape, exp.layer_used
+        ((2, 32, 32), (2, 32, 32), False)
+        >>> float(exp.heatmap.max())
+        1.0
+    """
+
     def __init__(self, window: int | tuple[int, int] | None = None, stride: int | tuple[int, int] | None = None,
                  baseline=0.0, batch_size: int | None = None):
         self.window = check_pair("window", window)

@@ -37,6 +37,45 @@ def rise_masks(rng: np.random.Generator, count: int, cells: int, p: float, size:
 
 @register("rise")
 class RISE(LayerFreeMethod):
+    """RISE: the score-weighted average of random masks (randomized input sampling).
+
+    Paper: V. Petsiuk, A. Das and K. Saenko, "RISE: Randomized Input Sampling for Explanation of
+    Black-box Models", BMVC 2018, arXiv:1806.07421 (Sec. 3, eq. 6; masks as in Sec. 3.2).
+
+    With f the target's score, I the image blended with the baseline where a mask is 0, and
+    M_1..M_m random masks (m = ``masks``):
+
+        raw     = 1 / (m p) * sum_i f(I . M_i) M_i                      (N, H, W)
+        heatmap = minmax(raw)                                            per image
+
+    Each mask: a binary ``cells`` x ``cells`` grid, each cell 1 with probability ``p``, bilinearly
+    upsampled to (cells + 1) * ceil(H / cells) by (cells + 1) * ceil(W / cells) and cropped to
+    H x W at a random shift. f is the model's raw output (explain probabilities with a softmax
+    model or ``output='logits'`` off). Masks are drawn from ``seed`` ``batch_size`` at a time and
+    shared by all images. Layer-free and forward-only (runs on ONNX Runtime).
+
+    Args:
+        masks (int): the number of masks m. Default 2000.
+        cells (int): the grid size. Default 7.
+        p (float): the probability that a grid cell is kept, in (0, 1]. Default 0.5.
+        seed (int | None): the masks' seed; None draws fresh masks every call. Default 0.
+        baseline (float | str | numpy.ndarray): a number, "zero", "mean", "blur", or an array (one
+            image or the batch, model layout). Default 0.0.
+        batch_size (int | None): masked images per forward pass; None uses the explainer's.
+            Default None.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="rise", masks=50, cells=4)
+        >>> exp.heatmap.shape, exp.raw.shape, exp.layer_used
+        ((2, 32, 32), (2, 32, 32), False)
+        >>> round(float(exp.heatmap.min()), 3), round(float(exp.heatmap.max()), 3)
+        (0.0, 1.0)
+    """
+
     def __init__(self, masks: int = 2000, cells: int = 7, p: float = 0.5, seed: int | None = 0,
                  baseline=0.0, batch_size: int | None = None):
         self.masks = positive_int("masks", masks, 1)

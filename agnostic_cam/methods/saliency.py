@@ -13,6 +13,38 @@ from agnostic_cam.errors import OptionError
 
 @register("saliency")
 class Saliency(PixelMethod):
+    """Image-specific class saliency: the magnitude of the score's gradient with respect to the image.
+
+    Paper: K. Simonyan, A. Vedaldi and A. Zisserman, "Deep Inside Convolutional Networks:
+    Visualising Image Classification Models and Saliency Maps", ICLR 2014 workshop,
+    arXiv:1312.6034 (Sec. 3.1, eq. 4-5).
+
+    With x the image (N, C, H, W) and S_k the target's score:
+
+        raw  = w = dS_k/dx                         (N, C, H, W), signed, channel-first
+        M_ij = max_c |w_(c,i,j)|                   (sign="abs")
+        M_ij = max_c relu(w_(c,i,j))               (sign="positive"; relu(-w) for "negative")
+        heatmap = M / max(M)                       per image
+
+    ``raw`` is channel-first whatever the model's layout (``raw.transpose(0, 2, 3, 1)`` for
+    channels-last). No target layer is used. Needs input gradients.
+
+    Args:
+        sign (str): "abs", "positive" or "negative": which part of the gradient the heatmap shows.
+            Default "abs".
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="saliency")
+        >>> exp.heatmap.shape, exp.raw.shape, exp.layer_used
+        ((2, 32, 32), (2, 3, 32, 32), False)
+        >>> float(exp.heatmap.max())
+        1.0
+    """
+
     rule = "vanilla"
 
     def __init__(self, sign: str = "abs"):

@@ -28,6 +28,41 @@ def channel_masks(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @register("scorecam")
 class ScoreCAM(CamMethod):
+    """Score-CAM: each channel weighted by the score of the image masked with it (no gradient).
+
+    Paper: H. Wang, Z. Wang, M. Du, F. Yang, Z. Zhang, S. Ding, P. Mardziel and X. Hu, "Score-CAM:
+    Score-Weighted Visual Explanations for Convolutional Neural Networks", CVPR Workshops 2020,
+    arXiv:1910.01279 (eq. 3-6).
+
+    With A the target layer's activations (N, C, h, w), x the image (C_in, H, W) and S(.) the
+    target's score, per image and channel:
+
+        H_c = minmax(up(A_c))              (bilinear, align_corners=True, to (H, W); eps 1e-8)
+        s_c = S(x * H_c)
+        w   = softmax_c(s)
+        cam = relu(sum_c w_c * A_c)
+
+    Forward-only (runs on ONNX Runtime). Exact savings: constant channels all give the zero image
+    (scored once), identical channels are scored once (``dedup``), and masked images are built one
+    batch at a time.
+
+    Args:
+        batch_size (int | None): masked images per forward pass; None uses the explainer's.
+            Default None.
+        dedup (bool): score identical channels once (the weights are the same). Default True.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="scorecam", batch_size=8)
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 16, 16))
+        >>> round(float(exp.heatmap.max()), 3)
+        1.0
+    """
+
     needs = Needs.ACTIVATIONS | Needs.FORWARD
 
     def __init__(self, batch_size: int | None = None, dedup: bool = True):

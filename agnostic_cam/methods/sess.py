@@ -1,4 +1,4 @@
-"""SESS, Saliency Enhancing with Scaling and Sliding (Tyagi et al. 2022), pytorch-grad-cam 1.5.7's definition.
+"""SESS, Saliency Enhancing with Scaling and Sliding (Tursun et al. 2022), pytorch-grad-cam 1.5.7's definition.
 
 A meta-method over any CAM (``base``, default Grad-CAM). Per image: resize it so its shorter side
 is each of ``num_scales`` scales (window, window + round(window * 2/7), ...; bilinear), slide a
@@ -42,6 +42,54 @@ def gaussian_blur(m: np.ndarray, size: int = 11, sigma: float = 5.0) -> np.ndarr
 
 @register("sess")
 class SESS(Method):
+    """SESS, saliency enhancing with scaling and sliding: a method's maps of many patches, fused.
+
+    Paper: O. Tursun, S. Denman, S. Sridharan and C. Fookes, "SESS: Saliency Enhancing with Scaling
+    and Sliding", ECCV 2022, arXiv:2207.01769; pytorch-grad-cam 1.5.7's definition.
+
+    A meta-method over any method ``base``. Per image: resize it so its shorter side is each scale
+    (window, window + round(window * scale_step_ratio), ..., ``num_scales`` of them), slide a square
+    window over every scale (step ``step_size``; border windows shifted back inside) to get patches
+    P_k, and score each by s_k = relu(softmax(f(P_k))_t) (the target t's probability). Drop the
+    lowest ``pre_filter_ratio`` of patches, explain the rest with ``base`` (heatmaps H_k, batched),
+    and paste each back where it came from, resized to the image, as M_k = (s_k / max_k s_k) H_k:
+
+        F_ij    = mean of M_(k,ij) over the k with M_(k,ij) > theta      (pool="mean")
+        F_ij    = max_k M_(k,ij)                                          (pool="max")
+        heatmap = minmax(blur(F))       blur: 11 x 11 Gaussian, sigma 5 (smooth=True; else minmax(F))
+
+    ``raw`` is the heatmap (N, H, W). Patches have the window's size, so models with a fixed input
+    size need square images. Needs what ``base`` needs, plus forward passes.
+
+    Args:
+        base (str): the method explaining each patch. Default "gradcam".
+        num_scales (int): the number of scales. Default 12.
+        scales (list[int] | None): explicit scales (shorter sides, each >= the window) instead.
+            Default None.
+        scale_step_ratio (float): the step between scales as a fraction of the window. Default 2/7.
+        window_size (int | None): the patch side; None: the image's shorter side. Default None.
+        step_size (int | None): the sliding step; None: the window. Default None.
+        pre_filter_ratio (float): the share of lowest-scored patches dropped, in [0, 1). Default 0.0.
+        theta (float): the threshold of the mean fusion. Default 0.0.
+        pool (str): "mean" or "max". Default "mean".
+        smooth (bool): the final Gaussian blur. Default True.
+        use_softmax_scores (bool): score patches by softmax probabilities (else raw outputs).
+            Default True.
+        batch_size (int): patches per ``base`` explanation. Default 32.
+        **base_options (Any): options of the base method.
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="sess", num_scales=2)
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 32, 32))
+        >>> round(float(exp.heatmap.min()), 3), round(float(exp.heatmap.max()), 3)
+        (0.0, 1.0)
+    """
+
     runs_explanations = True  # fuses many explanations of patches itself (Method.explain_with)
     needs = Needs.LAYER_GRADIENTS | Needs.FORWARD  # those of the default base; an instance takes its base's
 

@@ -23,6 +23,43 @@ from agnostic_cam.errors import AgnosticCamError, OptionError
 
 @register("smoothgrad")
 class SmoothGrad(PixelMethod):
+    """SmoothGrad: a pixel-space gradient method averaged over noisy copies of the image.
+
+    Paper: D. Smilkov, N. Thorat, B. Kim, F. Viegas and M. Wattenberg, "SmoothGrad: removing noise
+    by adding noise", arXiv:1706.03825, 2017 (eq. 1).
+
+    With x the image and M the ``base`` method's signed attribution (N, C, H, W):
+
+        raw   = 1/n sum_{k=1..n} M(x + e_k),   e_k ~ N(0, sigma^2),  n = samples
+        sigma = noise * (max(x) - min(x))      per image
+
+    The heatmap is the base method's (e.g. saliency: max over channels of |raw|, scaled per image).
+    Noise is drawn channel-first from ``seed``, so an NCHW model and its NHWC twin see the same
+    noisy images. Needs input gradients.
+
+    Args:
+        base (str): a pixel-space gradient method: "saliency", "guided_backprop", "deconvnet",
+            "gradient_x_input" or "integrated_gradients". Default "saliency".
+        noise (float): sigma as a fraction of each image's value range (10-20% works well).
+            Default 0.15.
+        samples (int): the number of noisy copies n. Default 25.
+        seed (int | None): the noise seed; None draws fresh noise every call. Default 0.
+        batch_size (int | None): noisy copies per backward pass; None uses the explainer's.
+            Default None.
+        **base_options (Any): options of the base method (e.g. ``sign`` for saliency).
+
+    Examples:
+        >>> from agnostic_cam import Explainer
+        >>> from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+        >>> ex = Explainer.from_torch(tiny_cnn(), "relu2", progress=False)
+        >>> x = tiny_images()  # (2, 3, 32, 32) float32 in [0, 1]
+        >>> exp = ex.explain(x, method="smoothgrad", base="guided_backprop", samples=4)
+        >>> exp.heatmap.shape, exp.raw.shape
+        ((2, 32, 32), (2, 3, 32, 32))
+        >>> float(exp.heatmap.max())
+        1.0
+    """
+
     smoothable = False
 
     def __init__(self, base: str = "saliency", noise: float = 0.15, samples: int = 25, seed: int | None = 0,

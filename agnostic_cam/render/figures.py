@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from agnostic_cam.errors import InputError, OptionError
 
-from agnostic_cam.core import layout as L
+from agnostic_cam.targets.dispatch import to_numpy
 def to_display(images: Any) -> np.ndarray:
     """Images for display as (N, H, W, 3) float in [0, 1].
 
@@ -15,15 +15,13 @@ def to_display(images: Any) -> np.ndarray:
     batch axis), uint8 in [0, 255] or float. Floats outside [0, 1] (e.g. mean/std normalised) are
     min-max scaled per image.
     """
-    from agnostic_cam.adapters.base import to_numpy
-
     x = to_numpy(images)
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
         raise InputError(f"images must be (N, H, W, C) or (N, C, H, W); got shape {x.shape}")
     if x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):
-        x = L.from_chw(x, L.NHWC)
+        x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
     if x.shape[-1] not in (1, 3):
         raise InputError(f"images must have 1 or 3 channels; got shape {x.shape}")
     if x.dtype == np.uint8:

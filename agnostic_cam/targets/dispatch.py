@@ -23,7 +23,9 @@ def kind(t: Any) -> str:
 
 
 def to_numpy(a: Any) -> np.ndarray:
-    """A NumPy copy of a torch / TensorFlow tensor (detached, on the CPU), or ``np.asarray(a)``."""
+    """np.ndarray from a NumPy array, torch tensor (detached, on the CPU), TF tensor or nested list."""
+    if isinstance(a, np.ndarray):
+        return a
     if hasattr(a, "detach"):
         return a.detach().cpu().numpy()
     if hasattr(a, "numpy"):

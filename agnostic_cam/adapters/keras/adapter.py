@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.core import layout as L
-from agnostic_cam.adapters.keras.adapter import graph as kg
+from agnostic_cam.adapters.keras import graph as kg
 from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.engine.eager import engine_for, run_export
 from agnostic_cam.adapters.keras.export import convert, rename_through_identities, replace_erfc

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.core import layout as L
-from agnostic_cam.adapters.keras.adapter import graph as kg
+from agnostic_cam.adapters.keras import graph as kg
 from agnostic_cam.adapters.base import Gradients, channels_first
 from agnostic_cam.errors import InputError, ModelError
 from agnostic_cam.targets import TargetSpec

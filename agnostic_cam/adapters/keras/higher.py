@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agnostic_cam.adapters.keras.adapter import graph as kg
+from agnostic_cam.adapters.keras import graph as kg
 from agnostic_cam.adapters.base import Higher
 from agnostic_cam.adapters.keras.gradients import first
 from agnostic_cam.core.capture import Needs

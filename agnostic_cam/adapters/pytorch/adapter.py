@@ -1,19 +1,14 @@
 """PyTorch adapter. The only module besides the other adapters that imports torch (lazily)."""
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 
-from agnostic_cam import compat
 from agnostic_cam.core import layout as L
 from agnostic_cam.adapters.auto_layer import torch_default_layer
-from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, Gradients, closest_names
+from agnostic_cam.adapters.base import ACTIVATION, NATIVE, Adapter, Gradients, closest_names
 from agnostic_cam.core.capture import Needs
 from agnostic_cam.targets import TargetSpec
-from agnostic_cam.core.concurrency import EXPORT_LOCK, serialised
-from agnostic_cam.engine.graph import to_float32
+from agnostic_cam.core.concurrency import serialised
 from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
@@ -21,17 +16,17 @@ try:
     from torch import nn
 
     from agnostic_cam.adapters.pytorch.checks import check_model, fingerprint, forward_failure
-    from agnostic_cam.engine.eager import engine_for, run_export
     from agnostic_cam.adapters.pytorch.eager import torch_forward
+    from agnostic_cam.adapters.pytorch.export import TorchExport
     from agnostic_cam.adapters.pytorch.higher import TorchHigherOrder
     from agnostic_cam.adapters.pytorch.outputs import select_output
-    from agnostic_cam.adapters.pytorch.layers import candidates, no_mha_fastpath, probe
+    from agnostic_cam.adapters.pytorch.layers import candidates, probe
     from agnostic_cam.adapters.pytorch.primitives import TorchPrimitives, hooked, layout_view, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
-class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
+class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
     framework = "torch"
     supports = Adapter.supports | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
     layout = "NCHW"
@@ -234,44 +229,7 @@ class TorchAdapter(TorchHigherOrder, TorchPrimitives, Adapter):
         Raises NonFiniteError when a weight is NaN or Inf."""
         return fingerprint(self.model)
 
-    # -- ONNX export ---------------------------------------------------------------------------
-    def export_onnx(self, sample_shape: tuple[int, ...]):
-        import onnx
-
-        self._ensure_layout(sample_shape)
-        adapter = self
-
-        class Export(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = adapter.model
-
-            def forward(self, x):
-                if adapter.layer is None:
-                    return adapter._forward(x)
-                store = []
-                with hooked(adapter.layer, lambda m, i, o: store.append(o)):
-                    out = adapter._forward(x)
-                native = store[-1]
-                if adapter.native_name == ACTIVATION:
-                    return out, native
-                return out, adapter.to_chw(native), native
-
-        names = [OUTPUT] if self.layer is None else [OUTPUT, ACTIVATION] + ([NATIVE] if self.native_name != ACTIVATION else [])
-        buf = io.BytesIO()
-        with EXPORT_LOCK, preserved(self.model), torch.no_grad(), no_mha_fastpath(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            x = self._tensor(np.zeros((1, *sample_shape), np.float32))
-            run_export(lambda: compat.torch_onnx_export_legacy(
-                Export(), (x,), buf, opset_version=17, input_names=["input"],
-                output_names=names, do_constant_folding=True,
-                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}))
-        return to_float32(onnx.load_from_string(buf.getvalue()))  # float64/half models run in float32 on ORT
-
-    def _make_engine(self, sample_shape: tuple[int, ...]):
-        """ONNX Runtime on the export, or PyTorch forward passes when the export fails (one warning)."""
-        return engine_for(self, sample_shape)
-
+    # -- ONNX export: TorchExport (adapters/pytorch/export.py) ---------------------------------
     eager_forward = torch_forward  # (x, replace) -> (output, activation): the fallback's forward passes
 
     # -- gradients -----------------------------------------------------------------------------
