@@ -14,9 +14,10 @@ differ from the exact value in two ways only:
    most ``e`` (propagated here: ``gamma_{K+1} (|W| |a| + |b|) + |W| e_prev`` per convolution); a
    ReLU whose exact pre-activation is within ``e`` of 0, or a max-pool window whose two largest
    values are within ``e_1 + e_2``, is a *near-tie*: rounding may pick either branch, on one CPU
-   one way and on another the other way. Its effect is measured, not guessed: the gradient is
-   recomputed with that one gate flipped (or the pool routed to the runner-up), and
-   ``|g_flipped - g|`` is the most that tie can change each pixel.
+   one way and on another the other way. What it can change is computed for that tie alone:
+   flipping a gate adds or removes the path through that unit, ``dS/d(unit) * d(unit)/dx``, so
+   ``|dS/d(unit)|`` sent back through the absolute weights bounds its effect at every pixel (a
+   pool window: through its winner and its runner-up). Pixels no near-tie reaches get none.
 
 ``ig_bounds`` returns the float64 Integrated Gradients, the rounding bound and the summed tie
 effects per pixel; a test allows ``rounding + ties`` and nothing more, so a tie widens the bound
@@ -59,11 +60,22 @@ def backward_terms(stages) -> int:
     return n
 
 
+def _windows(a):
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+
+
+def _unwindows(win):
+    n, c, h, w, _ = win.shape
+    return win.reshape(n, c, h, w, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h, 2 * w)
+
+
+@torch.no_grad()
 def _forward(stages, x):
-    """float64 forward with error bounds. Returns gates, pool indices and the near-ties found."""
+    """float64 forward with error bounds: the gates, the pool winners and runners-up, the near-ties."""
     a, e = x, 3 * U * x.abs()  # the path point base + alpha (x - base), rounded in float32
-    masks, idxs, ties = [], [], []
-    for j, (kind, m) in enumerate(stages):
+    masks, pools, ties = [], [], []
+    for kind, m in stages:
         if kind == "conv":
             w, b = m.weight.double(), m.bias.double() if m.bias is not None else None
             k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
@@ -73,40 +85,27 @@ def _forward(stages, x):
         elif kind == "bn":
             sc, sh = _bn(m)
             a, e = a * sc + sh, sc.abs() * e + gamma(3) * (sc.abs() * a.abs() + sh.abs())
-        elif kind == "relu":
-            mask = (a > 0).double()
-            for p in torch.nonzero(a.abs() <= e):
-                ties.append((j, tuple(p.tolist())))
-            masks.append(mask)
-            a = a * mask
-        elif kind == "maxpool":
-            n, c, h, w = a.shape
-            win = a.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
-            ewin = e.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
-            top = torch.topk(win, 2, dim=-1)
-            near = (top.values[..., 0] > 0) & (top.values[..., 0] - top.values[..., 1] <= 2 * ewin.max(-1).values)
-            idxs.append((top.indices[..., 0], top.indices[..., 1]))
-            for p in torch.nonzero(near):
-                ties.append((j, tuple(p.tolist())))
-            a, e = top.values[..., 0], ewin.max(-1).values
+        elif kind == "relu":  # near-tie: |z| within its forward error
+            masks.append((a > 0).double())
+            ties.append((a.abs() <= e).double())
+            a = a * masks[-1]
+        elif kind == "maxpool":  # near-tie: the two largest of a window within their errors
+            top, ew = torch.topk(_windows(a), 2, dim=-1), _windows(e).max(-1).values
+            pools.append((top.indices[..., :1], top.indices[..., 1:]))
+            ties.append(((top.values[..., 0] > 0) & (top.values[..., 0] - top.values[..., 1] <= 2 * ew)).double())
+            a, e = top.values[..., 0], ew
         elif kind == "gap":
             e = e.mean((2, 3)) + gamma(a.shape[2] * a.shape[3]) * a.abs().mean((2, 3))
             a = a.mean((2, 3))
         elif kind == "fc":
             a = F.linear(a, m.weight.double(), m.bias.double())
-    return masks, idxs, ties
+    return masks, pools, ties
 
 
-def _pool(a, index):
-    n, c, h, w = a.shape
-    win = a.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
-    return win.gather(-1, index[..., None])[..., 0]
-
-
-def _gradient(stages, x, classes, masks, pools, absolute=False):
-    """d logit[class] / dx of the network with its gates and pool winners held fixed (linear)."""
-    x = x.clone().requires_grad_(True)
-    a, mi, pi = x, 0, 0
+def _chain(stages, x, masks, pools, absolute=False):
+    """The network with its gates and pool winners held fixed (linear in x, biases dropped).
+    Returns the logits and, per ReLU / max-pool stage, (its input, its output)."""
+    a, taps, mi, pi = x, [], 0, 0
     f = (lambda t: t.abs()) if absolute else (lambda t: t)
     for kind, m in stages:
         if kind == "conv":
@@ -114,53 +113,65 @@ def _gradient(stages, x, classes, masks, pools, absolute=False):
         elif kind == "bn":
             a = a * f(_bn(m)[0])
         elif kind == "relu":
-            a, mi = a * masks[mi], mi + 1
+            b, mi = a * masks[mi], mi + 1
+            taps.append((a, b))
+            a = b
         elif kind == "maxpool":
-            a, pi = _pool(a, pools[pi]), pi + 1
+            b, pi = _windows(a).gather(-1, pools[pi][0])[..., 0], pi + 1
+            taps.append((a, b))
+            a = b
         elif kind == "gap":
             a = a.mean((2, 3))
         elif kind == "fc":
             a = F.linear(a, f(m.weight.double()))
-    (g,) = torch.autograd.grad(a[torch.arange(len(a)), classes].sum(), x)
-    return g
+    return a, taps
 
 
-@torch.no_grad()
-def _no_grad_forward(stages, x):
-    return _forward(stages, x)
+def ig_bounds(stages, x: np.ndarray, classes, alphas, weights, baseline=0.0):
+    """(IG in float64, rounding bound, tie bound, number of near-ties), per pixel, shape of ``x``.
 
-
-def ig_bounds(stages, x: np.ndarray, classes, alphas, weights, baseline=0.0, max_ties: int = 400):
-    """(IG in float64, rounding bound, tie effect, number of near-ties) per pixel, shape of ``x``."""
+    The tie bound of one near-tie is |dS/d(its output)| times the absolute-weight backward of its
+    input to the pixels (what flipping that gate, or routing that pool window to its runner-up, can
+    change); all near-ties of a step go back in one absolute backward pass."""
     ref, rnd, tie = (np.zeros(x.shape) for _ in range(3))
     n_back, n_ties = backward_terms(stages), 0
+    w = torch.tensor(weights, dtype=torch.float64)[:, None, None, None]
     for i in range(len(x)):
         xi = torch.from_numpy(np.asarray(x[i], np.float64))
-        base = torch.full_like(xi, float(baseline)) if np.isscalar(baseline) else torch.from_numpy(
-            np.asarray(baseline, np.float64))
-        pts = base[None] + torch.tensor(alphas, dtype=torch.float64)[:, None, None, None] * (xi - base)[None]
-        cls = torch.full((len(alphas),), int(classes[i]))
-        masks, idxs, ties = _no_grad_forward(stages, pts)
-        pools = [p[0] for p in idxs]
-        g = _gradient(stages, pts, cls, masks, pools)
-        g_abs = _gradient(stages, pts, cls, masks, pools, absolute=True)
-        w = torch.tensor(weights, dtype=torch.float64)[:, None, None, None]
+        base = torch.broadcast_to(torch.as_tensor(np.asarray(baseline, np.float64)), xi.shape)
+        pts = (base[None] + torch.tensor(alphas, dtype=torch.float64)[:, None, None, None] * (xi - base)[None])
+        pts.requires_grad_(True)
+        rows = torch.arange(len(alphas))
+        masks, pools, ties = _forward(stages, pts.detach())
+        out, taps = _chain(stages, pts, masks, pools)
+        grads = torch.autograd.grad(out[rows, int(classes[i])].sum(), [pts] + [b for _, b in taps])
+        g, d_out = grads[0], grads[1:]
+        out_abs, taps_abs = _chain(stages, pts, masks, pools, absolute=True)
+        (g_abs,) = torch.autograd.grad(out_abs[rows, int(classes[i])].sum(), pts, retain_graph=True)
+        cots = _pool_cotangents(stages, pools, ties, d_out)
+        (g_tie,) = torch.autograd.grad([a for a, _ in taps_abs], pts, grad_outputs=cots, allow_unused=True)
+        g_tie = torch.zeros_like(g) if g_tie is None else g_tie
         diff = (xi - base).abs().numpy()
-        ref[i] = ((xi - base) * (w * g).sum(0)).numpy()
-        rnd[i] = diff * ((w * (gamma(n_back) * g_abs + (len(alphas) + 3) * U * g.abs())).sum(0)).numpy()
-        n_ties += len(ties)
-        assert n_ties <= max_ties, f"{n_ties} near-ties: inputs too close to the kinks for this bound"
-        relu_stages = [j for j, (k, _) in enumerate(stages) if k == "relu"]
-        pool_stages = [j for j, (k, _) in enumerate(stages) if k == "maxpool"]
-        for j, p in ties:
-            m2, p2 = [mk.clone() for mk in masks], list(pools)
-            if j in relu_stages:
-                m2[relu_stages.index(j)][p] = 1 - m2[relu_stages.index(j)][p]
-            else:
-                q = pool_stages.index(j)
-                p2[q] = p2[q].clone()
-                p2[q][p] = idxs[q][1][p]
-            s = p[0]
-            gf = _gradient(stages, pts[s:s + 1], cls[s:s + 1], [mk[s:s + 1] for mk in m2], [pk[s:s + 1] for pk in p2])
-            tie[i] += (diff * float(weights[s]) * (gf[0] - g[s]).abs().numpy())
+        ref[i] = ((xi - base) * (w * g).sum(0)).detach().numpy()
+        rnd[i] = diff * (w * (gamma(n_back) * g_abs + (len(alphas) + 3) * U * g.abs())).sum(0).detach().numpy()
+        tie[i] = diff * (w * g_tie).sum(0).detach().numpy()
+        n_ties += int(sum(t.sum() for t in ties))
     return ref, rnd, tie, n_ties
+
+
+def _pool_cotangents(stages, pools, ties, d_out):
+    """Cotangents at each ReLU / max-pool input: |dS/d(output)| at its near-ties (a pool window's
+    on both its winner and its runner-up)."""
+    cots, pi = [], 0
+    kinds = [k for k, _ in stages if k in ("relu", "maxpool")]
+    for kind, d, t in zip(kinds, d_out, ties):
+        v = d.abs() * t
+        if kind == "relu":
+            cots.append(v)
+            continue
+        win = torch.zeros(*v.shape, 4, dtype=v.dtype)
+        win.scatter_add_(-1, pools[pi][0], v[..., None])
+        win.scatter_add_(-1, pools[pi][1], v[..., None])
+        cots.append(_unwindows(win))
+        pi += 1
+    return cots
