@@ -84,11 +84,9 @@ def compare(model, layer_name, x, methods, reshape, expect_layout):
 
 
 def eigen_diff_up_to_sign(model, layer, x, ours, reshape):
-    """Eigen-CAM against an independent SVD: the layer's tokens read by a forward hook, put on
-    their grid by the test's own reshape, centred over positions, projected on the first right
-    singular vector (numpy), ReLU'd and upscaled by pytorch-grad-cam's scale_cam_image. The sign
-    of a principal component is arbitrary: the better of the two signs, per image."""
-    from pytorch_grad_cam.utils.image import scale_cam_image
+    """Eigen-CAM against an independent SVD (tests/independent.py) of the layer's tokens, read by a
+    forward hook and put on their grid by the test's own reshape; the better sign per image."""
+    from independent import eigen_diff_up_to_sign as diff
 
     seen = []
     handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
@@ -97,16 +95,7 @@ def eigen_diff_up_to_sign(model, layer, x, ours, reshape):
             model(torch.from_numpy(x))
     finally:
         handle.remove()
-    a = (reshape(seen[0]) if reshape is not None else seen[0]).double().numpy()  # (N, C, h, w)
-    diffs = []
-    for i in range(len(x)):
-        flat = a[i].reshape(a.shape[1], -1).T  # (h*w, C)
-        flat = flat - flat.mean(axis=0)
-        p = (flat @ np.linalg.svd(flat, full_matrices=False)[2][0]).reshape(a.shape[2:])
-        heats = [scale_cam_image(scale_cam_image(np.maximum(s * p, 0)[None].astype(np.float32), x.shape[:1:-1]))[0]
-                 for s in (1, -1)]  # as pytorch-grad-cam: per layer (normalise, upscale), then normalise again
-        diffs.append(min(np.abs(ours[i] - h).max() for h in heats))
-    return max(diffs)
+    return diff((reshape(seen[0]) if reshape is not None else seen[0]).double().numpy(), ours)
 
 
 def images(n, size, seed=0):
