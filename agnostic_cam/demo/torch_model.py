@@ -68,12 +68,14 @@ def cache_dir() -> Path:
 
 
 def training_key() -> str:
-    """Hash of the code that makes the demo model (architecture, training, data) and of the torch
-    version: a cached copy made by other code is never used (it gets another file name)."""
+    """Hash of the code that makes the demo model (architecture, training, data), of the torch
+    version and of the CPU kernels torch dispatches to (the trained weights differ between AVX2 and
+    AVX-512 kernels): a cached copy made otherwise is never used (it gets another file name)."""
     from agnostic_cam.demo import data
 
     src = inspect.getsource(demo_net) + inspect.getsource(train_demo_net) + inspect.getsource(data)
-    return hashlib.sha256((src + torch.__version__).encode()).hexdigest()[:16]
+    src += torch.__version__ + torch.backends.cpu.get_cpu_capability()
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
 def load_demo_net(verbose: bool = False) -> nn.Module:
