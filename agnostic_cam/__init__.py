@@ -22,7 +22,8 @@ from agnostic_cam import errors
 from agnostic_cam.errors import AgnosticCamError
 from agnostic_cam.explainer import Explainer
 from agnostic_cam.core.explanation import Explanation
+from agnostic_cam.compare import compare
 from agnostic_cam.methods import CamMethod, Capture, Method, Needs, get_method, register, registry
 
 __all__ = ["__version__", "AgnosticCamError", "errors", "Explainer", "Explanation", "CamMethod", "Capture", "Method", "Needs",
-           "get_method", "register", "registry"]
+           "get_method", "register", "registry", "compare"]

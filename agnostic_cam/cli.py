@@ -1,4 +1,5 @@
-"""The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models.
+"""The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models; ``compare``
+for two or more models (ONNX, Keras files, PyTorch / Keras through module:factory).
 
 Exit codes: 0 success; 1 the audit finished but some images could not be used (listed in the
 report); 2 bad usage, options or model (one line says what to change; no image was run);
@@ -145,6 +146,24 @@ def cmd_audit(args) -> int:
     return EXIT_SOME_FAILED if run["failed"] else EXIT_OK
 
 
+def cmd_compare(args) -> int:
+    from agnostic_cam.compare.command import run_compare
+
+    if len(args.inputs) < 3:
+        raise OptionError(f"compare takes two or more models and then the images (A B [C ...] IMAGES); got "
+                          f"{len(args.inputs)} argument(s)")
+    res = run_compare(args.inputs[:-1], args.inputs[-1], args.out, args.methods, layer=args.layer, size=args.size,
+                      target=args.target, top=args.top, resume=not args.no_resume, batch_images=args.batch_images,
+                      walk=args.walk, tol=args.tol, follow_symlinks=args.follow_symlinks, engine=args.engine,
+                      workers=args.workers, address=args.address)
+    run = res["run"]
+    log.info("compared %d images, %d failed (%d computed now, %d reused from a previous run) -> %s", run["explained"],
+             len(run["failed"]), len(run["computed"]), len(run["reused"]), args.out / "report.html")
+    for f in run["failed"]:
+        log.warning("  could not use %s: %s", f["file"], f["error"])
+    return EXIT_SOME_FAILED if run["failed"] else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``agnostic-cam`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -152,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     from agnostic_cam.audit.files import OutputError
 
     try:
-        return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit}[args.command](args)
+        return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit,
+                "compare": cmd_compare}[args.command](args)
     except KeyboardInterrupt as e:
         msg = str(e) if str(e) else "interrupted before any image was finished; rerun the same command to resume"
         log.error("agnostic-cam %s: %s", args.command, msg)

@@ -1,4 +1,4 @@
-"""The ``agnostic-cam`` command line's arguments: the parser of ``layers``, ``explain`` and ``audit``
+"""The ``agnostic-cam`` command line's arguments: the parser of ``layers``, ``explain``, ``audit`` and ``compare``
 (the commands themselves are in :mod:`agnostic_cam.cli`)."""
 from __future__ import annotations
 
@@ -145,4 +145,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-images", type=int, default=200, help="images shown in report.html (a sample: best and "
                    "worst per method, then random); every image is in the summary (default 200)")
     _prep_args(p)
+    _compare_args(sub)
     return parser
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share of pixels in (0, 1], e.g. 0.1; got {text!r}")
+    return v
+
+
+def _compare_args(sub) -> None:
+    p = sub.add_parser("compare", help="compare the explanations of two or more models: report.html, compare.csv, "
+                       "results.json", description="Explain the same images with every model (ONNX files, Keras "
+                       "files, or module:factory for PyTorch / Keras models built in Python) and report how far "
+                       "their heatmaps and predictions are apart, the worst-agreeing images first. Re-running "
+                       "resumes: finished images are not recomputed.",
+                       epilog=_method_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="MODEL_OR_IMAGES",
+                   help="A B [C ...] IMAGES: two or more models (.onnx, .keras/.h5, module:factory), then a folder "
+                        "of images or a .txt/.csv list")
+    p.add_argument("--methods", default="gradcam", help="comma-separated method names (default gradcam)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--layer", help="target layer name, when every model names it the same (default: each model's own)")
+    p.add_argument("--size", type=_size, help="resize images to H,W (default: the first model's fixed input size)")
+    p.add_argument("--target", type=_class_index, help="class index to explain (default: the first model's top-1)")
+    p.add_argument("--top", type=_share, default=0.1, help="share of pixels whose overlap (IoU) is measured "
+                                                           "(default 0.1)")
+    p.add_argument("--walk", action="store_true", help="two models of one architecture: also walk their layers and "
+                                                      "name the first where activations split")
+    p.add_argument("--tol", type=float, default=1e-3, help="--walk: relative activation difference that counts as a "
+                                                         "split (default 1e-3)")
+    p.add_argument("--batch-images", type=_positive, default=8, help="images compared together (default 8)")
+    p.add_argument("--no-resume", action="store_true", help="recompute every image even if finished before")
+    p.add_argument("--follow-symlinks", action="store_true", help="read symbolic links that lead outside the folder")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="where images run: this process "
+                   "(default) or Ray Data actors that each load the models (needs the [ray] extra)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=_positive, help="Ray actors (default: one per 2 CPUs)")

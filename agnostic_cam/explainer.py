@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_cam import compat
+from agnostic_cam.adapters.attention import AttentionSource
 from agnostic_cam.adapters.base import Adapter
 from agnostic_cam.core import degenerate, relu_policy
 from agnostic_cam.core.capture import Capture, Capturer, Needs
@@ -15,7 +16,7 @@ from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
 from agnostic_cam.core.run import explain_batch
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
-from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError
+from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.features.views import FeatureViews
 from agnostic_cam.methods import Method, get_method, registry
 from agnostic_cam.targets import TargetLike, TargetSpec
@@ -46,7 +47,8 @@ class Explainer(FeatureViews):
         self.progress = progress
         self.preprocess = None
         self._also: list[Explainer] = []  # explainers of further target layers (target_layers=[...])
-        self._capturer = Capturer(adapter)  # the pipeline reads the adapter's primitives; the adapter never calls back
+        self._attention = AttentionSource(adapter)  # attention maps and their gradients, from the ONNX graph
+        self._capturer = Capturer(adapter, self._attention)  # the pipeline reads the adapter's primitives; the adapter never calls back
 
     @classmethod
     def _build(cls, make, layer, progress: bool | None) -> Explainer:
@@ -175,15 +177,25 @@ class Explainer(FeatureViews):
 
     @property
     def methods(self) -> list[str]:
-        """Names of the methods this explainer can run (depends on the backend's abilities)."""
+        """Names of the methods this explainer can run (depends on the backend's abilities; attention
+        methods only where the model's graph holds attention maps at a known input size)."""
         sup = self.adapter.supports
-        return sorted(n for n, c in registry().items() if (c.needs & sup) == c.needs
-                      and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules))
+        names = [n for n, c in registry().items() if (c.needs & sup) == c.needs
+                 and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules)]
+        attention = any(registry()[n].needs.uses_attention for n in names) and self._attention.available()
+        return sorted(n for n in names if attention or not registry()[n].needs.uses_attention)
 
-    def layers(self) -> list:
+    def layers(self, kind: str | None = None) -> list:
         """Candidate target layers, each with ``name`` (what ``target_layer`` takes), ``op_type``,
         ``shape`` and ``layout`` ('NCHW', 'NHWC', 'tokens(prefix=1, grid=14x14)'; None: ambiguous,
-        pass ``layer_layout=``). Per-head attention tensors are never offered."""
+        pass ``layer_layout=``). Per-head attention tensors are never offered.
+        ``kind="attention"``: every block's attention probabilities (N, heads, T, T) found in the
+        model's ONNX graph (``name``, ``block``, ``heads``, ``tokens``), what attention methods read;
+        ``explain(..., attention=[...])`` takes a subset (names or block indices)."""
+        if kind == "attention":
+            return self._attention.attention_layers()
+        if kind is not None:
+            raise OptionError(f"kind must be None (target layers) or 'attention'; got {kind!r}")
         return self.adapter.layers()
 
     def describe(self) -> str:
@@ -266,7 +278,8 @@ class Explainer(FeatureViews):
                 "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
             return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
                    f"{', '.join(self.methods)}"
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS):
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                      | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS):
             hint = self.adapter.gradient_hint
             return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
                     f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")

@@ -6,8 +6,8 @@ Builds the demo CNN in PyTorch (``load_demo_net``) and its Keras twin with the s
 (``keras_twin``), exports the PyTorch model to a plain ONNX file (``torch.onnx.export``; batch norms
 kept as ``BatchNormalization`` nodes, not folded into the convolutions: FullGrad sums one term per
 bias layer, so a folded file is a different decomposition with a different map), and runs
-every method all three explainers support on the same images (NCHW for PyTorch and ONNX, NHWC for
-Keras). Prints, per method, the largest absolute difference between the final heatmaps of each
+every method all three explainers support on the same images through ``agnostic_cam.compare``
+(NCHW for PyTorch and ONNX, NHWC for Keras: it transposes per explainer). Prints, per method, the largest absolute difference between the final heatmaps of each
 pair of frameworks and the time each took, and saves a side-by-side figure (one column per method
 and framework). New methods appear here automatically once registered.
 """
@@ -50,41 +50,33 @@ def build_explainers(progress: bool = False) -> dict:
 
 def compare(n_images: int = 4, methods: list[str] | None = None, options: dict[str, dict] | None = None,
             explainers: dict | None = None, seed: int = 7) -> dict:
-    """Run every common method on all three frameworks.
+    """Every common method on all three frameworks, through ``agnostic_cam.compare``.
 
     methods: None = every method all three explainers support (``ex.methods``).
     options: per-method options, e.g. ``{"scorecam": {"batch_size": 64}}``.
-    Returns {"images": NCHW (N, 3, 64, 64), "labels", "layers", "setup": {framework: seconds of the first
-    calls (export/conversion)}, "rows": [{"method", "diff": {pair: max abs
-    heatmap difference}, "seconds": {framework: s}}], "explanations": {method: {framework: Explanation}}}.
+    Returns {"comparison": the Comparison, "images": NCHW (N, 3, 64, 64), "labels", "layers", "setup":
+    {framework: seconds of the first calls (export/conversion)}, "rows": [{"method", "diff": {pair: max
+    abs heatmap difference}, "seconds": {framework: s}, "raw_rel"}], "explanations": {method:
+    {framework: Explanation}}}.
     """
+    from agnostic_cam import compare as compare_models
     from agnostic_cam.demo.data import make_shapes
 
     exs = explainers or build_explainers()
-    common = sorted(set.intersection(*(set(e.methods) for e in exs.values())))
-    methods = common if methods is None else list(methods)
-    images, labels, _ = make_shapes(n_images, seed=seed)  # NCHW in [0, 1]
-    inputs = {"torch": images, "onnx": images, "keras": np.ascontiguousarray(images.transpose(0, 2, 3, 1))}
+    images, labels, _ = make_shapes(n_images, seed=seed)  # NCHW in [0, 1]; compare() hands Keras NHWC
     setup = {}
     for fw, ex in exs.items():  # first calls export / convert the model: time them apart
+        x = images[:1] if ex.adapter.layout == "NCHW" else images[:1].transpose(0, 2, 3, 1)
         t = time.perf_counter()
-        ex.predict(inputs[fw][:1])
+        ex.predict(x)
         if "gradcam" in ex.methods:
-            ex.explain(inputs[fw][:1], "gradcam")
+            ex.explain(x, "gradcam")
         setup[fw] = time.perf_counter() - t
-    rows, explanations = [], {}
-    for m in methods:
-        opts = (options or {}).get(m, {})
-        res, secs = {}, {}
-        for fw in FRAMEWORKS:
-            t = time.perf_counter()
-            res[fw] = exs[fw].explain(inputs[fw], m, target=labels, **opts)
-            secs[fw] = time.perf_counter() - t
-        diff = {f"{a}-{b}": float(np.abs(res[a].heatmap - res[b].heatmap).max()) for a, b in PAIRS}
-        rows.append({"method": m, "diff": diff, "seconds": secs, "raw_rel": raw_differences(res)})
-        explanations[m] = res
-    return {"images": images, "labels": labels, "rows": rows, "explanations": explanations, "setup": setup,
-            "layers": {fw: e.layer for fw, e in exs.items()}}
+    res = compare_models({fw: exs[fw] for fw in FRAMEWORKS}, images, methods, targets=labels, options=options)
+    rows = [{"method": m, "diff": {f"{a}-{b}": res.pair(m, a, b)["max_diff"] for a, b in PAIRS},
+             "seconds": res.seconds[m], "raw_rel": raw_differences(res.explanations[m])} for m in res.methods]
+    return {"comparison": res, "images": images, "labels": labels, "rows": rows, "explanations": res.explanations,
+            "setup": setup, "layers": res.layers}
 
 
 def raw_differences(res: dict) -> dict | None:
@@ -115,34 +107,10 @@ def table(result: dict) -> str:
 
 
 def save_figure(result: dict, path: str | Path, n_images: int = 2) -> Path:
-    """One row per method; per image, its torch | keras | onnx overlays side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    from agnostic_cam.demo.data import CLASSES
-    from agnostic_cam.render.figures import overlay, to_display
-
-    img = to_display(result["images"])
-    n = min(n_images, img.shape[0])
-    methods = list(result["explanations"])
-    fig = Figure(figsize=(1.4 * 3 * n, 1.4 * len(methods) + 0.6))
-    axes = fig.subplots(len(methods), 3 * n, squeeze=False)
-    for r, m in enumerate(methods):
-        for i in range(n):
-            for j, fw in enumerate(FRAMEWORKS):
-                ax = axes[r, 3 * i + j]
-                ax.imshow(overlay(img[i:i + 1], result["explanations"][m][fw].heatmap[i:i + 1])[0])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(f"{CLASSES[result['labels'][i]]}: {fw}", fontsize=8)
-        axes[r, 0].set_ylabel(m, fontsize=9)
-    fig.tight_layout()
+    """The comparison's figure: one row per method; per image (worst-agreeing first) torch | keras | onnx."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    result["comparison"].figure(n_images).savefig(path, dpi=80)
     return path
 
 

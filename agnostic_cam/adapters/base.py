@@ -99,7 +99,8 @@ class Adapter(ABC):
     """Framework adapter. Subclasses fill the attributes and implement the abstract methods."""
 
     framework: ClassVar[str] = ""
-    supports: ClassVar[Needs] = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS
+    supports: ClassVar[Needs] = (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.ATTENTION
+                                 | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)
     layout: str = "NCHW"            # layout of the model input
     activation_layout: str = "NCHW"  # layout of the target layer's activation
     layer_layout = L.LayerLayout(L.NCHW)  # layout of the tensor the tail graph starts from (native_name)

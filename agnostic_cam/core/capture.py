@@ -14,14 +14,16 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from agnostic_cam.core import layout as L
 from agnostic_cam.targets import TargetSpec, for_rows, select_scores
+from agnostic_cam.core.attention import AttentionCapture, gather
 from agnostic_cam.core.batching import batched_gradients, gradient_batch
 from agnostic_cam.core.checks import checked_capture, verify_tail
+from agnostic_cam.errors import ModelError
 
 
 class Needs(enum.Flag):
@@ -34,10 +36,18 @@ class Needs(enum.Flag):
     INPUT_GRADIENTS = enum.auto()   # d(score)/d(input) under a backward rule (framework autograd)
     HVP = enum.auto()               # activations, grads and the Hessian-vector product H A at the layer
     BIAS_GRADIENTS = enum.auto()    # every bias layer's bias and d(score)/d(its output), plus input grads
+    ATTENTION = enum.auto()         # every block's attention probabilities (N, heads, T, T), one ONNX Runtime pass
+    ATTENTION_GRADIENTS = enum.auto()  # also d(score)/d(attention) for each (gradient backend on the ONNX graph)
+    BLOCK_GRADIENTS = enum.auto()   # d(s_l)/d(attention_l), s_l: the score read from block l's tokens (LeGrad)
 
     @property
     def uses_gradients(self) -> bool:
-        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS))
+        return bool(self & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                            | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS))
+
+    @property
+    def uses_attention(self) -> bool:
+        return bool(self & (Needs.ATTENTION | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS))
 
     @property
     def uses_layer(self) -> bool:
@@ -85,6 +95,7 @@ class Capture:
     native: np.ndarray | None = None
     channel_axis: int | None = 1
     native_from_chw: Callable[[np.ndarray], np.ndarray] | None = None
+    attention: AttentionCapture | None = None  # for Needs.ATTENTION* (see agnostic_cam.core.attention)
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -149,18 +160,30 @@ class CaptureSource(Protocol):
 class Capturer:
     """Builds the :class:`Capture` for one adapter; caches the tail graph per engine."""
 
-    def __init__(self, source: CaptureSource):
+    def __init__(self, source: CaptureSource, attention=None):
         self.source = source
+        self.attention = attention  # attention primitives (adapters.attention.AttentionSource), or None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._tails_lock = threading.Lock()  # tail graphs are cut once, also when threads race for them
 
     def __call__(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
-                 progress: bool | None = None, method: str = "", batch_size: int | None = None) -> Capture:
+                 progress: bool | None = None, method: str = "", batch_size: int | None = None,
+                 attention: Any = None, prefix: int | None = None) -> Capture:
         """Gather what ``needs`` asks for, for the validated batch ``x``; input gradients are taken
         under ReLU backward ``rule``. Gradient passes run ``batch_size`` images at a time (None: the
         adapter's batch size, else chosen from the input size; see :mod:`agnostic_cam.core.checks`), and
-        every array of the capture is checked for NaN/Inf."""
+        every array of the capture is checked for NaN/Inf. Attention needs: ``attention`` picks the
+        blocks (None: all), ``prefix`` the count of non-patch tokens (None: worked out)."""
         src = self.source
+        if needs.uses_attention:
+            if self.attention is None:
+                raise ModelError(f"method {method!r} reads attention maps, which this explainer cannot give")
+            *got, att = gather(self.attention, x, spec, bool(needs & Needs.ATTENTION_GRADIENTS),
+                               bool(needs & Needs.BLOCK_GRADIENTS), attention, prefix)
+            cap = Capture(x, src.layout, *got, spec.fn, progress=progress)
+            cap.attention = att
+            checked_capture(cap)
+            return cap
         if needs.uses_layer:
             src.require_layer(method, x.shape[1:])
         higher = None

@@ -43,7 +43,7 @@ def explain_batch(capturer: Capturer, m: Any, x: np.ndarray, target: Any, *, lay
     n = x.shape[0]
     if aug_smooth:  # pytorch-grad-cam's six test-time augmentations, one batched capture
         x, spec = sm.augment(x, layout), sm.augment_targets(spec)
-    cap = capturer(x, spec, m.needs, m.rule, progress, m.name, m.batch_size)
+    cap = capturer(x, spec, m.needs, m.rule, progress, m.name, m.batch_size, m.attention, m.prefix_tokens)
     if m.uses_layer:
         check_layer_map(cap.activations, layer, cap.input_size)
     raw = np.asarray(m.compute(cap), dtype=np.float32)

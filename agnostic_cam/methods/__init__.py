@@ -1,7 +1,9 @@
 """Method registry. Importing this package registers every built-in method (NumPy only)."""
 from agnostic_cam.methods import (  # noqa: F401  - imported to register
     ablationcam,
+    attention_rollout,
     cam,
+    chefer,
     deconvnet,
     eigencam,
     eigengradcam,
@@ -19,6 +21,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     kernelshap,
     kpcacam,
     layercam,
+    legrad,
     lime,
     occlusion,
     randomcam,

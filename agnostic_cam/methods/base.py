@@ -52,6 +52,8 @@ class Method:
     batch_size: int | None = None
     eigen_smooth: bool = False
     scale: np.ndarray | None = None
+    attention: Any = None             # attention methods: the blocks to read (None: all)
+    prefix_tokens: int | None = None  # attention methods: leading non-patch tokens (None: worked out)
 
     @classmethod
     def create(cls, options: dict[str, Any], batch_size: int | None = None, eigen_smooth: bool = False) -> Method:
@@ -95,6 +97,22 @@ class Method:
     def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(N, H, W) float32 in [0, 1] from the raw map."""
         return cam_to_heatmap(raw, size)
+
+
+class AttentionMethod(Method):
+    """Base of the methods read from attention probabilities (``cap.attention``, an
+    :class:`~agnostic_cam.core.attention.AttentionCapture`). Options every one takes:
+    ``attention``: the blocks to read, a list of names from ``ex.layers(kind='attention')`` or block
+    indices (None: every block); ``prefix_tokens``: how many leading tokens are not patches (class,
+    distillation, register tokens; None: worked out, a LayoutError asks when ambiguous)."""
+
+    needs = Needs.ATTENTION
+
+    def __init__(self, attention=None, prefix_tokens: int | None = None):
+        if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int)
+                                          or prefix_tokens < 0):
+            raise InputError(f"prefix_tokens must be a non-negative int or None; got {prefix_tokens!r}")
+        self.attention, self.prefix_tokens = attention, prefix_tokens
 
 
 class CamMethod(Method):

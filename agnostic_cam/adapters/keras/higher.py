@@ -29,7 +29,8 @@ from agnostic_cam.core.capture import Needs
 from agnostic_cam.errors import BackendError
 from agnostic_cam.targets import TargetSpec
 
-BASE_NEEDS = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
+BASE_NEEDS = (Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
+              | Needs.ATTENTION | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)  # attention: from the ONNX export
 CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 

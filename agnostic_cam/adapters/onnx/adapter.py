@@ -26,8 +26,9 @@ from agnostic_cam.core.capture import Needs
 from agnostic_cam.targets import TargetSpec
 
 GRAD_EXTRA = "pip install 'agnostic-cam[onnx-grad]'"
-FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL
-GRADIENT_NEEDS = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+FORWARD_ONLY = Needs.ACTIVATIONS | Needs.FORWARD | Needs.TAIL | Needs.ATTENTION
+GRADIENT_NEEDS = (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                  | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS)
 CHW_VIEW = "agnostic_cam_chw"  # the target tensor as (N, C, h, w), computed in the exported graph
 
 

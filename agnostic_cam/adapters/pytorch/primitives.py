@@ -136,8 +136,11 @@ class TorchPrimitives:
         cache = self.__dict__.setdefault("_view_layouts", {})
         key = (name, tuple(sample_shape))
         if key not in cache:
+            probes = self.__dict__.setdefault("_view_probes", {})  # one probe forward per input shape, not per layer
+            if tuple(sample_shape) not in probes:
+                probes[tuple(sample_shape)] = self.probe(tuple(sample_shape))
             try:
-                cache[key] = self.probe(tuple(sample_shape)).layout(name)
+                cache[key] = probes[tuple(sample_shape)].layout(name)
             except LayoutError:
                 if t.ndim == 4:
                     raise

@@ -1,0 +1,102 @@
+"""Gradients with respect to attention probabilities, on the ONNX graph converted with onnx2torch.
+
+The graph is given the explained output, every block's attention probabilities and (for LeGrad)
+every block's own score (:func:`~agnostic_cam.adapters.onnx.attention.with_block_heads`) as outputs,
+then converted: each attention tensor is a node of the converted module's autograd graph, so
+d(score)/dA is one ``torch.autograd.grad`` call, whatever attention kernel the original model used.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+
+from agnostic_cam.engine.attention import with_block_heads
+from agnostic_cam.adapters.onnx.torch_gradients import TorchGradients, _constants_to_initializers
+from agnostic_cam.engine import graph as G
+from agnostic_cam.errors import BackendError
+from agnostic_cam.targets import TargetSpec
+
+import torch
+
+from agnostic_cam.adapters.pytorch.primitives import target_scores
+
+
+class AttentionGradients:
+    """The converted graph with outputs [output, A_1..A_L, (s_1..s_L)] for attention tensors ``names``
+    and, with ``blocks`` (their block outputs) and ``last`` (the last block's output), per-block scores."""
+
+    def __init__(self, model: onnx.ModelProto, output: str, names: list[str], blocks: list[str] | None = None,
+                 last: str | None = None):
+        self.names = list(names)
+        heads: list[str] = []
+        if blocks is not None:
+            model, heads = with_block_heads(model, output, blocks, last)
+        outs = [output, *self.names, *heads]
+        m = G.with_outputs(model, outs)
+        _constants_to_initializers(m)
+        keep = {o.name: o for o in m.graph.output}
+        G.replace_repeated(m.graph.output, [keep[o] for o in outs])
+        self.module = TorchGradients._convert(m)
+        self.per_block = bool(heads)
+        inits = {i.name for i in model.graph.initializer}
+        shape = G.tensor_shape(next(i for i in model.graph.input if i.name not in inits)) or ()
+        self.fixed_batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def __call__(self, x: np.ndarray, target: TargetSpec, final: bool = True) -> dict:
+        """Forward and backward for the batch ``x`` (N, ...): outputs (N, K), scores (N,), classes,
+        maps [(N, heads, T, T)], grads [d score / dA_l] (``final``) and block_grads [d s_l / dA_l].
+        A graph with a fixed batch size runs in chunks of that size (the last one padded)."""
+        bs = self.fixed_batch or x.shape[0]
+        if bs == x.shape[0]:
+            return self._run(x, target, final)
+        parts = []
+        for lo in range(0, x.shape[0], bs):
+            c = x[lo:lo + bs]
+            m = c.shape[0]
+            c = np.concatenate([c, np.repeat(c[-1:], bs - m, axis=0)]) if m < bs else c
+            fixed = None if target.fixed is None else np.concatenate(
+                [target.fixed[lo:lo + m], np.repeat(target.fixed[lo + m - 1:lo + m], bs - m)])
+            parts.append((m, self._run(c, TargetSpec(target.fn if fixed is None else fixed, bs), final)))
+
+        def cat(key):
+            vals = [p[key] for _, p in parts]
+            if vals[0] is None:
+                return None
+            if isinstance(vals[0], list):
+                return [np.concatenate([v[i][:m] for (m, _), v in zip(parts, vals)]) for i in range(len(vals[0]))]
+            return np.concatenate([v[:m] for (m, _), v in zip(parts, vals)])
+
+        return {k: cat(k) for k in parts[0][1]}
+
+    def _run(self, x: np.ndarray, target: TargetSpec, final: bool) -> dict:
+        if torch.is_inference_mode_enabled():
+            raise BackendError("cannot compute attention gradients inside torch.inference_mode(); call explain() outside it")
+        k = len(self.names)
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="onnx2torch")
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).requires_grad_(True)
+            res = self.module(xt)
+            res = list(res) if isinstance(res, (tuple, list)) else [res]
+            out, maps, heads = res[0], res[1:1 + k], res[1 + k:]
+            out_np = out.detach().numpy().astype(np.float32)
+            classes = target.indices(out_np)
+            scores = target_scores(out, classes, target)
+            unused = [i for i, a in enumerate(maps) if not a.requires_grad]
+            if unused:
+                raise BackendError(f"the score does not depend on attention tensor(s) {[self.names[i] for i in unused]}")
+            grads = None
+            if final:
+                grads = torch.autograd.grad(scores.sum(), maps, retain_graph=self.per_block, allow_unused=True)
+                grads = [np.zeros(tuple(a.shape), np.float32) if g is None else g.numpy().astype(np.float32)
+                         for a, g in zip(maps, grads)]
+            block = None
+            if self.per_block:
+                block = []
+                for i, (a, s) in enumerate(zip(maps, heads)):
+                    (g,) = torch.autograd.grad(target_scores(s, classes, target).sum(), a,
+                                               retain_graph=i < k - 1, allow_unused=True)
+                    block.append(np.zeros(tuple(a.shape), np.float32) if g is None else g.numpy().astype(np.float32))
+        return {"outputs": out_np, "scores": scores.detach().numpy().astype(np.float64), "classes": classes,
+                "maps": [a.detach().numpy().astype(np.float32) for a in maps], "grads": grads, "block_grads": block}
