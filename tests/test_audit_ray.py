@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import pyarrow.parquet as pq
 import ray
@@ -28,12 +27,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, torch):
-    from onnx_helpers import export_torch, torch_net
-
-    p = tmp_path_factory.mktemp("m") / "net.onnx"
-    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
-    return p
+def model(onnx_net32):
+    return onnx_net32  # one export for the whole session (conftest)
 
 
 def _images(d: Path, n: int) -> Path:

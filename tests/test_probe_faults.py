@@ -21,12 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, torch):
-    from onnx_helpers import export_torch, torch_net
-
-    p = tmp_path_factory.mktemp("m") / "net.onnx"
-    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
-    return p
+def model(onnx_net32):
+    return onnx_net32  # one export for the whole session (conftest)
 
 
 def _images(d: Path, n: int = 3) -> Path:
