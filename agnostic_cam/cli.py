@@ -1,4 +1,4 @@
-"""The ``agnostic-cam`` command: ``layers``, ``explain`` and ``audit`` for ONNX models; ``compare``
+"""The ``agnostic-cam`` command: ``layers``, ``explain``, ``embed`` and ``audit`` for ONNX models; ``compare``
 for two or more models (ONNX, Keras files, PyTorch / Keras through module:factory).
 
 Exit codes: 0 success; 1 the audit finished but some images could not be used (listed in the
@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from agnostic_cam.cli_parser import build_parser  # noqa: F401 - part of the CLI's API
+from agnostic_cam.cli_parser import AUDIT_METHODS, build_parser  # noqa: F401 - build_parser: part of the CLI's API
 from agnostic_cam.errors import AgnosticCamError, InputError, OptionError
 
 log = logging.getLogger("agnostic_cam.cli")
@@ -100,6 +100,21 @@ def cmd_explain(args) -> int:
     return EXIT_OK
 
 
+def cmd_embed(args) -> int:
+    from agnostic_cam.audit.files import write_error
+
+    ex = _explainer(args)
+    model = ex.embed(None, args.method, per_class=args.per_class, input_shape=args.input_shape)
+    try:
+        from agnostic_cam.embed import save
+
+        save(model, args.out)
+    except OSError as e:
+        raise write_error(args.out, e) from None
+    log.info("%s at %s -> %s (outputs: the model's own, saliency, saliency_raw)", args.method, ex.layer, args.out)
+    return EXIT_OK
+
+
 def cmd_audit(args) -> int:
     from agnostic_cam import audit
     from agnostic_cam.audit.context import check_boxes
@@ -124,7 +139,10 @@ def cmd_audit(args) -> int:
                          f"{e.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8") from None
     explainer = _explainer(args)
     pre = _preprocess(args, explainer.adapter)
-    res = audit.run(args.model, args.image_dir, args.out, args.methods, engine=args.engine, workers=args.workers,
+    from agnostic_cam.audit.embedded import methods_for
+
+    methods = methods_for(args.methods, args.embedded, args.model, AUDIT_METHODS)
+    res = audit.run(args.model, args.image_dir, args.out, methods, engine=args.engine, workers=args.workers,
                     address=args.address, gpus_per_worker=args.gpus_per_worker, preprocess=pre, layer=args.layer,
                     layout=args.layout, output=args.output, input_name=args.input_name, providers=args.providers,
                     batch_size=args.batch_size, steps=args.steps, target=args.target, boxes=boxes, labels=labels,
@@ -171,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from agnostic_cam.audit.files import OutputError
 
     try:
-        return {"layers": cmd_layers, "explain": cmd_explain, "audit": cmd_audit,
+        return {"layers": cmd_layers, "explain": cmd_explain, "embed": cmd_embed, "audit": cmd_audit,
                 "compare": cmd_compare}[args.command](args)
     except KeyboardInterrupt as e:
         msg = str(e) if str(e) else "interrupted before any image was finished; rerun the same command to resume"

@@ -47,6 +47,19 @@ def _class_index(text: str) -> int:
     return v
 
 
+AUDIT_METHODS = "scorecam"  # the audit's default --methods
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected one image's shape as three positive ints, e.g. 3,224,224; got {text!r}")
+    return dims
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="the .onnx file")
     p.add_argument("--layer", help="target tensor name (see `agnostic-cam layers`); default: the last feature "
@@ -98,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_class_index, help="class index to explain (default: the top-1 prediction)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _prep_args(p)
+    p = sub.add_parser("embed", help="write an ONNX file that also returns its saliency map",
+                       description="Write a copy of the model whose outputs are its own plus 'saliency' (N, H, W) in "
+                       "[0, 1] and 'saliency_raw' at the layer's resolution (docs/embed.md); it runs on plain ONNX "
+                       "Runtime. Methods: cam, gradcam (global-average-pool + linear heads), activation_map, eigencam, "
+                       "reciprocam, vit_reciprocam.")
+    _model_args(p)
+    p.add_argument("--method", default="cam", help="embeddable method (default cam)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the ONNX file to write")
+    p.add_argument("--per-class", action="store_true", help="also output 'saliency_per_class' (N, K, h, w)")
+    p.add_argument("--input-shape", type=_shape, help="one image's shape, e.g. 3,224,224, for a file whose input "
+                                                      "size is not fixed")
     p = sub.add_parser("audit", help="audit a folder of images: report.html, metrics.csv, results.json",
                        description="Explain every image of a folder with several methods, score the maps' "
                        "faithfulness and write report.html, metrics.csv and results.json to --out. Re-running "
@@ -106,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("image_dir", type=Path, help="folder of images, a folder tree (sub-folder = label) or a .txt/.csv "
                                                 "list of image paths")
-    p.add_argument("--methods", default="scorecam", help="comma-separated method names (default scorecam; the list "
-                                                         "is below)")
+    p.add_argument("--methods", default=AUDIT_METHODS, help="comma-separated method names (default scorecam; the "
+                                                            "list is below)")
     p.add_argument("--target", type=_class_index, help="class index to explain for every image (default: top-1)")
+    p.add_argument("--embedded", action="store_true", help="score the model's own 'saliency' output (a file from "
+                   "`agnostic-cam embed`) as method 'embedded'; a file with that output and no --methods uses it alone")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--steps", type=_positive, default=20, help="steps of the deletion/insertion curves (default 20)")
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game; "

@@ -257,6 +257,13 @@ class Explainer(FeatureViews):
         degenerate.warn(exp)
         return exp
 
+    def embed(self, path, method: str = "cam", **options):
+        """Write an ONNX file (``path``; None: only return it) that returns, besides the model's own outputs,
+        ``saliency`` (N, H, W) in [0, 1] and ``saliency_raw``: :func:`agnostic_cam.embed.embed`."""
+        from agnostic_cam.embed import embed
+
+        return embed(self.adapter, path, method, layers=1 + len(self._also), **options)
+
     def _layers_explain(self, x: np.ndarray, m: Method, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
         if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer

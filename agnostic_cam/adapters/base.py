@@ -123,6 +123,11 @@ class Adapter(ABC):
         """Layout of the tensor at ``native_name`` (None: a user reshape, layout unknown)."""
         return L.LayerLayout(self.activation_layout) if self.native_name == self.activation_name else self.layer_layout
 
+    @property
+    def original_outputs(self) -> list[str]:
+        """The model's own outputs in the exported graph (an embedded explanation keeps them unchanged)."""
+        return [self.output_name]
+
     _reshape_shapes: tuple | None = None  # (layer shape, (N, C, h, w)) of a user's reshape= on one batch
 
     @property
@@ -157,6 +162,14 @@ class Adapter(ABC):
     @property
     def spatial(self) -> tuple | None:
         return None
+
+    @property
+    def sample_shape(self) -> tuple | None:
+        """One input's shape when the adapter knows it (a fixed graph input, ``input_shape=``), else None."""
+        c, hw = self.channels, self.spatial
+        if c is None or hw is None or None in hw:
+            return None
+        return (c, *hw) if self.layout == "NCHW" else (*hw, c)
 
     def prepare(self, images: Any) -> np.ndarray:
         return check_images(images, self.layout, self.channels, self.spatial)

@@ -191,8 +191,14 @@ def preflight(ctx: Context) -> None:
     target class, gradient support. Raises OptionError/ModelError/BackendError (exit 2)."""
     from agnostic_cam.methods import get_method
 
+    from agnostic_cam.audit import embedded
+
     ex = ctx.ex
+    if embedded.EMBEDDED in ctx.cfg.methods:
+        embedded.check(ctx)
     for m in ctx.cfg.methods:
+        if m == embedded.EMBEDDED:
+            continue
         try:
             get_method(m)
         except ValueError as e:
@@ -232,7 +238,7 @@ def preflight(ctx: Context) -> None:
 
     grads = Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS
     for m in ctx.cfg.methods:  # gradient methods: convert the graph once, here, not per image
-        if get_method(m).needs & grads:
+        if m != embedded.EMBEDDED and get_method(m).needs & grads:
             try:
                 ex.explain(probe, m, target=0)
             except InputError:

@@ -181,7 +181,13 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
         return ctx.task_compute(ctx, batch)
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
     submit = _submitter(ctx)
-    x, out = predict_batch(ctx, batch)
+    from agnostic_cam.audit import embedded
+
+    own = None
+    if embedded.EMBEDDED in cfg.methods:  # the model's own map, from the same forward pass
+        x, out, own = embedded.predict(ctx, batch)
+    else:
+        x, out = predict_batch(ctx, batch)
     ks = out.argmax(axis=1) if cfg.target is None else np.full(n, cfg.target)
     probs = out if ctx.score == "raw" else metrics.softmax(out)
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
@@ -197,7 +203,7 @@ def _compute(ctx, batch: list[Loaded]) -> list[Result]:
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # degenerate maps are counted in the report instead
             warnings.simplefilter("ignore", DegenerateMapWarning)
-            e = ex.explain(x, method, target=ks)
+            e = own if method == embedded.EMBEDDED else ex.explain(x, method, target=ks)
         heats[method] = e.heatmap
         overlays[method] = [submit(_encode, shown[j], e.heatmap[j]) for j in range(n)]
         degenerate[method] = None if e.degenerate is None else [str(r) for r in e.degenerate_reason]

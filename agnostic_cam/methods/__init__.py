@@ -1,6 +1,7 @@
 """Method registry. Importing this package registers every built-in method (NumPy only)."""
 from agnostic_cam.methods import (  # noqa: F401  - imported to register
     ablationcam,
+    activation_map,
     attention_rollout,
     cam,
     chefer,
@@ -25,6 +26,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     lime,
     occlusion,
     randomcam,
+    reciprocam,
     rise,
     refinecam,
     saliency,
@@ -33,6 +35,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     sess,
     shapleycam,
     smoothgrad,
+    vit_reciprocam,
     xgradcam,
 )
 from agnostic_cam.methods.base import CamMethod, Capture, Method, Needs, get_method, register, registry

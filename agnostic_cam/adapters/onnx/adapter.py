@@ -127,6 +127,10 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
     def native_name(self) -> str:
         return self.activation_name if self.layer is None else self.layer.name
 
+    @property
+    def original_outputs(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
+
     def _given_layout(self, target_layer: str) -> Layer | None:
         """The target tensor read with the user's ``layer_layout=`` (None when not given)."""
         given = self.layer_layout_given

@@ -196,6 +196,10 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
     def channels(self) -> int | None:
         return self.input_shape[0] if self.input_shape else None
 
+    @property
+    def sample_shape(self) -> tuple | None:
+        return self.input_shape or self._last_shape
+
     def _param(self):
         return next(self.model.parameters(), None)
 
