@@ -69,16 +69,16 @@ class Explainer(FeatureViews):
         """Explainer for a ``torch.nn.Module``.
 
         target_layer: dotted module name (``"layer4"``, ``"layer4.1.conv2"``) or the module; None
-        picks the last spatial layer before global pooling, found with one zero image of
-        ``input_shape`` (else (C, 224, 224), or the images' shape at the first call that needs a
-        layer), as torchcam does; ``ex.layer`` tells which; a model without a spatial layer gets
-        none, and the layer-free methods (occlusion, RISE, KernelSHAP, LIME) still run. A list
-        of layers (also as ``target_layers=``, pytorch-grad-cam's spelling) averages their CAMs the
-        way pytorch-grad-cam does (per layer ReLU, min-max, resize; mean; min-max), one backward
-        pass per layer; pixel-space methods ignore the layer.
+        picks the last main-path feature map before the head (:mod:`agnostic_cam.adapters.auto_layer`)
+        with a probe of ``input_shape`` (else the model's own size, else (C, 224, 224), or the images'
+        shape at the first call that needs a layer); ``ex.layer`` tells which, ``ex.describe()`` why;
+        a model without a spatial layer gets none, and the layer-free methods (occlusion, RISE,
+        KernelSHAP, LIME) still run. A list (also ``target_layers=``, pytorch-grad-cam's spelling)
+        averages the CAMs as pytorch-grad-cam does (per layer ReLU, min-max, resize; mean; min-max).
         input_shape: one image's shape (C, H, W); optional, lets errors show up at construction.
-        output: ``"raw"`` explains the model's output as it is; ``"logits"`` explains the input of
-        a final ``nn.Softmax`` without modifying the model.
+        output: ``"raw"`` the model's output, a ``ModelOutput``'s ``logits`` (a CLIP tower's
+        embedding); ``"pre_softmax"`` the input of a final ``nn.Softmax``; a key / index picks one of
+        a structured output (:mod:`agnostic_cam.adapters.pytorch.outputs`; docs/hub-models.md).
         providers: ONNX Runtime execution providers for forward-only methods (default CUDA, CPU).
         layer_layout: how the layer holds channels: None detects it (a LayoutError says when it
         cannot), 'NCHW', 'NHWC' (Swin, torchvision ConvNeXt blocks), 'tokens' (ViT (N, T, C): the

@@ -110,5 +110,8 @@ def test_wrong_model_and_shape_types(torch):
 
 
 def test_output_logits_needs_a_softmax(resnet18):
-    with pytest.raises(ValueError, match="output='logits' needs a model whose last module is nn.Softmax"):
+    with pytest.raises(ValueError, match="output='pre_softmax' needs a model whose last module is nn.Softmax"):
+        Explainer.from_torch(resnet18, "layer4", output="pre_softmax")
+    # 'logits' is also a key of hub outputs: on a model with neither, refused when the explainer is built
+    with pytest.raises(ValueError, match="output='logits' selects the 'logits' key .* needs no output= "):
         Explainer.from_torch(resnet18, "layer4", output="logits")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from agnostic_cam.errors import InputError, ModelError
+from agnostic_cam.errors import InputError
 from agnostic_cam.targets import DetectionBoxes, SegmentationMask, Similarity
 
 
@@ -124,8 +124,11 @@ def test_segmentation_gradcam_equals_pytorch_grad_cam(torch, builder, layer):
     np.testing.assert_allclose(ours.scores, [(ex.predict(x)[0, cat] * mask).sum()], rtol=1e-4)
     theirs = ex.explain(x, "gradcam", targets=[SemanticSegmentationTarget(cat, mask)])
     np.testing.assert_allclose(theirs.heatmap, ours.heatmap, atol=1e-6)
-    with pytest.raises(ModelError, match="output="):
-        Explainer.from_torch(model, layer, progress=False).explain(x, "gradcam", target=0)
+    default = Explainer.from_torch(model, layer, progress=False)  # {'out', 'aux'}: 'out' is explained by default
+    np.testing.assert_array_equal(default.explain(x, "gradcam", target=SegmentationMask(cat, mask)).heatmap,
+                                  ours.heatmap)
+    with pytest.raises(InputError, match="SegmentationMask"):
+        default.explain(x, "gradcam", target=0)
 
 
 def yolo_net(torch, classes=3):

@@ -1,4 +1,26 @@
-"""The automatic target layer: the last spatial feature map before global pooling.
+"""The automatic target layer: the last main-path feature map before global pooling / the head.
+
+One rule (:func:`choose`), written once over framework-neutral records; the PyTorch path
+(:func:`agnostic_cam.adapters.pytorch.pick.torch_pick`) feeds it probe passes over the model. The layer is
+the last tensor, in forward order, that is an image map (N, C, h, w) / (N, h, w, C) or a token grid
+(N, T, C) (class / distillation / register tokens counted; the grid from the patch embedding's stride
+and the input size) with more than one position, and is none of:
+
+- a per-head attention tensor (N, heads, T, d), or anything inside an attention block;
+- a tensor built from weights only (the same for two different inputs: relative position biases);
+- a tensor at whose positions the explained output does not look (its gradient reaches at most one
+  position): a class-token ViT's last block output and final norm, read only at the class token, so
+  such a ViT gets the last block's first norm (the input of its last attention), as in
+  pytorch-grad-cam's ViT recipe, while mean-pooled token models keep their final norm;
+- the output head: the module that returns the explained output and its ancestors that return the
+  same tensor (a classifier, a segmenter's decode head; so a segmenter gets the last backbone / neck
+  feature before its decode head);
+- a module called more than once per forward pass (its activation would be ambiguous).
+
+For a mean-pooled token model that is the final norm, for Swin-style models the last stage's norm,
+for a CNN the last stage (never the patch-embedding stem: token tensors come later).
+When a later token tensor exists whose grid cannot be read, the pick is refused instead of falling
+back to the stem. Below, the older rank-4-only rule (:func:`last_spatial`), used for Keras:
 
 ``Explainer.from_torch(model)`` and ``from_keras(model)`` without a ``target_layer`` pick, like
 torchcam's ``locate_candidate_layer``, the layer whose output comes last in the forward pass among
@@ -11,18 +33,18 @@ Differences from torchcam, both on purpose: the model itself (a fully convolutio
 output is a map) is never picked, and neither is a module called more than once per forward pass
 (a reused ``nn.ReLU``), whose activation would be ambiguous.
 
-PyTorch is imported inside the functions, so this module imports without it.
+No framework import.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from agnostic_cam.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = 224  # the side torchcam assumes when the input size is not known
 
 
 def has_extent(shape: tuple, spatial: tuple[int, int]) -> bool:
@@ -43,71 +65,35 @@ def last_spatial(records: Iterable[tuple[str, tuple]], spatial: tuple[int, int] 
     return pick
 
 
-def torch_output_shapes(model, sample_shape: tuple[int, ...]) -> list[tuple[str, tuple]]:
-    """``(module name, output shape)`` of every named submodule, in the order their forward calls
-    finish, for one zero input of per-image ``sample_shape``; modules that return no tensor are left
-    out, the model's state is restored. Raises :class:`ModelError` when the model fails on the input."""
-    import torch
+@dataclass(frozen=True)
+class Record:
+    """One layer tensor as :func:`choose` sees it, in forward order."""
 
-    from agnostic_cam.adapters.pytorch.primitives import preserved
-    from agnostic_cam.core.concurrency import model_lock
-
-    records: list[tuple[str, tuple]] = []
-
-    def record(name):
-        return lambda mod, i, o: records.append((name, tuple(o.shape))) if isinstance(o, torch.Tensor) else None
-
-    lock = model_lock(model)  # hooks and forward of one thread at a time (README, "Guarantees")
-    lock.acquire()
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
-    try:
-        with preserved(model), torch.no_grad():
-            p = next(model.parameters(), None)
-            x = torch.zeros((1, *sample_shape), dtype=p.dtype if p is not None else torch.float32,
-                            device=p.device if p is not None else "cpu")
-            try:
-                model(x)
-            except Exception as e:  # noqa: BLE001 - any failure of the user's model on this input
-                raise ModelError(f"the model failed on an input of shape {(1, *sample_shape)}: {e}. "
-                                 "Check input_shape (C, H, W)") from None
-    finally:
-        for h in handles:
-            h.remove()
-        lock.release()
-    return records
+    name: str
+    shape: tuple
+    layout: str | None  # 'NCHW', 'NHWC', 'tokens(...)'; None: cannot be told
+    positions: int  # h * w of its map (0 when unknown)
+    main_path: bool  # not inside attention, not weight-only, not reused
+    in_head: bool  # part of the output head
+    token_like: bool = False  # rank 3 with its last axis normalised / projected (a token tensor)
+    reached: bool = True  # the explained output's gradient reaches more than one of its positions
 
 
-def _guess_sample_shape(model) -> tuple[int, int, int]:
-    """(C, 224, 224) with C the first convolution's input channels (3 without one)."""
-    from torch import nn
-
-    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    return (conv.in_channels if conv is not None else 3, DEFAULT_SIZE, DEFAULT_SIZE)
-
-
-def torch_default_layer(model, sample_shape: tuple[int, ...] | None = None) -> str:
-    """The dotted name of ``model``'s last spatial layer, found with one zero input of
-    ``sample_shape`` (C, H, W); without it (C, 224, 224), C from the first convolution."""
-    guessed = sample_shape is None
-    shape = _guess_sample_shape(model) if guessed else tuple(sample_shape)
-    try:
-        records = torch_output_shapes(model, shape)
-    except ModelError as e:
-        if not guessed:
-            raise
-        raise ModelError(f"target_layer=None: to find the last spatial layer the model runs once on a zero image, "
-                         f"but it failed on the guessed shape {(1, *shape)} ({e}). Pass input_shape=(C, H, W) "
-                         "or a target_layer") from None
-    calls: dict[str, int] = {}
-    for name, _ in records:
-        calls[name] = calls.get(name, 0) + 1
-    pick = last_spatial((n, s) for n, s in records if calls[n] == 1)
-    if pick is None:
-        raise ModelError(f"target_layer=None: no module of the model outputs a spatial (N, C, h, w) map with more than "
-                         f"one position on an input of shape {(1, *shape)}; pass a target_layer (or larger images "
-                         "via input_shape)")
-    log.info("target layer %r picked automatically (last spatial layer before global pooling)", pick)
-    return pick
+def choose(records: list[Record]) -> tuple[str | None, str]:
+    """(name, why) of the automatic target layer (see the module docstring); (None, why not)."""
+    ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4)
+          and (r.positions > 1 or (r.layout is None and len(r.shape) == 4 and has_extent(r.shape, (2, 3))))]
+    if not ok:
+        return None, "no module outputs an image map or token grid with more than one position before the head"
+    pick = ok[-1]
+    later = [r for r in records[records.index(pick) + 1:] if r.main_path and r.reached and not r.in_head
+             and r.token_like
+             and r.layout is None]
+    if later:
+        return None, (f"the last feature tensor, {later[-1].name!r} of shape {later[-1].shape}, is a token tensor whose "
+                      f"patch grid cannot be told from the input size and the patch embedding; pass target_layer="
+                      f"{later[-1].name!r} with layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
+    return pick.name, "the last main-path feature map before the head that the output looks at"
 
 
 def keras_default_layer(chains: list[tuple], static_shape) -> tuple:

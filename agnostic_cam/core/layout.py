@@ -215,68 +215,6 @@ def grid_candidates(tokens: int, input_hw: tuple, max_prefix: int = 16) -> list[
     return out
 
 
-def detect_layer_layout(shape: tuple, input_hw: tuple, hint: str | None = None, grids: list | None = None,
-                        layer: str = "") -> LayerLayout:
-    """The layout of a layer tensor of ``shape`` (batch first) for images of size ``input_hw``.
-
-    hint: 'channels_last' or 'channels_first' when the framework tells (the op producing the
-    tensor normalises / projects its last axis, or is a convolution); grids: patch grids (h, w)
-    seen in the model (e.g. the patch embedding's output), which settle a token split.
-    Raises LayoutError when the tensor can be read more than one way and nothing settles it.
-    """
-    ask = ("pass layer_layout='NCHW', 'NHWC' or 'tokens' (or LayerLayout('tokens', prefix=1, grid=(h, w))), "
-           "or reshape= a function to (N, C, h, w)")
-    name = f"layer {layer!r}" if layer else "the layer"
-    if len(shape) == 4:
-        first, last = _stride_ok(shape[2:], input_hw), _stride_ok(shape[1:3], input_hw)
-        if hint == "channels_first" or (first and not last and hint != "channels_last"):
-            return LayerLayout(NCHW)
-        if hint == "channels_last" or (last and not first):
-            return LayerLayout(NHWC)
-        raise LayoutError(f"{name} outputs shape {tuple(shape)}, which reads as (N, C, h, w) or (N, h, w, C) for "
-                          f"{input_hw[0]}x{input_hw[1]} images; {ask}")
-    if len(shape) == 3:
-        if hint == "channels_first":
-            raise LayoutError(f"{name} outputs a rank-3 tensor {tuple(shape)} with channels first; {ask}")
-        splits = grid_candidates(shape[1], input_hw)
-        if grids:
-            seen = {tuple(g) for g in grids}
-            narrowed = [s for s in splits if (s[1], s[2]) in seen]
-            splits = narrowed or splits
-        if len(splits) == 1 and (hint == "channels_last" or not grid_candidates(shape[2], input_hw)):
-            p, h, w = splits[0]
-            return LayerLayout(TOKENS, p, (h, w))
-        what = (f"{len(splits)} token splits (prefix, h, w) fit: {splits[:4]}" if splits else
-                "no prefix + h*w patch grid fits its token count")
-        raise LayoutError(f"{name} outputs shape {tuple(shape)} (N, T, C): {what}; {ask}")
-    raise LayoutError(f"{name} outputs shape {tuple(shape)}: a layer to explain is (N, C, h, w), (N, h, w, C) or "
-                      f"tokens (N, T, C); pick another layer or pass reshape=")
-
-
-def resolve_layer_layout(given: LayerLayout | None, shape: tuple, input_hw: tuple, hint: str | None = None,
-                         grids: list | None = None, layer: str = "") -> LayerLayout:
-    """``given`` completed for a tensor of ``shape`` (a tokens grid worked out), or detected when None."""
-    if given is None:
-        return detect_layer_layout(shape, input_hw, hint, grids, layer)
-    if len(shape) != given.rank:
-        raise LayoutError(f"layer {layer!r} outputs shape {tuple(shape)}, which is not a rank-{given.rank} "
-                          f"{given.kind} tensor; check layer_layout=")
-    if given.kind == TOKENS and given.grid is None:
-        splits = grid_candidates(shape[1], input_hw, max_prefix=max(16, given.prefix))
-        if given.prefix:
-            splits = [s for s in splits if s[0] == given.prefix]
-        if grids:
-            splits = [s for s in splits if (s[1], s[2]) in {tuple(g) for g in grids}] or splits
-        if len(splits) != 1:
-            raise LayoutError(f"layer {layer!r} outputs {shape[1]} tokens for {input_hw[0]}x{input_hw[1]} images: "
-                              f"{len(splits)} (prefix, h, w) splits fit {splits[:4]}; pass "
-                              "layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
-        p, h, w = splits[0]
-        return LayerLayout(TOKENS, p, (h, w))
-    given.chw_shape(shape)  # validates a tokens grid against the shape
-    return given
-
-
 @dataclass(frozen=True)
 class Candidate:
     """A candidate target layer as ``Explainer.layers()`` lists it: its name (what ``target_layer``
@@ -292,3 +230,4 @@ class Candidate:
     def __str__(self) -> str:
         lay = self.layout or "ambiguous: pass layer_layout="
         return f"{self.name}  {self.op_type}  {'x'.join(str(d) for d in self.shape)}  {lay}"
+

@@ -78,7 +78,9 @@ class TargetSpec:
         if outputs.ndim != 2:
             raise InputError(
                 f"class-index targets need a model output of shape (N, num_classes); the model returns "
-                f"shape {outputs.shape}. Pass a callable target that maps the output to one score per image")
+                f"shape {outputs.shape}. Pass a callable target that maps the output to one score per image"
+                + (" (a segmentation map (N, K, H, W): target=agnostic_cam.targets.tasks.SegmentationMask(category, "
+                   "mask))" if outputs.ndim == 4 else ""))
         k = outputs.shape[1]
         if self.fixed is None:
             return outputs.argmax(axis=1).astype(np.int64)

@@ -4,7 +4,7 @@ transformers built from ``keras.layers``, and user ``reshape=`` functions.
 A mixin of :class:`agnostic_cam.adapters.keras.adapter.KerasAdapter` (it reads the adapter's ``chain``,
 ``layer_name``, ``_chains``, ``input_shape``, ``_static_shape``, ``_evaluate`` and ``_name``).
 
-How a layer's layout is told (never guessed, :func:`agnostic_cam.core.layout.detect_layer_layout`):
+How a layer's layout is told (never guessed, :func:`agnostic_cam.core.layout_detect.detect_layer_layout`):
 rank-4 tensors are channels-last (Keras runs channels_last only); a rank-3 tensor (N, T, C) is a
 token tensor when the layer producing it works on its last axis (``LayerNormalization`` over the
 last axis, ``Dense``, ``MultiHeadAttention``, ``Conv1D``, a ``Reshape`` of an (N, h, w, C) map into
@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from agnostic_cam import compat
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE
 from agnostic_cam.errors import AgnosticCamError, LayoutError, ModelError, OptionError
 
@@ -161,7 +162,7 @@ class KerasLayouts:
             op = self.chain[-1]
             h = "channels_last" if len(shape) == 4 and not isinstance(op, keras.layers.Permute) else hint(op)
             try:
-                self.layer_layout = L.resolve_layer_layout(self._layout_given, shape, hw, h, grids, self.layer_name)
+                self.layer_layout = LD.resolve_layer_layout(self._layout_given, shape, hw, h, grids, self.layer_name)
             except LayoutError as e:
                 listed = [c.name for c in self.layers() if c.layout is not None]
                 more = f"; candidate layers (ex.layers()): {', '.join(map(repr, listed[-4:]))}" if listed else ""
@@ -257,7 +258,7 @@ class KerasLayouts:
                 lay = L.LayerLayout(L.NHWC)
             elif len(shape) == 3 and hw is not None and None not in shape[1:]:
                 try:
-                    lay = L.detect_layer_layout(shape, hw, hint(c[-1], memo), grids)
+                    lay = LD.detect_layer_layout(shape, hw, hint(c[-1], memo), grids)
                 except LayoutError:
                     continue
                 if lay.grid[0] * lay.grid[1] <= 1:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import onnx
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.adapters.onnx.scan import attention_tensors, fill_shapes, prefix_only
 from agnostic_cam.engine import graph as G
 
@@ -211,7 +212,7 @@ def _shape_layout(info, hw: tuple, producer: dict) -> str | None:
     node = producer.get(info.name)
     hint = "channels_last" if node is not None and _last_axis_source(node, producer) is not None else None
     try:
-        return L.detect_layer_layout(info.shape, hw, hint).kind
+        return LD.detect_layer_layout(info.shape, hw, hint).kind
     except L.LayoutError:
         return None
 
@@ -243,12 +244,12 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
             if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
                 continue
             if given and o in given:
-                lay = L.resolve_layer_layout(given[o], shape, input_hw, "channels_last", grids, o)
+                lay = LD.resolve_layer_layout(given[o], shape, input_hw, "channels_last", grids, o)
             else:
                 if _last_axis_source(n, producer) is None:
                     continue
                 try:
-                    lay = L.detect_layer_layout(shape, input_hw, "channels_last", grids, o)
+                    lay = LD.detect_layer_layout(shape, input_hw, "channels_last", grids, o)
                 except L.LayoutError:
                     continue
                 if lay.grid[0] * lay.grid[1] <= 1:

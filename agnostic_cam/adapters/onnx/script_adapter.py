@@ -111,8 +111,9 @@ class ScriptAdapter(OnnxAdapter):
         if input_shape is None or len(tuple(input_shape)) != 3:
             raise InputError("a TorchScript module is explained through its ONNX export, which needs one image's "
                              f"shape: pass input_shape=(C, H, W) (got {input_shape})")
-        if output not in ("raw", "logits"):
-            raise InputError(f"output must be 'raw' (the model's own output) or 'logits'; got {output!r}")
+        if output not in ("raw", "logits", "pre_softmax"):
+            raise InputError(f"output must be 'raw' (the model's own output) or 'pre_softmax' (the input of a final "
+                             f"Softmax; 'logits' also spells it here); got {output!r}")
         name = None if target_layer is None else _layer_name(model, target_layer)
         self.script = model
         self._version = self.weights_version()

@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from agnostic_cam.core import layout as L
-from agnostic_cam.adapters.auto_layer import torch_default_layer
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE, Adapter, Gradients, closest_names
 from agnostic_cam.core.capture import Needs
 from agnostic_cam.targets import TargetSpec
 from agnostic_cam.core.concurrency import serialised
-from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
+from agnostic_cam.errors import BackendError, InputError, LayoutError, MissingDependencyError, ModelError, OptionError
 
 try:
     import torch
@@ -19,14 +18,14 @@ try:
     from agnostic_cam.adapters.pytorch.eager import torch_forward
     from agnostic_cam.adapters.pytorch.export import TorchExport
     from agnostic_cam.adapters.pytorch.higher import TorchHigherOrder
-    from agnostic_cam.adapters.pytorch.outputs import select_output
+    from agnostic_cam.adapters.pytorch.front import TorchFront
     from agnostic_cam.adapters.pytorch.layers import candidates, probe
     from agnostic_cam.adapters.pytorch.primitives import TorchPrimitives, hooked, layout_view, preserved, target_scores
 except ImportError as e:  # pragma: no cover - exercised by test_import with torch blocked
     raise MissingDependencyError("Explainer.from_torch needs PyTorch: pip install 'agnostic-cam[torch]'") from e
 
 
-class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
+class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
     framework = "torch"
     supports = Adapter.supports | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
     layout = "NCHW"
@@ -45,11 +44,9 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         self.layer_layout: L.LayerLayout | None = None  # the target tensor's layout, known after check_layer
         if not isinstance(model, nn.Module):
             raise InputError(f"from_torch expects a torch.nn.Module; got {type(model).__name__}")
-        if isinstance(output, bool) or not isinstance(output, (str, int)):
-            raise OptionError(f"output must be 'raw' (the model's own output), 'logits', a dict output's key or a "
-                              f"tuple output's index; got {output!r}")
         check_model(model)
         self.model = model
+        self._check_output_option(output)
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         if self.input_shape is not None and len(self.input_shape) != 3:
@@ -58,7 +55,9 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         self._no_layer = ""  # why there is no target layer (auto pick failed), for require_layer
         if auto:
             try:
-                target_layer = torch_default_layer(model, self.input_shape)
+                target_layer = self._auto_layer(self.input_shape)
+            except OptionError:
+                raise
             except ModelError as e:  # no spatial layer (or no known input size yet): layer-free methods still run
                 self._no_layer = str(e)
         if target_layer is None:
@@ -67,7 +66,8 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
             self.layer_name, self.layer = self._resolve(target_layer)
         if self.input_shape is not None and not auto:  # an automatic pick is spatial at this shape already
             self.check_layer(self.input_shape)
-        self._softmax_head = self._find_softmax_head() if output == "logits" else None
+        elif self._seen_output is None:
+            self._early_output_check()
         if self.input_shape is not None:
             self.engine(self.input_shape)  # exportable? (else warn now, once, and use the fallback)
 
@@ -109,6 +109,7 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         """Run one zero image; resolve the target layer's layout and check it is a spatial map."""
         p = self.probe(sample_shape)
         self._last_shape = tuple(sample_shape)
+        self._check_output(p.output)
         if self.layer is None:
             return
         listing = [c.name for c in candidates(p) if c.layout is not None]
@@ -117,6 +118,7 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         if got is None:
             raise ModelError(f"layer {self.layer_name!r} returns no tensor (or is never called), not a spatial map"
                              f"{examples}")
+        self._check_input_dependent(p, sample_shape, examples)
         if self.reshape is not None:
             with torch.no_grad():
                 chw = self._apply_reshape(torch.zeros(got))
@@ -161,7 +163,7 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         224 px shape may not fit the model); then the base class's clear error if there is none."""
         if self.layer is None and sample_shape is not None and self._no_layer:
             try:
-                name = torch_default_layer(self.model, tuple(sample_shape))
+                name = self._auto_layer(tuple(sample_shape))
             except ModelError as e:
                 self._no_layer = str(e)
             else:
@@ -181,16 +183,6 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
                              f"explain. Use larger input images than {sample_shape or 'these'} or an earlier layer"
                              f"{examples}")
 
-    def _find_softmax_head(self):
-        last = None
-        for m in self.model.modules():
-            last = m
-        if isinstance(last, (nn.Softmax, nn.LogSoftmax)):
-            return last
-        raise ModelError("output='logits' needs a model whose last module is nn.Softmax (or nn.LogSoftmax), so its "
-                         "input (the logits) can be read without changing the model; this model's last module is "
-                         f"{type(last).__name__}. If it already returns logits, use output='raw'")
-
     # -- helpers -------------------------------------------------------------------------------
     @property
     def channels(self) -> int | None:
@@ -209,22 +201,6 @@ class TorchAdapter(TorchExport, TorchHigherOrder, TorchPrimitives, Adapter):
         if p is not None:
             t = t.to(device=p.device, dtype=p.dtype)
         return t.requires_grad_(requires_grad)
-
-    def _forward(self, x):
-        """Model output, or its pre-softmax input with output='logits'."""
-        try:
-            if self._softmax_head is None:
-                out = self.model(x)
-            else:
-                store = []
-                with hooked(self._softmax_head, lambda m, i, o: store.append(i[0])):
-                    self.model(x)
-                out = store[-1]
-        except AgnosticCamError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the user's model failed on this input: say what it expects
-            raise forward_failure(e, tuple(x.shape), self.channels) from e
-        return select_output(out, self.output, self.model)
 
     def weights_version(self) -> object:
         """A fingerprint of every parameter and buffer (storage, version counter, sums and a strided

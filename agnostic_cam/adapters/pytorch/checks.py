@@ -5,7 +5,8 @@
   sums see every element, so any edit of a whole tensor (also through ``.data``, whose in-place
   edits do not bump the parameter's version counter) changes the fingerprint; the sample makes a
   sum-preserving edit (a permutation) visible too. A NaN/Inf weight makes a sum non-finite, which
-  is how non-finite weights are found: a :class:`NonFiniteError` names the tensor.
+  is how non-finite weights are found: a :class:`NonFiniteError` names the tensor (buffers may hold
+  -inf: additive attention masks do).
 - :func:`check_model`: a model on the ``meta`` device or whose ``forward`` needs several inputs.
 - :func:`forward_failure`: the model's own exception on our input, as an :class:`InputError` that
   shows the shape and the layout the model expects.
@@ -50,9 +51,12 @@ def fingerprint(model: nn.Module) -> tuple:
         return tuple(keys), None
     s = torch.stack([x.cpu() for x in sums]).numpy()
     if not np.isfinite(s).all():
+        buffers = {n for n, _ in model.named_buffers()}
         for name, d in floats:
-            if not bool(torch.isfinite(d).all()):
-                bad = int((~torch.isfinite(d)).sum())
+            # a buffer may hold -inf: an additive attention mask (open_clip's causal text mask)
+            bad_at = (torch.isnan(d) | torch.isposinf(d)) if name in buffers else ~torch.isfinite(d)
+            if bool(bad_at.any()):
+                bad = int(bad_at.sum())
                 raise NonFiniteError(f"the model's {name!r} holds {bad} NaN or Inf value(s); every explanation of this "
                                      "model would be meaningless. Reload or retrain the weights",
                                      where=f"model weight {name}")

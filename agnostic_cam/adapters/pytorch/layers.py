@@ -1,6 +1,6 @@
 """Reading a PyTorch model's layers: one probe forward pass records every module's output shape
 and the order leaf modules ran in, which tells each layer tensor's layout where the model says it
-(see :func:`agnostic_cam.core.layout.detect_layer_layout`) and gives the candidate-layer listing.
+(see :func:`agnostic_cam.core.layout_detect.detect_layer_layout`) and gives the candidate-layer listing.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.errors import LayoutError
 
 # Leaf modules that keep their input's shape and layout: looked through when asking "what made this tensor".
@@ -18,7 +19,8 @@ _ELEMENTWISE = {"ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish",
                 "Mish", "Softplus", "Dropout", "Dropout2d", "Identity", "StochasticDepth", "DropPath", "PReLU",
                 "CELU", "SELU", "QuickGELU"}
 _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                   nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample)
+                   nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample,
+                   nn.Conv1d, nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 
 
 @dataclass
@@ -31,6 +33,9 @@ class Probe:
     leaves: list[tuple[nn.Module, tuple]] = field(default_factory=list)
     done_at: dict[str, int] = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # forward calls per module (reused modules: > 1)
+    sums: dict[str, tuple] = field(default_factory=dict)  # (sum, sum of |x|) of each module's last output
+    output: object = None  # what the model returned
 
     @property
     def grids(self) -> list[tuple[int, int]]:
@@ -58,7 +63,13 @@ class Probe:
         return None
 
     def layout(self, name: str, given: L.LayerLayout | None = None) -> L.LayerLayout:
-        return L.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
+        return LD.resolve_layer_layout(given, self.shapes[name], self.input_hw, self.hint(name), self.grids, name)
+
+
+def fingerprint(t: torch.Tensor) -> tuple:
+    """(sum, sum of |t|) in float64: equal for equal tensors, tells input-dependent tensors from others."""
+    d = t.detach().double()
+    return (float(d.sum()), float(d.abs().sum()))
 
 
 def probe(model: nn.Module, x: torch.Tensor) -> Probe:
@@ -75,6 +86,8 @@ def probe(model: nn.Module, x: torch.Tensor) -> Probe:
             if not isinstance(o, torch.Tensor):
                 return
             p.shapes[name] = tuple(o.shape)
+            p.calls[name] = p.calls.get(name, 0) + 1
+            p.sums[name] = fingerprint(o)
             if leaf:
                 p.leaves.append((mod, tuple(o.shape)))
             p.done_at[name] = len(p.leaves) - 1
@@ -82,7 +95,7 @@ def probe(model: nn.Module, x: torch.Tensor) -> Probe:
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(x)
+            p.output = model(x)
     finally:
         for h in handles:
             h.remove()
@@ -94,7 +107,9 @@ def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
     parts = name.split(".")
     for k in range(1, len(parts)):
         parent = modules.get(".".join(parts[:k]))
-        if parent is not None and ("attention" in type(parent).__name__.lower() or parts[k - 1] in ("attn", "attention")):
+        kind = type(parent).__name__.lower() if parent is not None else ""
+        block = any(w in kind for w in ("block", "layer", "residual", "stage", "encoder"))  # holds attention and more
+        if parent is not None and (("attention" in kind and not block) or parts[k - 1] in ("attn", "attention")):
             return True
     return False
 
