@@ -13,7 +13,7 @@ import logging
 import sys
 
 from agnostic_cam.cli_parser import AUDIT_METHODS, build_parser  # noqa: F401 - build_parser: part of the CLI's API
-from agnostic_cam.errors import AgnosticCamError, OptionError
+from agnostic_cam.errors import AgnosticCamError, InputError, OptionError
 
 log = logging.getLogger("agnostic_cam.cli")
 
@@ -129,11 +129,14 @@ def cmd_audit(args) -> int:
         except (OSError, ValueError) as e:
             raise OptionError(f"cannot use --boxes {args.boxes}: {e}") from None
     try:
-        labels = args.labels.read_text().splitlines() if args.labels else None
+        labels = args.labels.read_text(encoding="utf-8-sig").splitlines() if args.labels else None
         while labels and not labels[-1].strip():  # a trailing empty line is not a class
             labels.pop()
     except OSError as e:
         raise OptionError(f"cannot read --labels {args.labels}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"--labels {args.labels} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                         f"{e.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8") from None
     explainer = _explainer(args)
     pre = _preprocess(args, explainer.adapter)
     from agnostic_cam.audit.embedded import methods_for

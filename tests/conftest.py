@@ -59,6 +59,19 @@ def demo_model():
     return load_demo_net()
 
 
+@pytest.fixture(scope="session")
+def onnx_net32(tmp_path_factory, torch):
+    """The audits' 32 px ONNX CNN (onnx_helpers.torch_net(seed=4)), exported once per session and
+    shared read-only by the audit test modules (each exported its own copy before)."""
+    import onnx
+
+    from onnx_helpers import export_torch, torch_net
+
+    p = tmp_path_factory.mktemp("onnx_net32") / "net.onnx"
+    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
+    return p
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -19,12 +19,8 @@ from agnostic_cam.inputs.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, torch):
-    from onnx_helpers import export_torch, torch_net
-
-    p = tmp_path_factory.mktemp("m") / "net.onnx"
-    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
-    return p
+def model(onnx_net32):
+    return onnx_net32  # one export for the whole session (conftest)
 
 
 def _save(path: Path, seed: int, size: int = 32, fmt: str | None = None) -> None:

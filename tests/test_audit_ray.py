@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import pyarrow.parquet as pq
 import ray
@@ -28,12 +27,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, torch):
-    from onnx_helpers import export_torch, torch_net
-
-    p = tmp_path_factory.mktemp("m") / "net.onnx"
-    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
-    return p
+def model(onnx_net32):
+    return onnx_net32  # one export for the whole session (conftest)
 
 
 def _images(d: Path, n: int) -> Path:
@@ -79,9 +74,18 @@ def test_ray_equals_local_parquet_bounded_report_and_resume_across_engines(clust
 
 
 def _actor_pids() -> list[int]:
+    """This session's audit actors only: descendants of this process (``ray.init`` here started the
+    raylet that spawns them), never another process on the machine that happens to have the name."""
     import psutil
 
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if "AuditWorker" in " ".join(p.info["cmdline"] or [])]
+    ours = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "AuditWorker" in " ".join(p.cmdline()):
+                ours.append(p.pid)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return ours
 
 
 def test_killed_worker_loses_and_duplicates_nothing(cluster, model, tmp_path):

@@ -14,7 +14,6 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 from agnostic_cam import audit
@@ -306,12 +305,8 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path):
 
 # -- (c) end to end: the files of a real audit, and the records it returns -----------------------------
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, torch):
-    from onnx_helpers import export_torch, torch_net
-
-    p = tmp_path_factory.mktemp("m") / "net.onnx"
-    onnx.save(export_torch(torch_net(seed=4), 32), str(p))
-    return p
+def model(onnx_net32):
+    return onnx_net32  # one export for the whole session (conftest)
 
 
 def test_audit_files_are_written_from_the_store(model, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from PIL import Image
 from agnostic_cam import audit
 from agnostic_cam.cli import main
 from agnostic_cam.errors import ModelError, OptionError
-from tests.test_task_targets import yolo_by_hand  # (N, 4+K, A) head scored box by box, loop by loop
+from test_task_targets import yolo_by_hand  # (N, 4+K, A) head scored box by box, loop by loop
 
 
 def head(torch, x, c1, c2, hd):

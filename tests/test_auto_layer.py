@@ -33,6 +33,9 @@ def test_same_layer_as_torchcam(torch, arch, expected):
 
 def test_auto_layer_explains_like_the_named_layer(torch, small_cnn):
     """Without input_shape the resolver runs a (3, 224, 224) zero image; the result equals naming the layer."""
+    import copy
+
+    small_cnn = copy.deepcopy(small_cnn)  # its own copy: put in train mode below, the session's stays in eval
     x = np.random.default_rng(0).normal(size=(2, 3, 20, 20)).astype(np.float32)
     state = {k: v.clone() for k, v in small_cnn.state_dict().items()}
     small_cnn.train()

@@ -103,7 +103,7 @@ def test_mobilenet_v3_small_runs_without_us_and_cam_names_what_embeds(tmp_path):
 
 def deit(depth=4):
     timm = pytest.importorskip("timm")
-    from tests.vit_helpers import randomise_norms
+    from vit_helpers import randomise_norms
 
     torch.manual_seed(0)
     return randomise_norms(timm.models.vision_transformer.VisionTransformer(  # DeiT-tiny's width and heads

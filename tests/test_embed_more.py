@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from agnostic_cam import Explainer  # noqa: E402
-from tests.test_embed import check_embedded, run_isolated  # noqa: E402
+from test_embed import check_embedded, run_isolated  # noqa: E402
 
 
 def test_audit_reads_the_embedded_map_from_the_forward_pass(tmp_path):

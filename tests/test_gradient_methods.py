@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from tests.test_model_state import assert_same, make_model, snapshot
+from test_model_state import assert_same, make_model, snapshot
 
 PIXEL = ["saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients", "smoothgrad",
          "guided_gradcam", "guided_gradcam++", "guided_scorecam", "guided_layercam"]
@@ -242,7 +242,7 @@ def test_onnx_graph_without_relus_refuses_guided_rules(torch):
     """The ONNX gradient backend shares the torch rules; a graph with no ReLU cannot be 'guided'."""
     from torch import nn
 
-    from tests.onnx_helpers import export_torch
+    from onnx_helpers import export_torch
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),

@@ -25,15 +25,38 @@ def twins(demo_model):
     return t, k, x
 
 
+def near_tie_bound(model, x, steps):
+    """Per pixel, what the near-ties of the demo model's ReLUs and max-pools along the IG path can
+    change (tests/float_bounds.py, float64; zero at the pixels no near-tie reaches). The synthetic
+    shapes have flat regions, so max-pool windows of equal values are common: each framework's
+    float32 convolution breaks such a tie by its own summation order (3 of 12,288 pixels differed
+    by 1.3e-3 of the max on an AVX2 CPU)."""
+    from float_bounds import ig_bounds
+
+    f = model.features
+    stages = [("conv", f.conv1), ("bn", f.bn1), ("relu", None), ("maxpool", None),
+              ("conv", f.conv2), ("bn", f.bn2), ("relu", None), ("maxpool", None),
+              ("conv", f.conv3), ("bn", f.bn3), ("relu", None), ("gap", None), ("fc", model.fc)]
+    nodes, w = np.polynomial.legendre.leggauss(steps)
+    return ig_bounds(stages, x, [0, 1, 2], (nodes + 1) / 2, w / 2)[2]
+
+
 @pytest.mark.parametrize("name, opts", CASES, ids=[c[0] for c in CASES])
-def test_keras_twin_matches_torch(twins, name, opts):
+def test_keras_twin_matches_torch(twins, demo_model, name, opts):
+    """RTOL: both sides are float32 forward + backward through 3 conv layers (n ~ 900 terms per
+    path, lambda sqrt(n) u ~ 1e-5 of the path sums each), then a max normalisation whose condition
+    is 1 / (the largest attribution): 1e-3 of the max leaves room for the pixels where the
+    gradients cancel. IG adds, per pixel, the measured near-tie allowance (near_tie_bound)."""
     t, k, x = twins
     a = t.explain(x, name, target=[0, 1, 2], **opts)
     b = k.explain(x.transpose(0, 2, 3, 1), name, target=[0, 1, 2], **opts)
     assert b.raw.shape == a.raw.shape == x.shape  # channel-first for both layouts
-    err = np.abs(a.raw - b.raw).max() / np.abs(a.raw).max()
-    assert err <= RTOL, f"{name}: relative error {err:.2e}"
-    np.testing.assert_allclose(b.heatmap, a.heatmap, atol=RTOL)
+    ties = near_tie_bound(demo_model, x, opts["steps"]) if name == "integrated_gradients" else 0.0
+    scale = np.abs(a.raw).max()
+    bad = np.abs(a.raw - b.raw) > RTOL * scale + ties
+    assert not bad.any(), f"{name}: {bad.sum()} pixels, relative error {np.abs(a.raw - b.raw).max() / scale:.2e}"
+    heat_tol = RTOL + 2 * np.max(ties, axis=1) / scale if name == "integrated_gradients" else RTOL
+    assert (np.abs(b.heatmap - a.heatmap) <= heat_tol).all()
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-4)
 
 

@@ -1,4 +1,4 @@
-"""Randomized fuzz of ``Explainer.explain`` (issue #11): seeded, bounded in time and count.
+"""Randomized fuzz of ``Explainer.explain`` (issue #11): seeded, a fixed number of cases.
 
 Every call gets random images (shapes, layouts, dtypes, NaN/Inf, huge values), a random target
 (ints in and out of range, 2**70, lists, callables, NaN callables, junk) and random options
@@ -11,8 +11,6 @@ The model must be unchanged at the end. Reduced for speed: a 3-layer CNN, 8-20 p
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -21,9 +19,7 @@ from agnostic_cam.errors import AgnosticCamError
 from test_reliability_model import assert_state, make_cnn, state
 
 SEED = 20261202
-BUDGET_S = 30.0       # wall-clock bound of the loop (no case starts after it)
-MAX_CASES = 150
-MIN_CASES = 25        # fewer than this means the fuzz did not really run
+CASES = 60  # fixed (was: as many as 30 s allowed, so a loaded machine ran other cases than a quiet one)
 # Every kind of method (CAMs on gradients, forward-only CAMs, the tail, pixel gradients, noise and
 # path integrals); the slowest CAM variants are left to their own tests so no case takes minutes.
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam", "ablationcam", "cam",
@@ -102,8 +98,8 @@ def test_fuzz_explain(torch):
     ex = Explainer.from_torch(m, "conv2", progress=False)
     rng = np.random.default_rng(SEED)
     methods = [m for m in METHODS if m in registry()]
-    t0, cases, outcomes = time.monotonic(), 0, {"result": 0, "error": 0}
-    while cases < MAX_CASES and time.monotonic() - t0 < BUDGET_S:
+    cases, outcomes = 0, {"result": 0, "error": 0}
+    while cases < CASES:
         x, kind = _images(rng)
         method = methods[int(rng.integers(len(methods)))]
         target = _target(rng, x.shape[0] if x.ndim else 1)
@@ -124,6 +120,5 @@ def test_fuzz_explain(torch):
             ref = ex.explain(x, method, target=target, **{k: v for k, v in options.items() if k != "batch_size"})
             np.testing.assert_allclose(exp.heatmap, ref.heatmap, atol=1e-4, err_msg=case)
     print(f"fuzz: {cases} cases, {outcomes}")
-    assert cases >= MIN_CASES, f"only {cases} cases ran in {BUDGET_S}s"
     assert outcomes["result"] > 0 and outcomes["error"] > 0, outcomes   # both kinds of outcome were exercised
     assert_state(before, m)

@@ -163,7 +163,7 @@ def test_activations_layer_names_conv_weights(torch, tiny, xs):
 
 
 def test_model_untouched_and_relus_normal_afterwards(torch, tiny, xs):
-    from tests.test_model_state import assert_same, snapshot
+    from test_model_state import assert_same, snapshot
 
     ex = Explainer.from_torch(tiny, "c3")
     before = snapshot(tiny)

@@ -82,7 +82,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         check_writable(Path(out))
     except OutputError as e:
         raise OptionError(str(e)) from None
-    items, refused = list_images(images, follow_symlinks)
+    items, refused = list_images(images, follow_symlinks, out=out)
     if isinstance(model, (str, os.PathLike)):
         spec = ModelSpec(os.fspath(model), layer, layout, output, input_name,
                          providers.split(",") if isinstance(providers, str) else providers, batch_size)

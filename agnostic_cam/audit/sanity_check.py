@@ -29,7 +29,7 @@ def run_sanity(ex, pre, images, methods: list[str], out: Path, n_images: int = 4
     from agnostic_cam.evaluation.sanity import model_randomization
 
     out = Path(out)
-    items, _ = list_images(images, follow_symlinks)
+    items, _ = list_images(images, follow_symlinks, out=out)
     batch = []
     for it in items:
         if len(batch) == n_images:

@@ -7,6 +7,9 @@
   list: columns ``path`` and optionally ``label`` (with that header), or path[,label] rows.
 - Symbolic links that lead outside the folder are refused (listed as failed images) unless
   ``follow_symlinks=True``: a folder of images must not pull in files from elsewhere.
+- The audit's own outputs are never inputs: with ``out`` equal to or inside the image folder, the
+  folders it writes there (``overlays/`` and ``.audit/``, see :data:`OUTPUT_DIRS`) are not read
+  (a second run would otherwise audit the first run's overlays as images).
 
 An :class:`Item`'s identity is its relative name ``rel``; its key and overlay names derive from it.
 """
@@ -53,14 +56,20 @@ def _inside(path: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def list_images(source: str | os.PathLike, follow_symlinks: bool = False) -> tuple[list[Item], list[dict]]:
-    """(items to audit, refused ``{"file", "error"}``) from a folder or a list file, sorted by name."""
+OUTPUT_DIRS = ("overlays", ".audit")  # what an audit writes under its output folder (audit/store.py)
+
+
+def list_images(source: str | os.PathLike, follow_symlinks: bool = False,
+                out: str | os.PathLike | None = None) -> tuple[list[Item], list[dict]]:
+    """(items to audit, refused ``{"file", "error"}``) from a folder or a list file, sorted by name;
+    never the files an audit writes under ``out`` (its output folder)."""
     src = Path(source)
     if src.is_file() and src.suffix.lower() in (".txt", ".csv", ".lst"):
         return _from_list(src), []
     if not src.is_dir():
         raise OptionError(f"{display(str(src))} is neither a folder of images nor a .txt/.csv list of image paths")
     root_real = os.path.realpath(src)
+    skip = set() if out is None else {os.path.realpath(os.path.join(out, d)) for d in OUTPUT_DIRS}
     items, refused = [], []
     for dirpath, dirnames, filenames in os.walk(src, followlinks=follow_symlinks):
         dirnames.sort()
@@ -77,6 +86,7 @@ def list_images(source: str | os.PathLike, follow_symlinks: bool = False) -> tup
                 else:
                     keep.append(d)
             dirnames[:] = keep
+        dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip]
         for name in filenames:
             if not _is_image(name):
                 continue

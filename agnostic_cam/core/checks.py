@@ -94,6 +94,17 @@ def verify_tail(run: Callable, cap, layer: str, reads_layer: bool | None) -> Non
                          f"read it; {fix}")
 
 
+def check_layer_map(acts, layer: str | None, input_size) -> None:
+    """One rule for every method that reads the target layer (issue 29): a map of one position
+    (h * w == 1) has nothing spatial to explain. Grad-CAM's adapters refused it while Eigen-CAM
+    returned a flagged 1x1 map; now every layer method refuses it the same way."""
+    if acts is None or np.ndim(acts) != 4 or acts.shape[2] * acts.shape[3] > 1:
+        return
+    raise ModelError(f"layer {layer!r} gives a {acts.shape[2]}x{acts.shape[3]} map for {tuple(input_size)} input "
+                     "images: one position has no spatial extent to explain. Use larger input images or an "
+                     "earlier layer")
+
+
 def _ignores_input(cap) -> bool:
     """Whether the whole model's output stays the same when image 0 is perturbed (a constant model)."""
     forward = getattr(cap, "forward", None)
@@ -104,4 +115,4 @@ def _ignores_input(cap) -> bool:
     return np.array_equal(np.asarray(out), np.asarray(cap.outputs)[:1])
 
 
-__all__ = ["check_finite", "checked_capture", "verify_tail"]
+__all__ = ["check_finite", "check_layer_map", "checked_capture", "verify_tail"]

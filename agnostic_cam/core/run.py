@@ -16,7 +16,7 @@ import numpy as np
 from agnostic_cam.core import degenerate
 from agnostic_cam.core import smoothing as sm
 from agnostic_cam.core.capture import Capturer
-from agnostic_cam.core.checks import check_finite
+from agnostic_cam.core.checks import check_finite, check_layer_map
 from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.errors import OptionError
 from agnostic_cam.targets import TargetSpec
@@ -44,6 +44,8 @@ def explain_batch(capturer: Capturer, m: Any, x: np.ndarray, target: Any, *, lay
     if aug_smooth:  # pytorch-grad-cam's six test-time augmentations, one batched capture
         x, spec = sm.augment(x, layout), sm.augment_targets(spec)
     cap = capturer(x, spec, m.needs, m.rule, progress, m.name, m.batch_size, m.attention, m.prefix_tokens)
+    if m.uses_layer:
+        check_layer_map(cap.activations, layer, cap.input_size)
     raw = np.asarray(m.compute(cap), dtype=np.float32)
     check_finite(raw, "method result", f"method {m.name!r} produced NaN/Inf from finite inputs; please report it")
     heat = m.heatmap(raw, cap.input_size)

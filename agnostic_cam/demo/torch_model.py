@@ -1,6 +1,8 @@
 """The demo CNN in PyTorch and its few-second training on synthetic shapes."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import os
 from collections import OrderedDict
@@ -65,20 +67,35 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AGNOSTIC_CAM_CACHE", Path.home() / ".cache" / "agnostic-cam"))
 
 
+def training_key() -> str:
+    """Hash of the code that makes the demo model (architecture, training, data), of the torch
+    version and of the CPU kernels torch dispatches to (the trained weights differ between AVX2 and
+    AVX-512 kernels): a cached copy made otherwise is never used (it gets another file name)."""
+    from agnostic_cam.demo import data
+
+    src = inspect.getsource(demo_net) + inspect.getsource(train_demo_net) + inspect.getsource(data)
+    src += torch.__version__ + torch.backends.cpu.get_cpu_capability()
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
 def load_demo_net(verbose: bool = False) -> nn.Module:
-    """The trained demo model, from the local cache or trained now (and cached)."""
-    path = cache_dir() / "demo_net_v1.pt"
+    """The trained demo model, from the local cache (keyed by :func:`training_key`, which the file
+    also records and is checked on load) or trained now (and cached)."""
+    key = training_key()
+    path = cache_dir() / f"demo_net_{key}.pt"
     model = demo_net()
     if path.is_file():
         try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("training_key") == key:
+                model.load_state_dict(saved["state"])
+                return model.eval()
         except Exception:  # noqa: BLE001 - a stale or corrupt cache is simply retrained
             pass
     model = train_demo_net(verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
+    torch.save({"training_key": key, "state": model.state_dict()}, tmp)
     os.replace(tmp, path)
     return model
 

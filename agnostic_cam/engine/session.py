@@ -87,7 +87,26 @@ def load_model(model: onnx.ModelProto | bytes | str | os.PathLike) -> onnx.Model
         raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {e}); is the file truncated or of another format?") from None
     if not proto.graph.node:
         raise ModelError("not a readable ONNX model: the graph has no nodes (truncated or not an ONNX file?)")
+    if isinstance(model, (bytes, bytearray)) and _external(proto):
+        raise ModelError(f"this ONNX model keeps its weights in external data files ({', '.join(_external(proto)[:3])}), "
+                         "which serialized bytes cannot carry: pass the path of the .onnx file (next to its data "
+                         "files), or onnx.load(path) as a ModelProto")
     return proto
+
+
+def _external(proto: onnx.ModelProto) -> list[str]:
+    """The external data files the graph's initializers point to."""
+    files = []
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), "?")
+            files += [loc] if loc not in files else []
+    return files
+
+
+def _allocation_failure(e: Exception) -> bool:
+    msg = str(e).lower()
+    return "alloc" in msg or "out of memory" in msg
 
 
 class OnnxEngine:
@@ -216,7 +235,16 @@ class OnnxEngine:
             m = next(iter(chunk.values())).shape[0]
             if fixed and m < fixed:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - m, axis=0)]) for k, v in chunk.items()}
-            outs = self._run_bound(names, chunk) if self.uses_io_binding else self.session.run(names, chunk)
+            try:
+                outs = self._run_bound(names, chunk) if self.uses_io_binding else self.session.run(names, chunk)
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own (unexported) types
+                if not _allocation_failure(e):
+                    raise
+                rows = next(iter(chunk.values())).shape[0]
+                fix = (f"the graph's batch dimension is fixed to {fixed}: export it with a dynamic batch dimension "
+                       "(or a small fixed batch)") if fixed else f"pass a smaller batch_size (this run: {rows} rows)"
+                raise ModelError(f"ONNX Runtime ran out of memory running a batch of {rows} ({first.shape[1:]} each): "
+                                 f"{fix}") from None
             for r, o in zip(results, outs):
                 r.append(o[:m].astype(np.float32) if o.dtype in _WIDEN else o[:m])
         if n == 0:
