@@ -24,7 +24,8 @@ class Explanation:
         returned as computed, but carries no spatial information); degenerate_reason: (N,) str,
         why ("" where the map is fine). See :mod:`agnostic_cam.core.degenerate`.
     layer_used: whether the method read the target layer (False for pixel-space and layer-free
-        methods; set from the method's ``needs``); figure titles name the layer only when it is.
+        methods; the pipeline sets it from the method's ``needs``); figure titles name the layer only
+        when it is. None (an Explanation built by hand): a pixel-space ``raw`` (N, C, H, W) reads none.
     """
 
     heatmap: np.ndarray
@@ -37,7 +38,7 @@ class Explanation:
     meta: dict = field(default_factory=dict)
     degenerate: np.ndarray | None = None
     degenerate_reason: np.ndarray | None = None
-    layer_used: bool = True
+    layer_used: bool | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -99,7 +100,7 @@ class Explanation:
 
     def uses_layer(self) -> bool:
         """Whether the method read the target layer (pixel-space and layer-free methods do not)."""
-        return bool(self.layer_used)
+        return self.raw.ndim != 4 if self.layer_used is None else bool(self.layer_used)
 
     def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
         """A matplotlib Figure with, per image (one row, its class and score on the left): the image,
