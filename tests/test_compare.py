@@ -207,6 +207,38 @@ def test_int8_twin_lists_agreement_worst_images_and_first_split(resnet):
     assert ref > tol and abs(first["act_rel"] - ref) <= 1e-6 * ref
 
 
+def test_qdq_int8_twin_lists_agreement_worst_images_and_first_split(resnet):
+    """The static QDQ int8 twin (QuantizeLinear/DequantizeLinear pairs, calibrated on random images): per-method
+    agreement and the worst images are listed, and the layer walk names a first split whose activation
+    difference equals a direct ONNX Runtime read of the two tensors."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(3)
+            self.batches = iter([{"image": rng.random((1, 3, 64, 64), dtype=np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    qdq = resnet["dir"] / "r18_qdq.onnx"
+    quantize_static(str(resnet["dir"] / "r18.onnx"), str(qdq), Images(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    twin = Explainer.from_onnx(qdq)
+    x = resnet["x"]
+    res = agnostic_cam.compare([resnet["onnx"], twin], x, ["eigencam"])
+    assert res.pairs == ["onnx vs onnx-2"] and 0 < res.max_diff("eigencam") < 0.5
+    direct = np.abs(resnet["onnx"].explain(x, "eigencam").heatmap - twin.explain(x, "eigencam").heatmap).mean((1, 2))
+    assert res.worst_images() == sorted(range(len(x)), key=lambda i: -direct[i])
+    tol = 1e-3
+    walk = walk_layers([resnet["onnx"], twin], x, tol=tol)
+    first = walk.first_over
+    assert first is not None
+    a, b = _tensor(resnet["dir"] / "r18.onnx", first["a"], x), _tensor(qdq, first["b"], x)
+    ref = np.abs(a.astype(np.float64) - b).max() / np.abs(b).max()
+    assert ref > tol and abs(first["act_rel"] - ref) <= 1e-6 * ref
+
+
 def test_table_frame_csv_and_figure(demo, tmp_path):
     exs, x, y = demo
     res = agnostic_cam.compare({"torch": exs["torch"], "onnx": exs["onnx"]}, x[:2], ["gradcam", "eigencam"],

@@ -127,3 +127,34 @@ def test_no_options_equals_pytorch_grad_cam(build):
     with pgc.EigenCAM(model=ref_model, target_layers=[layer], reshape_transform=reshape_for(expected_layout)) as cam:
         ref = cam(input_tensor=torch.from_numpy(x), targets=None)
     assert eigen_up_to_sign(eig, ex, x, ref, ours_target) <= TOL
+
+
+@pytest.mark.parametrize("build", [b for b in MATRIX if b is not Z.hf_segformer], ids=lambda b: b.__name__)
+def test_no_declared_layout_reads_the_layer_wrongly(build):
+    """Every documented ``layer_layout=`` spelling, declared on the automatically chosen layer of each family:
+    either a typed error (which names the right reading) or exactly the map of the correct reading, never
+    a map from a misread tensor (a token tensor read as NCHW, channels-last read as channels-first, ...).
+    The correct map is pytorch-grad-cam's with the reshape written from the expected layout. (SegFormer is
+    left out: its target is a mask, and its chosen layer is an NCHW map like the CNNs'.)"""
+    from agnostic_cam.errors import AgnosticCamError
+
+    expected_layer, expected_layout, key = MATRIX[build]
+    model, side = build()
+    x = np.random.default_rng(0).normal(size=(2, 3, side, side)).astype(np.float32)
+    layer = dict(model.named_modules())[expected_layer]
+    ref_model = Selected(model, key)
+    ref, accepted = None, []
+    for declared in ("NCHW", "NHWC", "tokens"):
+        try:
+            ex = Explainer.from_torch(model, expected_layer, layer_layout=declared, progress=False)
+            got = ex.explain(x, "gradcam")
+        except AgnosticCamError:
+            continue  # refused, with a typed error: never a wrong map
+        if ref is None:
+            targets = [ClassifierOutputTarget(int(c)) for c in got.targets]
+            with pgc.GradCAM(model=ref_model, target_layers=[layer],
+                             reshape_transform=reshape_for(expected_layout)) as cam:
+                ref = cam(input_tensor=torch.from_numpy(x), targets=targets)
+        assert np.abs(got.heatmap - ref).max() <= TOL, f"layer_layout={declared!r} gave a map from a misread tensor"
+        accepted.append(declared)
+    assert expected_layout.split("(")[0] in accepted  # the right reading, declared, is taken

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agnostic_cam.errors import OptionError
+from agnostic_cam.errors import InputError, OptionError
 
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
 
@@ -168,7 +168,7 @@ class GroundTruth:
                 xy = np.asarray(v[1:]).reshape(-1, 2) * [w, h]
                 m |= polygon_mask(xy.ravel(), h, w)
             else:
-                raise ValueError(f"a line needs 'class cx cy w h' or 'class x1 y1 x2 y2 ...'; got {line!r}")
+                raise InputError(f"a line needs 'class cx cy w h' or 'class x1 y1 x2 y2 ...'; got {line!r}")
         return m
 
     def _mask_voc(self, stem: str, size) -> np.ndarray:
