@@ -11,7 +11,7 @@ import pickle
 from collections.abc import Iterator
 
 from agnostic_cam.compare import batch as B
-from agnostic_cam.errors import AgnosticCamError, OptionError
+from agnostic_cam.errors import OptionError
 
 
 class CompareWorker:
@@ -43,6 +43,8 @@ def run_ray(spec: dict, entries: list, batch_images: int, workers: int | None = 
 
 
 def _stream(ray, spec, entries, batch_images, workers, address) -> Iterator[dict]:
+    from agnostic_cam.audit.engines.ray import typed_rows
+
     if not entries:
         return
     started = not ray.is_initialized()
@@ -55,14 +57,8 @@ def _stream(ray, spec, entries, batch_images, workers, address) -> Iterator[dict
                                   for e in entries], override_num_blocks=max(1, min(len(entries), 4 * workers)))
         ds = ds.map_batches(CompareWorker, fn_constructor_kwargs={"spec": spec}, batch_size=batch_images,
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, batch_format="numpy")
-        try:
-            for row in ds.iter_rows():
-                yield pickle.loads(row["result"])
-        except Exception as e:  # a typed error raised in a worker: re-raise it as such (exit 2), not as a Ray trace
-            cause = getattr(e, "cause", None) or e.__cause__
-            if isinstance(cause, AgnosticCamError):
-                raise cause from None
-            raise
+        for row in typed_rows(ds):
+            yield pickle.loads(row["result"])
     finally:
         if started:
             ray.shutdown()

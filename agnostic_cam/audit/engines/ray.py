@@ -90,14 +90,20 @@ def _stream(ray, ctx, items: list[Item], workers, address, gpus_per_worker) -> I
                             batch_size=ctx.cfg.batch_images,
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                             num_gpus=gpus_per_worker or None, batch_format="numpy")
-        try:
-            for row in ds.iter_rows():
-                yield record.Result(json.loads(row["record"]), pickle.loads(row["files"]))
-        except Exception as e:  # a typed error raised in a worker: re-raise it as such (exit 2), not as a Ray trace
-            cause = getattr(e, "cause", None) or e.__cause__
-            if isinstance(cause, AgnosticCamError):
-                raise cause from None
-            raise
+        for row in typed_rows(ds):
+            yield record.Result(json.loads(row["record"]), pickle.loads(row["files"]))
     finally:
         if started:
             ray.shutdown()
+
+
+def typed_rows(ds):
+    """The rows of a Ray dataset; a typed error raised in a worker comes back as itself (exit 2), not
+    wrapped in a Ray trace."""
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:  # noqa: BLE001 - re-raised, typed when it was
+        cause = getattr(e, "cause", None) or e.__cause__
+        if isinstance(cause, AgnosticCamError):
+            raise cause from None
+        raise
