@@ -158,3 +158,24 @@ def test_no_declared_layout_reads_the_layer_wrongly(build):
         assert np.abs(got.heatmap - ref).max() <= TOL, f"layer_layout={declared!r} gave a map from a misread tensor"
         accepted.append(declared)
     assert expected_layout.split("(")[0] in accepted  # the right reading, declared, is taken
+
+
+@pytest.mark.parametrize("build", [Z.timm_eva02, Z.timm_vit, Z.timm_swin], ids=lambda b: b.__name__)
+def test_onnx_export_picks_the_same_layer_as_pytorch(build, tmp_path):
+    """The ONNX file of a hub model, explained with no options, reads the tensor PyTorch's rule picks (a
+    mean-pooled EVA02 once got an MLP MatMul inside its last block: the block's residual Add, which reads
+    the MLP on its second input, was not a token candidate). Eigen-CAM maps of the two must be equal."""
+    import warnings
+
+    model, side = build()
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # through a wrapper: exporting EVA02 itself passes timm's keyword default is_causal as a tensor
+        torch.onnx.export(Selected(model, None).eval(), (torch.zeros(1, 3, side, side),), str(path), dynamo=False,
+                          opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    x = np.random.default_rng(0).normal(size=(2, 3, side, side)).astype(np.float32)
+    ours = Explainer.from_torch(model, progress=False).explain(x, "eigencam").heatmap
+    onnx_map = Explainer.from_onnx(path).explain(x, "eigencam").heatmap
+    assert np.abs(ours - onnx_map).max() <= TOL

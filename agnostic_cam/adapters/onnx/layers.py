@@ -259,14 +259,15 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
 
 
 def _last_axis_source(node: onnx.NodeProto, producer: dict, depth: int = 4):
-    """The op over the last axis that ``node``'s value comes from (through element-wise ops), or None."""
+    """The op over the last axis that ``node``'s value comes from through element-wise ops (any of their
+    inputs, breadth-first: a block's residual ``Add`` reads the MLP's MatMul on its second input), or None."""
+    frontier = [node]
     for _ in range(depth):
-        if node.op_type in _LAST_AXIS_OPS:
-            return node
-        if node.op_type not in _KEEP_OPS:
-            return None
-        node = producer.get(node.input[0])
-        if node is None:
+        found = next((n for n in frontier if n.op_type in _LAST_AXIS_OPS), None)
+        if found is not None:
+            return found
+        frontier = [producer[i] for n in frontier if n.op_type in _KEEP_OPS for i in n.input if i in producer]
+        if not frontier:
             return None
     return None
 
