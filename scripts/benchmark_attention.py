@@ -132,16 +132,9 @@ def main() -> None:
             "need eager attention (hooks) or torchvision's nn.MultiheadAttention (torchcam).")
     print(note + "\n\n" + table)
     if args.update_docs:
-        path = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
-        text = open(path).read()
-        block = f"{MARK_BEGIN}\n{note}\n\n{table}\n{MARK_END}"
-        if MARK_BEGIN in text:
-            text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
-        else:
-            text += ("\n## Attention methods: rollout, Chefer, LeGrad\n\n`python scripts/benchmark_attention.py "
-                     "--update-docs` regenerates this section.\n\n" + block + "\n")
-        with open(path, "w") as f:
-            f.write(text)
+        from docs_section import update_section
+
+        update_section(MARK_BEGIN, MARK_END, "Attention methods: rollout, Chefer, LeGrad", "benchmark_attention.py", note, table)
 
 
 if __name__ == "__main__":

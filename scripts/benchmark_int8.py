@@ -92,16 +92,9 @@ def main() -> None:
             f"{args.repeat} alternating repetitions, {os.cpu_count()} CPU cores, load average {load:.1f} at the end.")
     print(note + "\n\n" + table)
     if args.update_docs:
-        path = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
-        text = open(path).read()
-        block = f"{MARK_BEGIN}\n{note}\n\n{table}\n{MARK_END}"
-        if MARK_BEGIN in text:
-            text = text[:text.index(MARK_BEGIN)] + block + text[text.index(MARK_END) + len(MARK_END):]
-        else:
-            text += ("\n## int8 graphs: Score-CAM and Ablation-CAM\n\n`python scripts/benchmark_int8.py --update-docs` "
-                     "regenerates this section.\n\n" + block + "\n")
-        with open(path, "w") as f:
-            f.write(text)
+        from docs_section import update_section
+
+        update_section(MARK_BEGIN, MARK_END, "int8 graphs: Score-CAM and Ablation-CAM", "benchmark_int8.py", note, table)
 
 
 if __name__ == "__main__":
