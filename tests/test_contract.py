@@ -9,8 +9,34 @@ NAMES = sorted(registry())
 ATTENTION = {n for n, c in registry().items() if c.needs.uses_attention}  # explain transformers: run on a ViT
 
 
+DETECTORS = {"drise"}  # explain a detector's boxes: run on a YOLO-style head with DetectionBoxes targets
+
+
+def detector_head():
+    """conv(s2)-ReLU-1x1 conv-sigmoid, flattened: (N, 4+3, A) with A = 10*9 anchors at 20x18 inputs."""
+    import torch
+    from torch import nn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 7, 1), nn.Sigmoid(), nn.Flatten(2)).eval()
+
+
+def target_for(name, targets):
+    """The class indices, or for detection methods one box per image labelled with them."""
+    if name not in DETECTORS:
+        return targets
+    from agnostic_cam.targets import DetectionBoxes
+
+    t = np.atleast_1d(targets)
+    return DetectionBoxes([np.array([[0.0, 0.0, 0.5, 0.5]])] * 2, [np.array([k % 3]) for k in np.resize(t, 2)],
+                          format="yolo")
+
+
 def explainer_for(name, small_cnn):
     """(explainer, its layer, an input shape): the small CNN, or for attention methods a tiny ViT."""
+    if name in DETECTORS:
+        return Explainer.from_torch(detector_head(), "1", progress=False), "1", (3, 20, 18)
     if name in ATTENTION:
         from agnostic_cam.demo.tiny import tiny_vit
 
@@ -25,14 +51,15 @@ def test_method_contract(small_cnn, name):
     if name not in ex.methods:
         pytest.fail(f"{name} is registered but not runnable on a PyTorch model")
     x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
-    a = ex.explain(x, name, target=[1, 3])
+    a = ex.explain(x, name, target=target_for(name, [1, 3]))
     assert a.method == name and a.layer == layer
     assert a.heatmap.shape == (2, *shape[1:]) and a.heatmap.dtype == np.float32
     assert np.isfinite(a.heatmap).all() and a.heatmap.min() >= 0 and a.heatmap.max() <= 1
     assert np.isfinite(a.raw).all() and a.raw.shape[0] == 2
-    np.testing.assert_array_equal(a.targets, [1, 3])
+    if name not in DETECTORS:  # a box target has no class index per image
+        np.testing.assert_array_equal(a.targets, [1, 3])
     assert a.scores.shape == (2,)
-    b = ex.explain(x, name, target=[1, 3])
+    b = ex.explain(x, name, target=target_for(name, [1, 3]))
     np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-6)
 
 
@@ -40,7 +67,7 @@ def test_method_contract(small_cnn, name):
 # layer's activations/gradients; pixel-space gradient methods and perturbation methods never do, and
 # FullGrad sums the bias gradients of every layer plus the input gradient, whatever the target layer.
 PIXEL_OR_LAYER_FREE = {"saliency", "guided_backprop", "deconvnet", "gradient_x_input", "integrated_gradients",
-                       "smoothgrad", "occlusion", "rise", "kernelshap", "lime", "fullgrad",
+                       "smoothgrad", "occlusion", "rise", "drise", "kernelshap", "lime", "fullgrad",
                        "attention_rollout", "chefer", "legrad"}  # these read every block's attention instead
 
 
@@ -50,7 +77,7 @@ def test_figure_title_names_the_layer_of_every_layer_method(small_cnn, name):
     Hessian-vector product at the layer, once lost it: the title was computed without HVP)."""
     ex, layer, shape = explainer_for(name, small_cnn)
     x = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
-    exp = ex.explain(x, name, target=1)
+    exp = ex.explain(x, name, target=target_for(name, 1))
     fig = exp.figure(x)
     title = fig._suptitle.get_text()
     assert title.startswith(name)

@@ -111,7 +111,11 @@ def _nms(boxes: np.ndarray, order: np.ndarray, n: int) -> list[int]:
 
 def top_boxes(out: np.ndarray, fmt: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image: (boxes (B, 4) x1y1x2y2 in input pixels, labels (B,)) of its ``n`` best predictions (B <= n)."""
+    from agnostic_cam.targets.tasks import check_yolo_shape
+
     out = np.asarray(out, np.float64)
+    if fmt != "torchvision":
+        check_yolo_shape(out.shape)
     res = []
     for o in out:
         if fmt == "torchvision":

@@ -6,6 +6,7 @@ from agnostic_cam.methods import (  # noqa: F401  - imported to register
     cam,
     chefer,
     deconvnet,
+    drise,
     eigencam,
     eigengradcam,
     fem,

@@ -106,6 +106,17 @@ def xywh_to_xyxy(p: Any) -> Any:
     return np.stack(parts, 1)
 
 
+def check_yolo_shape(shape: tuple) -> None:
+    """A raw YOLO-style head (N, 4+K, A) / (N, A, 4+K) is read by its smaller axis being 4+K; a square
+    one cannot be read (LayoutError)."""
+    from agnostic_cam.errors import LayoutError
+
+    if len(shape) == 3 and shape[1] == shape[2]:
+        raise LayoutError(f"the YOLO-style output {shape} is square: its anchors cannot be told from its 4+K box and "
+                          "class rows. Export the model at another input size (YOLOv8 at 64 px has 84 anchors and "
+                          "4+80 rows; 96 or 640 px do not collide)")
+
+
 class _PerImage(Target):
     """A target holding a specification per image: ``self._items[i]``; rows map to images ``self._rows``."""
 
@@ -177,6 +188,10 @@ class DetectionBoxes(_PerImage):
         self.iou, self.format = float(iou), format
         super().__init__(items)
 
+    def boxes_for(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes (B, 4) x1y1x2y2, labels (B,)) requested for output row ``row``."""
+        return self._item(row)
+
     def __call__(self, output: Any) -> Any:
         if isinstance(output, (list, tuple)):  # torchvision's own list of dicts
             return D.stack([self._score_torchvision(r, d["boxes"], d["scores"], d["labels"])
@@ -186,6 +201,7 @@ class DetectionBoxes(_PerImage):
                              f"{tuple(output.shape)}")
         if self.format == "torchvision":
             return D.stack([self._score_torchvision(r, o[:, :4], o[:, 4], o[:, 5]) for r, o in enumerate(output)], output)
+        check_yolo_shape(tuple(output.shape))
         if output.shape[1] < output.shape[2]:  # (N, 4+K, A) -> (N, A, 4+K)
             output = D.transpose(output)
         return D.stack([self._score_yolo(r, o) for r, o in enumerate(output)], output)

@@ -1,0 +1,38 @@
+"""A random-weight YOLOv8n (ultralytics 8.4.190, built from its yaml: nothing is downloaded) and its
+ONNX export, for the detector tests. Nothing is written to ~/.config: the settings go to a temporary
+folder (YOLO_CONFIG_DIR) and ultralytics stays offline (YOLO_OFFLINE)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _offline() -> None:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="agnostic-cam-yolo-"))
+
+
+def yolov8n_random(seed: int = 0):
+    """YOLOv8n's DetectionModel (80 classes) with seeded random weights, in eval mode."""
+    _offline()
+    import torch
+    from ultralytics import YOLO
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return YOLO("yolov8n.yaml", verbose=False).model.eval()
+
+
+def yolov8n_onnx(path, size: int = 96, seed: int = 0):
+    """``path`` with the random YOLOv8n exported to ONNX: input ``images`` (N, 3, size, size), output
+    ``output0`` (N, 84, A): (cx, cy, w, h) in input pixels and 80 sigmoid class scores per anchor,
+    A = (size/8)^2 + (size/16)^2 + (size/32)^2 (189 at 96 px), no NMS (ultralytics' export layout)."""
+    import torch
+
+    model = yolov8n_random(seed)
+    model.model[-1].export = True  # the Detect head returns the decoded (N, 84, A) tensor only
+
+    x = torch.zeros(1, 3, size, size)
+    torch.onnx.export(model, x, str(path), dynamo=False, opset_version=17, input_names=["images"],
+                      output_names=["output0"], dynamic_axes={"images": {0: "n"}, "output0": {0: "n"}})
+    return path
