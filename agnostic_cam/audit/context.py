@@ -59,8 +59,9 @@ class AuditConfig:
         from agnostic_cam.audit.localise import metric_groups
 
         if self.ground_truth is not None:
-            if self.task:
-                raise OptionError("--ground-truth scores classification maps for now; drop it with --task segment/detect")
+            if self.task and self.task["task"] != "detect":
+                raise OptionError("--ground-truth scores classification and detection maps; drop it with --task segment "
+                                  "(use --masks for the segment audit's regions)")
             self.ground_truth = os.fspath(self.ground_truth)
         self.metrics = metric_groups(self.metrics, self.ground_truth)
         if self.labels is not None:
@@ -165,6 +166,9 @@ class Context:
             from agnostic_cam.audit.ground_truth import GroundTruth
 
             self.ground_truth = GroundTruth(config.ground_truth)
+            if config.task and self.ground_truth.format == "masks":
+                raise OptionError(f"--task detect scores each ground-truth box: --ground-truth {config.ground_truth} "
+                                  "holds mask images, not boxes (give COCO JSON, YOLO .txt or Pascal VOC .xml labels)")
         if config.task:
             from agnostic_cam.audit.task_records import compute
             from agnostic_cam.audit.tasks import settings

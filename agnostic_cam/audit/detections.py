@@ -111,6 +111,11 @@ def _nms(boxes: np.ndarray, order: np.ndarray, n: int) -> list[int]:
 
 def top_boxes(out: np.ndarray, fmt: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per image: (boxes (B, 4) x1y1x2y2 in input pixels, labels (B,)) of its ``n`` best predictions (B <= n)."""
+    return [(b, lab) for b, lab, _ in top_detections(out, fmt, n)]
+
+
+def top_detections(out: np.ndarray, fmt: str, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image: (boxes (B, 4), labels (B,), scores (B,)) of its ``n`` best predictions, best first."""
     from agnostic_cam.targets.tasks import check_yolo_shape
 
     out = np.asarray(out, np.float64)
@@ -130,7 +135,7 @@ def top_boxes(out: np.ndarray, fmt: str, n: int) -> list[tuple[np.ndarray, np.nd
             label = a[:, 4:].argmax(1)
             score = a[:, 4:].max(1)
             keep = _nms(boxes, np.argsort(-score, kind="stable"), n)
-        res.append((boxes[keep].reshape(-1, 4), label[keep].reshape(-1)))
+        res.append((boxes[keep].reshape(-1, 4), label[keep].reshape(-1), score[keep].reshape(-1)))
     return res
 
 

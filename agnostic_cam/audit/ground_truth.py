@@ -138,17 +138,80 @@ class GroundTruth:
             return None, f"unreadable label for {stem!r} ({self.format}): {type(e).__name__}: {e}"
         return resize_nearest(mask, size), None
 
+    def boxes(self, name: str, size: tuple[int, int]) -> tuple[list[tuple] | None, str | None]:
+        """([(class, x0, y0, x1, y1), ...] in the image's pixels at its ``size``, None) or (None, why
+        there are none). The class is the label's own: YOLO's index, COCO's ``category_id``, VOC's
+        ``name`` (a str). A polygon or mask object counts by its bounding box."""
+        if self.format == "masks":
+            return None, "mask images hold no boxes (use COCO, YOLO or Pascal VOC labels)"
+        stem = Path(name).stem
+        if stem not in self.stems():
+            return None, f"no label for {stem!r} in {self.path.name} ({self.format})"
+        try:
+            return getattr(self, "_boxes_" + self.format)(stem, size), None
+        except Exception as e:  # noqa: BLE001 - a broken label fails its image only, with the reason
+            return None, f"unreadable label for {stem!r} ({self.format}): {type(e).__name__}: {e}"
+
+    def _boxes_coco(self, stem: str, size) -> list[tuple]:
+        im = self._coco[stem]
+        sy, sx = size[0] / im["hw"][0], size[1] / im["hw"][1]
+        out = []
+        for a in im["anns"]:
+            if "bbox" in a:
+                x, y, bw, bh = (float(v) for v in a["bbox"])
+            else:
+                ys, xs = np.nonzero(self._mask_coco_one(a, *im["hw"]))
+                x, y, bw, bh = xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()
+            out.append((int(a["category_id"]), x * sx, y * sy, (x + bw) * sx, (y + bh) * sy))
+        return out
+
+    def _boxes_yolo(self, stem: str, size) -> list[tuple]:
+        h, w = size
+        out = []
+        for line in self._files[stem].read_text().splitlines():
+            v = [float(t) for t in line.split()]
+            if not v:
+                continue
+            if len(v) == 5:
+                cx, cy, bw, bh = v[1:]
+                xy = np.array([[cx - bw / 2, cy - bh / 2], [cx + bw / 2, cy + bh / 2]])
+            elif len(v) >= 7 and len(v) % 2 == 1:
+                xy = np.asarray(v[1:]).reshape(-1, 2)
+            else:
+                raise InputError(f"a line needs 'class cx cy w h' or 'class x1 y1 x2 y2 ...'; got {line!r}")
+            (x0, y0), (x1, y1) = xy.min(0) * [w, h], xy.max(0) * [w, h]
+            out.append((int(v[0]), float(x0), float(y0), float(x1), float(y1)))
+        return out
+
+    def _boxes_voc(self, stem: str, size) -> list[tuple]:
+        root = ET.parse(self._files[stem]).getroot()
+        el = root.find("size")
+        h, w = (int(el.findtext("height")), int(el.findtext("width"))) if el is not None else size
+        sy, sx = size[0] / h, size[1] / w
+        out = []
+        for obj in root.iter("object"):
+            b = obj.find("bndbox")
+            x0, y0, x1, y1 = (float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            out.append(((obj.findtext("name") or "").strip(), (x0 - 1) * sx, (y0 - 1) * sy, x1 * sx, y1 * sy))
+        return out
+
+    def _mask_coco_one(self, a: dict, h: int, w: int) -> np.ndarray:
+        seg = a.get("segmentation")
+        if isinstance(seg, dict):
+            return rle_mask(seg, h, w)
+        m = np.zeros((h, w), bool)
+        for poly in seg or []:
+            m |= polygon_mask(poly, h, w)
+        return m
+
     def _mask_coco(self, stem: str, size) -> np.ndarray:
         im = self._coco[stem]
         h, w = im["hw"]
         m = np.zeros((h, w), bool)
         for a in im["anns"]:
             seg = a.get("segmentation")
-            if isinstance(seg, dict):
-                m |= rle_mask(seg, h, w)
-            elif isinstance(seg, list) and seg:
-                for poly in seg:
-                    m |= polygon_mask(poly, h, w)
+            if isinstance(seg, dict) or (isinstance(seg, list) and seg):
+                m |= self._mask_coco_one(a, h, w)
             else:
                 x, y, bw, bh = (float(v) for v in a["bbox"])
                 m |= box_mask(x, y, x + bw, y + bh, h, w)

@@ -25,8 +25,11 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
     content, whose ``images`` is ``records`` itself (csv format; ``[]`` for parquet, as in the file)."""
     from agnostic_cam.audit.report import render_report
 
+    from agnostic_cam.audit.box_truth import BOX_COLUMNS, csv_rows as box_rows
+
     out = Path(out)
     summary, sample = Summary(methods), Sample(methods, report_images, header.get("fingerprint", ""))
+    boxes: list[list] = []  # boxes.csv: detectors against ground-truth boxes, a row per box and method
     with ImagesJson(out) as images:
         if fmt == "parquet":
             with atomic_file(out / "metrics.parquet") as f, ParquetRows(f) as rows:
@@ -34,6 +37,7 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
                     summary.add(r)
                     sample.add(r)
                     rows.add(r)
+                    boxes.extend(box_rows(r))
         else:
             with atomic_file(out / "metrics.csv", text=True) as f:
                 w = csv.writer(f, lineterminator="\n")
@@ -43,6 +47,7 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
                     sample.add(r)
                     images.add(r)
                     w.writerows(csv_rows(r))
+                    boxes.extend(box_rows(r))
         results = {**header, "summary": summary.summary(), "classes": summary.classes()}
         results["ranking"] = rank_methods(results["summary"])  # None with one method
         results["run"] = {**header.get("run", {}), "explained": sample.n, "failed": failed}
@@ -53,6 +58,9 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
             results["images"] = records
         with atomic_file(out / "results.json") as f:
             images.write(results, f)
+    if boxes:
+        with atomic_file(out / "boxes.csv", text=True) as f:
+            csv.writer(f, lineterminator="\n").writerows([BOX_COLUMNS, *boxes])
     shown = sample.records()
     atomic_write(out / "report.html", render_report({**results, "images": shown}, out))
     return results

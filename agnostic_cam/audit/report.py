@@ -84,7 +84,8 @@ def report_context(results: dict, out: Path) -> dict:
                        "wrong": true is not None and r["label"] != true, "score": f"{r['score']:.3g}",
                        "probability": "–" if r.get("probability") is None else f"{r['probability']:.3f}",
                        "target": r.get("target"), "cells": cells,
-                       "gt": None if r.get("ground_truth") in (None, "ok") else r["ground_truth"]})
+                       "gt": None if r.get("ground_truth") in (None, "ok") else r["ground_truth"],
+                       "boxes": [_box_line(i, b) for i, b in enumerate(r.get("boxes") or [])]})
     shown = len(results["images"])
     explained = run.get("explained", shown)
     return {"model": results["model"], "task": results.get("task", "classify"), "layer": results["layer"], "layout": results["layout"], "methods": methods,
@@ -94,6 +95,16 @@ def report_context(results: dict, out: Path) -> dict:
                                                           "method, then random)",
             "interrupted": run.get("interrupted", False), "done": explained + len(run["failed"]),
             "total": run.get("total", "?"), "ranking": _ranking(results.get("ranking"))}
+
+
+def _box_line(i: int, b: dict) -> str:
+    """One ground-truth box of a detector audit: its match and each method's energy-based pointing game."""
+    box = "[" + ", ".join(f"{v:.0f}" for v in b["box"]) + "]"
+    if not b["matched"]:
+        return f"box {i} {box} class {b['class']}: unmatched ({b['why']})"
+    scores = ", ".join(f"{m} {'–' if v is None else f'{v:.3f}'}" for m, v in b["energy_pointing"].items())
+    return (f"box {i} {box} class {b['class']}: detection score {b['detection_score']:.3g}, IoU {b['iou']:.2f}; "
+            f"energy in box: {scores}")
 
 
 def _ranking(r: dict | None) -> dict | None:

@@ -74,7 +74,8 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         require("pyarrow.parquet", "--format parquet")
     if not isinstance(report_images, int) or report_images < 0:
         raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
-    task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target)
+    task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target,
+                         ground_truth if task == "detect" else None)
     cfg = AuditConfig(methods, steps, target, {} if task_cfg else boxes or {}, labels, resume, score, batch_images,
                       max_pixels, follow_symlinks, task_cfg, ground_truth, metrics)
     engine_fn = get_engine(engine)

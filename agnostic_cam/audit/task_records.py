@@ -94,10 +94,20 @@ def compute(ctx, batch) -> list[Result]:
     ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
     x, out = predict_batch(ctx, batch)
     hw = batch[0].rgb.shape[:2]
-    build = _segment if cfg.task["task"] == "segment" else _detect
-    target, desc, classes, regions = build(ctx, batch, out, hw)
+    matches = None  # --task detect --ground-truth: per image its ground-truth boxes and matches (audit/box_truth.py)
+    if cfg.task.get("ground_truth"):
+        from agnostic_cam.audit import box_truth
+
+        target, desc, classes, regions, matches = box_truth.truth_targets(ctx, batch, out, hw)
+    else:
+        build = _segment if cfg.task["task"] == "segment" else _detect
+        target, desc, classes, regions = build(ctx, batch, out, hw)
     scores = np.asarray(target(out), np.float64).reshape(-1)
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]
+
+    def drawn(rgb, j):  # the ground-truth boxes and their matched detections drawn on the pictures
+        return rgb if matches is None else box_truth.draw_boxes(rgb, matches[j], hw)
+
     results = []
     for j, b in enumerate(batch):
         it = b.item
@@ -105,7 +115,9 @@ def compute(ctx, batch) -> list[Result]:
                "task": cfg.task["task"], "target": desc[j], "class": classes[j], "label": ctx.label(classes[j]),
                "true_label": it.true_label, "score": float(scores[j]), "probability": None,
                "input": f"overlays/{it.stem}__input.png", "methods": {}}
-        results.append(Result(rec, {rec["input"]: _png(shown[j])}))
+        if matches is not None:
+            rec["boxes"] = box_truth.box_records(matches[j], (hw[0] / b.size[0], hw[1] / b.size[1]))
+        results.append(Result(rec, {rec["input"]: _png(drawn(shown[j], j))}))
     layout = ex.adapter.layout
     for method in cfg.methods:
         t0 = time.perf_counter()
@@ -116,6 +128,11 @@ def compute(ctx, batch) -> list[Result]:
         kw = {"targets": target, "steps": cfg.steps, "layout": layout, "progress": False}
         dele = metrics.perturbation_curve(ex, x, heat, "deletion", **kw).auc
         ins = metrics.perturbation_curve(ex, x, heat, "insertion", **kw).auc
+        if matches is not None:  # each matched box explained alone, scored inside its ground-truth box
+            per_box = box_truth.score_boxes(ex, x, matches, method, target.format, cfg.task["iou"], hw, heat)[0]
+            for res, vals in zip(results, per_box):
+                for entry, v in zip(res.record["boxes"], vals):
+                    entry["energy_pointing"][method] = v
         secs = (time.perf_counter() - t0) / n
         for j, res in enumerate(results):
             name = f"overlays/{batch[j].item.stem}__{method.replace('+', 'p')}.png"
@@ -124,7 +141,7 @@ def compute(ctx, batch) -> list[Result]:
                 "pointing_hit": None if regions is None else _hit(heat[j], regions[j]), "seconds": round(secs, 4),
                 "energy_pointing": None if regions is None else _energy(heat[j], regions[j]),
                 "overlay": name, "degenerate": "" if e.degenerate is None else str(e.degenerate_reason[j])}
-            res.files[name] = _png(overlay_at(shown[j], heat[j]))
+            res.files[name] = _png(drawn(overlay_at(shown[j], heat[j]), j))
         step = getattr(ctx, "on_step", None)
         if step is not None:
             step([b.item.key for b in batch], method)

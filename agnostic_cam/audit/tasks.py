@@ -30,8 +30,10 @@ TASKS = ("classify", "segment", "detect")
 
 
 def make_task(task: str | None, category=None, masks=None, boxes=None, top_boxes=None, iou: float = 0.5,
-              target=None) -> dict | None:
-    """The validated task settings (a JSON-able dict), or None for classification."""
+              target=None, ground_truth=None) -> dict | None:
+    """The validated task settings (a JSON-able dict), or None for classification. ``ground_truth``
+    with ``detect``: the boxes to explain are the detections matched to the labels' boxes
+    (:mod:`agnostic_cam.audit.box_truth`), so neither ``boxes`` nor ``top_boxes`` is given."""
     task = task or "classify"
     if task not in TASKS:
         raise OptionError(f"task must be one of {TASKS}; got {task!r}")
@@ -58,6 +60,12 @@ def make_task(task: str | None, category=None, masks=None, boxes=None, top_boxes
         return {"task": "segment", "category": int(category), "masks": None if masks is None else os.fspath(masks)}
     if category is not None or masks is not None:
         raise OptionError("--class / --masks belong to --task segment; a detection audit takes --boxes or --top-boxes")
+    if ground_truth is not None:
+        if boxes or top_boxes is not None:
+            raise OptionError("--ground-truth gives the boxes to explain (the detections matched to its boxes); "
+                              "drop --boxes / --top-boxes")
+        return {"task": "detect", "boxes": None, "top_boxes": None, "iou": float(iou), "format": None,
+                "ground_truth": True}
     if bool(boxes) == (top_boxes is not None):
         raise OptionError("--task detect needs the boxes to explain: --boxes FILE.json ({image: [{\"box\": [x1, y1, x2, "
                           "y2], \"label\": k}]}) or --top-boxes N (the model's own N best boxes), one of the two")

@@ -16,17 +16,7 @@ from agnostic_cam.errors import InputError, OptionError
 from agnostic_cam.methods.base import register
 from agnostic_cam.methods.perturb import LayerFreeMethod, baselines, check_baseline
 from agnostic_cam.methods.rise import rise_masks
-from agnostic_cam.targets.tasks import check_yolo_shape
-
-
-def iou_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1y1x2y2 ``box`` with ``boxes`` (..., 4), shape (...)."""
-    w = np.clip(np.minimum(boxes[..., 2], box[2]) - np.maximum(boxes[..., 0], box[0]), 0, None)
-    h = np.clip(np.minimum(boxes[..., 3], box[3]) - np.maximum(boxes[..., 1], box[1]), 0, None)
-    inter = w * h
-    area = np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
-    union = area + (box[2] - box[0]) * (box[3] - box[1]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+from agnostic_cam.targets.tasks import box_iou, check_yolo_shape
 
 
 def similarity(out: np.ndarray, fmt: str, boxes: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -50,7 +40,8 @@ def similarity(out: np.ndarray, fmt: str, boxes: np.ndarray, labels: np.ndarray)
         obj = p.max(-1)
     total = np.zeros(out.shape[0])
     for b, cs in zip(boxes, cos):
-        total += (iou_many(b, det) * cs * obj).max(-1)
+        ious = np.asarray(box_iou(b, det.reshape(-1, 4))).reshape(det.shape[:-1])
+        total += (ious * cs * obj).max(-1)
     return total
 
 
