@@ -1,3 +1,4 @@
 """Evaluation of saliency maps: faithfulness curves and ROAD (metrics, road), sanity checks (sanity),
 and the metric suite named after Quantus's classes: localisation, complexity, faithfulness,
-faithfulness_regions, robustness, randomisation (docs/ground-truth.md says what each one means)."""
+faithfulness_regions, robustness, randomisation, and OpenVINO XAI's ADCC (adcc) (docs/ground-truth.md says
+what each one means)."""
