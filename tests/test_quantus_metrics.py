@@ -203,6 +203,12 @@ def test_robustness_equals_quantus_given_its_noise(setup):
     ref = q(quantus.LocalLipschitzEstimate(nr_samples=s, perturb_std=0.1, normalise=False, **QUIET), qm, x, y, a,
             explain_func=explain_func(ex))
     np.testing.assert_allclose(robustness.local_lipschitz_estimate(ex, x, a, "gradcam", y, noise=gau), ref, rtol=1e-5, atol=1e-6)
+    # the noisy copies go through one explain call per `rows` copies (default 64); the grouping never
+    # changes the scores: one draw per call (rows=1) and a last, partial group (3 draws per call of 4)
+    grouped = robustness.max_sensitivity(ex, x, a, "gradcam", y, noise=uni)
+    for rows in (1, 3 * N):
+        np.testing.assert_allclose(robustness.max_sensitivity(ex, x, a, "gradcam", y, noise=uni, rows=rows), grouped,
+                                   rtol=1e-5, atol=1e-6)
     # seeded draws of our own: the same seed gives the same numbers, and no noise gives 0
     r1 = robustness.max_sensitivity(ex, x, a, "gradcam", y, nr_samples=2, rng=np.random.default_rng(0))
     r2 = robustness.max_sensitivity(ex, x, a, "gradcam", y, nr_samples=2, rng=np.random.default_rng(0))
