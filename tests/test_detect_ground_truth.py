@@ -186,3 +186,74 @@ def test_detector_ground_truth_needs_boxes_not_masks(tmp_path):
 
     with pytest.raises(OptionError, match="drop --boxes"):
         make_task("detect", top_boxes=1, ground_truth=masks)
+
+
+def test_the_same_boxes_from_every_box_format(tmp_path):
+    """COCO (bbox, polygon, RLE), YOLO and Pascal VOC labels of the same objects give the same boxes
+    (x0, y0, x1, y1), at the image's size and scaled with it; the class is each format's own."""
+    from test_ground_truth import OBJECTS, write_sets
+
+    sets = write_sets(tmp_path)
+    want_class = {"coco_bbox": 1, "coco_polygon": 1, "coco_rle": 1, "yolo": 3, "voc": "x"}
+    for kind, cls in want_class.items():
+        gt = GroundTruth(sets[kind])
+        for name, objs in OBJECTS.items():
+            for size in ((64, 64), (32, 48)):
+                got, why = gt.boxes(f"{name}.png", size)
+                assert why is None, (kind, why)
+                sy, sx = size[0] / 64, size[1] / 64
+                want = [(cls, x0 * sx, y0 * sy, x1 * sx, y1 * sy) for y0, x0, y1, x1 in objs]
+                assert [g[0] for g in got] == [w[0] for w in want], kind
+                np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], atol=1e-9, err_msg=kind)
+        assert gt.boxes("nothing.png", (64, 64)) == (None, f"no label for 'nothing' in {sets[kind].name} ({gt.format})")
+
+
+def test_cli_detector_audit_with_ground_truth(torch, tmp_path):
+    """The command line on a tiny YOLO-style head (32 px), labels from its own best anchor plus a box
+    of a class it never predicts there: rc 0, boxes.csv with a row per box and method."""
+    from agnostic_cam.cli import main
+    from test_audit_tasks import export, head
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Yolo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
+
+        def forward(self, x):
+            return head(torch, x, self.c1, self.c2, self.hd)
+
+    model = Yolo().eval()
+    path = export(torch, model, tmp_path / "yolo.onnx", ["output0"])
+    imgs, labels = tmp_path / "imgs", tmp_path / "labels"
+    imgs.mkdir()
+    labels.mkdir()
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(img).save(imgs / "a.png")
+    out = model(torch.from_numpy(img.transpose(2, 0, 1)[None] / 255.0).float()).detach().numpy()
+    b, lab, _ = top_detections(out, "yolo", 100)[0]
+    x0, y0, x1, y1 = b[0]
+    other = next((k for k in range(3) if k not in set(lab.tolist())), None)  # a class with no detection
+    lines = f"{lab[0]} {(x0 + x1) / 64} {(y0 + y1) / 64} {(x1 - x0) / 32} {(y1 - y0) / 32}\n"
+    lines += f"{lab[0]} 0.05 0.05 0.1 0.1\n"  # same class, far too small: the IoU rule leaves it unmatched
+    if other is not None:
+        lines += f"{other} 0.5 0.5 0.2 0.2\n"
+    (labels / "a.txt").write_text(lines)
+    o = tmp_path / "o"
+    rc = main(["-q", "audit", str(path), str(imgs), "--out", str(o), "--task", "detect", "--ground-truth", str(labels),
+               "--methods", "drise,gradcam", "--steps", "2", "--no-progress"])
+    assert rc == 0
+    rows = list(csv.DictReader((o / "boxes.csv").open()))
+    n = len(lines.splitlines())
+    assert len(rows) == 2 * n and {r["method"] for r in rows} == {"drise", "gradcam"}
+    assert [r["matched"] for r in rows[::2]] == ["1"] + ["0"] * (n - 1)
+    assert all(0 <= float(r["energy_pointing"]) <= 1 for r in rows if r["matched"] == "1")
+    report = (o / "report.html").read_text()
+    assert "energy in box" in report and "unmatched" in report
+    with pytest.raises(OptionError, match="mask images"):
+        masks = tmp_path / "m"
+        masks.mkdir()
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(masks / "a.png")
+        audit.run(path, imgs, tmp_path / "o2", "drise", task="detect", ground_truth=masks, progress=False)
