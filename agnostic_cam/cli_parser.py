@@ -140,13 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", type=Path, help="JSON {file name: [y0, x0, y1, x1] or a list of boxes} for the pointing game; "
                    "with --task detect: {file name: [{\"box\": [x1, y1, x2, y2], \"label\": k}, ...]}, the boxes to explain")
     p.add_argument("--ground-truth", type=Path, help="object boxes or masks, matched to the images by file name: a COCO "
-                   ".json, or a folder of YOLO .txt, Pascal VOC .xml or mask images (docs/ground-truth.md)")
+                   ".json, or a folder of YOLO .txt, Pascal VOC .xml or mask images (docs/ground-truth.md); with --task "
+                   "detect, each box is matched to a detection (same class, highest IoU >= --iou) and scored")
     p.add_argument("--metrics", help="metric groups, comma-separated: faithfulness, localisation (needs "
                    "--ground-truth), complexity (default: faithfulness, plus localisation with --ground-truth)")
     g = p.add_argument_group("tasks beyond classification (README: 'Audit a segmenter or a detector')")
     g.add_argument("--task", choices=["classify", "segment", "detect"], default="classify",
                    help="classify (default); segment: a segmenter's (N, K, H, W) output, with --class and optional "
-                        "--masks; detect: a YOLO-style head or boxes/labels/scores outputs, with --boxes or --top-boxes")
+                        "--masks; detect: a YOLO-style head or boxes/labels/scores outputs, with --boxes, --top-boxes or "
+                        "--ground-truth")
     g.add_argument("--class", dest="category", type=_class_index, help="--task segment: the class to explain")
     g.add_argument("--masks", type=Path, help="--task segment: folder of PNG masks named like the images (nonzero = "
                                               "the region; default: the whole image)")
