@@ -257,3 +257,13 @@ def test_cli_detector_audit_with_ground_truth(torch, tmp_path):
         masks.mkdir()
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(masks / "a.png")
         audit.run(path, imgs, tmp_path / "o2", "drise", task="detect", ground_truth=masks, progress=False)
+
+
+def test_boxes_are_drawn_ground_truth_white_detection_amber():
+    rgb = np.zeros((40, 80, 3), np.uint8)  # the picture at twice the model's 20x40 input
+    e = {"gt": [2.0, 2.0, 12.0, 10.0], "det_box": [20.0, 5.0, 30.0, 15.0]}
+    out = box_truth.draw_boxes(rgb, [e, {"gt": [0.0, 0.0, 1.0, 1.0], "det_box": None}], (20, 40))
+    assert rgb.sum() == 0  # the input is left as it was
+    assert (out[4, 4:25] == box_truth.GT_COLOUR).all() and (out[4:21, 4] == box_truth.GT_COLOUR).all()
+    assert (out[10, 40:61] == box_truth.DETECTION_COLOUR).all() and (out[10:31, 60] == box_truth.DETECTION_COLOUR).all()
+    assert (out[15, 15] == 0).all()  # inside a box: untouched
