@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from agnostic_cam.errors import OptionError
+from agnostic_cam.errors import InputError, OptionError
 from agnostic_cam.methods.rise import rise_masks
 from agnostic_cam.targets import DetectionBoxes
 
@@ -128,6 +128,10 @@ def test_drise_needs_detection_boxes_and_masks_of_the_image_size(torch, heads):
         ex.explain(x, "drise", target=DetectionBoxes([[0, 0, 4, 4]], [0], format="yolo"), masks=np.ones((2, 16, 16)))
     with pytest.raises(OptionError, match="masks"):
         ex.explain(x, "drise", target=DetectionBoxes([[0, 0, 4, 4]], [0], format="yolo"), masks=0)
+    with pytest.raises(OptionError, match=r"\[0, 1\]"):
+        ex.explain(x, "drise", target=DetectionBoxes([[0, 0, 4, 4]], [0], format="yolo"), masks=np.full((2, 32, 32), 2.0))
+    with pytest.raises(InputError, match="out of range"):
+        ex.explain(x, "drise", target=DetectionBoxes([[0, 0, 4, 4]], [3], format="yolo"), masks=2)
 
 
 def test_drise_on_a_random_weight_yolov8n_onnx_export(torch, tmp_path):

@@ -75,7 +75,10 @@ def image_matches(ctx, b, out_row: np.ndarray, fmt: str, hw: tuple[int, int]) ->
     """The matched entries of image ``b`` (a loaded image) in model-input pixels, with their detections."""
     from agnostic_cam.audit.detections import top_detections
 
-    gt, why = ctx.ground_truth.boxes(b.item.rel, hw)
+    gt, why = ctx.ground_truth.boxes(b.item.rel, b.size)  # the image file's pixels, then the model input's
+    if gt is not None:
+        sy, sx = hw[0] / b.size[0], hw[1] / b.size[1]
+        gt = [(c, x0 * sx, y0 * sy, x1 * sx, y1 * sy) for c, x0, y0, x1, y1 in gt]
     if gt is None:
         raise InputError(f"{b.item.file!r}: {why}")
     if not gt:

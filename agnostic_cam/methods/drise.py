@@ -33,8 +33,9 @@ def similarity(out: np.ndarray, fmt: str, boxes: np.ndarray, labels: np.ndarray)
         cx, cy, w, h = o[..., 0], o[..., 1], o[..., 2], o[..., 3]
         det = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
         p = o[..., 4:]
-        if int(labels.max(initial=0)) >= p.shape[-1]:
-            raise InputError(f"box label {int(labels.max())} is out of range: the head has {p.shape[-1]} classes")
+        if int(labels.max(initial=0)) >= p.shape[-1] or int(labels.min(initial=0)) < 0:
+            raise InputError(f"box labels {labels.tolist()} are out of range: the head has {p.shape[-1]} classes "
+                             f"(0-{p.shape[-1] - 1})")
         norm = np.linalg.norm(p, axis=-1)
         cos = [np.divide(p[..., c], norm, out=np.zeros_like(norm), where=norm > 0) for c in labels]
         obj = p.max(-1)
@@ -101,8 +102,10 @@ class DRISE(LayerFreeMethod):
     def __init__(self, masks: int | np.ndarray = 1000, cells: int = 16, p: float = 0.5, seed: int | None = 0,
                  baseline=0.0, batch_size: int | None = None):
         if isinstance(masks, np.ndarray):
-            if masks.ndim != 3 or not len(masks) or not np.isfinite(masks).all():
-                raise OptionError(f"masks must be an int or finite masks (m, H, W); got an array of shape {masks.shape}")
+            if masks.ndim != 3 or masks.size == 0 or not np.isfinite(masks).all() or masks.min() < 0 or masks.max() > 1:
+                raise OptionError(f"masks must be an int or masks (m, H, W) with values in [0, 1]; got an array of shape "
+                                  f"{masks.shape}, values in [{np.nanmin(masks) if masks.size else 0}, "
+                                  f"{np.nanmax(masks) if masks.size else 0}]")
             self.given = masks.astype(np.float32)
         else:
             self.given = None
