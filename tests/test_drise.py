@@ -167,3 +167,43 @@ def test_a_square_yolo_output_is_refused_not_misread():
                lambda: top_boxes(out, "yolo", 1)):
         with pytest.raises(LayoutError, match="square"):
             fn()
+
+
+def test_drise_on_a_torchvision_style_onnx_file_with_boxes_labels_scores(torch, heads, tmp_path):
+    """A graph with boxes / labels / scores outputs (batch 1), packed by the audit's ModelSpec into
+    (N, 100, 6) rows: D-RISE's map equals the paper's, computed from ONNX Runtime's own three outputs."""
+    import onnxruntime as ort
+
+    from agnostic_cam.audit.context import ModelSpec
+    from agnostic_cam.audit.detections import detector_spec
+    from test_audit_tasks import export, head
+
+    class ThreeOutputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):  # one image: its 5 best anchors as boxes (5, 4), labels (5,), scores (5,)
+            o = head(torch, x, self.inner.c1, self.inner.c2, self.inner.hd)[0].T
+            score, label = o[:, 4:].max(1)
+            s, idx = score.topk(5)
+            b = o[idx, :4]
+            return torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1), label[idx], s
+
+    path = export(torch, ThreeOutputs(heads[0]).eval(), tmp_path / "tv.onnx", ["boxes", "labels", "scores"], False)
+    spec = detector_spec(ModelSpec(str(path)))
+    assert spec.output == "detections" and spec.pack is not None
+    ex = spec.build()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(6).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    b, lab, s = sess.run(None, {"images": x})
+    masks = rise_masks(np.random.default_rng(7), 8, 4, 0.5, (32, 32))
+    got = ex.explain(x, "drise", target=DetectionBoxes(b[:1], lab[:1], format="torchvision"), masks=masks)
+
+    def rows(a):
+        bb, ll, ss = sess.run(None, {"images": np.asarray(a, np.float32)[None]})
+        return np.concatenate([bb, ss[:, None], ll[:, None]], 1)[None].astype(np.float64)
+
+    ref = reference(rows, x, masks, weight_packed, [b[:1]], [lab[:1]])
+    np.testing.assert_allclose(got.raw, ref, atol=1e-6)
+    assert np.ptp(ref) > 0
