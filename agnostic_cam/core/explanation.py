@@ -26,6 +26,9 @@ class Explanation:
     layer_used: whether the method read the target layer (False for pixel-space and layer-free
         methods; the pipeline sets it from the method's ``needs``); figure titles name the layer only
         when it is. None (an Explanation built by hand): a pixel-space ``raw`` (N, C, H, W) reads none.
+    image_index: (N,) int, the input image each row explains, when rows are not one per image
+        (multi-label targets: one row per (image, present class), see :mod:`agnostic_cam.core.rows`;
+        ``rows`` lists the (image, class) pairs); None: row i is image i.
     """
 
     heatmap: np.ndarray
@@ -39,6 +42,7 @@ class Explanation:
     degenerate: np.ndarray | None = None
     degenerate_reason: np.ndarray | None = None
     layer_used: bool | None = None
+    image_index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -47,11 +51,37 @@ class Explanation:
         t = None if self.targets is None else self.targets.tolist()
         return f"Explanation(method={self.method!r}, layer={self.layer!r}, n={len(self)}, size={self.heatmap.shape[1:]}, targets={t})"
 
+    @property
+    def rows(self) -> list[tuple[int, int | None]]:
+        """(image, class) of each row: the input image it explains and the class index (None for a
+        callable target)."""
+        image = range(len(self)) if self.image_index is None else self.image_index.tolist()
+        return [(int(i), None if self.targets is None or self.targets[r] < 0 else int(self.targets[r]))
+                for r, i in enumerate(image)]
+
+    def row_images(self, images: Any) -> Any:
+        """``images`` (one per input image) as one per row: ``images[image_index]``."""
+        if self.image_index is None:
+            return images
+        from agnostic_cam.targets.dispatch import to_numpy
+
+        x = to_numpy(images)
+        if len(self.image_index) and int(self.image_index.max()) >= len(x):
+            raise InputError(f"the explanation's rows explain images up to index {int(self.image_index.max())}; "
+                             f"pass the {int(self.image_index.max()) + 1} or more images that were explained, not {len(x)}")
+        return x[self.image_index]
+
     def overlay(self, images: Any, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB: the heatmap blended over ``images`` (uint8 or float, NCHW or NHWC)."""
+        """(N, H, W, 3) uint8 RGB: the heatmap blended over ``images`` (uint8 or float, NCHW or NHWC),
+        one per row (multi-label rows: over the image each row explains). Volume and video heatmaps
+        (N, D, H, W): (N, D, H, W, 3), each slice or frame over the input's (:mod:`agnostic_cam.render.volume`)."""
         from agnostic_cam.render.figures import overlay
 
-        return overlay(images, self.heatmap, alpha, colormap)
+        if self.heatmap.ndim == 4:
+            from agnostic_cam.render.volume import overlay_volume
+
+            return overlay_volume(self.row_images(images), self.heatmap, alpha, colormap)
+        return overlay(self.row_images(images), self.heatmap, alpha, colormap)
 
     # -- pixel-space renderings (gradient methods) ------------------------------------------
     def _pixel_raw(self) -> np.ndarray:
@@ -113,7 +143,7 @@ class Explanation:
 
         from agnostic_cam.render.figures import FONT, add_colorbar, to_display
 
-        img = to_display(images)
+        img = to_display(self.row_images(images))
         n = img.shape[0]
         fig = Figure(figsize=(7.4, 2.1 * n + 1.1), layout="constrained")
         axes = fig.subplots(n, 3, squeeze=False)
@@ -127,6 +157,7 @@ class Explanation:
                 axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
             axes[i, 2].imshow(over[i])
             label = "" if self.targets is None or self.targets[i] < 0 else f"class {int(self.targets[i])}\n"
+            label = label if self.image_index is None else f"image {int(self.image_index[i])}\n{label}"
             axes[i, 0].set_ylabel(f"{label}score {self.scores[i]:.3g}", fontsize=FONT, rotation=0, ha="right",
                                   va="center", labelpad=6)
         middle = "gradient" if pixel is not None else "heatmap"
@@ -151,6 +182,7 @@ class Explanation:
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
                                 method=self.method, layer=self.layer,
+                                **({} if self.image_index is None else {"image_index": self.image_index}),
                                 **({} if self.degenerate is None else {
                                     "degenerate": self.degenerate,
                                     "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
@@ -165,5 +197,7 @@ class Explanation:
             t = z["targets"]
             flags = {"degenerate": z["degenerate"], "degenerate_reason": z["degenerate_reason"].astype(object)} \
                 if "degenerate" in z.files else {}
+            if "image_index" in z.files:
+                flags["image_index"] = z["image_index"]
             return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]),
                        **flags)
