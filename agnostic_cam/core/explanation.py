@@ -170,13 +170,37 @@ class Explanation:
         add_colorbar(fig, axes, colormap, "heatmap and overlay: relevance (0 = none, 1 = most)")
         return fig
 
-    def save(self, path: str | Path, images: Any = None) -> Path:
-        """Save to ``.npz`` (all arrays and metadata) or, given ``images``, a ``.png`` figure."""
+    def picture(self, images: Any, kind: str | None = None, count: int | None = None, alpha: float = 0.5,
+                colormap: str = "jet") -> np.ndarray:
+        """(N, Hp, Wp, 3) uint8, one picture per row: 2-D maps: the overlay; volume and video heatmaps
+        (N, D, H, W): a slice grid (``kind='volume'``: axial, coronal and sagittal rows of ``count``
+        slices, default 6) or a frame strip (``kind='video'``: ``count`` frames, default all, at most 16); ``kind``
+        defaults to ``meta['kind']`` (an OptionError when unset). See :mod:`agnostic_cam.render.volume`."""
+        if self.heatmap.ndim != 4:
+            return self.overlay(images, alpha, colormap)
+        from agnostic_cam.render.volume import pictures, resolve_kind
+
+        return pictures(self.overlay(images, alpha, colormap), resolve_kind(kind, self.meta), count)
+
+    def save(self, path: str | Path, images: Any = None, kind: str | None = None) -> Path:
+        """Save to ``.npz`` (all arrays and metadata) or, given ``images``, a ``.png`` figure (volume and
+        video heatmaps: the slice grids / frame strips of :meth:`picture`, ``kind`` as there) or an
+        animated ``.gif`` (volumes and video: one frame per slice / frame)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".png":
-            if images is None:
-                raise InputError("saving a .png needs the images: exp.save('x.png', images)")
+        if path.suffix.lower() in (".png", ".gif") and images is None:
+            raise InputError(f"saving a {path.suffix} needs the images: exp.save('x{path.suffix}', images)")
+        if path.suffix.lower() == ".gif":
+            if self.heatmap.ndim != 4:
+                raise InputError("a .gif shows volume and video heatmaps (N, D, H, W); save 2-D maps as .png")
+            from agnostic_cam.render.volume import save_gif
+
+            save_gif(self.overlay(images), path)
+        elif path.suffix.lower() == ".png" and self.heatmap.ndim == 4:
+            from agnostic_cam.render.volume import figure, resolve_kind
+
+            figure(self, images, resolve_kind(kind, self.meta)).savefig(path, dpi=100)
+        elif path.suffix.lower() == ".png":
             self.figure(images).savefig(path, dpi=100)
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
@@ -187,7 +211,7 @@ class Explanation:
                                     "degenerate": self.degenerate,
                                     "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
         else:
-            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data), .png (figure) or .gif (volume, video)")
         return path
 
     @classmethod
