@@ -56,13 +56,14 @@ class MultiLabel:
     class, no row). scores: how to read the output as probabilities, ``'auto'``, ``'logits'`` or
     ``'probabilities'`` (see :mod:`agnostic_cam.targets.multilabel`).
 
-    >>> import numpy as np
-    >>> logits = np.array([[2.0, -1.0, 0.5], [-3.0, -2.0, -4.0]])
-    >>> p = MultiLabel(0.5).present(logits)
-    >>> [c.tolist() for c in p.classes], p.scores, p.no_class
-    ([[0, 2], []], 'logits', [1])
-    >>> [c.tolist() for c in MultiLabel([[1], [0, 2]]).present(logits).classes]
-    [[1], [0, 2]]
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.array([[2.0, -1.0, 0.5], [-3.0, -2.0, -4.0]])
+        >>> p = MultiLabel(0.5).present(logits)
+        >>> [c.tolist() for c in p.classes], p.scores, p.no_class
+        ([[0, 2], []], 'logits', [1])
+        >>> [c.tolist() for c in MultiLabel([[1], [0, 2]]).present(logits).classes]
+        [[1], [0, 2]]
     """
 
     def __init__(self, threshold: float | Sequence[Sequence[int]] = 0.5, *, scores: str = "auto"):
