@@ -139,6 +139,9 @@ def test_class_lists_and_images_without_a_class():
     none = ex.explain(x, "scorecam", target=MultiLabel([[], [], []]))
     assert len(none) == 0 and none.heatmap.shape == (0, SIZE, SIZE) and none.rows == []
     assert none.meta["multilabel"]["no_class"] == [0, 1, 2]
+    assert none.overlay(x).shape == (0, SIZE, SIZE, 3)
+    with pytest.raises(InputError, match="no rows .*no image has a present class"):
+        none.save("never.png", x)
     threshold = float(torch_probs(net, x).max()) + 1e-3
     assert len(ex.explain(x, "gradcam", target=MultiLabel(threshold))) == 0
     with pytest.raises(InputError, match="out of range"):

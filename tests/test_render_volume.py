@@ -150,6 +150,7 @@ def test_saved_png_figures_open(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.random((2, 3, D, H, W)).astype(np.float32)
     heat = rng.random((2, D, H, W))
+    assert explanation(heat, "volume").figure(x).axes  # figure() draws the slice grids too
     for kind in ("volume", "video"):
         path = explanation(heat, kind).save(tmp_path / f"{kind}.png", x)
         with Image.open(path) as im:

@@ -71,12 +71,19 @@ class Explanation:
                              f"pass the {int(self.image_index.max()) + 1} or more images that were explained, not {len(x)}")
         return x[self.image_index]
 
+    def _drawable(self) -> None:
+        if len(self) == 0:
+            why = " (no image has a present class: see meta['multilabel'])" if "multilabel" in self.meta else ""
+            raise InputError(f"the explanation has no rows{why}; there is nothing to draw")
+
     def overlay(self, images: Any, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
         """(N, H, W, 3) uint8 RGB: the heatmap blended over ``images`` (uint8 or float, NCHW or NHWC),
         one per row (multi-label rows: over the image each row explains). Volume and video heatmaps
         (N, D, H, W): (N, D, H, W, 3), each slice or frame over the input's (:mod:`agnostic_cam.render.volume`)."""
         from agnostic_cam.render.figures import overlay
 
+        if len(self) == 0:  # no rows (multi-label images without a present class): no pictures
+            return np.zeros((*self.heatmap.shape, 3), np.uint8)
         if self.heatmap.ndim == 4:
             from agnostic_cam.render.volume import overlay_volume
 
@@ -132,10 +139,16 @@ class Explanation:
         """Whether the method read the target layer (pixel-space and layer-free methods do not)."""
         return self.raw.ndim != 4 if self.layer_used is None else bool(self.layer_used)
 
-    def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
+    def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet", kind: str | None = None):
         """A matplotlib Figure with, per image (one row, its class and score on the left): the image,
         the heatmap (pixel-space methods: the colour gradient image) and the overlay; a colour bar
-        for the heatmap under the grid. The title names the layer only for methods that use one."""
+        for the heatmap under the grid. The title names the layer only for methods that use one.
+        Volume and video heatmaps: each row's slice grid or frame strip (``kind`` as in :meth:`picture`)."""
+        self._drawable()
+        if self.heatmap.ndim == 4:
+            from agnostic_cam.render.volume import figure, resolve_kind
+
+            return figure(self, images, resolve_kind(kind, self.meta), alpha=alpha, colormap=colormap)
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -195,13 +208,10 @@ class Explanation:
                 raise InputError("a .gif shows volume and video heatmaps (N, D, H, W); save 2-D maps as .png")
             from agnostic_cam.render.volume import save_gif
 
+            self._drawable()
             save_gif(self.overlay(images), path)
-        elif path.suffix.lower() == ".png" and self.heatmap.ndim == 4:
-            from agnostic_cam.render.volume import figure, resolve_kind
-
-            figure(self, images, resolve_kind(kind, self.meta)).savefig(path, dpi=100)
         elif path.suffix.lower() == ".png":
-            self.figure(images).savefig(path, dpi=100)
+            self.figure(images, kind=kind).savefig(path, dpi=100)
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
