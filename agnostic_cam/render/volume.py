@@ -154,7 +154,7 @@ def figure(exp: Any, images: Any, kind: str, count: int | None = None, alpha: fl
     pics = pictures(over, kind, count)
     n, (ph, pw) = len(pics), pics.shape[1:3]
     width = min(12.0, 1.5 + pw / 40)  # about 40 px an inch, labels on the left
-    fig = Figure(figsize=(width, n * ((width - 1.5) * ph / pw + 0.45) + 1.1), layout="constrained")
+    fig = Figure(figsize=(width, n * ((width - 2.3) * ph / pw + 0.45) + 0.9), layout="constrained")
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     d, h, w = over.shape[1:4]
     for r, ((image, cls), ax) in enumerate(zip(exp.rows, axes)):
@@ -163,7 +163,7 @@ def figure(exp: Any, images: Any, kind: str, count: int | None = None, alpha: fl
         ax.set_xlabel(label.replace("\n", ", "), fontsize=FONT)
         if kind == "volume":
             ch = max(h, d)
-            ax.set_yticks([k * (ch + 2) + ch / 2 for k in range(3)],
+            ax.set_yticks([k * (ch + 2) + (h if k == 0 else d) / 2 for k in range(3)],  # tile centres
                           [f"{v}\n{a}={','.join(map(str, i))}" for (v, i, _), a in zip(views(over[r], count or 6), "dhw")],
                           fontsize=FONT)
             ax.set_xticks([])
