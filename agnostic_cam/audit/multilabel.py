@@ -85,7 +85,7 @@ def compute(ctx, batch) -> list[Result]:
     """Records of ``batch`` for the multi-label audit: one per image, its ``rows`` one per present class."""
     from agnostic_cam.inputs.image_files import to_uint8
 
-    ex, cfg, n = ctx.ex, ctx.cfg, len(batch)
+    ex, cfg = ctx.ex, ctx.cfg
     x, out = predict_batch(ctx, batch)
     target, task = _target(ctx, batch), cfg.task
     shown = [b.display if b.display is not None else to_uint8(b.rgb) for b in batch]

@@ -209,7 +209,8 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     results = write_outputs(store.out, {**header, "run": run}, StoredRecords(store, ok), failed,
                             ctx.cfg.methods, fmt, report_images)
     shown = results.get("images")  # StoredRecords, or a multi-label audit's rows of them (audit/multilabel.py)
-    if isinstance(getattr(shown, "records", shown), StoredRecords) and len(getattr(shown, "records", shown)) <= IN_MEMORY_RECORDS:
+    stored = getattr(shown, "records", shown)
+    if isinstance(stored, StoredRecords) and len(stored) <= IN_MEMORY_RECORDS:
         results["images"] = list(shown)  # a plain list (JSON-serialisable) while it is small
     if interrupted:
         raise AuditInterrupted(len(done), len(items), store.out)

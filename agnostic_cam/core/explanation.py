@@ -221,7 +221,8 @@ class Explanation:
                                     "degenerate": self.degenerate,
                                     "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
         else:
-            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data), .png (figure) or .gif (volume, video)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data), .png (figure) or .gif "
+                             "(volume, video)")
         return path
 
     @classmethod

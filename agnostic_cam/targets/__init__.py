@@ -15,5 +15,5 @@ from agnostic_cam.targets.multilabel import MultiLabel
 from agnostic_cam.targets.spec import TargetLike, TargetSpec, select_scores
 from agnostic_cam.targets.tasks import DetectionBoxes, SegmentationMask, Similarity, Target, for_rows
 
-__all__ = ["DetectionBoxes", "MultiLabel", "SegmentationMask", "Similarity", "Target", "TargetLike", "TargetSpec", "for_rows",
-           "select_scores"]
+__all__ = ["DetectionBoxes", "MultiLabel", "SegmentationMask", "Similarity", "Target", "TargetLike", "TargetSpec",
+           "for_rows", "select_scores"]
