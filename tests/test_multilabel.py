@@ -217,3 +217,21 @@ def test_keras_sigmoid_head():
         exp = ex.explain(x, method, target=MultiLabel(threshold))
         assert exp.rows == expected_rows(prob >= threshold) and exp.meta["multilabel"]["scores"] == "probabilities"
         assert_rows_equal_single(ex, x, exp, method)
+
+
+@pytest.mark.parametrize("method, options, layers", [
+    ("occlusion", {}, None),                            # layer-free, forward only
+    ("integrated_gradients", {"steps": 4}, None),       # pixel space
+    ("sess", {}, None),                                 # a meta-method running its own explanations
+    ("gradcam", {"aug_smooth": True}, None),
+    ("gradcam++", {"eigen_smooth": True}, None),
+    ("gradcam", {}, ["0.conv1", "0.feat"]),             # two target layers, averaged
+])
+def test_rows_equal_each_class_alone_across_method_kinds(method, options, layers):
+    net, x = sigmoid_net(), images()
+    ex = Explainer.from_torch(net, target_layers=layers, progress=False)
+    exp = ex.explain(x, method, target=MultiLabel([[1, 3], [], [0]]), **options)
+    assert exp.rows == [(0, 1), (0, 3), (2, 0)]
+    for r, (i, c) in enumerate(exp.rows):
+        one = ex.explain(x[i:i + 1], method, target=c, **options)
+        np.testing.assert_allclose(exp.heatmap[r], one.heatmap[0], atol=1e-6, rtol=0)
