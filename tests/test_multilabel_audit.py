@@ -122,3 +122,15 @@ def test_multilabel_audit_refusals(model, images, tmp_path, capsys):
     rc = main(["audit", str(model), str(images), "--out", str(tmp_path / "o"), "--task", "multilabel", "--present",
                str(tmp_path / "bad.json")])
     assert rc == 2 and "class index" in capsys.readouterr().err
+
+
+def test_parquet_holds_one_row_per_image_class_and_method(model, images, tmp_path):
+    import pyarrow.parquet as pq
+
+    present = {"a.png": [1, 3], "b.png": [], "c.png": [0]}
+    res = audit.run(model, images, tmp_path / "o", ["eigencam", "activation_map"], task="multilabel", present=present,
+                    steps=2, format="parquet", progress=False)
+    table = pq.read_table(tmp_path / "o" / "metrics.parquet").to_pydict()
+    got = sorted(zip(table["image"], table["class"], table["method"]))
+    assert got == sorted((f, c, m) for f, cs in present.items() for c in cs for m in ("eigencam", "activation_map"))
+    assert res["no_class"] == ["b.png"] and res["images"] == []

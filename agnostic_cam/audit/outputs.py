@@ -27,8 +27,8 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
     from agnostic_cam.audit.report import render_report
 
     out = Path(out)
-    rows = RowRecords(records) if header.get("task") == "multilabel" else None  # one record per (image, class)
-    records = records if rows is None else rows
+    per_class = RowRecords(records) if header.get("task") == "multilabel" else None  # one record per (image, class)
+    records = records if per_class is None else per_class
     summary, sample = Summary(methods), Sample(methods, report_images, header.get("fingerprint", ""))
     with ImagesJson(out) as images:
         if fmt == "parquet":
@@ -49,8 +49,8 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
         results = {**header, "summary": summary.summary(), "classes": summary.classes()}
         results["ranking"] = rank_methods(results["summary"])  # None with one method
         results["run"] = {**header.get("run", {}), "explained": sample.n, "failed": failed}
-        if rows is not None:
-            results["no_class"] = rows.no_class  # images without a present class: no row
+        if per_class is not None:
+            results["no_class"] = per_class.no_class  # images without a present class: no row
         if fmt == "parquet":
             results["records"] = "metrics.parquet"
             results["images"] = []
