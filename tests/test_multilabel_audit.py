@@ -91,6 +91,11 @@ def test_threshold_audit_scores_every_present_class(model, images, tmp_path):
                      progress=False)
     assert res2["run"]["reused"] and not res2["run"]["computed"]
     assert [(r["file"], r["class"]) for r in res2["images"]] == [(r["file"], r["class"]) for r in res["images"]]
+    gone = res["images"][0]  # a row's overlay deleted: its image is computed again
+    (out / gone["methods"]["scorecam"]["overlay"]).unlink()
+    res3 = audit.run(model, images, out, ["gradcam", "scorecam"], task="multilabel", threshold=threshold, steps=4,
+                     progress=False)
+    assert res3["run"]["computed"] == [gone["file"]] and (out / gone["methods"]["scorecam"]["overlay"]).is_file()
 
 
 def test_present_classes_from_ground_truth(model, images, tmp_path):
