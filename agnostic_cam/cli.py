@@ -137,6 +137,12 @@ def cmd_audit(args) -> int:
     except UnicodeDecodeError as e:
         raise InputError(f"--labels {args.labels} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
                          f"{e.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8") from None
+    present = None
+    if args.present is not None:
+        try:
+            present = json.loads(args.present.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise OptionError(f"cannot use --present {args.present}: {e}") from None
     explainer = _explainer(args)
     pre = _preprocess(args, explainer.adapter)
     from agnostic_cam.audit.embedded import methods_for
@@ -150,7 +156,8 @@ def cmd_audit(args) -> int:
                     max_pixels=args.max_pixels, follow_symlinks=args.follow_symlinks, format=args.format,
                     report_images=args.report_images, progress=False if args.no_progress else None,
                     explainer=explainer, task=args.task, category=args.category, masks=args.masks,
-                    top_boxes=args.top_boxes, iou=args.iou, ground_truth=args.ground_truth, metrics=args.metrics)
+                    top_boxes=args.top_boxes, iou=args.iou, ground_truth=args.ground_truth, metrics=args.metrics,
+                    threshold=args.threshold, present=present)
     if args.sanity:
         from agnostic_cam.audit.sanity_check import run_sanity
 

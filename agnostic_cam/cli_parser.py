@@ -145,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="metric groups, comma-separated: faithfulness, localisation (needs "
                    "--ground-truth), complexity (default: faithfulness, plus localisation with --ground-truth)")
     g = p.add_argument_group("tasks beyond classification (README: 'Audit a segmenter or a detector')")
-    g.add_argument("--task", choices=["classify", "segment", "detect"], default="classify",
+    g.add_argument("--task", choices=["classify", "segment", "detect", "multilabel"], default="classify",
                    help="classify (default); segment: a segmenter's (N, K, H, W) output, with --class and optional "
                         "--masks; detect: a YOLO-style head or boxes/labels/scores outputs, with --boxes, --top-boxes or "
-                        "--ground-truth")
+                        "--ground-truth; multilabel: every present class (--threshold or --present), scored per "
+                        "(image, class)")
+    g.add_argument("--threshold", type=float, default=0.5, help="--task multilabel: a class is present when its "
+                   "probability (sigmoid of a logit) is >= this (default 0.5)")
+    g.add_argument("--present", type=Path, help="--task multilabel: JSON {file name: [class index, ...]}, each image's "
+                   "classes (ground truth) instead of --threshold")
     g.add_argument("--class", dest="category", type=_class_index, help="--task segment: the class to explain")
     g.add_argument("--masks", type=Path, help="--task segment: folder of PNG masks named like the images (nonzero = "
                                               "the region; default: the whole image)")

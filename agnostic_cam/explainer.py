@@ -14,12 +14,14 @@ from agnostic_cam.core.capture import Capture, Capturer, Needs
 from agnostic_cam.core.combine import average_layers, product_layers, stitch
 from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
+from agnostic_cam.core.rows import explain_rows
 from agnostic_cam.core.run import explain_batch
+from agnostic_cam.engine.graph import head_op
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
 from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError, OptionError
 from agnostic_cam.features.views import FeatureViews
 from agnostic_cam.methods import Method, get_method, registry
-from agnostic_cam.targets import TargetLike, TargetSpec
+from agnostic_cam.targets import MultiLabel, TargetLike, TargetSpec
 from agnostic_cam.targets.translators import is_sequence_of_layers, resolve_alias, target_groups
 
 
@@ -229,7 +231,8 @@ class Explainer(FeatureViews):
 
         target: None (top-1), an int, one int per image, a tensor of them, a callable mapping the
         output (N, K) to (N,) scores, or pytorch-grad-cam target objects (``targets=`` is the same
-        argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.targets.translators`).
+        argument, e.g. ``targets=[ClassifierOutputTarget(3)]``; see :mod:`agnostic_cam.targets.translators`), or
+        ``targets.MultiLabel(threshold)``: one row per (image, present class) (:mod:`agnostic_cam.core.rows`).
         ``options`` go to the method (e.g. ``steps`` for integrated gradients), except three that
         every method takes: ``batch_size`` (images or masked inputs per pass), ``aug_smooth=True``
         averages the explanation over six test-time augmentations (horizontal flip x brightness
@@ -240,7 +243,7 @@ class Explainer(FeatureViews):
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
         if missing:
-            raise ModelError(self._unsupported(mcls.name, missing))
+            raise ModelError(self.adapter.unsupported(mcls.name, missing, self.methods))
         aug_smooth, eigen_smooth = options.pop("aug_smooth", False), options.pop("eigen_smooth", False)
         partial = options.pop("partial_rules", None)
         options = check_options(options)
@@ -248,14 +251,23 @@ class Explainer(FeatureViews):
         x = self._inputs(images)
         relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
                             self.partial_rules if partial is None else bool(partial))
-        groups = target_groups(resolve_alias(target, targets), x.shape[0])
+        target = resolve_alias(target, targets)
         with blas_one_thread() if on_cpu(self.adapter.providers) else contextlib.nullcontext():  # engine/threads.py
-            if len(groups) > 1:
-                exp = stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
+            if isinstance(target, MultiLabel):  # one row per (image, present class), expanded once: core/rows.py
+                exp = explain_rows(target, x, lambda xr, t: self._grouped(xr, m, t, aug_smooth), self.predict,
+                                   lambda: head_op(self.adapter.engine(x.shape[1:]).model, self.adapter.output_name),
+                                   layout=self.adapter.layout, method=m.name, layer=self.layer)
             else:
-                exp = self._layers_explain(x, m, groups[0][1], aug_smooth)
+                exp = self._grouped(x, m, target, aug_smooth)
         degenerate.warn(exp)
         return exp
+
+    def _grouped(self, x: np.ndarray, m: Method, target: Any, aug_smooth: bool) -> Explanation:
+        """Images whose targets differ in kind explained in groups and put back in order (targets/translators.py)."""
+        groups = target_groups(target, x.shape[0])
+        if len(groups) == 1:
+            return self._layers_explain(x, m, groups[0][1], aug_smooth)
+        return stitch([(idx, self._layers_explain(x[idx], m, t, aug_smooth)) for idx, t in groups], x.shape[0])
 
     def embed(self, path, method: str = "cam", **options):
         """Write an ONNX file (``path``; None: only return it) that returns, besides the model's own outputs,
@@ -276,21 +288,6 @@ class Explainer(FeatureViews):
         """One batch, one layer: the pipeline of :func:`agnostic_cam.core.run.explain_batch`."""
         return explain_batch(self._capturer, m, x, target, layer=self.adapter.layer_name, layout=self.adapter.layout,
                              predict=self.predict, progress=self.progress, aug_smooth=aug_smooth, host=self)
-
-    def _unsupported(self, name: str, missing: Needs) -> str:
-        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.adapter.supports & Needs.LAYER_GRADIENTS:
-            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
-            why = self.adapter.higher_hint or (
-                f"the {self.adapter.framework} adapter does not compute them (PyTorch and Keras autograd do: explain the "
-                "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
-            return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
-                   f"{', '.join(self.methods)}"
-        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
-                      | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS):
-            hint = self.adapter.gradient_hint
-            return (f"method {name!r} needs gradients, which this {self.adapter.framework} backend cannot compute"
-                    f"{'; ' + hint if hint else ''}; methods available here: {', '.join(self.methods)}")
-        return f"method {name!r} is not available for this backend; available: {', '.join(self.methods)}"
 
     def capture(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
                 method: str = "", batch_size: int | None = None) -> Capture:

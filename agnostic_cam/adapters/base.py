@@ -270,3 +270,19 @@ class Adapter(ABC):
     def conv_weights(self, layer) -> np.ndarray:
         """A convolution's kernel as (O, I, kh, kw) float32."""
         raise BackendError(f"convolution weights are not available for {self.framework} models yet")
+
+    def unsupported(self, name: str, missing: Needs, methods: list[str]) -> str:
+        """Why method ``name`` cannot run here (it needs ``missing``), naming the way out and ``methods`` that can."""
+        if missing & (Needs.HVP | Needs.BIAS_GRADIENTS) and self.supports & Needs.LAYER_GRADIENTS:
+            what = "Hessian-vector products" if missing & Needs.HVP else "the gradients of every layer's bias"
+            why = self.higher_hint or (
+                f"the {self.framework} adapter does not compute them (PyTorch and Keras autograd do: explain the "
+                "model with from_torch / from_keras, or its ONNX export with from_onnx and the onnx-grad extra)")
+            return f"method {name!r} needs {what}, which this model cannot give: {why}; methods available here: " \
+                   f"{', '.join(methods)}"
+        if missing & (Needs.LAYER_GRADIENTS | Needs.INPUT_GRADIENTS | Needs.HVP | Needs.BIAS_GRADIENTS
+                      | Needs.ATTENTION_GRADIENTS | Needs.BLOCK_GRADIENTS):
+            hint = self.gradient_hint
+            return (f"method {name!r} needs gradients, which this {self.framework} backend cannot compute"
+                    f"{'; ' + hint if hint else ''}; methods available here: {', '.join(methods)}")
+        return f"method {name!r} is not available for this backend; available: {', '.join(methods)}"

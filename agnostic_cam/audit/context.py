@@ -170,10 +170,10 @@ class Context:
                 raise OptionError(f"--task detect scores each ground-truth box: --ground-truth {config.ground_truth} "
                                   "holds mask images, not boxes (give COCO JSON, YOLO .txt or Pascal VOC .xml labels)")
         if config.task:
-            from agnostic_cam.audit.task_records import compute
+            from agnostic_cam.audit import multilabel, task_records
             from agnostic_cam.audit.tasks import settings
 
-            self.task_compute = compute
+            self.task_compute = multilabel.compute if config.task["task"] == "multilabel" else task_records.compute
         self.settings = {"layer": explainer.layer, "output": explainer.adapter.output_name, "methods": config.methods,
                          "steps": config.steps, "target": config.target, "preprocess": preprocess.to_dict(),
                          "boxes": config.boxes, "labels": config.labels, "score": self.score,

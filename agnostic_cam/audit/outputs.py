@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agnostic_cam.audit.streaming import ImagesJson, ParquetRows, Sample, Summary
 from agnostic_cam.audit.files import CSV_HEADER, atomic_file, atomic_write, csv_rows
+from agnostic_cam.audit.multilabel import RowRecords
 from agnostic_cam.audit.ranking import rank_methods
 
 FORMATS = ("csv", "parquet")
@@ -28,6 +29,8 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
     from agnostic_cam.audit.box_truth import BOX_COLUMNS, csv_rows as box_rows
 
     out = Path(out)
+    per_class = RowRecords(records) if header.get("task") == "multilabel" else None  # one record per (image, class)
+    records = records if per_class is None else per_class
     summary, sample = Summary(methods), Sample(methods, report_images, header.get("fingerprint", ""))
     boxes: list[list] = []  # boxes.csv: detectors against ground-truth boxes, a row per box and method
     with ImagesJson(out) as images:
@@ -51,6 +54,8 @@ def write_outputs(out: Path, header: dict, records: Iterable[dict], failed: list
         results = {**header, "summary": summary.summary(), "classes": summary.classes()}
         results["ranking"] = rank_methods(results["summary"])  # None with one method
         results["run"] = {**header.get("run", {}), "explained": sample.n, "failed": failed}
+        if per_class is not None:
+            results["no_class"] = per_class.no_class  # images without a present class: no row
         if fmt == "parquet":
             results["records"] = "metrics.parquet"
             results["images"] = []

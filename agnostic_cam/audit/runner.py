@@ -41,7 +41,8 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
         max_pixels: int | None = None, follow_symlinks: bool = False, format: str = "csv",
         report_images: int = 200, progress: bool | None = None, explainer=None, task: str = "classify",
         category: int | None = None, masks: str | os.PathLike | None = None, top_boxes: int | None = None,
-        iou: float = 0.5, ground_truth: str | os.PathLike | None = None, metrics: list[str] | str | None = None) -> dict:
+        iou: float = 0.5, ground_truth: str | os.PathLike | None = None, metrics: list[str] | str | None = None,
+        threshold: float = 0.5, present: dict | None = None) -> dict:
     """Audit ``images`` (a folder, a folder tree or a .txt/.csv list) with ``methods`` on ``model``
     (an .onnx path, or an Explainer for the local engine); writes results.json, metrics.csv (or
     metrics.parquet with ``format='parquet'``) and report.html to ``out``; returns the results
@@ -56,7 +57,9 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
 
     ``task``: 'classify' (default), 'segment' (``category`` K, optional ``masks`` folder) or 'detect'
     (``boxes`` {image: [{"box": [x1, y1, x2, y2], "label": k}]} or ``top_boxes`` N; ``iou``); see
-    :mod:`agnostic_cam.audit.tasks`.
+    :mod:`agnostic_cam.audit.tasks`; 'multilabel': every class whose probability is >= ``threshold``, or
+    the classes ``present`` names ({image name: [class, ...]}), scored per (image, class) row
+    (:mod:`agnostic_cam.audit.multilabel`).
 
     ``ground_truth``: object boxes or masks to score the maps against (COCO JSON, or a YOLO, Pascal
     VOC or mask-image folder; :mod:`agnostic_cam.audit.ground_truth`). ``metrics``: the metric groups
@@ -75,7 +78,7 @@ def run(model, images, out, methods="scorecam", *, engine: str = "local", worker
     if not isinstance(report_images, int) or report_images < 0:
         raise OptionError(f"report_images must be an int >= 0; got {report_images!r}")
     task_cfg = make_task(task, category, masks, boxes, top_boxes, iou, target,
-                         ground_truth if task == "detect" else None)
+                         ground_truth if task == "detect" else None, threshold, present)
     cfg = AuditConfig(methods, steps, target, {} if task_cfg else boxes or {}, labels, resume, score, batch_images,
                       max_pixels, follow_symlinks, task_cfg, ground_truth, metrics)
     engine_fn = get_engine(engine)
@@ -206,8 +209,10 @@ def _execute(ctx, store, items, refused, engine_fn, header, fmt, report_images, 
     ok = [it.key for it, h in zip(items, how) if h is not None and it.key not in errors]
     results = write_outputs(store.out, {**header, "run": run}, StoredRecords(store, ok), failed,
                             ctx.cfg.methods, fmt, report_images)
-    if isinstance(results.get("images"), StoredRecords) and len(results["images"]) <= IN_MEMORY_RECORDS:
-        results["images"] = list(results["images"])  # a plain list (JSON-serialisable) while it is small
+    shown = results.get("images")  # StoredRecords, or a multi-label audit's rows of them (audit/multilabel.py)
+    stored = getattr(shown, "records", shown)
+    if isinstance(stored, StoredRecords) and len(stored) <= IN_MEMORY_RECORDS:
+        results["images"] = list(shown)  # a plain list (JSON-serialisable) while it is small
     if interrupted:
         raise AuditInterrupted(len(done), len(items), store.out)
     return results

@@ -42,7 +42,8 @@ class Store:
             return None
         if rec.get("fingerprint") != self.fingerprint or rec.get("sha") != sha or rec.get("rel") != item.rel:
             return None
-        files = [rec.get("input")] + [m.get("overlay") for m in rec.get("methods", {}).values()]
+        files = [rec.get("input")] + [m.get("overlay") for row in [rec, *rec.get("rows", [])]  # multi-label: per row
+                                      for m in row.get("methods", {}).values()]
         if "error" not in rec and not all(f and (self.out / f).is_file() for f in files):
             return None
         return rec

@@ -26,17 +26,27 @@ import numpy as np
 
 from agnostic_cam.errors import AgnosticCamError, BackendError, InputError, ModelError, OptionError
 
-TASKS = ("classify", "segment", "detect")
+TASKS = ("classify", "segment", "detect", "multilabel")
 
 
 def make_task(task: str | None, category=None, masks=None, boxes=None, top_boxes=None, iou: float = 0.5,
-              target=None, ground_truth=None) -> dict | None:
+              target=None, ground_truth=None, threshold: float = 0.5, present: dict | None = None) -> dict | None:
     """The validated task settings (a JSON-able dict), or None for classification. ``ground_truth``
     with ``detect``: the boxes to explain are the detections matched to the labels' boxes
-    (:mod:`agnostic_cam.audit.box_truth`), so neither ``boxes`` nor ``top_boxes`` is given."""
+    (:mod:`agnostic_cam.audit.box_truth`), so neither ``boxes`` nor ``top_boxes`` is given.
+    ``multilabel``: ``threshold`` and ``present``, :mod:`agnostic_cam.audit.multilabel`."""
     task = task or "classify"
     if task not in TASKS:
         raise OptionError(f"task must be one of {TASKS}; got {task!r}")
+    if present is not None and task != "multilabel":
+        raise OptionError("--present (present=) names the classes of a multi-label audit; pass --task multilabel")
+    if task == "multilabel":
+        from agnostic_cam.audit import multilabel
+
+        if any(v is not None for v in (category, masks, top_boxes, target)) or boxes:
+            raise OptionError("--task multilabel explains every present class (from --threshold or --present); drop "
+                              "--target, --class, --masks, --boxes and --top-boxes")
+        return multilabel.make_task(threshold, present)
     if task == "classify":
         for name, v, flag in (("category", category, "--class"), ("masks", masks, "--masks"),
                               ("top_boxes", top_boxes, "--top-boxes")):
@@ -132,6 +142,10 @@ def check_items(ctx, items) -> None:
     task = ctx.cfg.task
     if task is None:
         return
+    if task["task"] == "multilabel":
+        from agnostic_cam.audit.multilabel import check_items as check_present
+
+        return check_present(task, items)
     if task["task"] == "detect" and task["boxes"]:
         missing = [it.file for it in items if it.rel not in task["boxes"] and it.file not in task["boxes"]]
         if missing:
@@ -181,7 +195,11 @@ def preflight(ctx, probe: np.ndarray, out: np.ndarray) -> None:
     from agnostic_cam.core.capture import Needs
 
     task, ex = ctx.cfg.task, ctx.ex
-    if task["task"] == "segment":
+    if task["task"] == "multilabel":
+        from agnostic_cam.audit.multilabel import preflight as multilabel_preflight
+
+        multilabel_preflight(ctx, probe, out)
+    elif task["task"] == "segment":
         if out.ndim != 4:
             raise ModelError(f"--task segment needs a segmentation output (N, K, H, W); the explained output has shape "
                              f"{out.shape}" + (" (a classifier's: drop --task segment)" if out.ndim == 2 else
@@ -208,6 +226,8 @@ def probe_target(task: dict, out: np.ndarray):
 
     if task["task"] == "segment":
         return SegmentationMask(task["category"], np.ones(out.shape[2:]))
+    if task["task"] == "multilabel":
+        return 0  # the gradient methods' trial run: class 0 of the probe image
     b, lab = top_boxes(out, task["format"], 1)[0]
     return DetectionBoxes(b if len(b) else np.array([[0.0, 0.0, 1.0, 1.0]]), lab if len(lab) else [0],
                           iou=task["iou"], format=task["format"])

@@ -26,6 +26,9 @@ class Explanation:
     layer_used: whether the method read the target layer (False for pixel-space and layer-free
         methods; the pipeline sets it from the method's ``needs``); figure titles name the layer only
         when it is. None (an Explanation built by hand): a pixel-space ``raw`` (N, C, H, W) reads none.
+    image_index: (N,) int, the input image each row explains, when rows are not one per image
+        (multi-label targets: one row per (image, present class), see :mod:`agnostic_cam.core.rows`;
+        ``rows`` lists the (image, class) pairs); None: row i is image i.
     """
 
     heatmap: np.ndarray
@@ -39,6 +42,7 @@ class Explanation:
     degenerate: np.ndarray | None = None
     degenerate_reason: np.ndarray | None = None
     layer_used: bool | None = None
+    image_index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -47,11 +51,44 @@ class Explanation:
         t = None if self.targets is None else self.targets.tolist()
         return f"Explanation(method={self.method!r}, layer={self.layer!r}, n={len(self)}, size={self.heatmap.shape[1:]}, targets={t})"
 
+    @property
+    def rows(self) -> list[tuple[int, int | None]]:
+        """(image, class) of each row: the input image it explains and the class index (None for a
+        callable target)."""
+        image = range(len(self)) if self.image_index is None else self.image_index.tolist()
+        return [(int(i), None if self.targets is None or self.targets[r] < 0 else int(self.targets[r]))
+                for r, i in enumerate(image)]
+
+    def row_images(self, images: Any) -> Any:
+        """``images`` (one per input image) as one per row: ``images[image_index]``."""
+        if self.image_index is None:
+            return images
+        from agnostic_cam.targets.dispatch import to_numpy
+
+        x = to_numpy(images)
+        if len(self.image_index) and int(self.image_index.max()) >= len(x):
+            raise InputError(f"the explanation's rows explain images up to index {int(self.image_index.max())}; "
+                             f"pass the {int(self.image_index.max()) + 1} or more images that were explained, not {len(x)}")
+        return x[self.image_index]
+
+    def _drawable(self) -> None:
+        if len(self) == 0:
+            why = " (no image has a present class: see meta['multilabel'])" if "multilabel" in self.meta else ""
+            raise InputError(f"the explanation has no rows{why}; there is nothing to draw")
+
     def overlay(self, images: Any, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB: the heatmap blended over ``images`` (uint8 or float, NCHW or NHWC)."""
+        """(N, H, W, 3) uint8 RGB: the heatmap blended over ``images`` (uint8 or float, NCHW or NHWC),
+        one per row (multi-label rows: over the image each row explains). Volume and video heatmaps
+        (N, D, H, W): (N, D, H, W, 3), each slice or frame over the input's (:mod:`agnostic_cam.render.volume`)."""
         from agnostic_cam.render.figures import overlay
 
-        return overlay(images, self.heatmap, alpha, colormap)
+        if len(self) == 0:  # no rows (multi-label images without a present class): no pictures
+            return np.zeros((*self.heatmap.shape, 3), np.uint8)
+        if self.heatmap.ndim == 4:
+            from agnostic_cam.render.volume import overlay_volume
+
+            return overlay_volume(self.row_images(images), self.heatmap, alpha, colormap)
+        return overlay(self.row_images(images), self.heatmap, alpha, colormap)
 
     # -- pixel-space renderings (gradient methods) ------------------------------------------
     def _pixel_raw(self) -> np.ndarray:
@@ -102,10 +139,16 @@ class Explanation:
         """Whether the method read the target layer (pixel-space and layer-free methods do not)."""
         return self.raw.ndim != 4 if self.layer_used is None else bool(self.layer_used)
 
-    def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet"):
+    def figure(self, images: Any, alpha: float = 0.5, colormap: str = "jet", kind: str | None = None):
         """A matplotlib Figure with, per image (one row, its class and score on the left): the image,
         the heatmap (pixel-space methods: the colour gradient image) and the overlay; a colour bar
-        for the heatmap under the grid. The title names the layer only for methods that use one."""
+        for the heatmap under the grid. The title names the layer only for methods that use one.
+        Volume and video heatmaps: each row's slice grid or frame strip (``kind`` as in :meth:`picture`)."""
+        self._drawable()
+        if self.heatmap.ndim == 4:
+            from agnostic_cam.render.volume import figure, resolve_kind
+
+            return figure(self, images, resolve_kind(kind, self.meta), alpha=alpha, colormap=colormap)
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -113,7 +156,7 @@ class Explanation:
 
         from agnostic_cam.render.figures import FONT, add_colorbar, to_display
 
-        img = to_display(images)
+        img = to_display(self.row_images(images))
         n = img.shape[0]
         fig = Figure(figsize=(7.4, 2.1 * n + 1.1), layout="constrained")
         axes = fig.subplots(n, 3, squeeze=False)
@@ -127,6 +170,7 @@ class Explanation:
                 axes[i, 1].imshow(self.heatmap[i], cmap=colormap, vmin=0, vmax=1)
             axes[i, 2].imshow(over[i])
             label = "" if self.targets is None or self.targets[i] < 0 else f"class {int(self.targets[i])}\n"
+            label = label if self.image_index is None else f"image {int(self.image_index[i])}\n{label}"
             axes[i, 0].set_ylabel(f"{label}score {self.scores[i]:.3g}", fontsize=FONT, rotation=0, ha="right",
                                   va="center", labelpad=6)
         middle = "gradient" if pixel is not None else "heatmap"
@@ -139,23 +183,46 @@ class Explanation:
         add_colorbar(fig, axes, colormap, "heatmap and overlay: relevance (0 = none, 1 = most)")
         return fig
 
-    def save(self, path: str | Path, images: Any = None) -> Path:
-        """Save to ``.npz`` (all arrays and metadata) or, given ``images``, a ``.png`` figure."""
+    def picture(self, images: Any, kind: str | None = None, count: int | None = None, alpha: float = 0.5,
+                colormap: str = "jet") -> np.ndarray:
+        """(N, Hp, Wp, 3) uint8, one picture per row: 2-D maps: the overlay; volume and video heatmaps
+        (N, D, H, W): a slice grid (``kind='volume'``: axial, coronal and sagittal rows of ``count``
+        slices, default 6) or a frame strip (``kind='video'``: ``count`` frames, default all, at most 16); ``kind``
+        defaults to ``meta['kind']`` (an OptionError when unset). See :mod:`agnostic_cam.render.volume`."""
+        if self.heatmap.ndim != 4:
+            return self.overlay(images, alpha, colormap)
+        from agnostic_cam.render.volume import pictures, resolve_kind
+
+        return pictures(self.overlay(images, alpha, colormap), resolve_kind(kind, self.meta), count)
+
+    def save(self, path: str | Path, images: Any = None, kind: str | None = None) -> Path:
+        """Save to ``.npz`` (all arrays and metadata) or, given ``images``, a ``.png`` figure (volume and
+        video heatmaps: the slice grids / frame strips of :meth:`picture`, ``kind`` as there) or an
+        animated ``.gif`` (volumes and video: one frame per slice / frame)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".png":
-            if images is None:
-                raise InputError("saving a .png needs the images: exp.save('x.png', images)")
-            self.figure(images).savefig(path, dpi=100)
+        if path.suffix.lower() in (".png", ".gif") and images is None:
+            raise InputError(f"saving a {path.suffix} needs the images: exp.save('x{path.suffix}', images)")
+        if path.suffix.lower() == ".gif":
+            if self.heatmap.ndim != 4:
+                raise InputError("a .gif shows volume and video heatmaps (N, D, H, W); save 2-D maps as .png")
+            from agnostic_cam.render.volume import save_gif
+
+            self._drawable()
+            save_gif(self.overlay(images), path)
+        elif path.suffix.lower() == ".png":
+            self.figure(images, kind=kind).savefig(path, dpi=100)
         elif path.suffix.lower() == ".npz":
             np.savez_compressed(path, heatmap=self.heatmap, raw=self.raw, scores=self.scores,
                                 targets=np.array([]) if self.targets is None else self.targets,
                                 method=self.method, layer=self.layer,
+                                **({} if self.image_index is None else {"image_index": self.image_index}),
                                 **({} if self.degenerate is None else {
                                     "degenerate": self.degenerate,
                                     "degenerate_reason": np.asarray(self.degenerate_reason, dtype=str)}))
         else:
-            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data) or .png (figure)")
+            raise InputError(f"unsupported file type {path.suffix!r}: use .npz (data), .png (figure) or .gif "
+                             "(volume, video)")
         return path
 
     @classmethod
@@ -165,5 +232,7 @@ class Explanation:
             t = z["targets"]
             flags = {"degenerate": z["degenerate"], "degenerate_reason": z["degenerate_reason"].astype(object)} \
                 if "degenerate" in z.files else {}
+            if "image_index" in z.files:
+                flags["image_index"] = z["image_index"]
             return cls(z["heatmap"], z["raw"], t if t.size else None, z["scores"], str(z["method"]), str(z["layer"]),
                        **flags)

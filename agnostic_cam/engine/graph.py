@@ -45,6 +45,15 @@ def produced_tensors(model: onnx.ModelProto) -> set[str]:
     return {o for n in model.graph.node for o in n.output if o}
 
 
+def head_op(model: onnx.ModelProto, name: str) -> str | None:
+    """The op type that produces tensor ``name``, seen through Identity / Reshape / Flatten / Squeeze /
+    Cast (None for a graph input or an unknown name): 'Sigmoid' for a sigmoid head."""
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    while name in producer and producer[name].op_type in ("Identity", "Reshape", "Flatten", "Squeeze", "Cast"):
+        name = producer[name].input[0]
+    return producer[name].op_type if name in producer else None
+
+
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """Copy of ``model`` whose graph outputs also include the tensors ``names`` (in that order)."""
     known = produced_tensors(model) | {i.name for i in model.graph.input}
