@@ -65,6 +65,7 @@ class MosaicMethod(Method):
     needs = Needs.ACTIVATIONS | Needs.TAIL
     gaussian = False
     keep_prefix = False
+    block = False  # mask a pre-norm block's input and norm output (ViT-ReciproCAM) instead of the layer's tensor
 
     def __init__(self, softmax: bool = True, batch_size: int | None = None):
         if not isinstance(softmax, bool):
@@ -74,9 +75,13 @@ class MosaicMethod(Method):
 
     def compute(self, cap: Capture) -> np.ndarray:
         n, _, h, w = cap.activations.shape
-        native = cap.activations if cap.native is None else cap.native
-        axis = 1 if cap.native is None else cap.channel_axis
-        mask = mosaic_mask(native.shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
+        if self.block:  # ViT-ReciproCAM: the block's input and its norm's output, masked alike, run the block
+            blk = cap.block()
+            tensors, axis, run = (blk.x, blk.norm), 2, blk.run
+        else:
+            tensors = (cap.activations if cap.native is None else cap.native,)
+            axis, run = 1 if cap.native is None else cap.channel_axis, cap.tail
+        mask = mosaic_mask(tensors[0].shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
         bs = self.batch_size or max(cap.batch_size, 64)
         hw = h * w
         out = np.empty(n * hw, dtype=np.float64)
@@ -84,8 +89,7 @@ class MosaicMethod(Method):
         with cap.progress_bar(n * hw, self.name) as bar:
             for lo in range(0, n * hw, bs):
                 rows = np.arange(lo, min(lo + bs, n * hw))
-                batch = (native[image[rows]] * mask[rows % hw]).astype(np.float32)
-                y = cap.tail(batch, image[rows])
+                y = run(*[(t[image[rows]] * mask[rows % hw]).astype(np.float32) for t in tensors], image[rows])
                 out[rows] = cap.row_scores(softmax(y) if self.softmax else y, image[rows])
                 bar.update(len(rows))
         out = out.reshape(n, hw)
