@@ -1,6 +1,7 @@
 """Issue 26: ONNX files that return their own saliency map (``Explainer.embed``, ``agnostic-cam embed``).
 
-The embedded files run in a subprocess that cannot import agnostic_cam, on plain ONNX Runtime (CPU):
+The embedded files run in a subprocess that cannot import agnostic_cam, on plain ONNX Runtime (CPU; where
+the CUDA provider is available, also on it, against the CPU's outputs within 1e-4 of their scale):
 their original outputs equal the exported graph's (<= 1e-6) and ``saliency`` equals
 ``explain(x, method).heatmap`` (<= 1e-5; Eigen-CAM by power iteration against the SVD <= 1e-3).
 Recipro-CAM and ViT-ReciproCAM are checked against references written here from the papers.
@@ -27,11 +28,14 @@ sys.modules["agnostic_cam"] = None  # the embedded file must need nothing of our
 import numpy as np, onnxruntime as ort
 x = np.load(sys.argv[1])
 out = {}
+cuda = "CUDAExecutionProvider" in ort.get_available_providers()  # a GPU machine: run the files there too
 for i, f in enumerate(sys.argv[2:]):
-    s = ort.InferenceSession(f, providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    for name, v in zip(names, s.run(None, {s.get_inputs()[0].name: x})):
-        out[f"{i}:{name}"] = v
+    for tag, prov in [("", "CPUExecutionProvider")] + ([("cuda:", ("CUDAExecutionProvider", {"use_tf32": "0"}))]
+                                                     if cuda else []):  # TF32 off: float32 as the CPU
+        s = ort.InferenceSession(f, providers=[prov])
+        names = [o.name for o in s.get_outputs()]
+        for name, v in zip(names, s.run(None, {s.get_inputs()[0].name: x})):
+            out[f"{tag}{i}:{name}"] = v
 np.savez(sys.argv[1] + ".out.npz", **out)
 try:
     import agnostic_cam  # noqa: F401
@@ -55,8 +59,12 @@ def run_isolated(tmp_path, x, files):
     got = np.load(str(xp) + ".out.npz")
     res = [{} for _ in files]
     for k in got.files:
-        i, name = k.split(":", 1)
-        res[int(i)][name] = got[k]
+        if not k.startswith("cuda:"):
+            i, name = k.split(":", 1)
+            res[int(i)][name] = got[k]
+    for k in (k for k in got.files if k.startswith("cuda:")):  # the CUDA provider agrees with the CPU's
+        cpu = got[k[len("cuda:"):]]
+        np.testing.assert_allclose(got[k], cpu, atol=1e-4 * (np.abs(cpu).max() + 1), rtol=0, err_msg=k)
     return res
 
 
@@ -96,7 +104,7 @@ def test_mobilenet_v3_small_runs_without_us_and_cam_names_what_embeds(tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v3_small(weights=None).eval()
     ex = Explainer.from_torch(model, "features", input_shape=(3, 64, 64), progress=False)
-    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam"])
+    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "reciprocam"])
     with pytest.raises(ModelError, match="global-average-pool \\+ linear head.*activation_map, eigencam"):
         ex.embed(None, "cam")  # its classifier is Linear-Hardswish-Linear: CAM is not defined there
 

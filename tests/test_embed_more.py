@@ -12,6 +12,29 @@ from agnostic_cam import Explainer  # noqa: E402
 from test_embed import check_embedded, run_isolated  # noqa: E402
 
 
+@pytest.mark.parametrize("name, methods", [
+    ("resnet50", ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"]),
+    ("efficientnet_b0", ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"]),
+    ("convnext_tiny", ["activation_map", "eigencam", "reciprocam"]),  # its head: LayerNorm2d, Flatten, Linear
+])
+def test_issue_models_every_embeddable_method_runs_without_us(tmp_path, name, methods):
+    """Issue 26's torchvision list beyond ResNet-18 and MobileNetV3 (tests/test_embed.py): every method that
+    embeds on the model, at 64 px (a 2x2 last feature map; scripts/embed_check.py runs them at 224 px)."""
+    import torchvision
+
+    from agnostic_cam.errors import ModelError
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    layer = "layer4" if name == "resnet50" else "features"
+    ex = Explainer.from_torch(model, layer, input_shape=(3, 64, 64), progress=False)
+    check_embedded(tmp_path, ex, np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32), methods)
+    if "cam" not in methods:
+        with pytest.raises(ModelError, match="global-average-pool \\+ linear head"):
+            ex.embed(None, "cam")
+
+
 def test_audit_reads_the_embedded_map_from_the_forward_pass(tmp_path):
     """A file with a 'saliency' output is audited on that map (method 'embedded'); with --embedded
     next to --methods both are scored, and the embedded map's metrics equal CAM's."""
