@@ -141,3 +141,40 @@ def test_cli_input_shape_for_a_file_of_any_size(tmp_path):
     for size in (32, 48):
         x = tiny_images(size=size)
         np.testing.assert_allclose(sess.run(["saliency"], {"input": x})[0], ex.explain(x, "cam").heatmap, atol=1e-5)
+
+
+def test_keras_vit_reciprocam_masks_the_block_as_the_paper(tmp_path):
+    """ViT-ReciproCAM on a Keras ViT (tf2onnx graph; tests/test_keras_vit.py's mini ViT, 32 px, a 4x4 grid):
+    the tokens entering block 1 and its first LayerNorm's output, both masked (3x3 Gaussian, class token
+    kept), through block 1's own layers and the head (reference written here with the model's layers);
+    the embedded file gives the same map."""
+    pytest.importorskip("keras")
+    from test_keras_vit import GRID, mini_vit
+
+    import keras
+
+    model = mini_vit()
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    L = model.get_layer
+    tokens = np.asarray(keras.Model(model.input, L("block0_add2").output)(x))
+    logits = np.asarray(model(x))
+    k = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16
+    ref = np.zeros((2, GRID, GRID))
+    for i in range(2):
+        t, nt = tokens[i], np.asarray(L("block1_ln1")(tokens[i:i + 1]))[0]
+        xm, nm = np.repeat(t[None], GRID * GRID, 0), np.repeat(nt[None], GRID * GRID, 0)
+        for p in range(GRID * GRID):
+            w = np.zeros((GRID + 2, GRID + 2), np.float32)
+            w[p // GRID:p // GRID + 3, p % GRID:p % GRID + 3] = k
+            xm[p, 1:] *= w[1:-1, 1:-1].reshape(-1, 1)
+            nm[p, 1:] *= w[1:-1, 1:-1].reshape(-1, 1)
+        h = xm + np.asarray(L("block1_mha")(nm, nm))
+        h = h + np.asarray(L("block1_fc2")(L("block1_fc1")(L("block1_ln2")(h))))
+        y = np.asarray(L("head")(L("pool")(L("final_ln")(h))), np.float64)
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        ref[i] = (e / e.sum(axis=1, keepdims=True))[:, logits[i].argmax()].reshape(GRID, GRID)
+    for layer in ("block0_add2", "block1_ln1"):  # the block's input, or its norm (LayerNorm decomposed by tf2onnx)
+        ex = Explainer.from_keras(model, layer, progress=False)
+        np.testing.assert_allclose(ex.explain(x, "vit_reciprocam").raw, ref, atol=1e-5, rtol=0, err_msg=layer)
+        (tmp_path / layer).mkdir()
+        check_embedded(tmp_path / layer, ex, x, ["vit_reciprocam"], shape=(32, 32, 3))

@@ -15,7 +15,7 @@ import onnx
 from agnostic_cam.errors import ModelError
 
 NORM_OPS = {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "ReduceMean", "Sub", "Pow",
-            "Mul", "Add", "Sqrt", "Div", "Reciprocal", "Cast", "Identity"}
+            "Mul", "Add", "Sqrt", "Div", "Reciprocal", "Neg", "Cast", "Identity"}
 SHAPE_OPS = {"Shape", "Size"}  # read a tensor's shape, not its values
 LINEAR = {"MatMul", "Gemm", "Einsum", "MatMulInteger", "QLinearMatMul"}
 
