@@ -96,8 +96,11 @@ def resnet18():
 def test_resnet18_every_method_runs_without_us(tmp_path):
     x = images()
     model = resnet18()
-    check_embedded(tmp_path, Explainer.from_torch(model, "layer4", progress=False), x,
-                   ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"])
+    ex = Explainer.from_torch(model, "layer4", progress=False)
+    # vit_reciprocam on a CNN map: no LayerNorm to mask, the layer's tensor is masked (Gaussian neighbourhoods)
+    check_embedded(tmp_path, ex, x, ["cam", "gradcam", "activation_map", "eigencam", "reciprocam", "vit_reciprocam"])
+    with pytest.raises(ModelError, match="not the input of a pre-norm transformer block"):
+        ex.explain(x, "vit_reciprocam", layer_only=False)
 
 
 def test_mobilenet_v3_small_runs_without_us_and_cam_names_what_embeds(tmp_path):

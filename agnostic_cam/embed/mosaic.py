@@ -53,8 +53,9 @@ def reciprocam(ctx: Context):
     _, h, w = ctx.shape
     # ViT-ReciproCAM: the pre-norm block's input and its first norm's output, masked alike (the Python method's
     # Capture.block); else the layer's own tensor
-    starts = prenorm_block(ctx.model, ctx.native, ctx.output) if m.block else (ctx.native,)
-    axis = 2 if m.block else ctx.channel_axis
+    block = m.uses_block(len(ctx.native_shape) + 1)
+    starts = prenorm_block(ctx.model, ctx.native, ctx.output) if block else (ctx.native,)
+    axis = 2 if block else ctx.channel_axis
     mask = mosaic_mask(ctx.native_shape, axis, (h, w), m.gaussian, m.keep_prefix)
     nodes, extras, prefix = _renamed_tail(ctx, starts)
     _check_extras(ctx, extras)

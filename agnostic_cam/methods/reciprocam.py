@@ -65,7 +65,11 @@ class MosaicMethod(Method):
     needs = Needs.ACTIVATIONS | Needs.TAIL
     gaussian = False
     keep_prefix = False
-    block = False  # mask a pre-norm block's input and norm output (ViT-ReciproCAM) instead of the layer's tensor
+    block: bool | None = False  # mask a pre-norm block's input and norm output (ViT-ReciproCAM); None: for tokens
+
+    def uses_block(self, native_rank: int) -> bool:
+        """Whether to mask the block, for a layer tensor of ``native_rank`` (batch included; 3: tokens)."""
+        return self.block if self.block is not None else native_rank == 3
 
     def __init__(self, softmax: bool = True, batch_size: int | None = None):
         if not isinstance(softmax, bool):
@@ -75,11 +79,12 @@ class MosaicMethod(Method):
 
     def compute(self, cap: Capture) -> np.ndarray:
         n, _, h, w = cap.activations.shape
-        if self.block:  # ViT-ReciproCAM: the block's input and its norm's output, masked alike, run the block
+        native = cap.activations if cap.native is None else cap.native
+        if self.uses_block(native.ndim):  # ViT-ReciproCAM: the block's input and norm output masked alike
             blk = cap.block()
             tensors, axis, run = (blk.x, blk.norm), 2, blk.run
         else:
-            tensors = (cap.activations if cap.native is None else cap.native,)
+            tensors = (native,)
             axis, run = 1 if cap.native is None else cap.channel_axis, cap.tail
         mask = mosaic_mask(tensors[0].shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
         bs = self.batch_size or max(cap.batch_size, 64)

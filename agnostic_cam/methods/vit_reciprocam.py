@@ -23,15 +23,17 @@ class ViTReciproCAM(MosaicMethod):
         cam[i, j] = softmax(g(B(X_ij, N_ij)))_k
 
     Both the residual stream and the norm's output are masked (as the paper and OpenVINO XAI do):
-    masking before the LayerNorm would turn a zeroed token into the norm's bias. ``layer_only=True``
-    masks the layer's tensor alone and lets the network recompute the rest from it (any layer, CNN
-    maps too). ``gaussian=False`` keeps patch (i, j) alone (OpenVINO XAI's ``use_gaussian=False``).
+    masking before the LayerNorm would turn a zeroed token into the norm's bias; a token layer that is
+    neither gets a ModelError naming the fix. ``layer_only=True`` masks the layer's tensor alone and
+    lets the network recompute the rest from it (any layer); that is also what a spatial map (N, C, h, w)
+    or (N, h, w, C) gets by default, where there is no LayerNorm to mask. ``gaussian=False`` keeps patch (i, j) alone (OpenVINO XAI's ``use_gaussian=False``).
     Forward-only (ONNX Runtime); embeddable in the ONNX graph (``Explainer.embed``).
 
     Args:
         gaussian (bool): 3x3 Gaussian neighbourhood instead of one patch. Default True.
         cls_token (bool): keep the class / register tokens in every masked copy. Default True.
-        layer_only (bool): mask the layer's tensor only (no block found or wanted). Default False.
+        layer_only (bool | None): True: mask the layer's tensor only; False: the block (token layers);
+            None (default): the block for token layers, the layer's tensor for spatial maps.
         softmax (bool): softmax over the tail's outputs before reading the target. Default True.
         batch_size (int | None): masked copies per tail pass; None uses max(the explainer's, 64).
 
@@ -45,10 +47,11 @@ class ViTReciproCAM(MosaicMethod):
         ((2, 4, 4), (2, 32, 32))
     """
 
-    def __init__(self, gaussian: bool = True, cls_token: bool = True, layer_only: bool = False, softmax: bool = True,
-                 batch_size: int | None = None):
+    def __init__(self, gaussian: bool = True, cls_token: bool = True, layer_only: bool | None = None,
+                 softmax: bool = True, batch_size: int | None = None):
         super().__init__(softmax, batch_size)
         for name, v in (("gaussian", gaussian), ("cls_token", cls_token), ("layer_only", layer_only)):
-            if not isinstance(v, bool):
-                raise OptionError(f"{name} must be True or False; got {v!r}")
-        self.gaussian, self.keep_prefix, self.block = gaussian, cls_token, not layer_only
+            if not isinstance(v, bool) and not (name == "layer_only" and v is None):
+                raise OptionError(f"{name} must be True or False{' or None' if name == 'layer_only' else ''}; got {v!r}")
+        self.gaussian, self.keep_prefix = gaussian, cls_token
+        self.block = None if layer_only is None else not layer_only
