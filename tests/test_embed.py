@@ -123,7 +123,10 @@ def deit(depth=4):
 
 def test_deit_token_layer_runs_without_us(tmp_path):
     ex = Explainer.from_torch(deit(), "blocks.3.norm1", input_shape=(3, 64, 64), progress=False)
-    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "vit_reciprocam"])
+    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "reciprocam", "vit_reciprocam"])
+    for m in ("cam", "gradcam"):  # a class-token head: no global average pool after the layer
+        with pytest.raises(ModelError, match="global-average-pool \\+ linear head"):
+            ex.embed(None, m)
 
 
 def test_eigencam_power_iteration_channel_gram_and_per_class_cam(tmp_path):
