@@ -1,6 +1,7 @@
 """Issue 26: ONNX files that return their own saliency map (``Explainer.embed``, ``agnostic-cam embed``).
 
-The embedded files run in a subprocess that cannot import agnostic_cam, on plain ONNX Runtime (CPU):
+The embedded files run in a subprocess that cannot import agnostic_cam, on plain ONNX Runtime (CPU; where
+the CUDA provider is available, also on it, against the CPU's outputs within 1e-4 of their scale):
 their original outputs equal the exported graph's (<= 1e-6) and ``saliency`` equals
 ``explain(x, method).heatmap`` (<= 1e-5; Eigen-CAM by power iteration against the SVD <= 1e-3).
 Recipro-CAM and ViT-ReciproCAM are checked against references written here from the papers.
@@ -27,11 +28,14 @@ sys.modules["agnostic_cam"] = None  # the embedded file must need nothing of our
 import numpy as np, onnxruntime as ort
 x = np.load(sys.argv[1])
 out = {}
+cuda = "CUDAExecutionProvider" in ort.get_available_providers()  # a GPU machine: run the files there too
 for i, f in enumerate(sys.argv[2:]):
-    s = ort.InferenceSession(f, providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    for name, v in zip(names, s.run(None, {s.get_inputs()[0].name: x})):
-        out[f"{i}:{name}"] = v
+    for tag, prov in [("", "CPUExecutionProvider")] + ([("cuda:", ("CUDAExecutionProvider", {"use_tf32": "0"}))]
+                                                     if cuda else []):  # TF32 off: float32 as the CPU
+        s = ort.InferenceSession(f, providers=[prov])
+        names = [o.name for o in s.get_outputs()]
+        for name, v in zip(names, s.run(None, {s.get_inputs()[0].name: x})):
+            out[f"{tag}{i}:{name}"] = v
 np.savez(sys.argv[1] + ".out.npz", **out)
 try:
     import agnostic_cam  # noqa: F401
@@ -55,8 +59,12 @@ def run_isolated(tmp_path, x, files):
     got = np.load(str(xp) + ".out.npz")
     res = [{} for _ in files]
     for k in got.files:
-        i, name = k.split(":", 1)
-        res[int(i)][name] = got[k]
+        if not k.startswith("cuda:"):
+            i, name = k.split(":", 1)
+            res[int(i)][name] = got[k]
+    for k in (k for k in got.files if k.startswith("cuda:")):  # the CUDA provider agrees with the CPU's
+        cpu = got[k[len("cuda:"):]]
+        np.testing.assert_allclose(got[k], cpu, atol=1e-4 * (np.abs(cpu).max() + 1), rtol=0, err_msg=k)
     return res
 
 
@@ -88,15 +96,18 @@ def resnet18():
 def test_resnet18_every_method_runs_without_us(tmp_path):
     x = images()
     model = resnet18()
-    check_embedded(tmp_path, Explainer.from_torch(model, "layer4", progress=False), x,
-                   ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"])
+    ex = Explainer.from_torch(model, "layer4", progress=False)
+    # vit_reciprocam on a CNN map: no LayerNorm to mask, the layer's tensor is masked (Gaussian neighbourhoods)
+    check_embedded(tmp_path, ex, x, ["cam", "gradcam", "activation_map", "eigencam", "reciprocam", "vit_reciprocam"])
+    with pytest.raises(ModelError, match="not the input of a pre-norm transformer block"):
+        ex.explain(x, "vit_reciprocam", layer_only=False)
 
 
 def test_mobilenet_v3_small_runs_without_us_and_cam_names_what_embeds(tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v3_small(weights=None).eval()
     ex = Explainer.from_torch(model, "features", input_shape=(3, 64, 64), progress=False)
-    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam"])
+    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "reciprocam"])
     with pytest.raises(ModelError, match="global-average-pool \\+ linear head.*activation_map, eigencam"):
         ex.embed(None, "cam")  # its classifier is Linear-Hardswish-Linear: CAM is not defined there
 
@@ -112,7 +123,10 @@ def deit(depth=4):
 
 def test_deit_token_layer_runs_without_us(tmp_path):
     ex = Explainer.from_torch(deit(), "blocks.3.norm1", input_shape=(3, 64, 64), progress=False)
-    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "vit_reciprocam"])
+    check_embedded(tmp_path, ex, images(), ["activation_map", "eigencam", "reciprocam", "vit_reciprocam"])
+    for m in ("cam", "gradcam"):  # a class-token head: no global average pool after the layer
+        with pytest.raises(ModelError, match="global-average-pool \\+ linear head"):
+            ex.embed(None, m)
 
 
 def test_eigencam_power_iteration_channel_gram_and_per_class_cam(tmp_path):
@@ -165,33 +179,56 @@ def test_reciprocam_equals_the_paper_on_resnet18():
     np.testing.assert_allclose(got.raw, ref, atol=1e-5, rtol=0)
 
 
+def _mosaic(t, keep_cls=True):
+    """(T, d) tokens (a class token, then a g x g grid) -> (g*g, T, d): copy (r, s) keeps the class token and
+    the patch tokens weighted by the 3x3 Gaussian (1/4, 1/8, 1/16) around (r, s), cut at the border."""
+    T, d = t.shape
+    g = int(round((T - 1) ** 0.5))
+    kernel = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float32) / 16
+    mosaic = torch.zeros(g * g, T, d)
+    for p in range(g * g):
+        r, s = divmod(p, g)
+        weights = torch.zeros(g + 2, g + 2)
+        weights[r:r + 3, s:s + 3] = kernel
+        mosaic[p, 0] = t[0] if keep_cls else 0
+        mosaic[p, 1:] = t[1:] * weights[1:-1, 1:-1].reshape(-1, 1)
+    return mosaic
+
+
 def test_vit_reciprocam_equals_the_paper_on_deit():
-    """Byun & Lee 2023: tokens after the next-to-last block; copy (i, j) keeps the class token and the patch tokens
-    weighted by the 3x3 Gaussian around (i, j); the rest of the network's softmax gives the map."""
+    """Byun & Lee 2023 (and OpenVINO XAI's ViTReciproCAM): X, the tokens entering the last block, and LN1(X),
+    its first LayerNorm's output, are both masked (class token kept, 3x3 Gaussian around each patch); the
+    block runs from the two masked tensors (x' = X_ij + Attn(N_ij), then its MLP) and the rest of the network's
+    softmax gives the map. The block is found from its input ('blocks.2') or from its norm ('blocks.3.norm1');
+    ``layer_only=True`` masks the layer's tensor alone and recomputes the norm from it."""
     model, x = deit(), images()
     toks = []
     hook = model.blocks[2].register_forward_hook(lambda m, i, o: toks.append(o.detach()))
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()
     hook.remove()
-    t = toks[0]
-    n, T, d = t.shape
+    t, blk = toks[0], model.blocks[3]
+    n, T, _ = t.shape
     g = int(round((T - 1) ** 0.5))
-    kernel = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float32) / 16
-    ref = np.zeros((n, g, g))
-    for i in range(n):
-        mosaic = torch.zeros(g * g, T, d)
-        mosaic[:, 0] = t[i, 0]
-        for p in range(g * g):
-            r, s = divmod(p, g)
-            weights = torch.zeros(g + 2, g + 2)
-            weights[r:r + 3, s:s + 3] = kernel
-            mosaic[p, 1:] = t[i, 1:] * weights[1:-1, 1:-1].reshape(-1, 1)
-        with torch.no_grad():
-            y = model.forward_head(model.norm(model.blocks[3](mosaic))).double().numpy()
-        ref[i] = softmax(y)[:, int(logits[i].argmax())].reshape(g, g)
+    ref, ref_layer_only = np.zeros((n, g, g)), np.zeros((n, g, g))
+    with torch.no_grad():
+        for i in range(n):
+            k = int(logits[i].argmax())
+            xm, nm = _mosaic(t[i]), _mosaic(blk.norm1(t[i]))
+            h = xm + blk.attn(nm)
+            y = model.forward_head(model.norm(h + blk.mlp(blk.norm2(h)))).double().numpy()
+            ref[i] = softmax(y)[:, k].reshape(g, g)
+            y = model.forward_head(model.norm(blk(xm))).double().numpy()
+            ref_layer_only[i] = softmax(y)[:, k].reshape(g, g)
+    assert np.abs(ref - ref_layer_only).max() > 1e-3  # the two definitions differ on this model
+    for layer in ("blocks.2", "blocks.3.norm1"):
+        ex = Explainer.from_torch(model, layer, input_shape=(3, 64, 64), progress=False)
+        np.testing.assert_allclose(ex.explain(x, "vit_reciprocam").raw, ref, atol=1e-5, rtol=0, err_msg=layer)
     ex = Explainer.from_torch(model, "blocks.2", input_shape=(3, 64, 64), progress=False)
-    np.testing.assert_allclose(ex.explain(x, "vit_reciprocam").raw, ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ex.explain(x, "vit_reciprocam", layer_only=True).raw, ref_layer_only, atol=1e-5, rtol=0)
+    last = Explainer.from_torch(model, "blocks.3", input_shape=(3, 64, 64), progress=False)
+    with pytest.raises(ModelError, match="not the input of a pre-norm transformer block.*layer_only=True"):
+        last.explain(x, "vit_reciprocam")  # the last block's output feeds the final norm, not a block
 
 
 def test_cli_embeds_a_bare_onnx_file(tmp_path):

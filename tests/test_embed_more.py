@@ -12,6 +12,29 @@ from agnostic_cam import Explainer  # noqa: E402
 from test_embed import check_embedded, run_isolated  # noqa: E402
 
 
+@pytest.mark.parametrize("name, methods", [
+    ("resnet50", ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"]),
+    ("efficientnet_b0", ["cam", "gradcam", "activation_map", "eigencam", "reciprocam"]),
+    ("convnext_tiny", ["activation_map", "eigencam", "reciprocam"]),  # its head: LayerNorm2d, Flatten, Linear
+])
+def test_issue_models_every_embeddable_method_runs_without_us(tmp_path, name, methods):
+    """Issue 26's torchvision list beyond ResNet-18 and MobileNetV3 (tests/test_embed.py): every method that
+    embeds on the model, at 64 px (a 2x2 last feature map; scripts/embed_check.py runs them at 224 px)."""
+    import torchvision
+
+    from agnostic_cam.errors import ModelError
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    layer = "layer4" if name == "resnet50" else "features"
+    ex = Explainer.from_torch(model, layer, input_shape=(3, 64, 64), progress=False)
+    check_embedded(tmp_path, ex, np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32), methods)
+    if "cam" not in methods:
+        with pytest.raises(ModelError, match="global-average-pool \\+ linear head"):
+            ex.embed(None, "cam")
+
+
 def test_audit_reads_the_embedded_map_from_the_forward_pass(tmp_path):
     """A file with a 'saliency' output is audited on that map (method 'embedded'); with --embedded
     next to --methods both are scored, and the embedded map's metrics equal CAM's."""
@@ -118,3 +141,40 @@ def test_cli_input_shape_for_a_file_of_any_size(tmp_path):
     for size in (32, 48):
         x = tiny_images(size=size)
         np.testing.assert_allclose(sess.run(["saliency"], {"input": x})[0], ex.explain(x, "cam").heatmap, atol=1e-5)
+
+
+def test_keras_vit_reciprocam_masks_the_block_as_the_paper(tmp_path):
+    """ViT-ReciproCAM on a Keras ViT (tf2onnx graph; tests/test_keras_vit.py's mini ViT, 32 px, a 4x4 grid):
+    the tokens entering block 1 and its first LayerNorm's output, both masked (3x3 Gaussian, class token
+    kept), through block 1's own layers and the head (reference written here with the model's layers);
+    the embedded file gives the same map."""
+    pytest.importorskip("keras")
+    from test_keras_vit import GRID, mini_vit
+
+    import keras
+
+    model = mini_vit()
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    L = model.get_layer
+    tokens = np.asarray(keras.Model(model.input, L("block0_add2").output)(x))
+    logits = np.asarray(model(x))
+    k = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16
+    ref = np.zeros((2, GRID, GRID))
+    for i in range(2):
+        t, nt = tokens[i], np.asarray(L("block1_ln1")(tokens[i:i + 1]))[0]
+        xm, nm = np.repeat(t[None], GRID * GRID, 0), np.repeat(nt[None], GRID * GRID, 0)
+        for p in range(GRID * GRID):
+            w = np.zeros((GRID + 2, GRID + 2), np.float32)
+            w[p // GRID:p // GRID + 3, p % GRID:p % GRID + 3] = k
+            xm[p, 1:] *= w[1:-1, 1:-1].reshape(-1, 1)
+            nm[p, 1:] *= w[1:-1, 1:-1].reshape(-1, 1)
+        h = xm + np.asarray(L("block1_mha")(nm, nm))
+        h = h + np.asarray(L("block1_fc2")(L("block1_fc1")(L("block1_ln2")(h))))
+        y = np.asarray(L("head")(L("pool")(L("final_ln")(h))), np.float64)
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        ref[i] = (e / e.sum(axis=1, keepdims=True))[:, logits[i].argmax()].reshape(GRID, GRID)
+    for layer in ("block0_add2", "block1_ln1"):  # the block's input, or its norm (LayerNorm decomposed by tf2onnx)
+        ex = Explainer.from_keras(model, layer, progress=False)
+        np.testing.assert_allclose(ex.explain(x, "vit_reciprocam").raw, ref, atol=1e-5, rtol=0, err_msg=layer)
+        (tmp_path / layer).mkdir()
+        check_embedded(tmp_path / layer, ex, x, ["vit_reciprocam"], shape=(32, 32, 3))

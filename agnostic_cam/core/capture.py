@@ -22,6 +22,7 @@ from agnostic_cam.core import layout as L
 from agnostic_cam.targets import TargetSpec, for_rows, select_scores
 from agnostic_cam.core.attention import AttentionCapture, gather
 from agnostic_cam.core.batching import batched_gradients, gradient_batch
+from agnostic_cam.core.block_tail import BlockTails
 from agnostic_cam.core.checks import checked_capture, verify_tail
 from agnostic_cam.errors import ModelError
 
@@ -96,6 +97,7 @@ class Capture:
     channel_axis: int | None = 1
     native_from_chw: Callable[[np.ndarray], np.ndarray] | None = None
     attention: AttentionCapture | None = None  # for Needs.ATTENTION* (see agnostic_cam.core.attention)
+    block: Callable[[], Any] | None = None  # Needs.TAIL: the pre-norm block at the layer (core.block_tail)
 
     spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
 
@@ -165,6 +167,7 @@ class Capturer:
         self.attention = attention  # attention primitives (adapters.attention.AttentionSource), or None
         self._tails: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._tails_lock = threading.Lock()  # tail graphs are cut once, also when threads race for them
+        self._blocks = BlockTails()
 
     def __call__(self, x: np.ndarray, spec: TargetSpec, needs: Needs, rule: str = "vanilla",
                  progress: bool | None = None, method: str = "", batch_size: int | None = None,
@@ -228,6 +231,7 @@ class Capturer:
             cap.batch_size = batch_size or engine.batch_size_for(x)
             if needs & Needs.TAIL:
                 cap.tail = self._tail(engine, x, cap)
+                cap.block = lambda e=engine: self._blocks(e, src, x, cap.outputs)
         checked_capture(cap)
         return cap
 

@@ -1,5 +1,6 @@
 """Recipro-CAM / ViT-ReciproCAM inside the graph: the tail after the layer runs once more, on every
-image's h*w masked copies of the layer's tensor batched together (N*h*w rows).
+image's h*w masked copies of the layer's tensor batched together (N*h*w rows); ViT-ReciproCAM masks
+the pre-norm block's input and its first norm's output (:mod:`agnostic_cam.engine.blocks`) alike.
 
 The tail's nodes are copied with their tensors renamed (weights shared with the original graph); the
 tensors it needs from before the layer (skip connections around it) are repeated h*w times per image,
@@ -11,14 +12,15 @@ from __future__ import annotations
 import onnx
 
 from agnostic_cam.embed.maps import Context
+from agnostic_cam.engine.blocks import prenorm_block
 from agnostic_cam.engine.graph import FLOAT_TYPES, cut_tail, infer_shapes, tensor_shape
 from agnostic_cam.errors import ModelError
 from agnostic_cam.methods.reciprocam import mosaic_mask
 
 
-def _renamed_tail(ctx: Context) -> tuple[list[onnx.NodeProto], list[str], str]:
-    """The tail's nodes reading ``<prefix>`` names, its extra inputs, and its renamed output."""
-    tail = cut_tail(ctx.model, ctx.native, [ctx.output])
+def _renamed_tail(ctx: Context, starts: tuple[str, ...]) -> tuple[list[onnx.NodeProto], list[str], str]:
+    """The tail after tensors ``starts``: its nodes reading ``<prefix>`` names, its extra inputs, the prefix."""
+    tail = cut_tail(ctx.model, starts[0], [ctx.output], starts[1:])
     inits = {i.name for i in tail.model.graph.initializer}
     prefix = ctx.b.fresh("tail") + "/"
 
@@ -49,13 +51,20 @@ def _check_extras(ctx: Context, extras: list[str]) -> None:
 def reciprocam(ctx: Context):
     b, m = ctx.b, ctx.method
     _, h, w = ctx.shape
-    mask = mosaic_mask(ctx.native_shape, ctx.channel_axis, (h, w), m.gaussian, m.keep_prefix)
-    nodes, extras, prefix = _renamed_tail(ctx)
+    # ViT-ReciproCAM: the pre-norm block's input and its first norm's output, masked alike (the Python method's
+    # Capture.block); else the layer's own tensor
+    block = m.uses_block(len(ctx.native_shape) + 1)
+    starts = prenorm_block(ctx.model, ctx.native, ctx.output) if block else (ctx.native,)
+    axis = 2 if block else ctx.channel_axis
+    mask = mosaic_mask(ctx.native_shape, axis, (h, w), m.gaussian, m.keep_prefix)
+    nodes, extras, prefix = _renamed_tail(ctx, starts)
     _check_extras(ctx, extras)
     mask = mask.astype(onnx.helper.tensor_dtype_to_np_dtype(ctx.native_type))  # 0, 1 and 1/16..1/4: exact in fp16
-    masked = b.op("Mul", [b.unsqueeze(ctx.native, [1]), b.const(mask, "mosaic_mask")])   # (N, hw, ...)
-    b.nodes.append(onnx.helper.make_node("Reshape", [masked, b.concat([b.ints([-1]), b.shape(ctx.native, 1)])],
-                                         [prefix + ctx.native], name=prefix + "mosaic"))
+    mask = b.const(mask, "mosaic_mask")
+    for t in starts:
+        masked = b.op("Mul", [b.unsqueeze(t, [1]), mask])   # (N, hw, ...)
+        b.nodes.append(onnx.helper.make_node("Reshape", [masked, b.concat([b.ints([-1]), b.shape(t, 1)])],
+                                             [prefix + t], name=prefix + "mosaic_" + t))
     for e in extras:
         b.nodes.append(onnx.helper.make_node("Identity", [b.repeat_rows(e, h * w)], [prefix + e],
                                              name=prefix + "repeat_" + e))

@@ -78,6 +78,11 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
+def _is_float(vi: onnx.ValueInfoProto | None) -> bool:
+    """Whether a tensor is float (or of unknown type, taken as float): what a tail takes from its head."""
+    return vi is None or vi.type.tensor_type.elem_type in (0, *FLOAT_TYPES, onnx.TensorProto.BFLOAT16)
+
+
 @dataclass
 class Tail:
     """The part of a graph from a tensor to the outputs.
@@ -92,8 +97,9 @@ class Tail:
     outputs: list[str]
 
 
-def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
+def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str], also: tuple[str, ...] = ()) -> Tail:
     """Extract the subgraph that maps tensor ``start`` (and whatever else it needs) to ``outputs``.
+    ``also``: further tensors the tail takes as inputs after ``start`` instead of computing them.
 
     Nodes needed for ``outputs`` that do not depend on the graph input (constants, shape
     arithmetic on weights) go into the tail; nodes that depend on the input but not on
@@ -103,12 +109,13 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
     inits = {i.name for i in g.initializer}
     graph_inputs = [i.name for i in g.input if i.name not in inits]
     producer = {o: idx for idx, n in enumerate(g.node) for o in n.output if o}
-    if start not in producer and start not in graph_inputs:
-        raise ModelError(f"tensor {start!r} does not exist in the ONNX graph")
+    for s in (start, *also):
+        if s not in producer and s not in graph_inputs:
+            raise ModelError(f"tensor {s!r} does not exist in the ONNX graph")
 
     # Forward reachability: which tensors depend on the graph input / on `start`.
     dep_input: set[str] = set(graph_inputs)
-    dep_start: set[str] = {start}
+    dep_start: set[str] = {start, *also}
     for n in g.node:  # ONNX nodes are topologically sorted
         ins = [i for i in n.input if i]
         if any(i in dep_input for i in ins):
@@ -117,19 +124,20 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
             dep_start.update(o for o in n.output if o)
 
     # Backward from the outputs, stopping at `start` and at head tensors.
+    infos = _value_infos(infer_shapes(model))
     needed_nodes: set[int] = set()
     extra: list[str] = []
     stack = list(outputs)
     seen: set[str] = set()
     while stack:
         t = stack.pop()
-        if t in seen or t == start or t in inits or not t:
+        if t in seen or t == start or t in also or t in inits or not t:
             continue
         seen.add(t)
-        if t in dep_input and t not in dep_start:
-            extra.append(t)  # computed by the head from the image, fed to the tail
-            continue
         idx = producer.get(t)
+        if t in dep_input and t not in dep_start and (idx is None or _is_float(infos.get(t))):
+            extra.append(t)  # computed by the head from the image, fed to the tail (shape arithmetic and other
+            continue         # non-float tensors are recomputed in the tail from float ones, on the tail's rows)
         if idx is None:
             continue
         needed_nodes.add(idx)
@@ -140,7 +148,6 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
 
     nodes = [g.node[i] for i in sorted(needed_nodes)]
     used = {i for n in nodes for i in n.input}
-    infos = _value_infos(infer_shapes(model))
 
     def vi(name: str) -> onnx.ValueInfoProto:
         v = infos.get(name)
@@ -154,7 +161,7 @@ def cut_tail(model: onnx.ModelProto, start: str, outputs: list[str]) -> Tail:
     graph = helper.make_graph(
         nodes,
         f"{g.name}_tail",
-        [vi(start)] + [vi(e) for e in extra],
+        [vi(s) for s in (start, *also)] + [vi(e) for e in extra],
         [vi(o) for o in outputs],
         initializer=[i for i in g.initializer if i.name in used],
     )

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.engine import graph as G
+from agnostic_cam.engine.blocks import prenorm_block
 from agnostic_cam.errors import InputError, MissingDependencyError, MissingFileError, ModelError
 
 # Bytes of input per batch the engine aims for when the caller does not choose a batch size.
@@ -267,10 +268,16 @@ class OnnxEngine:
         """A new engine on the same graph that also outputs the tensors ``names``."""
         return OnnxEngine(G.with_outputs(self.model, list(names)), self.providers, self._batch_size, self._io_binding)
 
-    def tail(self, start: str, outputs: Sequence[str] | None = None) -> tuple[OnnxEngine, list[str]]:
-        """Engine for the part of the graph after tensor ``start``; also the extra inputs it needs."""
-        t = G.cut_tail(self.model, start, list(outputs or self.output_names[:1]))
+    def tail(self, start: str, outputs: Sequence[str] | None = None, also: tuple[str, ...] = ()
+             ) -> tuple[OnnxEngine, list[str]]:
+        """Engine for the part of the graph after tensor ``start`` (and tensors ``also``, fed instead of
+        computed); also the extra inputs it needs."""
+        t = G.cut_tail(self.model, start, list(outputs or self.output_names[:1]), tuple(also))
         return OnnxEngine(t.model, self.providers, self._batch_size, self._io_binding), t.extra_inputs
+
+    def prenorm_block(self, tensor: str, output: str) -> tuple[str, str]:
+        """(block input, its first norm's output) of the pre-norm block at ``tensor`` (engine.blocks)."""
+        return prenorm_block(self.model, tensor, output)
 
     def reads(self, source: str, target: str) -> bool:
         """Whether tensor ``target`` is computed from tensor ``source`` in this engine's graph."""

@@ -65,6 +65,11 @@ class MosaicMethod(Method):
     needs = Needs.ACTIVATIONS | Needs.TAIL
     gaussian = False
     keep_prefix = False
+    block: bool | None = False  # mask a pre-norm block's input and norm output (ViT-ReciproCAM); None: for tokens
+
+    def uses_block(self, native_rank: int) -> bool:
+        """Whether to mask the block, for a layer tensor of ``native_rank`` (batch included; 3: tokens)."""
+        return self.block if self.block is not None else native_rank == 3
 
     def __init__(self, softmax: bool = True, batch_size: int | None = None):
         if not isinstance(softmax, bool):
@@ -75,8 +80,13 @@ class MosaicMethod(Method):
     def compute(self, cap: Capture) -> np.ndarray:
         n, _, h, w = cap.activations.shape
         native = cap.activations if cap.native is None else cap.native
-        axis = 1 if cap.native is None else cap.channel_axis
-        mask = mosaic_mask(native.shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
+        if self.uses_block(native.ndim):  # ViT-ReciproCAM: the block's input and norm output masked alike
+            blk = cap.block()
+            tensors, axis, run = (blk.x, blk.norm), 2, blk.run
+        else:
+            tensors = (native,)
+            axis, run = 1 if cap.native is None else cap.channel_axis, cap.tail
+        mask = mosaic_mask(tensors[0].shape[1:], axis, (h, w), self.gaussian, self.keep_prefix)
         bs = self.batch_size or max(cap.batch_size, 64)
         hw = h * w
         out = np.empty(n * hw, dtype=np.float64)
@@ -84,8 +94,7 @@ class MosaicMethod(Method):
         with cap.progress_bar(n * hw, self.name) as bar:
             for lo in range(0, n * hw, bs):
                 rows = np.arange(lo, min(lo + bs, n * hw))
-                batch = (native[image[rows]] * mask[rows % hw]).astype(np.float32)
-                y = cap.tail(batch, image[rows])
+                y = run(*[(t[image[rows]] * mask[rows % hw]).astype(np.float32) for t in tensors], image[rows])
                 out[rows] = cap.row_scores(softmax(y) if self.softmax else y, image[rows])
                 bar.update(len(rows))
         out = out.reshape(n, hw)
