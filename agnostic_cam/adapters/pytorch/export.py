@@ -87,7 +87,7 @@ def _aa_symbolic(name: str):
 
         node = g.original_node  # the traced aten node: static input and output sizes
         src = next(iter(node.inputs())).type()
-        (_, _, h0, w0), (_, _, h1, w1) = src.sizes(), node.output().type().sizes()
+        (_, _, h0, w0), (_, _, h1, w1) = src.varyingSizes(), node.output().type().varyingSizes()  # batch: None
         align = bool(sh._maybe_get_const(args[1], "b"))
         if len(args) == 3:  # .vec: (output_size, align_corners, scale_factors)
             scales = (None, None) if sh._is_none(args[2]) else tuple(sh._get_const(args[2], "fs", "scale_factors"))
