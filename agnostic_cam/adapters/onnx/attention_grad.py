@@ -58,7 +58,7 @@ class AttentionGradients:
         self._modules: OrderedDict = OrderedDict()  # input shape -> converted module (most recent last)
         self._lock = threading.Lock()
 
-    MAX_SHAPES = 3
+    MAX_SHAPES = 2  # a batch size and the last, smaller chunk; each module holds its own copy of the weights
 
     def module_for(self, shape: tuple):
         """The converted graph specialised to inputs of ``shape`` (see the module doc)."""
