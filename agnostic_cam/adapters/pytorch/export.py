@@ -119,8 +119,9 @@ def aa_resize_symbolics():
     # path moved in torch 2.9: torch.onnx._internal[.torchscript_exporter].registration)
     registry = getattr(getattr(sys.modules.get(register_custom_op_symbolic.__module__), "registration", None),
                        "registry", None)
-    known = getattr(registry, "is_registered_op", None)
-    ours = [] if known is None else [n for n in AA_OPS if not known(n, _OPSET)]
+    known, table = getattr(registry, "is_registered_op", None), getattr(registry, "_registry", None)
+    ours = [] if known is None or not isinstance(table, dict) else [n for n in AA_OPS if not known(n, _OPSET)]
+    fresh = [n for n in ours if n not in table]  # ops without any translation: their entry goes again after
     for n in ours:
         register_custom_op_symbolic(n, _aa_symbolic(n), _OPSET)
     try:
@@ -128,3 +129,5 @@ def aa_resize_symbolics():
     finally:
         for n in ours:
             unregister_custom_op_symbolic(n, _OPSET)
+        for n in fresh:  # (an emptied entry would make the user's own export fail with a confusing error)
+            table.pop(n, None)
