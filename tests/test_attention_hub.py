@@ -162,19 +162,20 @@ def test_antialiased_resize_export_equals_pytorch(torch):
     class Resize(torch.nn.Module):
         def __init__(self, mode, size, align):
             super().__init__()
-            self.mode, self.size, self.align = mode, size, align
+            self.mode, self.align = mode, align
+            self.size, self.scale = (size, None) if isinstance(size[0], int) else (None, size)
             self.w = torch.nn.Parameter(torch.randn(1, 3, 7, 5, generator=torch.Generator().manual_seed(1)))
 
         def forward(self, x):  # a weight resized like a position embedding, plus the image's own resize
-            w = torch.nn.functional.interpolate(self.w, size=self.size, mode=self.mode, align_corners=self.align,
+            w = torch.nn.functional.interpolate(self.w, size=(12, 12), mode=self.mode, align_corners=self.align,
                                                 antialias=True)
-            y = torch.nn.functional.interpolate(x, size=self.size, mode=self.mode, align_corners=self.align,
-                                                antialias=True)
-            return (y * w).flatten(1)
+            y = torch.nn.functional.interpolate(x * w, size=self.size, scale_factor=self.scale, mode=self.mode,
+                                                align_corners=self.align, antialias=True)
+            return y.flatten(1)
 
     x = images(12)
     for mode in ("bicubic", "bilinear"):
-        for size, align in (((3, 11), False), ((16, 4), True), ((12, 12), False)):
+        for size, align in (((3, 11), False), ((16, 4), True), ((12, 12), False), ((0.75, 1.4), False)):
             m = Resize(mode, size, align).eval()
             before = fingerprint(m)
             ex = strict_explainer(m)

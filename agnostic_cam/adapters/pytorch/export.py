@@ -76,11 +76,11 @@ def _axis_matrix(op, n_in: int, n_out: int, align: bool, scale) -> torch.Tensor:
     """(n_out, n_in): the 1-D resize as a matrix, PyTorch's kernel applied to identity rows (along
     the last axis: the kernel's height pass on a width-1 image is not the 1-D resize)."""
     eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, 1, n_in)
-    return op(eye, [1, n_out], align, None if scale is None else [1.0, scale]).reshape(n_in, n_out).T
+    return op(eye, [1, n_out], align, None, scale).reshape(n_in, n_out).T
 
 
 def _aa_symbolic(name: str):
-    op = getattr(torch.ops.aten, name.split("::")[1]).vec
+    op = getattr(torch.ops.aten, name.split("::")[1]).default  # (x, output_size, align_corners, scales_h, scales_w)
 
     def symbolic(g, x, *args):
         from torch.onnx import symbolic_helper as sh
@@ -95,7 +95,7 @@ def _aa_symbolic(name: str):
             scales = tuple(None if sh._is_none(a) else sh._get_const(a, "f", "scale") for a in args[2:4])
         wh, ww = _axis_matrix(op, h0, h1, align, scales[0]), _axis_matrix(op, w0, w1, align, scales[1])
         probe = torch.randn(2, 3, h0, w0, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        want = op(probe, [h1, w1], align, None if scales[0] is None else list(scales))
+        want = op(probe, [h1, w1], align, *scales)
         if not torch.allclose(wh @ probe @ ww.T, want, rtol=1e-9, atol=1e-9):
             raise RuntimeError(f"{name} is not the separable resize it was taken for")
         dtype = src.dtype() if src.dtype() is not None else torch.float32
