@@ -10,7 +10,10 @@
 Ours is timed as ``Explainer.explain`` runs (one-time export and conversion excluded: each is
 called once before timing); peers as users run them. Medians of ``--repeat`` alternating calls.
 
-    python scripts/benchmark_attention.py [--batch 1] [--repeat 5] [--update-docs]
+    python scripts/benchmark_attention.py [--batch 1] [--repeat 5] [--quick] [--update-docs]
+
+``--quick``: 2 repeats (a smoke run of the whole table, about a minute on a quiet 2-core machine);
+``--update-docs`` writes the table into docs/benchmarks.md (scripts/docs_section.py).
 """
 from __future__ import annotations
 
@@ -86,8 +89,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 repeats: check the table regenerates, not a measurement")
     ap.add_argument("--update-docs", action="store_true")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 2
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     x = np.random.default_rng(0).normal(size=(args.batch, 3, 224, 224)).astype(np.float32)

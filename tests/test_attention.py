@@ -191,52 +191,7 @@ def test_legrad_equals_torchcam(torch, tv_vit):
     close(Explainer.from_onnx(buf.getvalue(), progress=False).explain(x, "legrad", target=[TARGET, 5]).raw, want, 1e-4)
 
 
-# -- Hugging Face ViT and DINOv2 with registers ---------------------------------------------------------
-def hf_model(torch, kind):
-    import transformers as tr
-
-    torch.manual_seed(3)
-    common = dict(image_size=SIZE, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, num_labels=10, attn_implementation="sdpa")
-    if kind == "vit":
-        net = tr.ViTForImageClassification(tr.ViTConfig(**common))
-    else:
-        net = tr.Dinov2WithRegistersForImageClassification(tr.Dinov2WithRegistersConfig(num_register_tokens=4, **common))
-
-    class Logits(torch.nn.Module):  # the hub helper makes ModelOutput load with no options; until then
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net(pixel_values=x).logits
-
-    return Logits().eval()
-
-
-@pytest.mark.parametrize("kind,prefix", [("vit", 1), ("dinov2_reg", 5)])
-def test_hugging_face_models_run_all_three(torch, kind, prefix):
-    model = hf_model(torch, kind)
-    if kind == "vit":
-        last = next(n for n, _ in model.named_modules() if n.endswith(("layers.1", "layer.1")))
-        ex = Explainer.from_torch(model, last, input_shape=(3, SIZE, SIZE), layer_layout="tokens", progress=False)
-    else:  # DINOv2 resizes its position embedding with antialiased bicubic when traced, which only the
-        # dynamo exporter writes (opset 18): explained as today's exporter's ONNX file
-        prog = torch.onnx.export(model, (torch.zeros(1, 3, SIZE, SIZE),), dynamo=True, input_names=["x"],
-                                 dynamic_shapes={"x": {0: torch.export.Dim("n")}}, verbose=False)
-        ex = Explainer.from_onnx(prog.model_proto, progress=False)
-    assert len(ex.layers(kind="attention")) == 2
-    # reference rollout from the eager attention probabilities the model returns with output_attentions
-    model.net.set_attn_implementation("eager")
-    with torch.no_grad():
-        att = model.net(pixel_values=torch.from_numpy(X), output_attentions=True).attentions
-    maps = [a.double().numpy() for a in att]
-    assert maps[0].shape[-1] == prefix + 16
-    close(ex.explain(X, "attention_rollout").raw, ref_rollout(maps, prefix=prefix), 1e-5)  # registers dropped
-    for method in ("chefer", "legrad"):
-        exp = ex.explain(X, method, target=TARGET)
-        assert exp.raw.shape == (2, 4, 4) and np.isfinite(exp.raw).all() and exp.heatmap.shape == (2, SIZE, SIZE)
-        assert not exp.degenerate.any()
+# (Hugging Face ViT, DeiT, DINOv2 (with registers), CLIP vision and open_clip: test_attention_hub.py)
 
 
 # -- token bookkeeping and typed errors ------------------------------------------------------------------
@@ -339,6 +294,33 @@ def test_deit_distillation_token_is_not_a_patch(torch):
     ex = Explainer.from_torch(m, "blocks.1", input_shape=(3, SIZE, SIZE), layer_layout="tokens", progress=False)
     close(ex.explain(X, "attention_rollout").raw, ref_rollout(maps, prefix=2), 1e-5)
     assert ex.explain(X, "legrad", target=TARGET).raw.shape == (2, 4, 4)
+
+
+def test_specialised_gradient_graph_equals_the_dynamic_one(torch, vit):
+    """The gradient graph is converted per input shape with its shape bookkeeping folded (ONNX Runtime's
+    basic optimisations): far fewer modules, the same outputs, maps and per-block gradients."""
+    from agnostic_cam import compat
+    from agnostic_cam.adapters.onnx.attention_grad import AttentionGradients
+    from agnostic_cam.adapters.onnx.torch_gradients import TorchGradients
+    from agnostic_cam.engine.attention import find_attention
+    from agnostic_cam.targets import TargetSpec
+    import onnx
+
+    buf = io.BytesIO()
+    compat.torch_onnx_export_legacy(vit, (torch.zeros(1, 3, SIZE, SIZE),), buf, opset_version=17, input_names=["x"],
+                                    output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    model = onnx.load_from_string(buf.getvalue())
+    att = find_attention(model)
+    ag = AttentionGradients(model, "y", [a.name for a in att], [a.output for a in att], att[-1].output)
+    folded, dynamic = ag.module_for(X.shape), TorchGradients._convert(ag._graph)
+    assert len(list(folded.modules())) < len(list(dynamic.modules()))  # (timm ViT, 2 blocks: 100 against 130)
+    spec = TargetSpec(np.array([TARGET, 5]), 2)
+    got = ag(X, spec, final=True)
+    ag._modules[X.shape] = dynamic  # the same call on the graph converted as exported
+    want = ag(X, spec, final=True)
+    for key in ("outputs", "maps", "grads", "block_grads"):
+        for g, w in zip(*((v if isinstance(v, list) else [v]) for v in (got[key], want[key]))):
+            close(g, w, 1e-5)
 
 
 def test_without_gradient_backend_rollout_only(torch, vit):

@@ -10,6 +10,10 @@ one thread, 120 ms on two. Results are the same (the products are small).
 
 The limit is process-wide while it is held (threadpoolctl has no per-thread limit) and is lifted
 when the explain call or audit ends, also on an exception.
+
+Finding the loaded BLAS libraries (threadpoolctl walks every shared object of the process) took
+about 5 ms per explain call; the controller is kept and found again only when a module was
+imported since (a new extension module may have loaded another BLAS).
 """
 from __future__ import annotations
 
@@ -20,6 +24,18 @@ import threading
 _lock = threading.Lock()
 _holders = 0
 _limiter = None
+_controller: list = [None, -1]  # (threadpoolctl.ThreadpoolController, len(sys.modules) when it was made)
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the loaded libraries, made again when modules were imported since."""
+    import sys
+
+    from threadpoolctl import ThreadpoolController
+
+    if _controller[0] is None or _controller[1] != len(sys.modules):
+        _controller[:] = [ThreadpoolController(), len(sys.modules)]
+    return _controller[0]
 
 
 @contextlib.contextmanager
@@ -34,11 +50,11 @@ def blas_one_thread():
     with _lock:
         if _holders == 0:
             try:
-                from threadpoolctl import threadpool_limits
+                controller = _blas_controller()
             except ImportError:
                 _limiter = None
             else:
-                _limiter = threadpool_limits(1, user_api="blas")
+                _limiter = controller.limit(limits=1, user_api="blas")
         _holders += 1
     try:
         yield
