@@ -42,12 +42,12 @@ def image_layout(layout: str) -> str:
 
 def channel_axis(layout: str, ndim: int = 4) -> int:
     """Channel axis of a rank-``ndim`` batch in ``layout`` (4: images, 5: volumes)."""
-    return 1 if layout == NCHW else ndim - 1
+    return 1 if layout in CHANNELS_FIRST else ndim - 1
 
 
 def spatial_axes(layout: str, ndim: int = 4) -> tuple[int, ...]:
     """(H axis, W axis) of a rank-4 batch in ``layout``; (D, H, W) axes of a rank-5 one."""
-    return tuple(range(2, ndim)) if layout == NCHW else tuple(range(1, ndim - 1))
+    return tuple(range(2, ndim)) if layout in CHANNELS_FIRST else tuple(range(1, ndim - 1))
 
 
 def spatial_size(shape: tuple, layout: str) -> tuple:
@@ -75,12 +75,12 @@ def shape_text(layout: str, batch: bool = True, ndim: int = 4) -> str:
 
 def to_chw(a: np.ndarray, layout: str) -> np.ndarray:
     """A batch in ``layout`` -> channel-first (N, C, H, W) (volumes: (N, C, D, H, W)), contiguous."""
-    return np.ascontiguousarray(np.moveaxis(a, -1, 1)) if layout == NHWC else a
+    return np.ascontiguousarray(np.moveaxis(a, -1, 1)) if layout in (NHWC, NDHWC) else a
 
 
 def from_chw(a: np.ndarray, layout: str) -> np.ndarray:
     """A channel-first (N, C, H, W) (or (N, C, D, H, W)) batch -> ``layout``, contiguous."""
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if layout == NHWC else a
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if layout in (NHWC, NDHWC) else a
 
 
 def transpose_fix(layout: str, ndim: int = 4) -> str:
