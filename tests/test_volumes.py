@@ -1,0 +1,133 @@
+"""Volumes and clips (N, C, D, H, W): layouts, trilinear post-processing and the CAM family on D x H x W.
+
+References are independent: explicit NumPy transposes, ``torch.nn.functional.interpolate`` (trilinear),
+pytorch-grad-cam 1.5.7's own 3-D code (``get_cam_image`` on its captured activations / gradients), and
+formulas written here (Score-CAM's masks and softmax, Ablation-CAM's score drops through r3d_18's own head).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agnostic_cam import Explainer
+from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
+from agnostic_cam.core.imaging import cam_to_heatmap, minmax, resize_trilinear
+from agnostic_cam.demo.volume import VOLUME_LAYER, keras_cnn3d, tiny_cnn3d, tiny_volumes
+from agnostic_cam.errors import LayoutError, OptionError
+
+CAMS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam", "ablationcam"]
+
+
+# -- layouts -------------------------------------------------------------------------------------
+def test_volume_layer_layouts_match_explicit_transposes():
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 5, 3, 4, 6)).astype(np.float32)  # (N, C, d, h, w)
+    cl = np.ascontiguousarray(a.transpose(0, 2, 3, 4, 1))  # (N, d, h, w, C)
+    assert L.LayerLayout("NDHWC").to_chw(cl).tobytes() == a.tobytes()
+    assert L.LayerLayout("NDHWC").from_chw(a).tobytes() == cl.tobytes()
+    assert L.LayerLayout("NCDHW").to_chw(a) is a
+    assert L.LayerLayout("NDHWC").chw_shape(cl.shape) == a.shape
+    tok = np.concatenate([rng.random((2, 1, 5)), cl.reshape(2, 3 * 4 * 6, 5)], axis=1).astype(np.float32)
+    lay = L.LayerLayout("tokens", prefix=1, grid=(3, 4, 6))
+    assert lay.to_chw(tok).tobytes() == a.tobytes() and lay.chw_shape(tok.shape) == a.shape
+    assert L.LayerLayout("tokens", grid=(3, 4, 6)).from_chw(a).tobytes() == cl.reshape(2, -1, 5).tobytes()
+    assert L.as_layer_layout("ndhwc") == L.LayerLayout("NDHWC") and L.LayerLayout("NDHWC").channel_axis == -1
+    # the image helpers take any rank
+    assert L.spatial_size((2, 3, 8, 32, 32), "NCHW") == (8, 32, 32)
+    assert L.spatial_size((2, 8, 32, 32, 3), "NHWC") == (8, 32, 32)
+    assert L.channels((2, 8, 32, 32, 3), "NHWC") == 3
+    assert L.to_chw(cl, "NHWC").tobytes() == a.tobytes()
+
+
+def test_volume_layouts_detected_from_strides_or_refused():
+    # r3d_18's layer4 for 8 x 64 x 64 clips: time strided by 8, space by 16
+    assert LD.detect_layer_layout((1, 512, 1, 4, 4), (8, 64, 64)) == L.LayerLayout("NCDHW")
+    assert LD.detect_layer_layout((1, 4, 8, 8, 96), (8, 64, 64)) == L.LayerLayout("NDHWC")  # Video Swin stage
+    assert LD.detect_layer_layout((1, 8, 4, 16, 16), (8, 32, 32), "channels_first") == L.LayerLayout("NCDHW")
+    with pytest.raises(LayoutError, match="NCDHW' or 'NDHWC"):  # both readings fit: never guessed
+        LD.detect_layer_layout((1, 4, 4, 4, 4), (8, 16, 16))
+    with pytest.raises(LayoutError, match="rank-5"):
+        LD.detect_layer_layout((1, 4, 4, 4, 4), (16, 16))
+    with pytest.raises(LayoutError, match="rank-4"):  # a declared 2-D layout for a 3-D tensor
+        LD.resolve_layer_layout(L.LayerLayout("NCHW"), (1, 512, 1, 4, 4), (8, 64, 64))
+    # tubelet token grids: prefix + t*h*w, settled by the 3-D patch embedding's grid
+    splits = L.grid_candidates(1 + 4 * 8 * 8, (8, 32, 32))
+    assert (1, 4, 8, 8) in splits
+    lay = LD.detect_layer_layout((1, 1 + 4 * 8 * 8, 96), (8, 32, 32), "channels_last", grids=[(4, 8, 8)])
+    assert lay == L.LayerLayout("tokens", prefix=1, grid=(4, 8, 8))
+
+
+def test_trilinear_resize_and_volume_normalisation_match_torch():
+    rng = np.random.default_rng(1)
+    v = rng.random((3, 2, 3, 5)).astype(np.float32)
+    for ac in (False, True):
+        ref = F.interpolate(torch.from_numpy(v)[:, None], size=(7, 9, 4), mode="trilinear", align_corners=ac)[:, 0]
+        np.testing.assert_allclose(resize_trilinear(v, (7, 9, 4), align_corners=ac), ref.numpy(), atol=1e-6)
+    m = minmax(v, ndim=3)  # one scale per volume, not per slice
+    assert np.allclose(m.reshape(3, -1).min(1), 0) and np.allclose(m.reshape(3, -1).max(1), 1, atol=1e-6)
+    heat = cam_to_heatmap(v - 0.3, (6, 6, 10))
+    r = np.maximum(v - 0.3, 0)
+    r = (r - r.min(axis=(1, 2, 3), keepdims=True)) / (r.max(axis=(1, 2, 3), keepdims=True) - r.min(axis=(1, 2, 3), keepdims=True) + 1e-7)
+    up = np.maximum(F.interpolate(torch.from_numpy(r)[:, None], size=(6, 6, 10), mode="trilinear")[:, 0].numpy(), 0)
+    lo, hi = up.min(axis=(1, 2, 3), keepdims=True), up.max(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(heat, (up - lo) / (hi - lo + 1e-7), atol=1e-6)
+
+
+# -- frameworks on the same 3-D weights -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """The tiny 3-D CNN in PyTorch, its Keras Conv3D twin (copied weights) and its ONNX export."""
+    from agnostic_cam import compat
+
+    net = tiny_cnn3d()
+    path = tmp_path_factory.mktemp("vol") / "cnn3d.onnx"
+    compat.torch_onnx_export_legacy(net, (torch.zeros(1, 1, 8, 32, 32),), str(path), opset_version=17,
+                                    input_names=["input"], output_names=["logits"],
+                                    dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+    return {"torch": Explainer.from_torch(net, VOLUME_LAYER, progress=False),
+            "keras": Explainer.from_keras(keras_cnn3d(net), VOLUME_LAYER, progress=False),
+            "onnx": Explainer.from_onnx(str(path), progress=False)}
+
+
+@pytest.mark.parametrize("method", CAMS)
+def test_pytorch_keras_onnx_agree_on_volumes(twins, method):
+    x = tiny_volumes()  # (2, 1, 8, 32, 32)
+    xk = np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1))  # Keras: channels-last (N, D, H, W, C)
+    assert twins["onnx"].layer == "/relu2/Relu_output_0"  # picked by itself: the last 3-D map before pooling
+    got = {fw: ex.explain(xk if fw == "keras" else x, method, target=[1, 2]) for fw, ex in twins.items()}
+    ref = got["torch"]
+    assert ref.heatmap.shape == (2, 8, 32, 32) and ref.raw.shape == (2, 4, 16, 16)
+    assert not ref.degenerate.any() and ref.raw.std() > 0
+    for fw in ("keras", "onnx"):
+        np.testing.assert_allclose(got[fw].scores, ref.scores, rtol=1e-4, atol=1e-6)
+        scale = np.abs(ref.raw).max()
+        np.testing.assert_allclose(got[fw].raw / scale, ref.raw / scale, atol=1e-4, err_msg=f"{fw} {method}")
+        np.testing.assert_allclose(got[fw].heatmap, ref.heatmap, atol=1e-4, err_msg=f"{fw} {method}")
+
+
+def test_gradcam_volume_equals_formula(twins):
+    """Grad-CAM on a volume is w_c = mean over (d, h, w) of dS/dA, written here from torch autograd."""
+    net, x = twins["torch"].adapter.model, tiny_volumes()
+    acts = {}
+    h = net.relu2.register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
+    try:
+        out = net(torch.from_numpy(x))
+    finally:
+        h.remove()
+    a = acts["a"]
+    (g,) = torch.autograd.grad(out[:, 1].sum(), a)
+    cam = (g.mean(dim=(2, 3, 4), keepdim=True) * a).sum(1).detach().numpy()
+    exp = twins["torch"].explain(x, "gradcam", target=1)
+    assert not exp.degenerate.any()
+    np.testing.assert_allclose(exp.raw, cam, rtol=1e-4, atol=1e-7 * np.abs(cam).max())
+
+
+def test_methods_without_volumes_say_which_have_them(twins):
+    x = tiny_volumes(1)
+    with pytest.raises(OptionError, match="2-D images only.*'ablationcam'.*'scorecam'"):
+        twins["torch"].explain(x, "saliency")
+    with pytest.raises(OptionError, match="2-D images only"):
+        twins["onnx"].explain(x, "occlusion")
