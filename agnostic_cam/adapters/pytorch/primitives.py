@@ -66,9 +66,9 @@ def layout_view(t: torch.Tensor, lay: L.LayerLayout | None) -> torch.Tensor:
     (None, NCHW or NCDHW: unchanged)."""
     if lay is None or lay.kind in L.CHANNELS_FIRST:
         return t
-    if lay.kind != L.TOKENS:
-        return t.movedim(-1, 1)
-    return t[:, lay.prefix:, :].reshape(-1, *lay.grid, t.shape[-1]).movedim(-1, 1)
+    if lay.kind == L.TOKENS:
+        t = t[:, lay.prefix:, :].reshape(-1, *lay.grid, t.shape[-1])
+    return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1))  # positive axes: the ONNX export's Transpose perm
 
 
 class TorchPrimitives:
