@@ -61,9 +61,8 @@ class Layer:
 
     @property
     def spatial(self) -> tuple[int | None, ...]:
-        if self.lay.kind == L.TOKENS:
-            return self.lay.grid
-        return tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.shape, self.layout))
+        dims = self.lay.grid if self.lay.kind == L.TOKENS else L.spatial_size(self.shape, self.layout)
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
 
     @property
     def channels(self) -> int | None:
