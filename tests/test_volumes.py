@@ -125,9 +125,27 @@ def test_gradcam_volume_equals_formula(twins):
     np.testing.assert_allclose(exp.raw, cam, rtol=1e-4, atol=1e-7 * np.abs(cam).max())
 
 
+def test_input_gradient_methods_return_volumes(twins):
+    """Saliency = max_c |dS/dx| scaled per volume, gradient x input = x * dS/dx (written here from torch
+    autograd); Keras agrees on the channels-last twin."""
+    net, x = twins["torch"].adapter.model, tiny_volumes()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xt)[:, 1].sum(), xt)
+    g = g.numpy()
+    sal = np.abs(g).max(1)
+    exp = twins["torch"].explain(x, "saliency", target=1)
+    assert exp.raw.shape == (2, 1, 8, 32, 32) and exp.heatmap.shape == (2, 8, 32, 32)
+    np.testing.assert_allclose(exp.heatmap, sal / sal.max(axis=(1, 2, 3), keepdims=True), atol=1e-5)
+    gxi = twins["torch"].explain(x, "gradient_x_input", target=1)
+    np.testing.assert_allclose(gxi.raw, x * g, rtol=1e-4, atol=1e-6 * np.abs(x * g).max())
+    k = twins["keras"].explain(np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1)), "saliency", target=1)
+    np.testing.assert_allclose(k.raw / np.abs(g).max(), exp.raw / np.abs(g).max(), atol=1e-4)
+    np.testing.assert_allclose(k.heatmap, exp.heatmap, atol=1e-4)
+
+
 def test_methods_without_volumes_say_which_have_them(twins):
     x = tiny_volumes(1)
-    with pytest.raises(OptionError, match="2-D images only.*'ablationcam'.*'scorecam'"):
-        twins["torch"].explain(x, "saliency")
+    with pytest.raises(OptionError, match="2-D images only.*'ablationcam'.*'saliency'.*'scorecam'"):
+        twins["torch"].explain(x, "guided_backprop")
     with pytest.raises(OptionError, match="2-D images only"):
         twins["onnx"].explain(x, "occlusion")
