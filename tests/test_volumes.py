@@ -149,3 +149,61 @@ def test_methods_without_volumes_say_which_have_them(twins):
         twins["torch"].explain(x, "guided_backprop")
     with pytest.raises(OptionError, match="2-D images only"):
         twins["onnx"].explain(x, "occlusion")
+
+
+# -- tokens on a tubelet grid (t, h, w) ----------------------------------------------------------------
+class TinyVideoViT(torch.nn.Module):
+    """Tubelet embedding (Conv3d 2 x 8 x 8), a class token, two pre-norm blocks, head on the class token:
+    the token layout of video transformers (ViViT / VideoMAE-style), in miniature."""
+
+    def __init__(self, dim: int = 32, classes: int = 5):
+        super().__init__()
+        self.embed = torch.nn.Conv3d(3, dim, (2, 8, 8), stride=(2, 8, 8))
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = torch.nn.ModuleList([torch.nn.TransformerEncoderLayer(
+            dim, 2, 64, dropout=0.0, batch_first=True, norm_first=True) for _ in range(2)])
+        self.norm, self.head = torch.nn.LayerNorm(dim), torch.nn.Linear(dim, classes)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)
+        for b in self.blocks:
+            t = b(t)
+        return self.head(self.norm(t)[:, 0])
+
+
+def test_tubelet_tokens_detected_and_equal_pytorch_grad_cam_and_onnx(tmp_path):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from agnostic_cam import compat
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = TinyVideoViT().eval()
+    x = torch.rand(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()  # tokens: 1 + 4*4*4
+    ex = Explainer.from_torch(net, "blocks.0", progress=False)
+    exp = ex.explain(x, "gradcam", target=1)
+    assert ex.adapter.layer_layout == L.LayerLayout("tokens", prefix=1, grid=(4, 4, 4))  # from the Conv3d's grid
+    assert exp.raw.shape == (2, 4, 4, 4) and exp.heatmap.shape == (2, 8, 32, 32) and not exp.degenerate.any()
+
+    def reshape(t):
+        return t[:, 1:, :].reshape(t.size(0), 4, 4, 4, t.size(2)).permute(0, 4, 1, 2, 3)
+
+    with GradCAM(net, [net.blocks[0]], reshape_transform=reshape) as cam:
+        xt, targets = torch.from_numpy(x), [ClassifierOutputTarget(1)] * 2
+        cam(xt, targets)
+        acts = cam.activations_and_grads.activations[0].numpy()
+        grads = cam.activations_and_grads.gradients[0].numpy()
+        raw = cam.get_cam_image(xt, net.blocks[0], targets, acts, grads, False)
+    np.testing.assert_allclose(exp.raw / np.abs(raw).max(), raw / np.abs(raw).max(), atol=1e-4)
+
+    path = tmp_path / "video_vit.onnx"
+    compat.torch_onnx_export_legacy(net, (torch.zeros(1, 3, 8, 32, 32),), str(path), opset_version=17,
+                                    input_names=["input"], dynamic_axes={"input": {0: "n"}})
+    onx = Explainer.from_onnx(str(path), "/blocks.0/Add_1_output_0", progress=False)
+    assert onx.adapter.layer_layout == L.LayerLayout("tokens", prefix=1, grid=(4, 4, 4))
+    for method in ("gradcam", "eigencam", "scorecam"):
+        a, b = ex.explain(x, method, target=1), onx.explain(x, method, target=1)
+        np.testing.assert_allclose(b.raw / np.abs(a.raw).max(), a.raw / np.abs(a.raw).max(), atol=1e-4)
+        np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-4)

@@ -195,7 +195,7 @@ def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str,
             lay = layouts.get(info.name) or _shape_layout(info, hw, producer)
             if lay is not None:  # a layout that cannot be told is not offered (layer_layout= settles it)
                 layers.append(Layer(info.name, info.op_type, tuple(info.shape), info.node_name, lay, i))
-    if all(isinstance(d, int) for d in hw) and len(hw) == 2:
+    if all(isinstance(d, int) for d in hw):
         layers += token_layers(fixed, hw, from_input & needed - {output} - attn, start=len(layers))
     dead = prefix_only(fixed, output)
     for ly in layers:  # a token tensor read only through its class token(s)
@@ -232,7 +232,7 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
     or an element-wise op / Add after one). ``given``: tensor name -> LayerLayout from the user."""
     inferred = G.infer_shapes(model)
     infos = G._value_infos(inferred)
-    grids = [tuple(s[2:]) for info in G.spatial_tensors(inferred) if info.op_type == "Conv"
+    grids = [tuple(s[2:]) for info in G.spatial_tensors(inferred, 2 + len(input_hw)) if info.op_type == "Conv"
              for s in [info.shape] if all(isinstance(d, int) for d in s[2:])]
     producer = {o: n for n in inferred.graph.node for o in n.output if o}
     out = []
@@ -281,20 +281,19 @@ def default_layer(layers: list[Layer]) -> Layer | None:
 
 
 def chw_view(model: onnx.ModelProto, tensor: str, lay: L.LayerLayout, channels: int, name: str) -> onnx.ModelProto:
-    """Copy of ``model`` with nodes computing tensor ``tensor`` (tokens (N, T, C)) as (N, C, h, w) into
+    """Copy of ``model`` with nodes computing tensor ``tensor`` (tokens (N, T, C)) as (N, C, *grid) into
     a new tensor ``name``: Slice off the prefix tokens, Reshape to (N, h, w, C), Transpose."""
     from onnx import helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    h, w = lay.grid
-    p = f"{name}__"
-    consts = {f"{p}starts": [lay.prefix], f"{p}ends": [2**62], f"{p}axes": [1], f"{p}shape": [-1, h, w, channels]}
+    p, nd = f"{name}__", len(lay.grid)  # a patch grid (h, w) or a tubelet grid (t, h, w)
+    consts = {f"{p}starts": [lay.prefix], f"{p}ends": [2**62], f"{p}axes": [1], f"{p}shape": [-1, *lay.grid, channels]}
     for k, v in consts.items():
         out.graph.initializer.append(numpy_helper.from_array(np.asarray(v, np.int64), k))
     out.graph.node.extend([
         helper.make_node("Slice", [tensor, f"{p}starts", f"{p}ends", f"{p}axes"], [f"{p}patches"], name=f"{p}slice"),
         helper.make_node("Reshape", [f"{p}patches", f"{p}shape"], [f"{p}grid"], name=f"{p}reshape"),
-        helper.make_node("Transpose", [f"{p}grid"], [name], perm=[0, 3, 1, 2], name=f"{p}transpose"),
+        helper.make_node("Transpose", [f"{p}grid"], [name], perm=[0, nd + 1, *range(1, nd + 1)], name=f"{p}transpose"),
     ])
     return out
