@@ -134,8 +134,8 @@ def candidates(p: Probe) -> list[L.Candidate]:
         if lay is not None:
             if int(np.prod(lay.chw_shape(shape)[2:])) <= 1:
                 continue
-        elif len(shape) == 3:
-            continue  # rank-3 tensors that are not a token grid are not image layers
+        elif len(shape) != 4:
+            continue  # rank-3 / rank-5 tensors that are not a token grid / a volume map are not image layers
         out.append(L.Candidate(name, type(p.modules[name]).__name__, shape, None if lay is None else str(lay)))
     return out
 
