@@ -207,3 +207,12 @@ def test_tubelet_tokens_detected_and_equal_pytorch_grad_cam_and_onnx(tmp_path):
         a, b = ex.explain(x, method, target=1), onx.explain(x, method, target=1)
         np.testing.assert_allclose(b.raw / np.abs(a.raw).max(), a.raw / np.abs(a.raw).max(), atol=1e-4)
         np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-4)
+
+
+def test_declared_volume_layouts_checked_against_the_tensor():
+    x = tiny_volumes(1)
+    ok = Explainer.from_torch(tiny_cnn3d(), "relu2", layer_layout="NCDHW", progress=False).explain(x, "gradcam", target=1)
+    assert ok.raw.shape == (1, 4, 16, 16)
+    for wrong in ("NCHW", "NDHWC"):  # a declared layout that misreads the tensor: refused, the right one named
+        with pytest.raises(LayoutError, match="it reads as NCDHW: pass layer_layout='NCDHW'"):
+            Explainer.from_torch(tiny_cnn3d(), "relu2", layer_layout=wrong, progress=False).explain(x, "gradcam")
