@@ -15,7 +15,7 @@ from agnostic_cam.core.combine import average_layers, product_layers, stitch
 from agnostic_cam.core.explanation import Explanation
 from agnostic_cam.core.options import check_options
 from agnostic_cam.core.rows import explain_rows
-from agnostic_cam.core.run import explain_batch
+from agnostic_cam.core.run import check_volumes, explain_batch
 from agnostic_cam.engine.graph import head_op
 from agnostic_cam.engine.threads import blas_one_thread, on_cpu
 from agnostic_cam.errors import IncompatibleDependencyError, InputError, MissingDependencyError, ModelError, OptionError
@@ -238,7 +238,7 @@ class Explainer(FeatureViews):
         averages the explanation over six test-time augmentations (horizontal flip x brightness
         0.9/1/1.1, one batched call) and ``eigen_smooth=True`` (CAM methods) keeps the first principal
         component of the weighted channels instead of their sum; both follow pytorch-grad-cam's definitions.
-        Returns an :class:`Explanation` whose ``heatmap`` is (N, H, W) float32 in [0, 1].
+        Returns an :class:`Explanation`: ``heatmap`` (N, H, W) float32 in [0, 1] ((N, D, H, W) for volumes).
         """
         mcls = get_method(method)
         missing = mcls.needs & ~self.adapter.supports
@@ -248,7 +248,7 @@ class Explainer(FeatureViews):
         partial = options.pop("partial_rules", None)
         options = check_options(options)
         m = mcls.create(options, options.pop("batch_size", None), eigen_smooth)
-        x = self._inputs(images)
+        check_volumes(m, x := self._inputs(images), registry())
         relu_policy.enforce(self.adapter, relu_policy.method_rule(m), f"method {mcls.name!r}", x.shape[1:],
                             self.partial_rules if partial is None else bool(partial))
         target = resolve_alias(target, targets)
@@ -278,7 +278,7 @@ class Explainer(FeatureViews):
 
     def _layers_explain(self, x: np.ndarray, m: Method, target: TargetLike, aug_smooth: bool) -> Explanation:
         first = self._explain_x(x, m, target, aug_smooth)
-        if not self._also or first.raw.ndim != 3:  # pixel-space maps do not depend on the layer
+        if not self._also or first.raw.ndim != first.heatmap.ndim:  # pixel-space maps do not depend on the layer
             return first
         rest = [e._explain_x(x, m, target, aug_smooth) for e in self._also]
         combine = product_layers if m.layers_combine == "product" else average_layers

@@ -81,7 +81,7 @@ class Record:
 
 def choose(records: list[Record]) -> tuple[str | None, str]:
     """(name, why) of the automatic target layer (see the module docstring); (None, why not)."""
-    ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4)
+    ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4, 5)
           and (r.positions > 1 or (r.layout is None and len(r.shape) == 4 and has_extent(r.shape, (2, 3))))]
     if not ok:
         return None, "no module outputs an image map or token grid with more than one position before the head"

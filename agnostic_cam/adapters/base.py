@@ -62,10 +62,11 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
     x = to_numpy(images)
     if x.dtype == object:
         raise InputError("images must be a numeric array (N, ...) or tensor; got an object array")
-    shape_txt = L.shape_text(layout)
-    if x.ndim != 4:
+    shape_txt = L.shape_text(layout, ndim=x.ndim if x.ndim == 5 else 4)
+    if x.ndim not in (4, 5):
         hint = " Add a batch dimension: images[None]." if x.ndim == 3 else ""
-        raise InputError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}); got shape {x.shape}.{hint}")
+        raise InputError(f"images must be a rank-4 batch {shape_txt} in the model's layout ({layout}), or a rank-5 "
+                         f"batch of volumes / clips {L.shape_text(layout, ndim=5)}; got shape {x.shape}.{hint}")
     if not np.issubdtype(x.dtype, np.floating):
         raise InputError(
             f"images must be floating point (got {x.dtype}): convert them the way the model was trained, "
@@ -76,12 +77,13 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
             got = "channels-last (NHWC)" if other == L.NHWC else "channels-first (NCHW)"
             raise InputError(
                 f"images look {got} (shape {x.shape}) but the model takes {layout} {shape_txt} with "
-                f"{channels} channels; convert with {L.transpose_fix(layout)}")
+                f"{channels} channels; convert with {L.transpose_fix(layout, x.ndim)}")
         raise InputError(f"the model expects {channels} channels in {layout} layout {shape_txt}; got shape {x.shape}")
     if spatial is not None:
         hw = L.spatial_size(x.shape, layout)
-        if any(s is not None and s != g for s, g in zip(spatial, hw)):
-            raise InputError(f"the model expects images of size {tuple(spatial)} (H, W); got {hw}. Resize the images first")
+        if len(spatial) != len(hw) or any(s is not None and s != g for s, g in zip(spatial, hw)):
+            what = "(D, H, W)" if len(spatial) == 3 else "(H, W)"
+            raise InputError(f"the model expects inputs of size {tuple(spatial)} {what}; got {hw}. Resize them first")
     if x.shape[0] == 0:
         raise InputError("images is an empty batch (N = 0)")
     if 0 in x.shape[1:]:

@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -99,7 +99,10 @@ class Capture:
     attention: AttentionCapture | None = None  # for Needs.ATTENTION* (see agnostic_cam.core.attention)
     block: Callable[[], Any] | None = None  # Needs.TAIL: the pre-norm block at the layer (core.block_tail)
 
-    spatial_axes: ClassVar[tuple[int, int]] = (2, 3)
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        """The position axes of ``activations``: (2, 3) for (N, C, h, w), (2, 3, 4) for volumes."""
+        return tuple(range(2, 5 if self.activations is not None and self.activations.ndim == 5 else 4))
 
     def __post_init__(self):
         # a capture built by hand holds channel-first activations only: the layer's own tensor is them
@@ -111,8 +114,8 @@ class Capture:
         return self.x.shape[0]
 
     @property
-    def input_size(self) -> tuple[int, int]:
-        """(H, W) of the input images."""
+    def input_size(self) -> tuple[int, ...]:
+        """(H, W) of the input images; (D, H, W) of volumes and clips."""
         return L.spatial_size(self.x.shape, self.layout)
 
     def row_scores(self, outputs: np.ndarray, image: np.ndarray | int) -> np.ndarray:
@@ -122,7 +125,8 @@ class Capture:
         return select_scores(outputs, classes, for_rows(self.target_fn, idx))
 
     def masked_inputs(self, image: int, masks: np.ndarray) -> np.ndarray:
-        """Image ``image`` multiplied by each of ``masks`` (M, H, W): (M, *input) in the model's layout."""
+        """Image ``image`` multiplied by each of ``masks`` (M, H, W) (volumes: (M, D, H, W)): (M, *input) in
+        the model's layout."""
         xi = self.x[image][None]
         return xi * L.expand_mask(masks, self.layout)
 

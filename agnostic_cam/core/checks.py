@@ -98,9 +98,9 @@ def check_layer_map(acts, layer: str | None, input_size) -> None:
     """One rule for every method that reads the target layer (issue 29): a map of one position
     (h * w == 1) has nothing spatial to explain. Grad-CAM's adapters refused it while Eigen-CAM
     returned a flagged 1x1 map; now every layer method refuses it the same way."""
-    if acts is None or np.ndim(acts) != 4 or acts.shape[2] * acts.shape[3] > 1:
+    if acts is None or np.ndim(acts) not in (4, 5) or int(np.prod(acts.shape[2:])) > 1:
         return
-    raise ModelError(f"layer {layer!r} gives a {acts.shape[2]}x{acts.shape[3]} map for {tuple(input_size)} input "
+    raise ModelError(f"layer {layer!r} gives a {'x'.join(str(d) for d in acts.shape[2:])} map for {tuple(input_size)} input "
                      "images: one position has no spatial extent to explain. Use larger input images or an "
                      "earlier layer")
 

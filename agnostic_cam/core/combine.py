@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from agnostic_cam.core.explanation import Explanation
-from agnostic_cam.core.imaging import minmax, resize_bilinear
+from agnostic_cam.core.imaging import minmax, resize
 
 
 def average_layers(parts: list[Explanation], size: tuple[int, int]) -> Explanation:
@@ -15,21 +15,22 @@ def average_layers(parts: list[Explanation], size: tuple[int, int]) -> Explanati
     layers, ReLU and min-max again. ``raw`` is that mean (N, H, W) before the last min-max;
     ``meta["raw_per_layer"]`` keeps each layer's own raw map; targets, scores and outputs are the
     first part's (every layer sees the same model output)."""
-    scaled = [resize_bilinear(minmax(np.maximum(np.nan_to_num(p.raw.astype(np.float32)), 0)), size) for p in parts]
+    nd = len(size)  # 3 for volumes (N, d, h, w): trilinear, each volume scaled as one map
+    scaled = [resize(minmax(np.maximum(np.nan_to_num(p.raw.astype(np.float32)), 0), ndim=nd), size) for p in parts]
     mean = np.mean(scaled, axis=0).astype(np.float32)
     first = parts[0]
     meta = dict(first.meta, raw_per_layer={p.layer: p.raw for p in parts})
-    return dataclasses.replace(first, heatmap=minmax(np.maximum(mean, 0)), raw=mean,
+    return dataclasses.replace(first, heatmap=minmax(np.maximum(mean, 0), ndim=nd), raw=mean,
                                layer=" + ".join(p.layer for p in parts), meta=meta)
 
 
 def product_layers(parts: list[Explanation], size: tuple[int, int]) -> Explanation:
     """RefineCAM's combination (pytorch-grad-cam 1.5.7): the product of the layers' heatmaps
     (N, H, W), min-max scaled. ``raw`` is the product before scaling."""
-    prod = np.prod([resize_bilinear(p.heatmap, size) for p in parts], axis=0).astype(np.float32)
+    prod = np.prod([resize(p.heatmap, size) for p in parts], axis=0).astype(np.float32)
     first = parts[0]
     meta = dict(first.meta, raw_per_layer={p.layer: p.raw for p in parts})
-    return dataclasses.replace(first, heatmap=minmax(prod, eps=1e-7), raw=prod,
+    return dataclasses.replace(first, heatmap=minmax(prod, eps=1e-7, ndim=len(size)), raw=prod,
                                layer=" * ".join(p.layer for p in parts), meta=meta)
 
 

@@ -54,19 +54,44 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int], align_corners: bool
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def minmax(maps: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
-    """Per-map min-max scaling of ``(N, h, w)`` maps to [0, 1]: ``(m - min) / (max - min + eps)``."""
+def resize_trilinear(maps: np.ndarray, size: tuple[int, int, int], align_corners: bool = False) -> np.ndarray:
+    """Resize volumes of shape ``(..., d, h, w)`` to ``(..., D, H, W)`` with trilinear interpolation
+    (the same 1-D rule as :func:`resize_bilinear` on each axis, as ``torch.nn.functional.interpolate``
+    with mode='trilinear'). Returns float32."""
     maps = np.asarray(maps, dtype=np.float32)
-    out = maps - maps.min(axis=(-2, -1), keepdims=True)
-    return out / (eps + out.max(axis=(-2, -1), keepdims=True))
+    d = maps.shape[-3]
+    flat = resize_bilinear(maps, size[1:], align_corners)
+    if d == int(size[0]):
+        return flat
+    rz = _interp_matrix(d, int(size[0]), align_corners).astype(np.float32)
+    return np.ascontiguousarray(np.einsum("zd,...dhw->...zhw", rz, flat), dtype=np.float32)
 
 
-def cam_to_heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(maps: np.ndarray, size: tuple, align_corners: bool = False) -> np.ndarray:
+    """Bilinear resize of maps (..., h, w) to ``size`` (H, W), trilinear of volumes (..., d, h, w)
+    to ``size`` (D, H, W)."""
+    if len(size) == 3:
+        return resize_trilinear(maps, size, align_corners)
+    return resize_bilinear(maps, size, align_corners)
+
+
+def minmax(maps: np.ndarray, eps: float = NORM_EPS, ndim: int = 2) -> np.ndarray:
+    """Per-map min-max scaling of ``(N, h, w)`` maps (``ndim`` 3: ``(N, d, h, w)`` volumes) to [0, 1]:
+    ``(m - min) / (max - min + eps)``."""
+    maps = np.asarray(maps, dtype=np.float32)
+    axes = tuple(range(-ndim, 0))
+    out = maps - maps.min(axis=axes, keepdims=True)
+    return out / (eps + out.max(axis=axes, keepdims=True))
+
+
+def cam_to_heatmap(cam: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """The CAM post-processing every CAM method shares (pytorch-grad-cam's convention).
 
     ``cam`` (N, h, w) -> heatmap (N, H, W) float32 in [0, 1]:
-    ReLU, per-map min-max, bilinear resize (half-pixel centres), ReLU, min-max again.
+    ReLU, per-map min-max, bilinear resize (half-pixel centres), ReLU, min-max again. Volumes:
+    ``cam`` (N, d, h, w) and ``size`` (D, H, W), trilinear resize, each volume scaled as one map.
     """
+    nd = len(size)
     cam = np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float32)), 0)
-    heat = resize_bilinear(minmax(cam), size)
-    return minmax(np.maximum(heat, 0))
+    heat = resize(minmax(cam, ndim=nd), size)
+    return minmax(np.maximum(heat, 0), ndim=nd)

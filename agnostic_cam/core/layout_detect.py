@@ -14,7 +14,8 @@ Pure NumPy: no framework import.
 """
 from __future__ import annotations
 
-from agnostic_cam.core.layout import NCHW, NHWC, TOKENS, LayerLayout, _stride_ok, grid_candidates
+from agnostic_cam.core.layout import (CHANNELS_FIRST, NCDHW, NCHW, NDHWC, NHWC, TOKENS, LayerLayout, _stride_ok,
+                                     grid_candidates)
 from agnostic_cam.errors import LayoutError
 
 
@@ -25,15 +26,29 @@ def narrow_splits(splits: list[tuple[int, int, int]], grids: list | None) -> lis
     if not grids:
         return splits
     seen = {tuple(g) for g in grids}
-    exact = [s for s in splits if (s[1], s[2]) in seen]
+    exact = [s for s in splits if tuple(s[1:]) in seen]
     if exact:
         return exact
-    derived = [s for s in splits if s[1] * s[2] > 1 and any(
-        gh % s[1] == 0 and gw % s[2] == 0 and gh // s[1] == gw // s[2] for gh, gw in seen)]
+    derived = [s for s in splits if _prod(s[1:]) > 1 and any(_merged(g, s[1:]) for g in seen)]
     if derived:
         least = min(s[0] for s in derived)
         return [s for s in derived if s[0] == least]
     return splits
+
+
+def _prod(grid) -> int:
+    out = 1
+    for g in grid:
+        out *= g
+    return out
+
+
+def _merged(seen: tuple, grid: tuple) -> bool:
+    """Whether ``grid`` is the patch grid ``seen`` after merging k x k patches (time, in a tubelet grid,
+    may be merged by another factor)."""
+    if len(seen) != len(grid) or any(a % b for a, b in zip(seen, grid)):
+        return False
+    return seen[-2] // grid[-2] == seen[-1] // grid[-1]
 
 
 def token_axis(n: int, grids: list | None, max_prefix: int = 16) -> tuple[int, int, int] | None:
@@ -87,18 +102,37 @@ def detect_layer_layout(shape: tuple, input_hw: tuple, hint: str | None = None, 
             raise head
         raise LayoutError(f"{name} outputs shape {tuple(shape)}, which reads as (N, C, h, w) or (N, h, w, C) for "
                           f"{input_hw[0]}x{input_hw[1]} images; {ask}")
+    if len(shape) == 5:
+        return _volume_layout(shape, input_hw, hint, name, ask)
     if len(shape) == 3:
         if hint == "channels_first":
             raise LayoutError(f"{name} outputs a rank-3 tensor {tuple(shape)} with channels first; {ask}")
         splits = narrow_splits(grid_candidates(shape[1], input_hw), grids)
         if len(splits) == 1 and (hint == "channels_last" or not grid_candidates(shape[2], input_hw)):
-            p, h, w = splits[0]
-            return LayerLayout(TOKENS, p, (h, w))
+            return LayerLayout(TOKENS, splits[0][0], tuple(splits[0][1:]))
         what = (f"{len(splits)} token splits (prefix, h, w) fit: {splits[:4]}" if splits else
                 "no prefix + h*w patch grid fits its token count")
         raise LayoutError(f"{name} outputs shape {tuple(shape)} (N, T, C): {what}; {ask}")
-    raise LayoutError(f"{name} outputs shape {tuple(shape)}: a layer to explain is (N, C, h, w), (N, h, w, C) or "
-                      f"tokens (N, T, C); pick another layer or pass reshape=")
+    raise LayoutError(f"{name} outputs shape {tuple(shape)}: a layer to explain is (N, C, h, w), (N, h, w, C), "
+                      "(N, C, d, h, w), (N, d, h, w, C) or tokens (N, T, C); pick another layer or pass reshape=")
+
+
+def _volume_layout(shape: tuple, input_dhw: tuple, hint: str | None, name: str, ask: str) -> LayerLayout:
+    """NCDHW or NDHWC for a rank-5 layer tensor of clips / volumes of size ``input_dhw`` (D, H, W):
+    the reading whose (d, h, w) sees the input with (h, w) at one stride and d <= D, or the
+    framework's hint (a 3-D convolution: channels first)."""
+    if len(input_dhw) != 3:
+        raise LayoutError(f"{name} outputs a rank-5 tensor {tuple(shape)} for {len(input_dhw)}-D inputs; pick a layer "
+                          "that keeps the image's own rank, or pass reshape=")
+    first, last = _stride_ok(tuple(shape[2:]), input_dhw), _stride_ok(tuple(shape[1:4]), input_dhw)
+    if hint == "channels_first" or (first and not last and hint != "channels_last"):
+        return LayerLayout(NCDHW)
+    if hint == "channels_last" or (last and not first):
+        return LayerLayout(NDHWC)
+    d, h, w = input_dhw
+    raise LayoutError(f"{name} outputs shape {tuple(shape)}, which reads as (N, C, d, h, w) or (N, d, h, w, C) for "
+                      f"{d}x{h}x{w} volumes; pass layer_layout='NCDHW' or 'NDHWC', or reshape= a function to "
+                      "(N, C, d, h, w)" + ("" if first or last else f" ({ask})"))
 
 
 def resolve_layer_layout(given: LayerLayout | None, shape: tuple, input_hw: tuple, hint: str | None = None,
@@ -115,11 +149,11 @@ def resolve_layer_layout(given: LayerLayout | None, shape: tuple, input_hw: tupl
             splits = [s for s in splits if s[0] == given.prefix]
         splits = narrow_splits(splits, grids)
         if len(splits) != 1:
-            raise LayoutError(f"layer {layer!r} outputs {shape[1]} tokens for {input_hw[0]}x{input_hw[1]} images: "
-                              f"{len(splits)} (prefix, h, w) splits fit {splits[:4]}; pass "
-                              "layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
-        p, h, w = splits[0]
-        return LayerLayout(TOKENS, p, (h, w))
+            size = "x".join(str(d) for d in input_hw)
+            raise LayoutError(f"layer {layer!r} outputs {shape[1]} tokens for {size} inputs: "
+                              f"{len(splits)} (prefix, *grid) splits fit {splits[:4]}; pass "
+                              "layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w) or (t, h, w))")
+        return LayerLayout(TOKENS, splits[0][0], tuple(splits[0][1:]))
     given.chw_shape(shape)  # validates a tokens grid against the shape
     return _checked(given, shape, input_hw, grids, layer, hint, stride=hint != _HINTS.get(given.kind))
 
@@ -141,18 +175,19 @@ def _checked(lay: LayerLayout, shape: tuple, input_hw: tuple, grids, layer: str,
     """``lay`` when it reads ``shape`` as a map of ``input_hw`` images (no token axis read as rows or
     columns; with ``stride``, one stride over the image); a LayoutError that names the right reading
     otherwise: a declared layout that contradicts the tensor would give a silently wrong map."""
-    if lay.kind == TOKENS or len(shape) != 4:
+    if lay.kind == TOKENS or len(shape) not in (4, 5):
         return lay
     name = f"layer {layer!r}" if layer else "the layer"
-    hw = shape[2:] if lay.kind == NCHW else shape[1:3]
-    head = _per_head(shape, hw, grids, name)
+    hw = tuple(shape[2:] if lay.kind in CHANNELS_FIRST else shape[1:-1])
+    head = _per_head(shape, hw, grids, name) if len(shape) == 4 else None
     if head is not None:
         raise head
     if not stride or _stride_ok(hw, input_hw) or any(d is None for d in hw):
         return lay
-    raise LayoutError(f"{name} outputs shape {tuple(shape)}: read as {lay.kind} its map would be {hw[0]}x{hw[1]}, "
-                      f"which is not a {input_hw[0]}x{input_hw[1]} image seen at one stride"
+    raise LayoutError(f"{name} outputs shape {tuple(shape)}: read as {lay.kind} its map would be "
+                      f"{'x'.join(str(d) for d in hw)}, which is not a {'x'.join(str(d) for d in input_hw)} input "
+                      "seen at one stride"
                       f"{_right_reading(shape, input_hw, hint, grids, layer)}")
 
 
-_HINTS = {NCHW: "channels_first", NHWC: "channels_last"}
+_HINTS = {NCHW: "channels_first", NHWC: "channels_last", NCDHW: "channels_first", NDHWC: "channels_last"}

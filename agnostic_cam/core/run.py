@@ -22,6 +22,15 @@ from agnostic_cam.errors import OptionError
 from agnostic_cam.targets import TargetSpec
 
 
+def check_volumes(m: Any, x: np.ndarray, methods: dict) -> None:
+    """A typed error when ``x`` holds volumes or clips (N, C, D, H, W) and method ``m`` explains 2-D
+    images only; it names the methods of ``methods`` (name -> class) that do explain them."""
+    if x.ndim == 5 and not m.volumes:
+        can = ", ".join(repr(k) for k, c in sorted(methods.items()) if c.volumes)
+        raise OptionError(f"method {m.name!r} explains 2-D images only; for volumes and clips (N, C, D, H, W) use "
+                          f"one of {can}")
+
+
 def explain_batch(capturer: Capturer, m: Any, x: np.ndarray, target: Any, *, layer: str | None, layout: str,
                   predict: Callable[[np.ndarray], np.ndarray], progress: bool | None = None,
                   aug_smooth: bool = False, host: Any = None) -> Explanation:

@@ -179,8 +179,9 @@ class LayerInfo:
     node_name: str     # the producing node's name, usually close to the framework's layer name
 
 
-def spatial_tensors(model: onnx.ModelProto) -> list[LayerInfo]:
-    """Rank-4 float tensors produced by nodes of ``model``, in graph order."""
+def spatial_tensors(model: onnx.ModelProto, rank: int = 4) -> list[LayerInfo]:
+    """Rank-4 float tensors produced by nodes of ``model``, in graph order (``rank`` 5: the tensors of
+    a volume / clip model)."""
     inferred = infer_shapes(model)
     infos = _value_infos(inferred)
     out = []
@@ -190,7 +191,7 @@ def spatial_tensors(model: onnx.ModelProto) -> list[LayerInfo]:
             if v is None:
                 continue
             shape = tensor_shape(v)
-            if shape is not None and len(shape) == 4 and v.type.tensor_type.elem_type in FLOAT_TYPES:
+            if shape is not None and len(shape) == rank and v.type.tensor_type.elem_type in FLOAT_TYPES:
                 out.append(LayerInfo(o, n.op_type, shape, n.name))
     return out
 

@@ -53,6 +53,7 @@ class AblationCAM(CamMethod):
     """
 
     needs = Needs.ACTIVATIONS | Needs.TAIL
+    volumes = True
 
     def __init__(self, batch_size: int | None = None, value: float = 0.0):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):

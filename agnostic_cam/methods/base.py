@@ -41,6 +41,8 @@ class Method:
     - :meth:`compute` (the raw map) and :meth:`heatmap` (its normalised, resized form).
     - ``scale``: set by :meth:`compute`, the magnitude of the map's terms (see
       :mod:`agnostic_cam.core.degenerate`); None when unknown.
+    - ``volumes``: whether it explains volumes and clips (N, C, D, H, W): its formula is written
+      over every spatial axis (``cap.spatial_axes``). Others get a typed error naming those that do.
     """
 
     name: ClassVar[str] = ""
@@ -49,6 +51,7 @@ class Method:
     supports_eigen_smooth: ClassVar[bool] = False
     layers_combine: ClassVar[str] = "mean"
     runs_explanations: ClassVar[bool] = False
+    volumes: ClassVar[bool] = False
     batch_size: int | None = None
     eigen_smooth: bool = False
     scale: np.ndarray | None = None
@@ -91,11 +94,11 @@ class Method:
         raise NotImplementedError(f"{type(self).__name__} computes from a capture; it does not run explanations")
 
     def compute(self, cap: Capture) -> np.ndarray:
-        """The raw map, (N, h, w), before normalisation."""
+        """The raw map, (N, h, w), before normalisation ((N, d, h, w) for volumes)."""
         raise NotImplementedError
 
-    def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(N, H, W) float32 in [0, 1] from the raw map."""
+    def heatmap(self, raw: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """(N, H, W) float32 in [0, 1] from the raw map ((N, D, H, W) for volumes: ``size`` (D, H, W))."""
         return cam_to_heatmap(raw, size)
 
 
@@ -133,16 +136,16 @@ class CamMethod(Method):
         raise NotImplementedError
 
     def maps(self, cap: Capture) -> np.ndarray:
-        """Per-channel contributions (N, C, h, w) whose channel sum is the CAM."""
+        """Per-channel contributions (N, C, h, w) whose channel sum is the CAM ((N, C, d, h, w) volumes)."""
         w = np.asarray(self.weights(cap), dtype=np.float32)
-        return w[:, :, None, None] * cap.activations
+        return w.reshape(w.shape + (1,) * (cap.activations.ndim - 2)) * cap.activations
 
     def compute(self, cap: Capture) -> np.ndarray:
         if not self.eigen_smooth and type(self).maps is CamMethod.maps:
             w = np.asarray(self.weights(cap), dtype=np.float32)
             ws = self.weight_noise
             self.scale = term_scale(np.abs(w) if ws is None else ws, cap.activations)
-            return np.einsum("nc,nchw->nhw", w, cap.activations, optimize=True)
+            return np.einsum(_SUM[cap.activations.ndim], w, cap.activations, optimize=True)
         m = self.maps(cap)
         self.scale = (np.sqrt((m.astype(np.float64) ** 2).sum(axis=1)) if self.eigen_smooth
                       else np.abs(m).sum(axis=1)).reshape(m.shape[0], -1).max(axis=1)
@@ -152,8 +155,11 @@ class CamMethod(Method):
 def term_scale(w_abs: np.ndarray, acts: np.ndarray) -> np.ndarray:
     """(N,) magnitude of the terms of ``sum_c w_c A_c``: max over positions of ``sum_c |w_c| |A_c|``
     (what rounding errors of the map are proportional to; see :mod:`agnostic_cam.core.degenerate`)."""
-    t = np.einsum("nc,nchw->nhw", np.asarray(w_abs, np.float64), np.abs(acts).astype(np.float64), optimize=True)
+    t = np.einsum(_SUM[acts.ndim], np.asarray(w_abs, np.float64), np.abs(acts).astype(np.float64), optimize=True)
     return t.reshape(t.shape[0], -1).max(axis=1)
+
+
+_SUM = {4: "nc,nchw->nhw", 5: "nc,ncdhw->ndhw"}  # sum_c w_c A_c over images (N, C, h, w) or volumes
 
 
 _REGISTRY: dict[str, type[Method]] = {}

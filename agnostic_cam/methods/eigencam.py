@@ -46,6 +46,7 @@ class EigenCAM(CamMethod):
     """
 
     needs = Needs.ACTIVATIONS
+    volumes = True
 
     def compute(self, cap: Capture) -> np.ndarray:
         a = cap.activations.astype(np.float64)  # scale: |projection terms| <= the channel vector's norm

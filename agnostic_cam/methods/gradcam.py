@@ -38,6 +38,7 @@ class GradCAM(CamMethod):
     """
 
     needs = Needs.LAYER_GRADIENTS
+    volumes = True
 
     def weights(self, cap: Capture) -> np.ndarray:
         return cap.grads.mean(axis=cap.spatial_axes)

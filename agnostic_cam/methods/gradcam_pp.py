@@ -37,6 +37,7 @@ class GradCAMPlusPlus(CamMethod):
     """
 
     needs = Needs.LAYER_GRADIENTS
+    volumes = True
 
     def weights(self, cap: Capture) -> np.ndarray:
         g, a, ax = cap.grads, cap.activations, cap.spatial_axes

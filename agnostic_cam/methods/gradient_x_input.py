@@ -34,6 +34,8 @@ class GradientXInput(PixelMethod):
         True
     """
 
+    volumes = True  # input gradients of a volume are a volume: raw (N, C, D, H, W)
+
     rule = "vanilla"
 
     def from_grads(self, inputs: np.ndarray, grads: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ class HiResCAM(CamMethod):
     """
 
     needs = Needs.LAYER_GRADIENTS
+    volumes = True
 
     def maps(self, cap: Capture) -> np.ndarray:
         return cap.grads * cap.activations

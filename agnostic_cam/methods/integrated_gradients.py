@@ -79,6 +79,8 @@ class IntegratedGradients(PixelMethod):
         True
     """
 
+    volumes = True  # input gradients of a volume are a volume: raw (N, C, D, H, W)
+
     rule = "vanilla"
 
     def __init__(self, baseline: float | np.ndarray | None = None, steps: int = 50,

@@ -34,6 +34,7 @@ class LayerCAM(CamMethod):
     """
 
     needs = Needs.LAYER_GRADIENTS
+    volumes = True
 
     def maps(self, cap: Capture) -> np.ndarray:
         return np.maximum(cap.grads, 0) * cap.activations

@@ -3,6 +3,7 @@
 A pixel method's ``raw`` map is a signed attribution per input value, always channel-first
 (N, C, H, W) whatever the model's layout (the same convention as layer activations), so results
 from NCHW and NHWC models compare directly; ``raw.transpose(0, 2, 3, 1)`` gives channels-last.
+Volumes and clips: raw (N, C, D, H, W), heatmap (N, D, H, W) scaled per volume.
 Its ``heatmap`` (N, H, W) is ``max_c |raw|`` scaled per image by its maximum (Simonyan et al.
 2014, Sec. 3.1: the saliency of a pixel is the largest magnitude over its colour channels).
 """
@@ -27,13 +28,14 @@ def to_chw(a: np.ndarray, layout: str) -> np.ndarray:
 from_chw = L.from_chw  # (M, C, H, W) -> (M, *input) in ``layout``
 
 
-def scale_max(maps: np.ndarray) -> np.ndarray:
-    """Non-negative maps (N, H, W) divided by their per-map maximum (all-zero maps stay zero).
+def scale_max(maps: np.ndarray, ndim: int = 2) -> np.ndarray:
+    """Non-negative maps (N, H, W) divided by their per-map maximum (all-zero maps stay zero); ``ndim``
+    3: volumes (N, D, H, W), one maximum per volume.
 
     Scale-free on purpose: input gradients are often ~1e-5, where an additive eps would distort them.
     """
     maps = np.nan_to_num(np.asarray(maps, dtype=np.float32))
-    top = maps.max(axis=(-2, -1), keepdims=True)
+    top = maps.max(axis=tuple(range(-ndim, 0)), keepdims=True)
     return np.divide(maps, top, out=np.zeros_like(maps), where=top > 0)
 
 
@@ -83,8 +85,8 @@ class PixelMethod(Method):
     def compute(self, cap: Capture) -> np.ndarray:
         return self.attribute(cap, cap.x, np.arange(cap.n), cap.input_grads)
 
-    def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return scale_max(channel_saliency(raw, "abs"))
+    def heatmap(self, raw: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        return scale_max(channel_saliency(raw, "abs"), ndim=len(size))
 
     def gradients_in_batches(self, cap: Capture, rows, total: int, image_of, desc: str):
         """Yield (index array, gradients) for ``total`` rows built by ``rows(idx)`` (model layout),

@@ -35,9 +35,8 @@ def first_component_projection(acts: np.ndarray) -> np.ndarray:
     Where that correlation is below float rounding (|<p/|p|, mean map - its mean>| < ``FLAT`` x
     sqrt(h*w) x the activations' RMS: a flat channel-mean map, as after a LayerNorm), the sign makes
     the map's largest-magnitude value positive instead (Seg-Eigen-CAM's rule), so every framework
-    gives the same map."""
-    n, c, h, w = acts.shape
-    out = np.empty((n, h, w), dtype=np.float32)
+    gives the same map. Volumes: (N, C, d, h, w) -> (N, d, h, w), every position of the volume a row."""
+    out = np.empty((acts.shape[0], *acts.shape[2:]), dtype=np.float32)
     for i, a in enumerate(acts):
         a = np.nan_to_num(a.astype(np.float64))
         p = _principal(_centred(a))
@@ -48,7 +47,7 @@ def first_component_projection(acts: np.ndarray) -> np.ndarray:
             flip = decisive < 0
         else:
             flip = abs(p.min()) > abs(p.max())
-        out[i] = (-p if flip else p).reshape(h, w)
+        out[i] = (-p if flip else p).reshape(out.shape[1:])
     return out
 
 

@@ -45,6 +45,8 @@ class Saliency(PixelMethod):
         1.0
     """
 
+    volumes = True  # input gradients of a volume are a volume: raw (N, C, D, H, W)
+
     rule = "vanilla"
 
     def __init__(self, sign: str = "abs"):
@@ -53,4 +55,4 @@ class Saliency(PixelMethod):
         self.sign = sign
 
     def heatmap(self, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return scale_max(channel_saliency(raw, self.sign))
+        return scale_max(channel_saliency(raw, self.sign), ndim=len(size))

@@ -8,7 +8,7 @@ time so memory grows with the batch size, never with the channel count.
 """
 import numpy as np
 
-from agnostic_cam.core.imaging import resize_bilinear
+from agnostic_cam.core.imaging import resize
 from agnostic_cam.methods.base import CamMethod, Capture, Needs, register
 from agnostic_cam.core.options import positive_int
 
@@ -18,11 +18,13 @@ def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def channel_masks(acts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(M, h, w) channels -> (M, H, W) masks: align-corners upsampling, per-mask min-max (eps 1e-8)."""
-    up = resize_bilinear(acts, size, align_corners=True)
-    lo = up.min(axis=(1, 2), keepdims=True)
-    hi = up.max(axis=(1, 2), keepdims=True)
+def channel_masks(acts: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """(M, h, w) channels -> (M, H, W) masks: align-corners upsampling, per-mask min-max (eps 1e-8).
+    Volumes: (M, d, h, w) -> (M, D, H, W), trilinear."""
+    up = resize(acts, size, align_corners=True)
+    axes = tuple(range(1, up.ndim))
+    lo = up.min(axis=axes, keepdims=True)
+    hi = up.max(axis=axes, keepdims=True)
     return (up - lo) / (hi - lo + 1e-8)
 
 
@@ -64,6 +66,7 @@ class ScoreCAM(CamMethod):
     """
 
     needs = Needs.ACTIVATIONS | Needs.FORWARD
+    volumes = True
 
     def __init__(self, batch_size: int | None = None, dedup: bool = True):
         self.batch_size = positive_int("batch_size", batch_size, optional=True)

@@ -32,6 +32,7 @@ class XGradCAM(CamMethod):
     """
 
     needs = Needs.LAYER_GRADIENTS
+    volumes = True
 
     def weights(self, cap: Capture) -> np.ndarray:
         a, ax = cap.activations, cap.spatial_axes

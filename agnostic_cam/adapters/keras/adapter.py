@@ -82,8 +82,9 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
             raise ModelError(f"the model has {len(inputs)} inputs; a model with one image input is expected")
         self.selection = resolve(model, output)  # which output is explained (keras_outputs.py)
         self.input_shape = tuple(inputs[0].shape)
-        if len(self.input_shape) != 4:
-            raise ModelError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C)")
+        if len(self.input_shape) not in (4, 5):
+            raise ModelError(f"the model's input has shape {self.input_shape}; an image classifier takes (N, H, W, C), "
+                             "a volume / clip classifier (N, D, H, W, C)")
         if keras.config.image_data_format() != "channels_last":
             raise LayoutError("channels_first Keras models are not supported (TensorFlow CPU kernels are NHWC); "
                               "use keras.config.set_image_data_format('channels_last')")
@@ -152,23 +153,23 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
 
     def _check_activation(self, shape: tuple) -> None:
         """The target layer's own tensor of ``shape`` must read as a map (N, C, h, w) with h*w > 1."""
-        if len(shape) not in (3, 4) and self.reshape is None:
-            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map or "
-                             f"tokens (N, T, C){self._spatial_examples()}")
+        if len(shape) not in (3, 4, 5) and self.reshape is None:
+            raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}, not a spatial (N, h, w, C) map, "
+                             f"(N, d, h, w, C) volume or tokens (N, T, C){self._spatial_examples()}")
         chw = self._chw_shape(shape)
-        if chw is not None and chw[2] is not None and chw[3] is not None and chw[2] * chw[3] <= 1:
+        if chw is not None and None not in chw[2:] and int(np.prod(chw[2:])) <= 1:
             raise ModelError(f"layer {self.layer_name!r} outputs shape {shape}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images or an earlier layer{self._spatial_examples()}")
 
     # -- input ---------------------------------------------------------------------------------
     @property
     def channels(self) -> int | None:
-        return self.input_shape[3]
+        return self.input_shape[-1]
 
     @property
     def spatial(self) -> tuple | None:
-        hw = self.input_shape[1:3]
-        return None if hw == (None, None) else hw
+        hw = tuple(self.input_shape[1:-1])
+        return None if all(d is None for d in hw) else hw
 
     # -- evaluation ----------------------------------------------------------------------------
     def _evaluate(self, xt, chains: list, rule: str = "vanilla", replace: dict | None = None, export: bool = False,

@@ -20,13 +20,15 @@ import tensorflow as tf
 
 
 def native(a: np.ndarray) -> np.ndarray:
-    """A channel-first rank-4 array back in Keras's NHWC layout (other ranks unchanged)."""
-    return L.from_chw(a, L.NHWC) if a.ndim == 4 else a
+    """A channel-first rank-4 (rank-5: volumes) array back in Keras's channels-last layout (other ranks
+    unchanged)."""
+    return L.from_chw(a, L.NHWC) if a.ndim in (4, 5) else a
 
 
 def first(a: np.ndarray) -> np.ndarray:
-    """A Keras NHWC rank-4 array as channel-first (N, C, h, w) (other ranks unchanged)."""
-    return channels_first(a, "NHWC") if a.ndim == 4 else a
+    """A Keras NHWC rank-4 array as channel-first (N, C, h, w) (rank 5: (N, C, d, h, w); other ranks
+    unchanged)."""
+    return channels_first(a, "NHWC") if a.ndim in (4, 5) else a
 
 
 class KerasGradients:

@@ -129,13 +129,13 @@ class KerasLayouts:
 
     # -- resolution ------------------------------------------------------------------------------
     def _input_hw(self, sample_shape: tuple | None = None) -> tuple | None:
-        hw = tuple((sample_shape if sample_shape is not None else self.input_shape[1:])[:2])
+        hw = tuple((sample_shape if sample_shape is not None else self.input_shape[1:])[:-1])  # (H, W) or (D, H, W)
         return None if None in hw else hw
 
     def _shapes_at(self, hw: tuple, sample_shape: tuple | None) -> tuple[tuple | None, list]:
         """(target layer's shape, patch grids) for images of size ``hw``: static shapes, or one
         forward pass of a zero batch when the model's input size is dynamic."""
-        static = tuple(self.input_shape[1:3]) == hw
+        static = tuple(self.input_shape[1:-1]) == hw
         shape = self._static_shape(self.layer) if static else None
         if shape is not None and None not in shape[1:]:
             return shape, model_grids(self._chains, lambda c: self._static_shape(c[-1]) or ())
@@ -153,14 +153,14 @@ class KerasLayouts:
         if self.chain is None or hw is None or self._layout_hw == hw:
             return
         shape, grids = self._shapes_at(hw, sample_shape)
-        if shape is None or (self.reshape is None and len(shape) not in (3, 4)):
+        if shape is None or (self.reshape is None and len(shape) not in (3, 4, 5)):
             return  # dynamic input size: resolved at the first call; no map at all: _check_activation says so
         if self.reshape is not None:
             chw = tuple(self._apply_reshape(tf.zeros((1, *shape[1:]), tf.float32)).shape)
             self._reshape_shapes = ((1, *shape[1:]), chw)
         else:
             op = self.chain[-1]
-            h = "channels_last" if len(shape) == 4 and not isinstance(op, keras.layers.Permute) else hint(op)
+            h = "channels_last" if len(shape) in (4, 5) and not isinstance(op, keras.layers.Permute) else hint(op)
             try:
                 self.layer_layout = LD.resolve_layer_layout(self._layout_given, shape, hw, h, grids, self.layer_name)
             except LayoutError as e:
@@ -178,7 +178,7 @@ class KerasLayouts:
 
     def _apply_reshape(self, t):
         out = self.reshape(t)
-        if len(getattr(out, "shape", ())) != 4:
+        if len(getattr(out, "shape", ())) not in (4, 5):
             raise ModelError(f"reshape= must return a (N, C, h, w) tensor; for an input of shape {tuple(t.shape)} it "
                              f"returned {getattr(out, 'shape', type(out).__name__)}")
         return out
@@ -187,26 +187,26 @@ class KerasLayouts:
         """(N, C, h, w) of a target tensor of ``shape`` (None while its layout is not resolved)."""
         if self.reshape is not None:
             return None if self._reshape_shapes is None else self._reshape_shapes[1]
-        lay = self.layer_layout or (L.LayerLayout(L.NHWC) if len(shape) == 4 else None)
+        lay = self.layer_layout or ({4: L.LayerLayout(L.NHWC), 5: L.LayerLayout(L.NDHWC)}.get(len(shape)))
         return None if lay is None or len(shape) != lay.rank else lay.chw_shape(shape)
 
     # -- views -------------------------------------------------------------------------------------
     @property
     def _plain(self) -> bool:
         """The layer's own tensor is already the (N, h, w, C) map ACTIVATION holds."""
-        return self.reshape is None and (self.layer_layout is None or self.layer_layout.kind == L.NHWC)
+        return self.reshape is None and (self.layer_layout is None or self.layer_layout.kind in (L.NHWC, L.NDHWC))
 
     def nhwc_view(self, t):
         """The target layer's tensor (TensorFlow, traceable) as the (N, h, w, C) map CAMs read."""
         if self.reshape is not None:
-            return tf.transpose(self._apply_reshape(t), (0, 2, 3, 1))
+            r = self._apply_reshape(t)
+            return tf.transpose(r, (0, *range(2, len(r.shape)), 1))
         lay = self.layer_layout
         if self._plain:
             return t
-        if lay.kind == L.NCHW:
-            return tf.transpose(t, (0, 2, 3, 1))
-        h, w = lay.grid
-        return tf.reshape(t[:, lay.prefix:, :], (-1, h, w, t.shape[-1]))
+        if lay.kind in L.CHANNELS_FIRST:
+            return tf.transpose(t, (0, *range(2, len(t.shape)), 1))
+        return tf.reshape(t[:, lay.prefix:, :], (-1, *lay.grid, t.shape[-1]))
 
     def viewed(self, chain, sample_shape: tuple) -> bool:
         """Whether the feature tools read layer ``chain`` through :meth:`nhwc_view`: the target layer

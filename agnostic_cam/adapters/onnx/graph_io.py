@@ -42,9 +42,9 @@ class OnnxGraphIO:
     def _declared_input_shape(self) -> tuple:
         vi = next(i for i in self._graph_inputs() if i.name == self.input_name)
         shape = G.tensor_shape(vi)
-        if shape is None or len(shape) != 4:
+        if shape is None or len(shape) not in (4, 5):
             raise ModelError(f"input {self.input_name!r} has shape {shape}; an image classifier takes a rank-4 batch "
-                             "(N, C, H, W) or (N, H, W, C)")
+                             "(N, C, H, W) or (N, H, W, C), a volume / clip classifier (N, C, D, H, W) or (N, D, H, W, C)")
         if vi.type.tensor_type.elem_type not in G.FLOAT_TYPES:
             raise ModelError(f"input {self.input_name!r} has element type "
                              f"{onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)}; image inputs must be "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from agnostic_cam.core import layout as L
@@ -13,6 +14,7 @@ from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.adapters.onnx.scan import attention_tensors, fill_shapes, prefix_only
 from agnostic_cam.engine import graph as G
 
+_VOLUME = {L.NCHW: L.NCDHW, L.NHWC: L.NDHWC}
 # Ops whose rank-4 output is channel-first by the ONNX spec.
 _NCHW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalization", "InstanceNormalization",
              "LpPool", "GlobalAveragePool", "GlobalMaxPool", "DepthToSpace", "SpaceToDepth", "QLinearConv",
@@ -46,8 +48,8 @@ class Layer:
     live: bool = True  # False: only its leading (class) token reaches the output (never picked by default)
 
     def __post_init__(self):
-        if self.lay is None:
-            self.lay = L.LayerLayout(self.layout)
+        if self.lay is None:  # a rank-5 tensor in 'NCHW' / 'NHWC' is a volume's NCDHW / NDHWC
+            self.lay = L.LayerLayout(_VOLUME.get(self.layout, self.layout) if len(self.shape) == 5 else self.layout)
         self.layout = str(self.lay)
 
     def to_chw(self, a):
@@ -58,10 +60,9 @@ class Layer:
         return self.lay.from_chw(a)
 
     @property
-    def spatial(self) -> tuple[int | None, int | None]:
-        if self.lay.kind == L.TOKENS:
-            return self.lay.grid
-        return tuple(d if isinstance(d, int) and d > 0 else None for d in L.spatial_size(self.shape, self.layout))
+    def spatial(self) -> tuple[int | None, ...]:
+        dims = self.lay.grid if self.lay.kind == L.TOKENS else L.spatial_size(self.shape, self.layout)
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
 
     @property
     def channels(self) -> int | None:
@@ -71,8 +72,8 @@ class Layer:
     @property
     def has_extent(self) -> bool:
         """False when the map is known to be 1x1 (nothing spatial left to explain)."""
-        h, w = self.spatial
-        return not (h is not None and w is not None and h * w <= 1)
+        dims = self.spatial
+        return not (None not in dims and int(np.prod(dims)) <= 1)
 
 
 def _perm(node: onnx.NodeProto) -> list[int] | None:
@@ -98,13 +99,13 @@ def tensor_layouts(model: onnx.ModelProto, input_name: str, input_layout: str) -
         elif n.op_type == "Transpose":
             p = _perm(n)
             src = lay[n.input[0]] if n.input[0] in lay else None
-            if src is None or p is None or len(p) != 4:
+            if src is None or p is None or len(p) not in (4, 5):
                 continue
-            if p == [0, 3, 1, 2] and src == "NHWC":
+            if p == [0, len(p) - 1, *range(1, len(p) - 1)] and src == "NHWC":
                 out = "NCHW"
-            elif p == [0, 2, 3, 1] and src == "NCHW":
+            elif p == [0, *range(2, len(p)), 1] and src == "NCHW":
                 out = "NHWC"
-            elif p == [0, 1, 2, 3]:
+            elif p == list(range(len(p))):
                 out = src
             else:
                 continue
@@ -123,15 +124,15 @@ def detect_layout(shape: tuple, model: onnx.ModelProto, input_name: str) -> str:
     def known(d):
         return isinstance(d, int) and d > 0
 
-    if len(shape) == 4:
-        c1, c3 = shape[1], shape[3]
+    if len(shape) in (4, 5):
+        c1, c3 = shape[1], shape[-1]
         if known(c1) and c1 in (1, 3, 4) and not (known(c3) and c3 in (1, 3, 4)):
             return "NCHW"
         if known(c3) and c3 in (1, 3, 4) and not (known(c1) and c1 in (1, 3, 4)):
             return "NHWC"
     for n in model.graph.node:  # ambiguous: look at how the input is used
         if input_name in n.input:
-            if n.op_type == "Transpose" and _perm(n) == [0, 3, 1, 2]:
+            if n.op_type == "Transpose" and _perm(n) in ([0, 3, 1, 2], [0, 4, 1, 2, 3]):
                 return "NHWC"
             if n.op_type in _NCHW_OPS:
                 return "NCHW"
@@ -189,7 +190,7 @@ def candidate_layers(model: onnx.ModelProto, input_name: str, input_layout: str,
         fill_shapes(fixed, input_name, (1, *sample_shape), (from_input & needed) - attn - {output})
     layers = []
     producer = {o: n for n in fixed.graph.node for o in n.output if o}
-    for i, info in enumerate(G.spatial_tensors(fixed)):
+    for i, info in enumerate(G.spatial_tensors(fixed, rank=2 + len(hw))):
         if info.name in from_input and info.name in needed and info.name != output and info.name not in attn:
             lay = layouts.get(info.name) or _shape_layout(info, hw, producer)
             if lay is not None:  # a layout that cannot be told is not offered (layer_layout= settles it)
@@ -231,7 +232,7 @@ def token_layers(model: onnx.ModelProto, input_hw: tuple, allowed: set, start: i
     or an element-wise op / Add after one). ``given``: tensor name -> LayerLayout from the user."""
     inferred = G.infer_shapes(model)
     infos = G._value_infos(inferred)
-    grids = [tuple(s[2:]) for info in G.spatial_tensors(inferred) if info.op_type == "Conv"
+    grids = [tuple(s[2:]) for info in G.spatial_tensors(inferred, 2 + len(input_hw)) if info.op_type == "Conv"
              for s in [info.shape] if all(isinstance(d, int) for d in s[2:])]
     producer = {o: n for n in inferred.graph.node for o in n.output if o}
     out = []
@@ -280,21 +281,19 @@ def default_layer(layers: list[Layer]) -> Layer | None:
 
 
 def chw_view(model: onnx.ModelProto, tensor: str, lay: L.LayerLayout, channels: int, name: str) -> onnx.ModelProto:
-    """Copy of ``model`` with nodes computing tensor ``tensor`` (tokens (N, T, C)) as (N, C, h, w) into
+    """Copy of ``model`` with nodes computing tensor ``tensor`` (tokens (N, T, C)) as (N, C, *grid) into
     a new tensor ``name``: Slice off the prefix tokens, Reshape to (N, h, w, C), Transpose."""
     from onnx import helper, numpy_helper
-    import numpy as np
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    h, w = lay.grid
-    p = f"{name}__"
-    consts = {f"{p}starts": [lay.prefix], f"{p}ends": [2**62], f"{p}axes": [1], f"{p}shape": [-1, h, w, channels]}
+    p, nd = f"{name}__", len(lay.grid)  # a patch grid (h, w) or a tubelet grid (t, h, w)
+    consts = {f"{p}starts": [lay.prefix], f"{p}ends": [2**62], f"{p}axes": [1], f"{p}shape": [-1, *lay.grid, channels]}
     for k, v in consts.items():
         out.graph.initializer.append(numpy_helper.from_array(np.asarray(v, np.int64), k))
     out.graph.node.extend([
         helper.make_node("Slice", [tensor, f"{p}starts", f"{p}ends", f"{p}axes"], [f"{p}patches"], name=f"{p}slice"),
         helper.make_node("Reshape", [f"{p}patches", f"{p}shape"], [f"{p}grid"], name=f"{p}reshape"),
-        helper.make_node("Transpose", [f"{p}grid"], [name], perm=[0, 3, 1, 2], name=f"{p}transpose"),
+        helper.make_node("Transpose", [f"{p}grid"], [name], perm=[0, nd + 1, *range(1, nd + 1)], name=f"{p}transpose"),
     ])
     return out

@@ -49,8 +49,9 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
         self._check_output_option(output)
         self.output = output
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        if self.input_shape is not None and len(self.input_shape) != 3:
-            raise InputError(f"input_shape is the shape of one image (C, H, W); got {self.input_shape}")
+        if self.input_shape is not None and len(self.input_shape) not in (3, 4):
+            raise InputError(f"input_shape is the shape of one image (C, H, W) or volume (C, D, H, W); got "
+                             f"{self.input_shape}")
         auto = target_layer is None
         self._no_layer = ""  # why there is no target layer (auto pick failed), for require_layer
         if auto:
@@ -133,7 +134,7 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
 
     def _apply_reshape(self, t):
         out = self.reshape(t)
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        if not isinstance(out, torch.Tensor) or out.ndim not in (4, 5):
             raise ModelError(f"reshape= must return a (N, C, h, w) tensor; for an input of shape {tuple(t.shape)} it "
                              f"returned {getattr(out, 'shape', type(out).__name__)}")
         return out
@@ -155,7 +156,7 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
 
     @property
     def native_name(self) -> str:
-        plain = self.reshape is None and (self.layer_layout is None or self.layer_layout.kind == L.NCHW)
+        plain = self.reshape is None and (self.layer_layout is None or self.layer_layout.kind in L.CHANNELS_FIRST)
         return ACTIVATION if plain else NATIVE
 
     def require_layer(self, method: str = "", sample_shape: tuple[int, ...] | None = None) -> None:
@@ -174,11 +175,11 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
 
     def _check_activation(self, got: tuple | None, spatial: list[str] | None = None, sample_shape=None,
                           examples: str = "") -> None:
-        """A target layer must give (N, C, h, w) with more than one position."""
-        if got is None or len(got) != 4:
+        """A target layer must give (N, C, h, w) (volumes: (N, C, d, h, w)) with more than one position."""
+        if got is None or len(got) not in (4, 5):
             what = f"outputs shape {got}" if got else "returns no tensor (or is never called)"
             raise ModelError(f"layer {self.layer_name!r} {what}, not a spatial (N, C, h, w) map{examples}")
-        if got[2] * got[3] <= 1:
+        if int(np.prod(got[2:])) <= 1:
             raise ModelError(f"layer {self.layer_name!r} outputs shape {got}: a 1x1 map has no spatial extent to "
                              f"explain. Use larger input images than {sample_shape or 'these'} or an earlier layer"
                              f"{examples}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +21,9 @@ _ELEMENTWISE = {"ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish",
                 "CELU", "SELU", "QuickGELU"}
 _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                    nn.AdaptiveMaxPool2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, nn.Upsample,
-                   nn.Conv1d, nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
+                   nn.Conv1d, nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d,
+                   nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d,
+                   nn.AdaptiveMaxPool3d, nn.InstanceNorm3d)
 
 
 @dataclass
@@ -38,9 +41,11 @@ class Probe:
     output: object = None  # what the model returned
 
     @property
-    def grids(self) -> list[tuple[int, int]]:
-        """(h, w) of every convolution output: patch embeddings give a ViT's token grid."""
-        return [tuple(s[2:]) for m, s in self.leaves if isinstance(m, nn.Conv2d) and len(s) == 4]
+    def grids(self) -> list[tuple[int, ...]]:
+        """(h, w) of every convolution output: patch embeddings give a ViT's token grid ((t, h, w) of 3-D
+        convolutions: a video transformer's tubelet grid)."""
+        return [tuple(s[2:]) for m, s in self.leaves
+                if (isinstance(m, nn.Conv2d) and len(s) == 4) or (isinstance(m, nn.Conv3d) and len(s) == 5)]
 
     def hint(self, name: str) -> str | None:
         """'channels_first' / 'channels_last' when the op that made ``name``'s tensor says so."""
@@ -115,23 +120,22 @@ def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
 
 
 def candidates(p: Probe) -> list[L.Candidate]:
-    """Layers worth explaining: tensors of rank 3 or 4 with a spatial extent, in execution order;
+    """Layers worth explaining: tensors of rank 3, 4 or 5 with a spatial extent, in execution order;
     layout None where it cannot be told (pass ``layer_layout=``). Never per-head attention tensors."""
     out = []
     for name in sorted(p.shapes, key=lambda n: p.done_at.get(n, -1)):
         shape = p.shapes[name]
-        if len(shape) not in (3, 4) or _inside_attention(name, p.modules):
+        if len(shape) not in (3, 4, 5) or _inside_attention(name, p.modules):
             continue
         try:
             lay = p.layout(name)
         except LayoutError:
             lay = None
         if lay is not None:
-            _, c, h, w = lay.chw_shape(shape)
-            if h * w <= 1:
+            if int(np.prod(lay.chw_shape(shape)[2:])) <= 1:
                 continue
-        elif len(shape) == 3:
-            continue  # rank-3 tensors that are not a token grid are not image layers
+        elif len(shape) != 4:
+            continue  # rank-3 / rank-5 tensors that are not a token grid / a volume map are not image layers
         out.append(L.Candidate(name, type(p.modules[name]).__name__, shape, None if lay is None else str(lay)))
     return out
 

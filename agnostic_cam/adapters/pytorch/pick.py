@@ -129,7 +129,7 @@ def _reached(model, x, select, layouts: dict) -> dict[str, bool]:
     seen = {}
     for n, g in zip(names, grads):
         chw = np.zeros(1) if g is None else layouts[n].to_chw(g.detach().float().cpu().numpy())
-        seen[n] = bool(chw.ndim == 4 and (np.abs(chw).sum(axis=1) > 0).sum() > len(chw))
+        seen[n] = bool(chw.ndim in (4, 5) and (np.abs(chw).sum(axis=1) > 0).sum() > len(chw))
     return {n: seen.get(n, False) for n in layouts}
 
 

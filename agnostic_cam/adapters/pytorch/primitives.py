@@ -62,13 +62,13 @@ def target_scores(out: torch.Tensor, classes, target: TargetSpec) -> torch.Tenso
 
 
 def layout_view(t: torch.Tensor, lay: L.LayerLayout | None) -> torch.Tensor:
-    """A layer tensor in layout ``lay`` as (N, C, h, w), differentiable (None or NCHW: unchanged)."""
-    if lay is None or lay.kind == L.NCHW:
+    """A layer tensor in layout ``lay`` as (N, C, h, w) (volumes: (N, C, d, h, w)), differentiable
+    (None, NCHW or NCDHW: unchanged)."""
+    if lay is None or lay.kind in L.CHANNELS_FIRST:
         return t
-    if lay.kind == L.NHWC:
-        return t.permute(0, 3, 1, 2)
-    h, w = lay.grid
-    return t[:, lay.prefix:, :].reshape(-1, h, w, t.shape[-1]).permute(0, 3, 1, 2)
+    if lay.kind == L.TOKENS:
+        t = t[:, lay.prefix:, :].reshape(-1, *lay.grid, t.shape[-1])
+    return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1))  # positive axes: the ONNX export's Transpose perm
 
 
 class TorchPrimitives:
