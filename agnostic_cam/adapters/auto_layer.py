@@ -77,13 +77,15 @@ def choose(records: list[Record]) -> tuple[str | None, str]:
     """(name, why) of the automatic target layer (see the module docstring); (None, why not)."""
     ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4)
           and (r.positions > 1 or (r.layout is None and len(r.shape) == 4 and has_extent(r.shape, (2, 3))))]
-    if not ok:
-        return None, "no module outputs an image map or token grid with more than one position before the head"
-    levels = [r for r in ok if r.level]
-    if levels:  # a detector: the coarsest level its head reads (on equal sizes the last computed)
+    # a detector: the coarsest level its head reads (on equal sizes the last computed); not filtered by
+    # `reached`: which positions a detection output reads depends on which boxes one probe image gives
+    levels = [r for r in records if r.level and r.main_path and not r.in_head and r.positions > 1]
+    if levels:
         pick = min(reversed(levels), key=lambda r: r.positions)
         return pick.name, ("the coarsest of the feature levels the detection head reads (the neck outputs feeding it; "
                            "the most semantic, the one pytorch-grad-cam's YOLO tutorial explains: model[-2])")
+    if not ok:
+        return None, "no module outputs an image map or token grid with more than one position before the head"
     pick = ok[-1]
     later = [r for r in records[records.index(pick) + 1:] if r.main_path and r.reached and not r.in_head
              and r.token_like

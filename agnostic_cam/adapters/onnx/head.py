@@ -15,16 +15,17 @@ import onnx
 
 
 def _scope(name: str) -> list[str]:
-    """The scope path of a node name: ``/model/head/Gemm`` -> ['model', 'head']."""
+    """The scope path of a node name: ``/model/head/Gemm`` (``model/head/Gemm``) -> ['model', 'head']."""
     parts = name.split("/")
     return [p for p in parts[:-1] if p] if len(parts) > 1 else []
 
 
-def head_scope(model: onnx.ModelProto, output: str) -> str | None:
-    """The scope prefix (``/model/head``) of the head producing tensor ``output``, or None."""
-    nodes = [n for n in model.graph.node if n.name and n.op_type != "Constant"]
+def head_scope(model: onnx.ModelProto, output: str) -> tuple[str, ...] | None:
+    """The scope path (('model', 'head')) of the head producing tensor ``output``, or None. The shared
+    scope is taken over the nodes that have one (exporters leave some, e.g. ``Identity_3``, without)."""
+    nodes = [n for n in model.graph.node if _scope(n.name) and n.op_type != "Constant"]
     producer = next((n for n in nodes if output in n.output), None)
-    if producer is None or not _scope(producer.name):
+    if producer is None:
         return None
     root = _scope(nodes[0].name)
     for n in nodes:
@@ -32,16 +33,14 @@ def head_scope(model: onnx.ModelProto, output: str) -> str | None:
         k = next((i for i, (a, b) in enumerate(zip(root, s)) if a != b), min(len(root), len(s)))
         root = root[:k]
     own = _scope(producer.name)
-    if len(own) <= len(root):
-        return None
-    return "/" + "/".join(own[:len(root) + 1])
+    return tuple(own[:len(root) + 1]) if len(own) > len(root) else None
 
 
-def in_head(node_name: str, scope: str | None) -> bool:
-    return scope is not None and (node_name.startswith(scope + "/") or node_name == scope)
+def in_head(node_name: str, scope: tuple[str, ...] | None) -> bool:
+    return scope is not None and tuple(_scope(node_name)[:len(scope)]) == scope
 
 
-def head_reads(model: onnx.ModelProto, scope: str | None) -> set[str]:
+def head_reads(model: onnx.ModelProto, scope: tuple[str, ...] | None) -> set[str]:
     """Tensors made outside the head ``scope`` that nodes inside it read (empty without a head)."""
     if scope is None:
         return set()

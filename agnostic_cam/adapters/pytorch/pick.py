@@ -137,10 +137,14 @@ def _reached(model, x, select, layouts: dict) -> dict[str, bool]:
 
 
 def _detection_head(q) -> tuple[tuple[str, ...], set]:
-    """(modules that read feature maps of several sizes and return none that another such module reads:
-    a detection head, not a neck; the (id, fingerprint) of the maps they read: the levels)."""
-    heads = [n for n in q.reads if not any(set(q.gives[n]) & set(v) for m, v in q.reads.items() if m != n)]
-    return tuple(heads), {k for n in heads for k in q.reads[n]}
+    """(modules that read three or more feature maps of several sizes and return none that another such
+    module reads: a detection head, not a neck; the (id, fingerprint) of the module outputs they read,
+    the levels, when there are two or more)."""
+    heads = [n for n in q.reads if len(q.reads[n]) >= 3  # a block's residual reads 2 sizes: no head
+             and not any(set(q.gives[n]) & set(v) for m, v in q.reads.items() if m != n)]
+    top = [n for n in heads if not any(n.startswith(h + ".") for h in heads)]
+    levels = {k for n in heads for k in q.reads[n]} & {(q.ids[n], q.sums[n]) for n in q.ids}
+    return tuple(top), levels if len(levels) >= 2 else set()  # levels that are layers: at least two
 
 
 def _head(q, print_, shape) -> tuple[str, ...]:
