@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.adapters.base import Adapter, Gradients, closest_names
 from agnostic_cam.adapters.onnx.features import OnnxFeaturePrimitives
 from agnostic_cam.adapters.onnx.graph_io import OnnxGraphIO
@@ -144,16 +145,26 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
             return None
         sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
         hw = L.spatial_size((1, *sample), self.layout)
-        if given.kind == L.TOKENS:
+        ly = next((c for c in self.candidates if c.name == name), None)
+        known = ly is not None and all(isinstance(d, int) and d > 0 for d in (*ly.shape[1:], *hw))
+        if given.kind == L.TOKENS and not known:
             found = token_layers(self.model, hw, {name}, given={name: given}) if all(hw) else []
             if found:
                 return found[0]
             raise LayoutError(f"tensor {name!r} is not a (N, T, C) token tensor with a patch grid for {hw} images")
-        ly = next((c for c in self.candidates if c.name == name), None)
+        infos = {} if ly is not None else G._value_infos(G.infer_shapes(self.model))
+        shape = ly.shape if ly is not None else G.tensor_shape(infos[name]) if name in infos else None
+        if shape is not None and all(isinstance(d, int) and d > 0 for d in (*shape[1:], *hw)):
+            # checked against the tensor (a token tensor declared NCHW, an NCHW map declared NHWC): a LayoutError
+            # that names the right reading, never a map from a misread tensor
+            hint = "channels_last" if len(shape) == 3 else {L.NCHW: "channels_first", L.NHWC: "channels_last"}.get(
+                ly.lay.kind if ly is not None else None)
+            grids = [c.spatial for c in self.candidates if c.op_type == "Conv" and None not in c.spatial]
+            lay = LD.resolve_layer_layout(given, (1, *shape[1:]), hw, hint, grids, name)
+            if known and lay.kind == L.TOKENS:
+                return Layer(ly.name, ly.op_type, ly.shape, ly.node, lay.kind, ly.index, lay)
         if ly is not None:
             return Layer(ly.name, ly.op_type, ly.shape, ly.node, given.kind, ly.index)
-        infos = G._value_infos(G.infer_shapes(self.model))
-        shape = G.tensor_shape(infos[name]) if name in infos else None
         if shape is not None and len(shape) != 4:
             raise LayoutError(f"tensor {name!r} has shape {shape}, not a rank-4 {given.kind} tensor; check layer_layout=")
         producer = next(n for n in self.model.graph.node if name in n.output)
