@@ -1,5 +1,6 @@
-"""Reading a bare ONNX graph: which tensors are candidate target layers, in which layout, and which
-is picked automatically. Pure ``onnx`` (no framework). Used by :class:`~.adapter.OnnxAdapter` and the CLI."""
+"""Reading a bare ONNX graph: which tensors are candidate target layers, in which layout, and which is
+picked automatically. Pure ``onnx`` (no framework). Used by
+:class:`~agnostic_cam.adapters.onnx.adapter.OnnxAdapter` and the CLI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
