@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from agnostic_cam import Explainer
-from agnostic_cam.adapters.auto_layer import has_extent, last_spatial
+from agnostic_cam.adapters.auto_layer import choose, has_extent, record
+from agnostic_cam.core.layout import LayerLayout
 from agnostic_cam.errors import ModelError
 
 SHAPE = (3, 64, 64)
@@ -83,7 +84,21 @@ def test_model_failing_on_the_guessed_shape_picks_at_the_images_shape(torch):
 
 
 def test_rule_on_shapes():
+    """The shared rule (every framework's records go through it) on hand-written records."""
     assert has_extent((1, 8, 3, 3), (2, 3)) and not has_extent((1, 8, 1, 1), (2, 3))
     assert has_extent((None, None, None, 8), (1, 2)) and not has_extent((1, 8), (2, 3))
-    recs = [("c1", (1, 4, 8, 8)), ("gap", (1, 4, 1, 1)), ("fc", (1, 2)), ("late", (1, 4, 2, 1))]
-    assert last_spatial(recs) == "late" and last_spatial(recs[:3]) == "c1" and last_spatial(recs[1:3]) is None
+    nchw, nhwc = LayerLayout("NCHW"), LayerLayout("NHWC")
+    recs = [record("c1", (1, 4, 8, 8), nchw), record("gap", (1, 4, 1, 1), nchw), record("fc", (1, 2), None),
+            record("late", (1, 4, 2, 1), nchw)]
+    assert choose(recs)[0] == "late" and choose(recs[:3])[0] == "c1" and choose(recs[1:3])[0] is None
+    assert record("any", (None, 8, None, None), nchw).positions > 1  # a map of any size counts as spatial
+    assert record("hwc", (1, 3, 5, 8), nhwc).positions == 15
+    head = record("seg", (1, 2, 8, 8), nchw, in_head=True)  # a segmenter's logits map: never picked
+    per_head = record("q", (1, 2, 17, 8), None, main_path=False)
+    assert choose([recs[0], head, per_head])[0] == "c1"
+    tok = LayerLayout("tokens", prefix=1, grid=(4, 4))
+    cls_only = record("final", (1, 17, 8), tok, reached=False)  # read only at its class token
+    assert choose([recs[0], record("ln1", (1, 17, 8), tok), cls_only])[0] == "ln1"
+    levels = [record(n, (1, 8, s, s), nchw, level=True) for n, s in (("p3", 8), ("p4", 4), ("p5", 2))]
+    name, why = choose([recs[0], *levels, record("cls_conv", (1, 3, 2, 2), nchw)])
+    assert name == "p5" and "coarsest" in why  # a detector: the coarsest level its head reads

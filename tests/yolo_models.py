@@ -13,7 +13,10 @@ def _offline() -> None:
 
 
 def yolov8n_random(seed: int = 0):
-    """YOLOv8n's DetectionModel (80 classes) with seeded random weights, in eval mode."""
+    """YOLOv8n's ``DetectionModel`` (an ``nn.Module``, eval mode, 80 classes) with weights drawn from
+    ``torch.manual_seed(seed)`` (the global generator is left as it was). In eval mode it returns
+    ``(predictions (N, 4 + 80, anchors), raw dict)``; its ``Detect`` head (``model.model[22]``) reads
+    the neck outputs ``model[15]``, ``[18]`` and ``[21]``. Shared by every test that needs a YOLO model."""
     _offline()
     import torch
     from ultralytics import YOLO

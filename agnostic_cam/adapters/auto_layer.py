@@ -20,31 +20,33 @@ and the input size) with more than one position, and is none of:
 For a mean-pooled token model that is the final norm, for Swin-style models the last stage's norm,
 for a CNN the last stage (never the patch-embedding stem: token tensors come later).
 When a later token tensor exists whose grid cannot be read, the pick is refused instead of falling
-back to the stem. Below, the older rank-4-only rule (:func:`last_spatial`), used for Keras:
+back to the stem.
 
-``Explainer.from_torch(model)`` and ``from_keras(model)`` without a ``target_layer`` pick, like
-torchcam's ``locate_candidate_layer``, the layer whose output comes last in the forward pass among
-those that are still a spatial map ``(N, C, h, w)`` / ``(N, h, w, C)`` with more than one position.
-For a CNN classifier that is the feature extractor's output, just before global pooling or
-flattening (``"layer4"`` in a ResNet, ``"features"`` in a DenseNet, MobileNet or EfficientNet).
-``from_onnx`` applies the same rule to the graph's tensors (:func:`~agnostic_cam.adapters.onnx.layers.default_layer`).
+The rule is shared by the three frameworks; each adapter only turns what its graph shows into
+:class:`Record` s: PyTorch from probe passes over the modules
+(:func:`agnostic_cam.adapters.pytorch.pick.torch_pick`), Keras from the functional graph's layers
+(:func:`agnostic_cam.adapters.keras.pick.keras_pick`), ONNX from the graph's tensors
+(:func:`agnostic_cam.adapters.onnx.layers.pick_layer`), each with :func:`record`. So ``ex.layer``,
+``ex.describe()`` ("which layer and why") and the maps agree across a model and its ONNX export.
 
-Differences from torchcam, both on purpose: the model itself (a fully convolutional model whose
-output is a map) is never picked, and neither is a module called more than once per forward pass
-(a reused ``nn.ReLU``), whose activation would be ambiguous.
+Like torchcam's ``locate_candidate_layer``, a CNN classifier gets its feature extractor's output,
+just before global pooling or flattening (``"layer4"`` in a ResNet, ``"features"`` in a DenseNet,
+MobileNet or EfficientNet). Differences from torchcam, both on purpose: the model itself (a fully
+convolutional model whose output is a map) is never picked, and neither is a module called more
+than once per forward pass (a reused ``nn.ReLU``), whose activation would be ambiguous.
 
 No framework import.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agnostic_cam.errors import ModelError
+from agnostic_cam.core import layout as L
 
 log = logging.getLogger(__name__)
 
+WHY = "the last main-path feature map before the head that the output looks at"
 
 
 def has_extent(shape: tuple, spatial: tuple[int, int]) -> bool:
@@ -54,15 +56,6 @@ def has_extent(shape: tuple, spatial: tuple[int, int]) -> bool:
         return False
     dims = [shape[a] for a in spatial]
     return any(d is None for d in dims) or dims[0] * dims[1] > 1
-
-
-def last_spatial(records: Iterable[tuple[str, tuple]], spatial: tuple[int, int] = (2, 3)) -> str | None:
-    """The name of the last record ``(name, output shape)`` with a spatial extent (forward order)."""
-    pick = None
-    for name, shape in records:
-        if has_extent(tuple(shape), spatial):
-            pick = name
-    return pick
 
 
 @dataclass(frozen=True)
@@ -77,12 +70,20 @@ class Record:
     in_head: bool  # part of the output head
     token_like: bool = False  # rank 3 with its last axis normalised / projected (a token tensor)
     reached: bool = True  # the explained output's gradient reaches more than one of its positions
+    level: bool = False  # one of the feature levels a detection head reads
 
 
 def choose(records: list[Record]) -> tuple[str | None, str]:
     """(name, why) of the automatic target layer (see the module docstring); (None, why not)."""
     ok = [r for r in records if r.main_path and r.reached and not r.in_head and len(r.shape) in (3, 4, 5)
           and (r.positions > 1 or (r.layout is None and len(r.shape) == 4 and has_extent(r.shape, (2, 3))))]
+    # a detector: the coarsest level its head reads (on equal sizes the last computed); not filtered by
+    # `reached`: which positions a detection output reads depends on which boxes one probe image gives
+    levels = [r for r in records if r.level and r.main_path and not r.in_head and r.positions > 1]
+    if levels:
+        pick = min(reversed(levels), key=lambda r: r.positions)
+        return pick.name, ("the coarsest of the feature levels the detection head reads (the neck outputs feeding it; "
+                           "the most semantic, the one pytorch-grad-cam's YOLO tutorial explains: model[-2])")
     if not ok:
         return None, "no module outputs an image map or token grid with more than one position before the head"
     pick = ok[-1]
@@ -93,18 +94,17 @@ def choose(records: list[Record]) -> tuple[str | None, str]:
         return None, (f"the last feature tensor, {later[-1].name!r} of shape {later[-1].shape}, is a token tensor whose "
                       f"patch grid cannot be told from the input size and the patch embedding; pass target_layer="
                       f"{later[-1].name!r} with layer_layout=LayerLayout('tokens', prefix=..., grid=(h, w))")
-    return pick.name, "the last main-path feature map before the head that the output looks at"
+    return pick.name, WHY
 
 
-def keras_default_layer(chains: list[tuple], static_shape) -> tuple:
-    """The chain (outer model's layer, ..., layer) of the last layer, in graph order, whose static
-    output shape is a spatial (N, h, w, C) map; ``static_shape(layer)`` gives a shape or None."""
-    by_id = {id(c): c for c in chains}
-    pick = last_spatial((id(c), static_shape(c[-1]) or ()) for c in chains)
-    if pick is None:
-        raise ModelError("target_layer=None: no layer of the model outputs a spatial (N, h, w, C) map with more than "
-                         "one position; pass a target_layer")
-    chain = by_id[pick]
-    log.info("target layer %r picked automatically (last spatial layer before global pooling)",
-             "/".join(ly.name for ly in chain))
-    return chain
+def record(name: str, shape: tuple, lay: L.LayerLayout | None, *, main_path: bool = True, in_head: bool = False,
+           reached: bool = True, level: bool = False) -> Record:
+    """The :class:`Record` of a tensor of ``shape`` read with layout ``lay`` (None: cannot be told); a
+    map whose size is unknown (an input of any size) counts as spatial, as in torchcam."""
+    positions, token = 0, lay is not None and lay.kind == L.TOKENS
+    if lay is not None and len(shape) == lay.rank:
+        hw = lay.grid if token else L.spatial_size(shape, lay.kind)
+        known = all(isinstance(d, int) and d > 0 for d in hw)
+        positions = hw[0] * hw[1] if known else 2
+    return Record(name, tuple(shape), None if lay is None else str(lay), positions, main_path, in_head, token,
+                  reached, level)

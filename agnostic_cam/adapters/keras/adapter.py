@@ -33,7 +33,6 @@ import numpy as np
 
 from agnostic_cam.core import layout as L
 from agnostic_cam.adapters.keras import graph as kg
-from agnostic_cam.adapters.auto_layer import keras_default_layer
 from agnostic_cam.engine.eager import engine_for, run_export
 from agnostic_cam.adapters.keras.export import convert, rename_through_identities, replace_erfc
 from agnostic_cam.adapters.base import ACTIVATION, NATIVE, OUTPUT, Adapter, closest_names
@@ -49,6 +48,7 @@ from agnostic_cam.adapters.keras.gradients import KerasGradients, first as _firs
 from agnostic_cam.adapters.keras.higher import KerasHigherOrder  # noqa: E402 (needs TensorFlow)
 from agnostic_cam.adapters.keras.outputs import resolve  # noqa: E402
 from agnostic_cam.adapters.keras.layers import KerasLayouts  # noqa: E402 (needs TensorFlow)
+from agnostic_cam.adapters.keras.pick import keras_pick  # noqa: E402 (needs TensorFlow)
 
 
 class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
@@ -58,6 +58,7 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
     from :class:`~agnostic_cam.adapters.keras.higher.KerasHigherOrder`."""
 
     framework = "keras"
+    layer_reason = ""  # why the target layer is the one it is (automatic pick), for describe()
     layout = "NHWC"
     activation_layout = "NHWC"
 
@@ -91,20 +92,18 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
         self.model = model
         self.output = output
         self._chains = kg.walk(model)
+        self._head = kg.softmax_head(model, self.selection.tensor) if self.selection.logits else None
+        self._fingerprint = None
+        self._compiled: dict = {}
         self.chain = self._resolve(target_layer) if target_layer is not None else None
-        if target_layer is None:
-            try:
-                self.chain = keras_default_layer(self._chains, self._static_shape)
-            except ModelError as e:  # no spatial layer: layer-free methods still run
-                self._no_layer = str(e)
+        if target_layer is None:  # the rule all frameworks share; none: layer-free methods still run
+            self.chain, why = keras_pick(self)
+            self.layer_reason, self._no_layer = (f"picked automatically: {why}", "") if self.chain else ("", why)
         if self.chain is None:
             self.layer = self.layer_name = self.activation_name = None
         else:
             self.layer, self.layer_name = self.chain[-1], self._name(self.chain)
             self._check_static_shape()
-        self._head = kg.softmax_head(model, self.selection.tensor) if self.selection.logits else None
-        self._fingerprint = None
-        self._compiled: dict = {}
 
     # -- layers --------------------------------------------------------------------------------
     def _name(self, chain: tuple) -> str:

@@ -235,8 +235,11 @@ class KerasLayouts:
         return None if self.reshape is not None else (self.layer_layout or L.LayerLayout(L.NHWC))
 
     def describe_lines(self) -> list[str]:
+        if self.chain is None:
+            return []
         lay = "reshape=" if self.reshape is not None else self.layer_layout
-        return [] if self.chain is None or lay is None else [f"layer layout: {lay}"]
+        read = "" if lay is None else f" read as {lay}"
+        return [f"layer {self.layer_name!r}{read}: {self.layer_reason or 'named by the caller'}"]
 
     # -- listing -----------------------------------------------------------------------------------
     def layers(self) -> list[L.Candidate]:
@@ -250,19 +253,25 @@ class KerasLayouts:
         out = []
         for c in self._chains:
             shape = self._static_shape(c[-1]) or ()
-            lay = None
-            if len(shape) == 4 and not isinstance(c[-1], keras.layers.Permute):
-                known = None not in shape[1:3]
-                if known and (shape[1] * shape[2] <= 1 or (hw is not None and not L.fits_input(shape[1:3], hw))):
-                    continue
-                lay = L.LayerLayout(L.NHWC)
-            elif len(shape) == 3 and hw is not None and None not in shape[1:]:
-                try:
-                    lay = LD.detect_layer_layout(shape, hw, hint(c[-1], memo), grids)
-                except LayoutError:
-                    continue
-                if lay.grid[0] * lay.grid[1] <= 1:
-                    continue
-            if lay is not None:
+            lay = chain_layout(c[-1], shape, hw, grids, memo)
+            if lay is not None and lay.kind == L.TOKENS and lay.grid[0] * lay.grid[1] <= 1:
+                continue
+            if lay is not None and (lay.kind != L.NHWC or None in shape[1:3] or shape[1] * shape[2] > 1):
                 out.append(L.Candidate(self._name(c), type(c[-1]).__name__, shape, str(lay)))
         return out
+
+
+def chain_layout(op, shape: tuple, hw: tuple | None, grids: list, memo: dict) -> L.LayerLayout | None:
+    """How the output of Keras layer ``op`` of static ``shape`` is read for images of size ``hw``:
+    channels-last for a rank-4 map that fits the input (never a per-head (N, T, heads, d) tensor),
+    tokens where :func:`hint` and the grids tell them; None when it cannot be told."""
+    if len(shape) == 4 and not isinstance(op, keras.layers.Permute):
+        if None not in shape[1:3] and hw is not None and not L.fits_input(shape[1:3], hw):
+            return None
+        return L.LayerLayout(L.NHWC)
+    if len(shape) == 3 and hw is not None and None not in shape[1:]:
+        try:
+            return LD.detect_layer_layout(shape, hw, hint(op, memo), grids)
+        except LayoutError:
+            return None
+    return None

@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 
 from agnostic_cam.core import layout as L
+from agnostic_cam.core import layout_detect as LD
 from agnostic_cam.adapters.base import Adapter, Gradients, closest_names
 from agnostic_cam.adapters.onnx.features import OnnxFeaturePrimitives
 from agnostic_cam.adapters.onnx.graph_io import OnnxGraphIO
-from agnostic_cam.adapters.onnx.layers import Layer, candidate_layers, chw_view, default_layer, detect_layout, token_layers
+from agnostic_cam.adapters.onnx.layers import Layer, candidate_layers, chw_view, detect_layout, pick_layer, token_layers
 from agnostic_cam.adapters.onnx.legal import opset as legal_opset
 from agnostic_cam.adapters.onnx.twin import agreement, float_twin, precision
 from agnostic_cam.engine import graph as G
@@ -54,8 +55,9 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
     """Explains one tensor of an ONNX graph.
 
     model: path, serialized bytes or ``onnx.ModelProto``.
-    target_layer: a tensor name (see :meth:`layers`) or a node name; None picks the last
-        spatial tensor before global pooling (``self.picked`` then says so).
+    target_layer: a tensor name (see :meth:`layers`) or a node name; None picks the last main-path
+        feature map before the head, by the rule all frameworks share (:mod:`~agnostic_cam.adapters.auto_layer`;
+        ``self.picked`` and ``describe()`` then say so).
     layout: 'NCHW' or 'NHWC' for the model input; None detects it from the input shape.
     output: None (the first graph output), the name of a graph output, 'raw' (same as None),
         or 'logits' (the input of a final Softmax of the first output; a graph output that is
@@ -66,6 +68,7 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
     """
 
     framework = "onnx"
+    layer_reason = ""  # why the target layer is the one it is (automatic pick), for describe()
 
     def __init__(self, model, target_layer: str | None = None, layout: str | None = None, output: str | None = None,
                  input_name: str | None = None, providers=None, batch_size: int | None = None,
@@ -142,16 +145,26 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
             return None
         sample = tuple(d if isinstance(d, int) and d > 0 else None for d in self.input_shape[1:])
         hw = L.spatial_size((1, *sample), self.layout)
-        if given.kind == L.TOKENS:
+        ly = next((c for c in self.candidates if c.name == name), None)
+        known = ly is not None and all(isinstance(d, int) and d > 0 for d in (*ly.shape[1:], *hw))
+        if given.kind == L.TOKENS and not known:
             found = token_layers(self.model, hw, {name}, given={name: given}) if all(hw) else []
             if found:
                 return found[0]
             raise LayoutError(f"tensor {name!r} is not a (N, T, C) token tensor with a patch grid for {hw} images")
-        ly = next((c for c in self.candidates if c.name == name), None)
+        infos = {} if ly is not None else G._value_infos(G.infer_shapes(self.model))
+        shape = ly.shape if ly is not None else G.tensor_shape(infos[name]) if name in infos else None
+        if shape is not None and all(isinstance(d, int) and d > 0 for d in (*shape[1:], *hw)):
+            # checked against the tensor (a token tensor declared NCHW, an NCHW map declared NHWC): a LayoutError
+            # that names the right reading, never a map from a misread tensor
+            hint = "channels_last" if len(shape) == 3 else {L.NCHW: "channels_first", L.NHWC: "channels_last"}.get(
+                ly.lay.kind if ly is not None else None)
+            grids = [c.spatial for c in self.candidates if c.op_type == "Conv" and None not in c.spatial]
+            lay = LD.resolve_layer_layout(given, (1, *shape[1:]), hw, hint, grids, name)
+            if known and lay.kind == L.TOKENS:
+                return Layer(ly.name, ly.op_type, ly.shape, ly.node, lay.kind, ly.index, lay)
         if ly is not None:
             return Layer(ly.name, ly.op_type, ly.shape, ly.node, given.kind, ly.index)
-        infos = G._value_infos(G.infer_shapes(self.model))
-        shape = G.tensor_shape(infos[name]) if name in infos else None
         if shape is not None and len(shape) != 4:
             raise LayoutError(f"tensor {name!r} has shape {shape}, not a rank-4 {given.kind} tensor; check layer_layout=")
         producer = next(n for n in self.model.graph.node if name in n.output)
@@ -163,7 +176,9 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
             if given is not None:
                 return given
         if target_layer is None:  # None when there is none: layer-free methods still run
-            return default_layer(self.candidates)
+            layer, why = pick_layer(self.candidates, self.model, self.output_name)
+            self.layer_reason = f"picked automatically: {why}"
+            return layer
         if not self.candidates:
             raise ModelError("this ONNX graph has no rank-4 tensor between the input and the output to explain; "
                              "use a layer-free method ('occlusion', 'rise', 'kernelshap', 'lime') without target_layer")
@@ -172,7 +187,7 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
         for ly in self.candidates:
             if target_layer in (ly.name, ly.node):
                 if not ly.has_extent:
-                    best = default_layer(self.candidates)
+                    best = pick_layer(self.candidates, self.model, self.output_name)[0]
                     hint = f"pick an earlier layer, e.g. {best.name!r}" if best else "use a larger input"
                     raise ModelError(f"layer {target_layer!r} has shape {ly.shape}: a 1x1 map has no spatial extent to "
                                      f"explain; {hint}")
@@ -244,6 +259,8 @@ class OnnxAdapter(OnnxGraphIO, OnnxFeaturePrimitives, Adapter):
     def describe_lines(self) -> list[str]:
         """Lines for ``Explainer.describe()``: the graph's precision and, for fp16 / int8, the twin's agreement."""
         lines = [f"precision: {self.precision} (opset {legal_opset(self.model)})"]
+        if self.layer is not None:
+            lines.append(f"layer {self.layer.name!r} read as {self.layer.lay}: {self.layer_reason or 'named by the caller'}")
         if self.precision != "float32":
             lines.append("forward methods run on the graph as shipped; gradient methods on its float32 twin "
                          "(fp16 -> float32; int8 -> dequantized weights, quantization without rounding)")

@@ -1,7 +1,6 @@
-"""Reading a bare ONNX graph: which tensors are candidate target layers and in which layout.
-
-Pure ``onnx`` (no framework). Used by :class:`~agnostic_cam.adapters.onnx.adapter.OnnxAdapter` and the CLI.
-"""
+"""Reading a bare ONNX graph: which tensors are candidate target layers, in which layout, and which is
+picked automatically. Pure ``onnx`` (no framework). Used by
+:class:`~agnostic_cam.adapters.onnx.adapter.OnnxAdapter` and the CLI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ import onnx
 
 from agnostic_cam.core import layout as L
 from agnostic_cam.core import layout_detect as LD
+from agnostic_cam.adapters.auto_layer import choose, record
+from agnostic_cam.adapters.onnx import head as H
 from agnostic_cam.adapters.onnx.scan import attention_tensors, fill_shapes, prefix_only
 from agnostic_cam.engine import graph as G
 
@@ -70,17 +71,12 @@ class Layer:
         return c if isinstance(c, int) and c > 0 else None
 
     @property
-    def has_extent(self) -> bool:
-        """False when the map is known to be 1x1 (nothing spatial left to explain)."""
-        dims = self.spatial
-        return not (None not in dims and int(np.prod(dims)) <= 1)
+    def has_extent(self) -> bool:  # False when the map is known to be 1x1 (nothing spatial left to explain)
+        return not (None not in self.spatial and int(np.prod(self.spatial)) <= 1)
 
 
 def _perm(node: onnx.NodeProto) -> list[int] | None:
-    for a in node.attribute:
-        if a.name == "perm":
-            return list(a.ints)
-    return None
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
 
 
 def tensor_layouts(model: onnx.ModelProto, input_name: str, input_layout: str) -> dict[str, str]:
@@ -121,8 +117,7 @@ def tensor_layouts(model: onnx.ModelProto, input_name: str, input_layout: str) -
 
 def detect_layout(shape: tuple, model: onnx.ModelProto, input_name: str) -> str:
     """Input layout from its declared shape, else from the first op that consumes it."""
-    def known(d):
-        return isinstance(d, int) and d > 0
+    known = lambda d: isinstance(d, int) and d > 0  # noqa: E731
 
     if len(shape) in (4, 5):
         c1, c3 = shape[1], shape[-1]
@@ -273,11 +268,17 @@ def _last_axis_source(node: onnx.NodeProto, producer: dict, depth: int = 4):
     return None
 
 
-def default_layer(layers: list[Layer]) -> Layer | None:
-    """The last candidate with a spatial extent whose every position reaches the output: the last
-    feature map before global pooling (a ViT: the last token tensor before the class token is taken)."""
-    good = [ly for ly in layers if ly.has_extent and ly.live]
-    return good[-1] if good else None
+def pick_layer(layers: list[Layer], model: onnx.ModelProto | None = None, output: str | None = None
+               ) -> tuple[Layer | None, str]:
+    """(automatic target layer, why) by the rule all frameworks share (:func:`auto_layer.choose`); candidates
+    are main-path image tensors already; tensors of the output head (:mod:`.head`) are left out, and the maps
+    a head reads at several sizes are a detector's levels. Class-token-only token tensors are not reached."""
+    scope = H.head_scope(model, output) if model is not None and output is not None else None
+    reads = H.head_reads(model, scope) if scope else set()
+    levels = reads if len({ly.spatial for ly in layers if ly.name in reads}) > 1 else set()
+    name, why = choose([record(ly.name, ly.shape, ly.lay, reached=ly.live, in_head=H.in_head(ly.node, scope),
+                               level=ly.name in levels) for ly in layers])
+    return next((ly for ly in layers if ly.name == name), None), why
 
 
 def chw_view(model: onnx.ModelProto, tensor: str, lay: L.LayerLayout, channels: int, name: str) -> onnx.ModelProto:

@@ -38,6 +38,9 @@ class Probe:
     modules: dict[str, nn.Module] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)  # forward calls per module (reused modules: > 1)
     sums: dict[str, tuple] = field(default_factory=dict)  # (sum, sum of |x|) of each module's last output
+    reads: dict[str, list] = field(default_factory=dict)  # modules reading maps of several sizes: (id, print) of each
+    gives: dict[str, list] = field(default_factory=dict)  # ... and of the maps they return
+    ids: dict[str, int] = field(default_factory=dict)  # id() of each module's last output (with sums: which map)
     output: object = None  # what the model returned
 
     @property
@@ -77,6 +80,14 @@ def fingerprint(t: torch.Tensor) -> tuple:
     return (float(d.sum()), float(d.abs().sum()))
 
 
+def feature_maps(obj, depth: int = 3) -> list:
+    """The rank-4 float tensors in ``obj`` (a tensor, or lists / tuples / dicts of them, a few levels deep)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.ndim == 4 and obj.is_floating_point() else []
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [t for v in items for t in feature_maps(v, depth - 1)] if depth > 0 else []
+
+
 def probe(model: nn.Module, x: torch.Tensor) -> Probe:
     """Run ``model`` on ``x`` (no grad; caller restores modes) recording shapes and leaf order."""
     p = Probe(tuple(x.shape[2:]))
@@ -88,11 +99,16 @@ def probe(model: nn.Module, x: torch.Tensor) -> Probe:
         leaf = next(m.children(), None) is None
 
         def hook(mod, i, o, name=name, leaf=leaf):
+            maps = feature_maps(i)
+            if len({tuple(t.shape[2:]) for t in maps}) > 1:  # a multi-level reader (a detection head, an FPN)
+                p.reads[name] = [(id(t), fingerprint(t)) for t in maps]
+                p.gives[name] = [(id(t), fingerprint(t)) for t in feature_maps(o)]
             if not isinstance(o, torch.Tensor):
                 return
             p.shapes[name] = tuple(o.shape)
             p.calls[name] = p.calls.get(name, 0) + 1
             p.sums[name] = fingerprint(o)
+            p.ids[name] = id(o)
             if leaf:
                 p.leaves.append((mod, tuple(o.shape)))
             p.done_at[name] = len(p.leaves) - 1

@@ -84,6 +84,8 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
         layouts = {n: p.layout(n) for n, c in listed.items() if c.layout is not None}
         reached = _reached(model, noise, select, layouts)
     head = _head(q, fingerprint(explained), tuple(explained.shape)) if isinstance(explained, torch.Tensor) else ()
+    readers, levels = _detection_head(q)
+    head = (*head, *readers)
     records = []
     for name in sorted(p.shapes, key=lambda n: p.done_at.get(n, -1)):
         shp, c = p.shapes[name], listed.get(name)
@@ -92,7 +94,8 @@ def torch_pick(model, sample_shape: tuple[int, ...] | None = None, select: Calla
                 and not _inside_attention(name, p.modules))
         records.append(Record(name, shp, c.layout if c else None, pos, main,
                               any(name == h or name.startswith(h + ".") for h in head),
-                              len(shp) == 3 and p.hint(name) == "channels_last", reached.get(name, True)))
+                              len(shp) == 3 and p.hint(name) == "channels_last", reached.get(name, True),
+                              (q.ids.get(name), q.sums.get(name)) in levels))
     name, why = choose(records)
     if name is None:
         raise ModelError(f"target_layer=None: {why} on an input of shape {(1, *shape)}; pass a target_layer "
@@ -131,6 +134,17 @@ def _reached(model, x, select, layouts: dict) -> dict[str, bool]:
         chw = np.zeros(1) if g is None else layouts[n].to_chw(g.detach().float().cpu().numpy())
         seen[n] = bool(chw.ndim in (4, 5) and (np.abs(chw).sum(axis=1) > 0).sum() > len(chw))
     return {n: seen.get(n, False) for n in layouts}
+
+
+def _detection_head(q) -> tuple[tuple[str, ...], set]:
+    """(modules that read three or more feature maps of several sizes and return none that another such
+    module reads: a detection head, not a neck; the (id, fingerprint) of the module outputs they read,
+    the levels, when there are two or more)."""
+    heads = [n for n in q.reads if len(q.reads[n]) >= 3  # a block's residual reads 2 sizes: no head
+             and not any(set(q.gives[n]) & set(v) for m, v in q.reads.items() if m != n)]
+    top = [n for n in heads if not any(n.startswith(h + ".") for h in heads)]
+    levels = {k for n in heads for k in q.reads[n]} & {(q.ids[n], q.sums[n]) for n in q.ids}
+    return tuple(top), levels if len(levels) >= 2 else set()  # levels that are layers: at least two
 
 
 def _head(q, print_, shape) -> tuple[str, ...]:
