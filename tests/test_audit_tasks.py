@@ -27,6 +27,22 @@ def head(torch, x, c1, c2, hd):
     return torch.cat([cx[:, None], cy[:, None], wh, torch.sigmoid(p[:, 4:])], 1).reshape(n, k, h * w)
 
 
+def tiny_yolo_class():
+    """A two-convolution stand-in for a YOLO detector (3 classes): its output is :func:`head`'s."""
+    import torch
+    from torch import nn
+
+    class Yolo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
+
+        def forward(self, x):
+            return head(torch, x, self.c1, self.c2, self.hd)
+
+    return Yolo
+
+
 def export(torch, model, path, outputs, dynamic=True):
     x = torch.zeros(1, 3, 32, 32)
     axes = {n: {0: "n"} for n in ["images", *outputs]} if dynamic else None
@@ -49,13 +65,7 @@ def models(torch, tmp_path):
         def forward(self, x):
             return self.cls(torch.relu(self.c2(torch.relu(self.c1(x)))))
 
-    class Yolo(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
-
-        def forward(self, x):
-            return head(torch, x, self.c1, self.c2, self.hd)
+    Yolo = tiny_yolo_class()
 
     class TorchvisionStyle(Yolo):
         def forward(self, x):  # one image: its 5 best anchors as boxes (5, 4), labels (5,), scores (5,)

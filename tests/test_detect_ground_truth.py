@@ -73,19 +73,11 @@ def test_matching_rule_against_a_loop():
 def test_each_matched_box_is_explained_alone_and_scored_inside_its_box(torch):
     """score_boxes on a tiny YOLO-style head (Grad-CAM, several boxes per image): each box's map is
     the explanation of that detection alone, its score the energy inside the ground-truth box."""
-    from torch import nn
-
-    from test_audit_tasks import head
+    from test_audit_tasks import tiny_yolo_class
 
     torch.manual_seed(0)
 
-    class Yolo(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
-
-        def forward(self, x):
-            return head(torch, x, self.c1, self.c2, self.hd)
+    Yolo = tiny_yolo_class()
 
     ex = Explainer.from_torch(Yolo().eval(), "c2", progress=False)
     x = np.random.default_rng(3).uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
@@ -212,18 +204,11 @@ def test_cli_detector_audit_with_ground_truth(torch, tmp_path):
     """The command line on a tiny YOLO-style head (32 px), labels from its own best anchor plus a box
     of a class it never predicts there: rc 0, boxes.csv with a row per box and method."""
     from agnostic_cam.cli import main
-    from test_audit_tasks import export, head
-    from torch import nn
+    from test_audit_tasks import export, tiny_yolo_class
 
     torch.manual_seed(0)
 
-    class Yolo(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
-
-        def forward(self, x):
-            return head(torch, x, self.c1, self.c2, self.hd)
+    Yolo = tiny_yolo_class()
 
     model = Yolo().eval()
     path = export(torch, model, tmp_path / "yolo.onnx", ["output0"])

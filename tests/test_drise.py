@@ -57,19 +57,11 @@ def reference(model_fn, x, masks, weight, boxes, labels):
 
 @pytest.fixture
 def heads(torch):
-    from torch import nn
-
-    from test_audit_tasks import head
+    from test_audit_tasks import head, tiny_yolo_class
 
     torch.manual_seed(0)
 
-    class Yolo(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2, self.hd = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 7, 1)
-
-        def forward(self, x):
-            return head(torch, x, self.c1, self.c2, self.hd)
+    Yolo = tiny_yolo_class()
 
     class Packed(Yolo):
         def forward(self, x):  # per image its 6 best anchors as rows [x1, y1, x2, y2, score, label]
