@@ -1,15 +1,52 @@
-"""Shared fixtures: seeded torch models (no downloads) and small inputs."""
+"""Shared fixtures: seeded torch models (no downloads) and small inputs; how pytest-xdist splits the suite."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
+
+# Modules that must not run at the same time as each other in two xdist workers: both start a real
+# local Ray (ray.init(num_cpus=2)); two clusters at once on a 2-core machine starve each other.
+SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
+# Modules of long, independent tests without module-scoped fixtures: each test may go to any worker.
+SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): each module is one xdist group, so a
+    module runs whole in one worker and its module-scoped fixtures (exports, sessions, twins) are
+    built once; the modules of one SERIAL_GROUPS group share a worker, one after the other; the
+    tests of a SPREAD module are scheduled one by one. Runs before xdist names the groups (tryfirst);
+    without xdist it changes nothing."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if item.path.name not in SPREAD and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS.get(item.path.name, item.path.name)))
+
+
+def worker_threads() -> int:
+    """Intra-op threads per test process: 2, or the machine's cores shared among the xdist workers
+    (2 workers on 2 cores: 1 each; more threads than cores made every worker wait on the others)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return 2 if workers <= 1 else max(1, (os.cpu_count() or 2) // workers)
+
+
+def pytest_configure(config):
+    """An xdist worker's ONNX Runtime sessions take its share of the cores, as a Ray audit worker's do."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        from agnostic_cam.engine import session
+
+        session.INTRA_OP_THREADS = worker_threads()
 
 
 @pytest.fixture(scope="session")
 def torch():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(worker_threads())
     return torch
 
 
