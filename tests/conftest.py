@@ -13,18 +13,24 @@ SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
 SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (``make test``): each module is one xdist group, so a
-    module runs whole in one worker and its module-scoped fixtures (exports, sessions, twins) are
-    built once; the modules of one SERIAL_GROUPS group share a worker, one after the other; the
-    tests of a SPREAD module are scheduled one by one. Runs before xdist names the groups (tryfirst);
-    without xdist it changes nothing."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    for item in items:
-        if item.path.name not in SPREAD and not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS.get(item.path.name, item.path.name)))
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: ignored where it is not installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N --dist loadfile`` (``make test``): a module runs whole in one worker, so
+    its module-scoped fixtures (exports, sessions, twins) are built once; the modules of one
+    SERIAL_GROUPS group share a worker, one after the other; the tests of a SPREAD module are
+    handed out one by one. (xdist's own ``--dist loadgroup`` marks do nothing under pytest 9:
+    they rename ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            name = path.rsplit("/", 1)[-1]
+            return nodeid if name in SPREAD else SERIAL_GROUPS.get(name, path)
+
+    return ModuleScheduling(config, log)
 
 
 def worker_threads() -> int:
@@ -112,3 +118,4 @@ def onnx_net32(tmp_path_factory, torch):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
