@@ -2,13 +2,14 @@
 
 torchvision's fasterrcnn_mobilenet_v3_large_fpn with random seeded weights (weights=None,
 weights_backbone=None: nothing downloads), score threshold 0 so random weights detect, and its
-transform resized to 128 px (min_size = max_size = 128; the model's default 800 px is a reduction
-of ~40x in pixels, stated for speed). The requested boxes are the model's own first two
-detections (each matches itself: IoU 1). pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` and its GradCAM / EigenCAM, run on the
-same model, layer and boxes, are the reference: the target's score (IoU + score per matched box),
-and the maps -- both at the layer's resolution (pytorch-grad-cam's per-layer CAM before resizing,
-our ``raw``) and resized to the input. The same pgc target list passed to our ``explain``
-(``[FasterRCNNBoxScoreTarget(...)]``, translated) and our own ``DetectionBoxes`` must give the same maps.
+transform resized to 128 px (min_size = max_size = 128; the model's default 800 px is a reduction of
+~40x in pixels, stated for speed). The requested boxes are the model's own first two detections
+(each matches itself: IoU 1). pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` and its GradCAM /
+EigenCAM, run on the same model, layer and boxes, are the reference: the target's score (IoU + score
+per matched box), and the maps -- both at the layer's resolution (pytorch-grad-cam's per-layer CAM
+before resizing, our ``raw``) and resized to the input. The same pgc target list passed to our
+``explain`` (``[FasterRCNNBoxScoreTarget(...)]``, translated) and our own ``DetectionBoxes`` must
+give the same maps.
 
 Bounds: the box score is IoU + softmax score from the same float32 forward (1e-5 relative); the
 layer-resolution Grad-CAM is a sum over 960 channels of weight x activation, its weights means of

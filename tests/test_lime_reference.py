@@ -2,10 +2,11 @@
 
 Our LIME draws its coalitions z (S, M) from ``numpy.random.default_rng(seed)`` (one draw of
 ``integers(0, 2, (S, M))`` per image, in image order, row 0 set to the whole image); the test
-replays that draw, scores each coalition ``x * m + 0 * (1 - m)`` with ``ex.predict`` (the explainer's ONNX
-Runtime float32 forward in one batch of S rows, as the method runs with ``batch_size=S``: the very scores the
-method regresses, to the bit; PyTorch's own ``model(x)`` differs from them by ~8 float32 ulps, which
-the regression would amplify into the 1e-6 bound -- the scores are not what is tested here), and fits:
+replays that draw, scores each coalition ``x * m + 0 * (1 - m)`` with ``ex.predict`` (the
+explainer's ONNX Runtime float32 forward in one batch of S rows, as the method runs with
+``batch_size=S``: the very scores the method regresses, to the bit; PyTorch's own ``model(x)``
+differs from them by ~8 float32 ulps, which the regression would amplify into the 1e-6 bound -- the
+scores are not what is tested here), and fits:
 
 1. the closed form written here: pi(z) = sqrt(exp(-d^2 / w^2)), d = 1 - cos(z, 1) from
    scikit-learn's ``pairwise_distances(metric="cosine")`` (as ``lime_image`` computes it), and
@@ -21,9 +22,9 @@ coefficients shrink) change the result; the test checks that they do, by more th
 Captum's ``Lime`` is not a third reference: its default similarity is a distance between the
 perturbed *images* (not the binary coalitions), a different definition from ``lime`` and ours.
 
-Bound: the scores are the same float32 numbers in both, so what remains is float64 regression with M + 1 = 10 unknowns whose
-normal matrix has condition < 1e3 here (checked below): 1e-6 relative to the largest coefficient
-is > 1e3 times that rounding.
+Bound: the scores are the same float32 numbers in both, so what remains is float64 regression with
+M + 1 = 10 unknowns whose normal matrix has condition < 1e3 here (checked below): 1e-6 relative to
+the largest coefficient is > 1e3 times that rounding.
 """
 from __future__ import annotations
 
