@@ -11,6 +11,9 @@ import pytest
 SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
 # Modules of long, independent tests without module-scoped fixtures: each test may go to any worker.
 SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
+# Modules whose module-scoped fixture is parametrized (one model per parameter): the tests of one
+# parameter stay together, different parameters may go to different workers.
+BY_PARAM = {"test_keras_apps.py"}
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: ignored where it is not installed
@@ -18,8 +21,9 @@ def pytest_xdist_make_scheduler(config, log):
     """Under ``pytest -n N --dist loadfile`` (``make test``): a module runs whole in one worker, so
     its module-scoped fixtures (exports, sessions, twins) are built once; the modules of one
     SERIAL_GROUPS group share a worker, one after the other; the tests of a SPREAD module are
-    handed out one by one. (xdist's own ``--dist loadgroup`` marks do nothing under pytest 9:
-    they rename ``item._nodeid``, which pytest 9 no longer reads.)"""
+    handed out one by one, those of a BY_PARAM module by parameter. (xdist's own ``--dist
+    loadgroup`` marks do nothing under pytest 9: they rename ``item._nodeid``, which pytest 9 no
+    longer reads.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -28,7 +32,11 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             name = path.rsplit("/", 1)[-1]
-            return nodeid if name in SPREAD else SERIAL_GROUPS.get(name, path)
+            if name in SPREAD:
+                return nodeid
+            if name in BY_PARAM and nodeid.endswith("]"):
+                return path + "[" + nodeid[nodeid.index("[") + 1:]
+            return SERIAL_GROUPS.get(name, path)
 
     return ModuleScheduling(config, log)
 
