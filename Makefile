@@ -23,9 +23,13 @@ demo: $(STAMP)
 
 # One seeded random-order run (pytest-random-order: modules shuffled, and the tests inside each);
 # a failure that depends on order replays with the same seed. SEED=... tries another order.
+# JOBS pytest-xdist workers (--dist loadfile: a module runs whole in one worker, see tests/conftest.py;
+# every worker collects the same seeded order); JOBS=0 runs in this process alone.
 SEED ?= 29
+JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --random-order-bucket=module --random-order-seed=$(SEED) tests
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile) \
+		--random-order-bucket=module --random-order-seed=$(SEED) tests
 
 # The suite against the NEWEST release of every dependency, ignoring the upper bounds of pyproject.toml,
 # in a separate venv (.venv-latest); not part of `make test`. A failure here names what a new release broke.

@@ -1,15 +1,67 @@
-"""Shared fixtures: seeded torch models (no downloads) and small inputs."""
+"""Shared fixtures: seeded torch models (no downloads) and small inputs; how pytest-xdist splits the suite."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
+
+# Modules kept out of each other's way in two xdist workers: both start a real local Ray
+# (ray.init(num_cpus=2)), and two clusters at once on 2 cores would compete for them (a precaution:
+# two seeded runs that did put their tests in both workers at once passed).
+SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
+# Modules of long, independent tests without module-scoped fixtures: each test may go to any worker.
+SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
+# Modules whose module-scoped fixture is parametrized (one model per parameter): the tests of one
+# parameter stay together, different parameters may go to different workers.
+BY_PARAM = {"test_keras_apps.py"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: ignored where it is not installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N --dist loadfile`` (``make test``): a module runs whole in one worker, so
+    its module-scoped fixtures (exports, sessions, twins) are built once; the modules of one
+    SERIAL_GROUPS group share a worker, one after the other; the tests of a SPREAD module are
+    handed out one by one, those of a BY_PARAM module by parameter. (xdist's own ``--dist
+    loadgroup`` marks do nothing under pytest 9: they rename ``item._nodeid``, which pytest 9 no
+    longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            name = path.rsplit("/", 1)[-1]
+            if name in SPREAD:
+                return nodeid
+            if name in BY_PARAM and nodeid.endswith("]"):
+                return path + "[" + nodeid[nodeid.index("[") + 1:]
+            return SERIAL_GROUPS.get(name, path)
+
+    return ModuleScheduling(config, log)
+
+
+def worker_threads() -> int:
+    """Intra-op threads per test process: 2, or the machine's cores shared among the xdist workers
+    (2 workers on 2 cores: 1 each; more threads than cores made every worker wait on the others)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return 2 if workers <= 1 else max(1, (os.cpu_count() or 2) // workers)
+
+
+def pytest_configure(config):
+    """An xdist worker's ONNX Runtime sessions take its share of the cores, as a Ray audit worker's do."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        from agnostic_cam.engine import session
+
+        session.INTRA_OP_THREADS = worker_threads()
 
 
 @pytest.fixture(scope="session")
 def torch():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(worker_threads())
     return torch
 
 
@@ -75,3 +127,4 @@ def onnx_net32(tmp_path_factory, torch):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+

@@ -15,24 +15,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-SUBSET = [
-    "tests/test_gradient_methods_captum.py::test_integrated_gradients_match_captum[small_cnn]",
-    "tests/test_gradient_methods_captum.py::test_gradient_methods_match_captum[small_cnn-guided_backprop-GuidedBackprop]",
-    "tests/test_parity_pytorch_grad_cam.py::test_small_cnn[gradcam++]",
-    "tests/test_gradient_methods_keras.py::test_keras_twin_matches_torch[integrated_gradients]",
-    "tests/test_keras_vjp.py::test_rules_match_torch_twin[c2-guided]",
-    "tests/test_keras_crash_defence.py::test_risky_backward_runs_without_weight_gradients",
-]
+SUBSETS = {  # two subprocesses, so two pytest-xdist workers can run them at once (conftest.SPREAD)
+    "torch": [
+        "tests/test_gradient_methods_captum.py::test_integrated_gradients_match_captum[small_cnn]",
+        "tests/test_gradient_methods_captum.py::test_gradient_methods_match_captum[small_cnn-guided_backprop-GuidedBackprop]",
+        "tests/test_parity_pytorch_grad_cam.py::test_small_cnn[gradcam++]",
+    ],
+    "keras": [
+        "tests/test_gradient_methods_keras.py::test_keras_twin_matches_torch[integrated_gradients]",
+        "tests/test_keras_vjp.py::test_rules_match_torch_twin[c2-guided]",
+        "tests/test_keras_crash_defence.py::test_risky_backward_runs_without_weight_gradients",
+    ],
+}
 
 
-def test_sensitive_subset_passes_as_on_an_avx2_cpu():
+@pytest.mark.parametrize("part", list(SUBSETS))
+def test_sensitive_subset_passes_as_on_an_avx2_cpu(part):
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
            "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert probe.stdout.strip() in ("AVX2", "DEFAULT"), probe.stdout + probe.stderr  # the setting took
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:random_order",
-                           *SUBSET], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+                           *SUBSETS[part]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "deselected" not in proc.stdout

@@ -9,12 +9,11 @@ from agnostic_cam import Explainer
 
 
 @pytest.fixture(scope="module")
-def twins():
+def twins(torch):  # the session fixture: torch's threads set once for the process
     from agnostic_cam.demo.keras_model import keras_twin
     from agnostic_cam.demo.run import demo_images
     from agnostic_cam.demo.torch_model import load_demo_net
 
-    torch.set_num_threads(2)
     tm = load_demo_net()
     images, _ = demo_images(3)
     ext = Explainer.from_torch(tm, "features.relu3", input_shape=(3, 64, 64), progress=False)

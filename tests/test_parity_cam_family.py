@@ -51,7 +51,8 @@ def models(torch, resnet18):
 
 def pgc_reference(model, layer, x, targets, cls_name, call, sign_free, monkeypatch):
     """pytorch-grad-cam's heatmaps. ``sign_free``: its principal components (whose sign SVD leaves
-    arbitrary) get our sign rule, positive correlation with the channel sum of what is projected."""
+    arbitrary) get our sign rule, positive correlation with the channel sum of what is projected.
+    ``layer``: a module, or a list of modules (pytorch-grad-cam averages their CAMs)."""
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -68,7 +69,8 @@ def pgc_reference(model, layer, x, targets, cls_name, call, sign_free, monkeypat
 
         for mod in (base, egc):
             monkeypatch.setattr(mod, "get_2d_projection", signed)
-    with contextlib.redirect_stdout(io.StringIO()), getattr(pgc, cls_name)(model=model, target_layers=[layer]) as cam:
+    with contextlib.redirect_stdout(io.StringIO()), getattr(pgc, cls_name)(
+            model=model, target_layers=layer if isinstance(layer, list) else [layer]) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets], **call)
 
 

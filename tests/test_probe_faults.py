@@ -123,3 +123,37 @@ def test_one_position_map_one_rule_for_every_layer_method(small_cnn, method):
     with pytest.raises(ModelError, match=r"1x1 map.*(larger input images|earlier layer)"):
         ex.explain(x, method, target=0)
     assert ex.explain(np.repeat(np.repeat(x, 4, 2), 4, 3), method, target=0).heatmap.shape == (1, 8, 8)
+
+
+def test_a_failed_layer_check_is_made_again_at_the_next_call(torch):
+    """The PyTorch adapter recorded the input size before its layer checks finished: after a
+    LayoutError (a (1, 8, 8, 8) layer that reads as NCHW or NHWC), the second explain at that size
+    skipped the checks and returned a map of the unresolved layout. Every call must refuse it."""
+    from torch import nn
+
+    from agnostic_cam.errors import LayoutError
+
+    class ToNHWC(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.nhwc = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), ToNHWC()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.nhwc(self.act(self.conv(x))).mean((1, 2)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = np.random.default_rng(0).uniform(size=(1, 3, 8, 8)).astype(np.float32)
+    ex = Explainer.from_torch(net, "nhwc", progress=False)
+    for method in ("gradcam", "gradcam", "eigencam"):
+        with pytest.raises(LayoutError, match="layer_layout='NCHW', 'NHWC'"):
+            ex.explain(x, method, target=1)
+    # the fix the error names works, and gives the map of the NCHW layer it is a view of
+    fixed = Explainer.from_torch(net, "nhwc", layer_layout="NHWC", progress=False).explain(x, "gradcam", target=1)
+    plain = Explainer.from_torch(net, "act", progress=False).explain(x, "gradcam", target=1)
+    np.testing.assert_allclose(fixed.heatmap, plain.heatmap, atol=1e-6)

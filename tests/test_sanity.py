@@ -5,6 +5,7 @@ import pytest
 
 from agnostic_cam import Explainer
 from agnostic_cam.evaluation.sanity import learned_layers, model_randomization
+from agnostic_cam.errors import InputError
 from agnostic_cam.evaluation.similarity import spearman, ssim
 
 
@@ -81,6 +82,24 @@ def test_ssim_matches_windowed_definition(rng):
                         / ((p.mean() ** 2 + q.mean() ** 2 + 1e-4) * (c[0, 0] + c[1, 1] + 9e-4)))
     assert ssim(a, b) == pytest.approx(np.mean(vals), abs=1e-12)
     assert ssim(a, a) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape, win", [((6, 6), 5), ((5, 9), 5), ((4, 4), 3), ((3, 8), 3)])
+def test_ssim_of_maps_smaller_than_the_window(rng, shape, win):
+    """Maps under 7 x 7 (a layer-resolution map) use the largest odd window that fits: scikit-image's
+    structural_similarity with that win_size (it refuses the default 7 on them); was NaN and a warning
+    for even sizes (the window grew past the map)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = rng.random(shape), rng.random(shape)
+    want = structural_similarity(a, b, win_size=win, data_range=1.0)
+    assert np.isfinite(ssim(a, b)) and ssim(a, b) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (1, 5), (2, 9), (1, 1)])
+def test_ssim_refuses_maps_without_a_3x3_window(shape):
+    with pytest.raises(InputError, match="at least 3 x 3.*heatmap"):
+        ssim(np.ones(shape), np.ones(shape))
 
 
 def test_audit_sanity_rows_and_report(torch, tmp_path, capsys):

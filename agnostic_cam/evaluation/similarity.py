@@ -4,7 +4,9 @@
   zeros of a ReLU'd heatmap do not bias it).
 - :func:`ssim`: structural similarity (Wang et al. 2004) with scikit-image's defaults for
   ``structural_similarity``: a 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance,
-  ``data_range`` 1 (heatmaps are in [0, 1]), the mean over the valid (un-padded) windows.
+  ``data_range`` 1 (heatmaps are in [0, 1]), the mean over the valid (un-padded) windows. A map
+  smaller than the window uses the largest odd window that fits (scikit-image's
+  ``win_size=that``); one under 3 x 3 has no window with a sample variance: an InputError.
 """
 from __future__ import annotations
 
@@ -43,12 +45,18 @@ def _box(m: np.ndarray, w: int) -> np.ndarray:
 
 
 def ssim(a: np.ndarray, b: np.ndarray, win: int = 7, data_range: float = 1.0) -> float:
-    """Mean structural similarity of two (H, W) maps (H, W >= ``win``)."""
+    """Mean structural similarity of two (H, W) maps; the window shrinks to the largest odd size
+    <= min(H, W) (at least 3: smaller maps raise InputError)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise InputError(f"ssim takes two 2-D maps of one shape; got {a.shape} and {b.shape}")
-    win = min(win, *a.shape) | 1  # odd, at most the map size
+    win = min(win, *a.shape)
+    win -= 1 - win % 2  # the largest odd window that fits
+    if win < 3:
+        raise InputError(f"ssim needs maps of at least 3 x 3 pixels (a window with a sample variance); got "
+                         f"{a.shape}. Compare the maps upsampled to the input size (Explanation.heatmap), or use "
+                         "spearman")
     ua, ub = _box(a, win), _box(b, win)
     cov = win * win / (win * win - 1)  # sample covariance, as scikit-image
     vaa = cov * (_box(a * a, win) - ua * ua)

@@ -107,7 +107,16 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
     _last_shape = None
 
     def check_layer(self, sample_shape: tuple[int, ...]) -> None:
-        """Run one zero image; resolve the target layer's layout and check it is a spatial map."""
+        """Run one zero image; resolve the target layer's layout and check it is a spatial map. A
+        failed check forgets the size, so the next call at that size checks again (never explains
+        with an unresolved layout)."""
+        try:
+            self._check_layer_at(sample_shape)
+        except Exception:
+            self._last_shape = None
+            raise
+
+    def _check_layer_at(self, sample_shape: tuple[int, ...]) -> None:
         p = self.probe(sample_shape)
         self._last_shape = tuple(sample_shape)
         self._check_output(p.output)
