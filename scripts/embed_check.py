@@ -58,8 +58,12 @@ def providers() -> list[str]:
 
 
 def session(path):
+    """A session for timing. Its thread pool does not spin after a run: the benchmark interleaves two
+    sessions, and the idle one's spinning threads would take the cores from the other (both then run
+    about 2x slower on 2 cores, and the fastest-run ratio becomes noise)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=providers())
 
 
