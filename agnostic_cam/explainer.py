@@ -180,9 +180,10 @@ class Explainer(FeatureViews):
     @property
     def methods(self) -> list[str]:
         """Names of the methods this explainer can run (depends on the backend's abilities; attention
-        methods only where the model's graph holds attention maps at a known input size)."""
+        methods only where the model's graph holds attention maps at a known input size). ``drise``,
+        which explains a detector's boxes (a ``DetectionBoxes`` target) and nothing else, is not listed."""
         sup = self.adapter.supports
-        names = [n for n, c in registry().items() if (c.needs & sup) == c.needs
+        names = [n for n, c in registry().items() if (c.needs & sup) == c.needs and not c.detection_only
                  and relu_policy.listed(self.adapter, relu_policy.method_rule(c), self.partial_rules)]
         attention = any(registry()[n].needs.uses_attention for n in names) and self._attention.available()
         return sorted(n for n in names if attention or not registry()[n].needs.uses_attention)

@@ -19,7 +19,14 @@ def yolov8n_random(seed: int = 0):
     the neck outputs ``model[15]``, ``[18]`` and ``[21]``. Shared by every test that needs a YOLO model."""
     _offline()
     import torch
+    from PIL import Image
+
+    pil_open = Image.open
     from ultralytics import YOLO
+
+    # importing ultralytics replaces PIL.Image.open process-wide (a HEIF hook that needs pi_heif); the
+    # other tests of this process read images with Pillow's own: put it back
+    Image.open = pil_open
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

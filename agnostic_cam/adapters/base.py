@@ -22,7 +22,6 @@ from agnostic_cam.targets.dispatch import to_numpy  # noqa: F401 - re-exported f
 from agnostic_cam.errors import BackendError, InputError, ModelError, NonFiniteError
 from agnostic_cam.core.options import positive_int
 from agnostic_cam.core.concurrency import EXPORT_LOCK
-
 from agnostic_cam.engine.graph import ACTIVATION, NATIVE, OUTPUT  # noqa: F401 - the exported graph's tensor names
 
 
@@ -53,7 +52,8 @@ def closest_names(name: str, names: list[str], n: int = 5) -> str:
     return ", ".join(repr(c) for c in close) if close else ", ".join(repr(c) for c in names[-n:])
 
 
-def check_images(images: Any, layout: str, channels: int | None, spatial: tuple | None = None) -> np.ndarray:
+def check_images(images: Any, layout: str, channels: int | None, spatial: tuple | None = None,
+                 rank: int | None = None) -> np.ndarray:
     """Validate a batch of images for a model with ``layout`` and return it as float32.
 
     ``channels``: the channel count the model expects (None: any); ``spatial``: (H, W) with
@@ -71,6 +71,12 @@ def check_images(images: Any, layout: str, channels: int | None, spatial: tuple 
         raise InputError(
             f"images must be floating point (got {x.dtype}): convert them the way the model was trained, "
             f"e.g. images.astype(np.float32) / 255 followed by the model's mean/std normalisation")
+    rank = rank or (None if spatial is None else len(spatial) + 2)
+    if rank is not None and rank != x.ndim:
+        what = "images" if rank == 4 else "volumes / clips"
+        hint = " Add a batch dimension: images[None]." if x.ndim + 1 == rank else ""
+        raise InputError(f"the model takes a rank-{rank} batch {L.shape_text(layout, ndim=rank)} of {what}; got "
+                         f"shape {x.shape} (rank {x.ndim}).{hint}")
     other = L.NHWC if layout == L.NCHW else L.NCHW
     if channels is not None and L.channels(x.shape, layout) != channels:
         if L.channels(x.shape, other) == channels:
@@ -173,8 +179,12 @@ class Adapter(ABC):
             return None
         return (c, *hw) if self.layout == "NCHW" else (*hw, c)
 
+    @property
+    def input_rank(self) -> int | None:  # 4 (images) or 5 (volumes / clips) where known
+        return None if self.spatial is None else len(self.spatial) + 2
+
     def prepare(self, images: Any) -> np.ndarray:
-        return check_images(images, self.layout, self.channels, self.spatial)
+        return check_images(images, self.layout, self.channels, self.spatial, self.input_rank)
 
     # -- ONNX --------------------------------------------------------------------------------
     @abstractmethod

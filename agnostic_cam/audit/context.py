@@ -220,10 +220,10 @@ def preflight(ctx: Context) -> None:
         if m == embedded.EMBEDDED:
             continue
         try:
-            get_method(m)
+            mcls = get_method(m)
         except ValueError as e:
             raise OptionError(str(e)) from None
-        if m not in ex.methods:
+        if m not in ex.methods and not mcls.detection_only:  # drise: a detector's boxes, checked by the task
             hint = getattr(ex.adapter, "gradient_hint", "")
             raise OptionError(f"method {m!r} cannot run on this model; available: {', '.join(ex.methods)}"
                               + (f". {hint}" if hint else ""))

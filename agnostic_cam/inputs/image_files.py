@@ -66,6 +66,9 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = None, n
         raise InputError(f"image {_name(path)!r} refused as a decompression bomb: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:  # Pillow's ways of saying "cannot decode"
         raise InputError(f"cannot read image {_name(path)!r}: {type(e).__name__}: {e}") from None
+    except ImportError as e:  # another package's hook on Image.open (ultralytics: pi_heif) tried a missing plugin
+        raise InputError(f"cannot read image {_name(path)!r}: Pillow cannot decode it, and a plugin hook that another "
+                         f"package installed on PIL.Image.open failed ({type(e).__name__}: {e})") from None
 
 
 def _to_rgb(im, path) -> np.ndarray:

@@ -52,6 +52,7 @@ class Method:
     layers_combine: ClassVar[str] = "mean"
     runs_explanations: ClassVar[bool] = False
     volumes: ClassVar[bool] = False
+    detection_only: ClassVar[bool] = False  # explains a detector's boxes only (a DetectionBoxes target): not in ex.methods
     batch_size: int | None = None
     eigen_smooth: bool = False
     scale: np.ndarray | None = None

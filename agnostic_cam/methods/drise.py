@@ -98,6 +98,7 @@ class DRISE(LayerFreeMethod):
         >>> round(float(exp.heatmap.min()), 3), round(float(exp.heatmap.max()), 3)
         (0.0, 1.0)
     """
+    detection_only = True
 
     def __init__(self, masks: int | np.ndarray = 1000, cells: int = 16, p: float = 0.5, seed: int | None = 0,
                  baseline=0.0, batch_size: int | None = None):

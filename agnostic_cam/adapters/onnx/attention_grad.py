@@ -148,7 +148,7 @@ def specialised(model: onnx.ModelProto, shape: tuple) -> onnx.ModelProto:
     inits = {i.name for i in m.graph.initializer}
     dims = next(i for i in m.graph.input if i.name not in inits).type.tensor_type.shape.dim
     if len(dims) != len(shape):
-        raise ValueError(f"input rank {len(dims)} is not that of {shape}")
+        raise BackendError(f"input rank {len(dims)} is not that of {shape}")
     for d, n in zip(dims, shape):
         d.Clear()
         d.dim_value = int(n)

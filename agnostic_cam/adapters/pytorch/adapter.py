@@ -202,6 +202,10 @@ class TorchAdapter(TorchFront, TorchExport, TorchHigherOrder, TorchPrimitives, A
     def sample_shape(self) -> tuple | None:
         return self.input_shape or self._last_shape
 
+    @property
+    def input_rank(self) -> int | None:
+        return len(self.input_shape) + 1 if self.input_shape else None
+
     def _param(self):
         return next(self.model.parameters(), None)
 

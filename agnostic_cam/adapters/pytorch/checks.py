@@ -85,7 +85,10 @@ def check_model(model: nn.Module) -> None:
 def forward_failure(e: Exception, shape: tuple, channels: int | None) -> InputError:
     """The model raised ``e`` on a batch of ``shape``: say what the model expects instead."""
     hint = ""
-    if len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+    if len(shape) == 5:
+        hint = (" A rank-5 batch is read as volumes / clips (N, C, D, H, W); if the model takes images, "
+                "input_shape is the shape of one image (C, H, W), without the batch axis.")
+    elif len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):
         hint = (" The batch looks channels-last (NHWC); PyTorch models take NCHW: "
                 "images.transpose(0, 3, 1, 2).")
     elif channels is None:

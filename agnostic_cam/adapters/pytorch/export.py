@@ -22,7 +22,7 @@ from agnostic_cam import compat
 from agnostic_cam.adapters.pytorch.layers import no_mha_fastpath
 from agnostic_cam.adapters.pytorch.primitives import hooked, preserved
 from agnostic_cam.core.concurrency import EXPORT_LOCK
-from agnostic_cam.engine.eager import engine_for, run_export
+from agnostic_cam.engine.eager import ExportFailed, engine_for, run_export
 from agnostic_cam.engine.graph import ACTIVATION, NATIVE, OUTPUT, to_float32
 
 
@@ -97,7 +97,7 @@ def _aa_symbolic(name: str):
         probe = torch.randn(2, 3, h0, w0, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         want = op(probe, [h1, w1], align, *scales)
         if not torch.allclose(wh @ probe @ ww.T, want, rtol=1e-9, atol=1e-9):
-            raise RuntimeError(f"{name} is not the separable resize it was taken for")
+            raise ExportFailed(ValueError(f"{name} is not the separable resize it was taken for"))  # falls back
         dtype = src.dtype() if src.dtype() is not None else torch.float32
         rows = g.op("Constant", value_t=wh.to(dtype))
         cols = g.op("Constant", value_t=ww.T.contiguous().to(dtype))
