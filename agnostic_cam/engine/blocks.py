@@ -20,7 +20,7 @@ SHAPE_OPS = {"Shape", "Size"}  # read a tensor's shape, not its values
 LINEAR = {"MatMul", "Gemm", "Einsum", "MatMulInteger", "QLinearMatMul"}
 
 
-def _live(g: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
+def live_nodes(g: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
     """The nodes ``output`` is computed from, in graph order (nodes feeding only other outputs dropped)."""
     producer = {o: n for n in g.node for o in n.output if o}
     keep, stack = set(), [output]
@@ -64,7 +64,7 @@ def _from_input(nodes: list[onnx.NodeProto], x: str) -> str | None:
 def prenorm_block(model: onnx.ModelProto, tensor: str, output: str) -> tuple[str, str]:
     """(x, n) of the pre-norm block that ``tensor`` starts (x = tensor: the tokens between two blocks)
     or whose first norm ``tensor`` is (n = tensor); a ModelError naming the fix otherwise."""
-    nodes = _live(model.graph, output)
+    nodes = live_nodes(model.graph, output)
     n = _from_input(nodes, tensor)
     if n is not None:
         return tensor, n

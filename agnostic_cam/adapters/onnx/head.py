@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import onnx
 
+from agnostic_cam.engine.blocks import live_nodes
+
 
 def _scope(name: str) -> list[str]:
     """The scope path of a node name: ``/model/head/Gemm`` (``model/head/Gemm``) -> ['model', 'head']."""
@@ -20,23 +22,12 @@ def _scope(name: str) -> list[str]:
     return [p for p in parts[:-1] if p] if len(parts) > 1 else []
 
 
-def _ancestors(model: onnx.ModelProto, output: str) -> list[onnx.NodeProto]:
-    """The nodes ``output`` depends on, in graph order: branches that only read the model (an embedded
-    explanation's ``xai/...`` nodes, extra outputs) do not move the shared scope."""
-    made = {o: n for n in model.graph.node for o in n.output}
-    keep, todo = set(), [output]
-    while todo:
-        n = made.get(todo.pop())
-        if n is not None and id(n) not in keep:
-            keep.add(id(n))
-            todo.extend(i for i in n.input if i)
-    return [n for n in model.graph.node if id(n) in keep]
-
-
 def head_scope(model: onnx.ModelProto, output: str) -> tuple[str, ...] | None:
     """The scope path (('model', 'head')) of the head producing tensor ``output``, or None. The shared
     scope is taken over the nodes that have one (exporters leave some, e.g. ``Identity_3``, without)."""
-    nodes = [n for n in _ancestors(model, output) if _scope(n.name) and n.op_type != "Constant"]
+    # only what the output is computed from: branches that just read the model (an embedded explanation's
+    # xai/... nodes, extra outputs) do not move the shared scope
+    nodes = [n for n in live_nodes(model.graph, output) if _scope(n.name) and n.op_type != "Constant"]
     producer = next((n for n in nodes if output in n.output), None)
     if producer is None:
         return None
