@@ -231,18 +231,25 @@ def test_vit_reciprocam_equals_the_paper_on_deit():
         last.explain(x, "vit_reciprocam")  # the last block's output feeds the final norm, not a block
 
 
-def test_cli_embeds_a_bare_onnx_file(tmp_path):
-    """``agnostic-cam embed`` on an ONNX file: its own outputs kept, the map equals from_onnx's explain()."""
-    from agnostic_cam.cli import main
-
-    from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+def bare_tiny_cnn() -> onnx.ModelProto:
+    """The demo CNN as a plain ONNX file: its exported graph (3 x 32 x 32) with only the 'output' output."""
+    from agnostic_cam.demo.tiny import tiny_cnn
 
     src = onnx.ModelProto()
     src.CopyFrom(Explainer.from_torch(tiny_cnn(), "relu2", progress=False).adapter.engine((3, 32, 32)).model)
     keep = [o for o in src.graph.output if o.name == "output"]
     del src.graph.output[:]
     src.graph.output.extend(keep)
-    onnx.save(src, tmp_path / "m.onnx")
+    return src
+
+
+def test_cli_embeds_a_bare_onnx_file(tmp_path):
+    """``agnostic-cam embed`` on an ONNX file: its own outputs kept, the map equals from_onnx's explain()."""
+    from agnostic_cam.cli import main
+
+    from agnostic_cam.demo.tiny import tiny_images
+
+    onnx.save(bare_tiny_cnn(), tmp_path / "m.onnx")
     assert main(["-q", "embed", str(tmp_path / "m.onnx"), "--method", "gradcam", "-o", str(tmp_path / "e.onnx")]) == 0
     x = tiny_images()
     got = run_isolated(tmp_path, x, [tmp_path / "m.onnx", tmp_path / "e.onnx"])

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from agnostic_cam import Explainer  # noqa: E402
-from test_embed import check_embedded, run_isolated  # noqa: E402
+from test_embed import bare_tiny_cnn, check_embedded, run_isolated  # noqa: E402
 
 
 @pytest.mark.parametrize("name, methods", [
@@ -121,13 +121,9 @@ def test_cli_input_shape_for_a_file_of_any_size(tmp_path):
     import onnxruntime as ort
 
     from agnostic_cam.cli import main
-    from agnostic_cam.demo.tiny import tiny_cnn, tiny_images
+    from agnostic_cam.demo.tiny import tiny_images
 
-    src = onnx.ModelProto()
-    src.CopyFrom(Explainer.from_torch(tiny_cnn(), "relu2", progress=False).adapter.engine((3, 32, 32)).model)
-    keep = [o for o in src.graph.output if o.name == "output"]
-    del src.graph.output[:]
-    src.graph.output.extend(keep)
+    src = bare_tiny_cnn()
     for d, name in zip(src.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
         d.ClearField("dim_value")
         d.dim_param = name

@@ -165,23 +165,23 @@ class GroundTruth:
             out.append((int(a["category_id"]), x * sx, y * sy, (x + bw) * sx, (y + bh) * sy))
         return out
 
-    def _boxes_yolo(self, stem: str, size) -> list[tuple]:
+    def _yolo_lines(self, stem: str, size):
+        """(class, xy) per label line: xy (k, 2) in pixels, the box's two corners or the polygon's points."""
         h, w = size
-        out = []
         for line in self._files[stem].read_text().splitlines():
             v = [float(t) for t in line.split()]
             if not v:
                 continue
             if len(v) == 5:
                 cx, cy, bw, bh = v[1:]
-                xy = np.array([[cx - bw / 2, cy - bh / 2], [cx + bw / 2, cy + bh / 2]])
+                yield int(v[0]), "box", np.array([[cx - bw / 2, cy - bh / 2], [cx + bw / 2, cy + bh / 2]]) * [w, h]
             elif len(v) >= 7 and len(v) % 2 == 1:
-                xy = np.asarray(v[1:]).reshape(-1, 2)
+                yield int(v[0]), "polygon", np.asarray(v[1:]).reshape(-1, 2) * [w, h]
             else:
                 raise InputError(f"a line needs 'class cx cy w h' or 'class x1 y1 x2 y2 ...'; got {line!r}")
-            (x0, y0), (x1, y1) = xy.min(0) * [w, h], xy.max(0) * [w, h]
-            out.append((int(v[0]), float(x0), float(y0), float(x1), float(y1)))
-        return out
+
+    def _boxes_yolo(self, stem: str, size) -> list[tuple]:
+        return [(c, *map(float, xy.min(0)), *map(float, xy.max(0))) for c, _, xy in self._yolo_lines(stem, size)]
 
     def _boxes_voc(self, stem: str, size) -> list[tuple]:
         root = ET.parse(self._files[stem]).getroot()
@@ -220,18 +220,8 @@ class GroundTruth:
     def _mask_yolo(self, stem: str, size) -> np.ndarray:
         h, w = size
         m = np.zeros((h, w), bool)
-        for line in self._files[stem].read_text().splitlines():
-            v = [float(t) for t in line.split()]
-            if not v:
-                continue
-            if len(v) == 5:
-                cx, cy, bw, bh = v[1:]
-                m |= box_mask((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h, h, w)
-            elif len(v) >= 7 and len(v) % 2 == 1:
-                xy = np.asarray(v[1:]).reshape(-1, 2) * [w, h]
-                m |= polygon_mask(xy.ravel(), h, w)
-            else:
-                raise InputError(f"a line needs 'class cx cy w h' or 'class x1 y1 x2 y2 ...'; got {line!r}")
+        for _, kind, xy in self._yolo_lines(stem, size):
+            m |= box_mask(*xy[0], *xy[1], h, w) if kind == "box" else polygon_mask(xy.ravel(), h, w)
         return m
 
     def _mask_voc(self, stem: str, size) -> np.ndarray:
