@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from agnostic_cam.engine.attention import with_block_heads
+from agnostic_cam.adapters.onnx.lean import leaner
 from agnostic_cam.adapters.onnx.torch_gradients import TorchGradients, _constants_to_initializers
 from agnostic_cam.engine import graph as G
 from agnostic_cam.errors import BackendError
@@ -70,7 +71,8 @@ class AttentionGradients:
         mod = self._modules.pop(shape, None)
         if mod is None:
             try:
-                mod = TorchGradients._convert(specialised(self._graph, shape))
+                example = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+                mod = leaner(TorchGradients._convert(specialised(self._graph, shape)), example)
             except Exception:  # noqa: BLE001 - ORT or the conversion refused the folded graph: convert it as is
                 mod = self._modules.get("dynamic") or TorchGradients._convert(self._graph)
                 self._modules["dynamic"] = mod

@@ -1,0 +1,167 @@
+"""A leaner onnx2torch module: the same tensor operations with fewer Python calls per pass.
+
+onnx2torch turns every ONNX node into a module call (a ViT-Tiny attention graph: about 660 per
+forward pass, each through ``nn.Module.__call__``, several of them re-checking constant inputs at
+run time: a Reshape tests its shape tensor for zeros, an Identity clones a weight). For a graph
+converted for one input shape, :func:`lean` rewrites the torch.fx graph in place:
+
+- nodes computed from weights and constants alone are evaluated once and kept as buffers;
+- the common pure modules become direct calls of the function their ``forward`` calls (Reshape to
+  a constant shape, Transpose, Add/Sub/Mul/Div, MatMul, Gemm/Linear, Softmax, Erf, LayerNorm,
+  Gather/Squeeze with constant indices, ReduceMean/ReduceSum, Identity), their arguments fixed
+  from the constants they read;
+- nodes whose values nothing reads are dropped.
+
+Whatever it does not know stays a module call. The result is checked against the original on one
+input of the shape the graph was converted for: every output must be bit-identical, else the
+original is kept (:func:`leaner`).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+MAX_FOLDED = 1 << 20  # elements of one folded constant (larger ones stay computed)
+
+
+def _layer_norm(x, weight, bias, axis: int, eps: float):
+    return F.layer_norm(x, x.shape[axis:], weight, bias, eps)
+
+
+def _expand(x, shape: tuple):
+    return x * torch.ones(shape, dtype=x.dtype, device=x.device)  # onnx2torch's Expand, shape fixed
+
+
+def _attr(gm: fx.GraphModule, target: str):
+    return functools.reduce(getattr, target.split("."), gm)
+
+
+def _fold(gm: fx.GraphModule) -> None:
+    """Evaluate the nodes whose inputs are all constants; keep each value as a buffer."""
+    const: dict = {}
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr":
+            const[node] = _attr(gm, node.target)
+            continue
+        if node.op not in ("call_module", "call_function") or not node.all_input_nodes \
+                or not all(n in const for n in node.all_input_nodes):
+            continue
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: const[n])
+        fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
+        with torch.no_grad():
+            value = fn(*args, **kwargs)
+        if not isinstance(value, torch.Tensor) or value.numel() > MAX_FOLDED:
+            continue
+        name = f"_lean_const{len(const)}"
+        gm.register_buffer(name, value.detach().clone())
+        with gm.graph.inserting_before(node):
+            new = gm.graph.get_attr(name)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        const[new] = value
+
+
+def _constant(gm: fx.GraphModule, arg):
+    """The tensor a get_attr argument holds (None for anything else)."""
+    return _attr(gm, arg.target) if isinstance(arg, fx.Node) and arg.op == "get_attr" else None
+
+
+def _ints(t) -> tuple | None:
+    if t is None or t.dtype.is_floating_point or t.dim() > 1:
+        return None
+    return tuple(int(v) for v in t.reshape(-1).tolist())
+
+
+def _rewrite(gm: fx.GraphModule, node: fx.Node, mod: nn.Module):
+    """(function, args, kwargs) computing what ``mod`` computes for ``node``'s inputs, or None."""
+    name = type(mod).__name__
+    args = node.args
+    if node.kwargs:
+        return None
+    if isinstance(mod, nn.Linear):
+        with gm.graph.inserting_before(node):
+            w = gm.graph.get_attr(f"{node.target}.weight")
+            b = None if mod.bias is None else gm.graph.get_attr(f"{node.target}.bias")
+        return F.linear, (args[0], w, b), {}
+    if isinstance(mod, nn.Softmax) and len(args) == 1:
+        return F.softmax, (args[0], mod.dim), {}
+    if name == "OnnxReshape" and len(args) == 2:
+        shape = _ints(_constant(gm, args[1]))
+        return None if shape is None or 0 in shape else (torch.reshape, (args[0], shape), {})
+    if name == "OnnxTranspose" and len(args) == 1 and mod.perm is not None:
+        return torch.permute, (args[0], list(mod.perm)), {}
+    if name == "OnnxBinaryMathOperation" and len(args) == 2 and not (mod.broadcast == 1 and mod.axis is not None):
+        return mod.math_op_function, tuple(args), {}
+    if name == "OnnxMatMul" and len(args) == 2:
+        return torch.matmul, tuple(args), {}
+    if name == "OnnxErf" and len(args) == 1:
+        return torch.erf, tuple(args), {}
+    if name == "OnnxCopyIdentity" and len(args) == 1:
+        return torch.clone, tuple(args), {}
+    if name == "OnnxLayerNorm" and len(args) in (2, 3):
+        return _layer_norm, (args[0], args[1], args[2] if len(args) == 3 else None, mod.axis, mod.epsilon), {}
+    if name == "OnnxExpand" and len(args) == 2:
+        shape = _ints(_constant(gm, args[1]))
+        return None if shape is None else (_expand, (args[0], shape), {})
+    if name == "OnnxGather" and len(args) == 2:
+        idx = _constant(gm, args[1])
+        if idx is None or idx.dtype.is_floating_point or idx.dim() > 1:
+            return None
+        if idx.dim() == 0:
+            return torch.select, (args[0], mod._axis, int(idx)), {}
+        if bool((idx < 0).any()):
+            return None
+        return torch.index_select, (args[0], mod._axis, args[1]), {}
+    if name == "OnnxSqueezeDynamicAxes" and len(args) == 2:
+        axes = _ints(_constant(gm, args[1]))
+        if not axes or min(axes) < 0:
+            return None
+        return torch.squeeze, (args[0], axes), {}
+    if name == "OnnxReduceStaticAxes" and len(args) == 1 and mod.operation_type in ("ReduceMean", "ReduceSum") \
+            and mod.axes:
+        return mod.math_op_function, (args[0],), {"dim": list(mod.axes), "keepdim": mod.keepdims}
+    return None
+
+
+def lean(gm: fx.GraphModule) -> fx.GraphModule:
+    """Rewrite ``gm`` (an onnx2torch conversion for one input shape) in place; see the module doc."""
+    _fold(gm)
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        new = _rewrite(gm, node, gm.get_submodule(node.target))
+        if new is None:
+            continue
+        fn, args, kwargs = new
+        with gm.graph.inserting_before(node):
+            call = gm.graph.call_function(fn, args, kwargs)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def _outputs(res) -> list:
+    return list(res) if isinstance(res, (tuple, list)) else [res]
+
+
+def leaner(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
+    """A lean copy of ``gm`` when its outputs on ``example`` are bit-identical to ``gm``'s, else ``gm``."""
+    import copy
+
+    try:
+        slim = lean(fx.GraphModule(gm, copy.deepcopy(gm.graph)))  # shares gm's weights, not its graph
+        with torch.no_grad():
+            want, got = _outputs(gm(example)), _outputs(slim(example))
+    except Exception:  # noqa: BLE001 - anything unexpected: the converted module as it was
+        return gm
+    same = len(want) == len(got) and all(
+        isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+        and torch.equal(a, b) for a, b in zip(want, got))
+    return slim if same else gm
