@@ -110,13 +110,13 @@ class AttentionSource:
         ``per_block``, d(s_l)/dA_l where s_l is the target read from block l's mean token through the
         model's head (LeGrad). Computed on the onnx2torch conversion of the ONNX graph."""
         engine, entry = self._attention_engine(x.shape[1:])
-        key = ("grads", tuple(names), per_block)
+        key = ("grads", tuple(names), per_block, per_block and final)
         with self._lock:  # converted once, also when threads race for it
             if key not in entry["runs"]:
-                entry["runs"][key] = self._backend(engine, entry, names, per_block)
+                entry["runs"][key] = self._backend(engine, entry, names, per_block, final)
         return entry["runs"][key](x, target, final)
 
-    def _backend(self, engine, entry: dict, names: list[str], per_block: bool):
+    def _backend(self, engine, entry: dict, names: list[str], per_block: bool, final: bool):
         try:
             from agnostic_cam.adapters.onnx.attention_grad import AttentionGradients
         except ImportError as e:
@@ -130,4 +130,4 @@ class AttentionSource:
                 raise ModelError("this graph's attention blocks have no residual output the method can read "
                                  "(a block is attention, then an MLP, each added to the token stream)")
             blocks, last = [a.output for a in chosen], layers[-1].output
-        return AttentionGradients(engine.model, self.output_name, list(names), blocks, last)
+        return AttentionGradients(engine.model, self.output_name, list(names), blocks, last, final)

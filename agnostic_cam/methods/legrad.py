@@ -40,5 +40,5 @@ class LeGrad(AttentionMethod):
 
     def compute(self, cap: Capture) -> np.ndarray:
         att = cap.attention
-        per_block = [np.maximum(g.astype(np.float64), 0).mean(axis=(1, 2)) for g in att.block_grads]  # (N, T)
+        per_block = [np.maximum(g, 0).mean(axis=(1, 2), dtype=np.float64) for g in att.block_grads]  # (N, T)
         return att.patch_map(np.mean(per_block, axis=0)).astype(np.float32)

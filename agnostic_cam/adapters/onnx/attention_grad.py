@@ -41,8 +41,9 @@ class AttentionGradients:
     and, with ``blocks`` (their block outputs) and ``last`` (the last block's output), per-block scores."""
 
     def __init__(self, model: onnx.ModelProto, output: str, names: list[str], blocks: list[str] | None = None,
-                 last: str | None = None):
+                 last: str | None = None, final: bool = True):
         self.names = list(names)
+        self.final = final  # False: d(score)/dA is never asked for, so block scores may share one backward pass
         heads: list[str] = []
         if blocks is not None:
             model, heads = with_block_heads(model, output, blocks, last)
@@ -72,13 +73,18 @@ class AttentionGradients:
         if mod is None:
             try:
                 example = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-                mod = leaner(TorchGradients._convert(specialised(self._graph, shape)), example)
+                mod = leaner(self._prepared(TorchGradients._convert(specialised(self._graph, shape))), example)
             except Exception:  # noqa: BLE001 - ORT or the conversion refused the folded graph: convert it as is
-                mod = self._modules.get("dynamic") or TorchGradients._convert(self._graph)
+                mod = self._modules.get("dynamic") or self._prepared(TorchGradients._convert(self._graph))
                 self._modules["dynamic"] = mod
         self._modules[shape] = mod
         while len(self._modules) > self.MAX_SHAPES:
             self._modules.popitem(last=False)
+        return mod
+
+    def _prepared(self, mod):
+        """The converted module, with stops (:func:`add_stops`) where only block scores are asked for."""
+        mod.agnostic_cam_stops = self.per_block and not self.final and add_stops(mod, len(self.names))
         return mod
 
     def __call__(self, x: np.ndarray, target: TargetSpec, final: bool = True) -> dict:
@@ -114,7 +120,8 @@ class AttentionGradients:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="onnx2torch")
             xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).requires_grad_(True)
-            res = self.module_for(x.shape)(xt)
+            mod = self.module_for(x.shape)
+            res = mod(xt)
             res = list(res) if isinstance(res, (tuple, list)) else [res]
             out, maps, heads = res[0], res[1:1 + k], res[1 + k:]
             out_np = out.detach().numpy().astype(np.float32)
@@ -123,20 +130,22 @@ class AttentionGradients:
             unused = [i for i, a in enumerate(maps) if not a.requires_grad]
             if unused:
                 raise BackendError(f"the score does not depend on attention tensor(s) {[self.names[i] for i in unused]}")
-            grads = None
+            grads = block = None
             if final:
-                grads = torch.autograd.grad(scores.sum(), maps, retain_graph=self.per_block, allow_unused=True)
-                grads = [np.zeros(tuple(a.shape), np.float32) if g is None else g.numpy().astype(np.float32)
-                         for a, g in zip(maps, grads)]
-            block = None
+                if self.per_block and not self.final:
+                    raise BackendError("internal: this gradient graph was built for block scores only")
+                grads = _arrays(maps, torch.autograd.grad(scores.sum(), maps, retain_graph=self.per_block,
+                                                          allow_unused=True))
             if self.per_block:
-                block = []
-                for i, (a, s) in enumerate(zip(maps, heads)):
-                    (g,) = torch.autograd.grad(target_scores(s, classes, target).sum(), a,
-                                               retain_graph=i < k - 1, allow_unused=True)
-                    block.append(np.zeros(tuple(a.shape), np.float32) if g is None else g.numpy().astype(np.float32))
+                block_scores = [target_scores(s, classes, target).sum() for s in heads]
+                if getattr(mod, "agnostic_cam_stops", False):  # one backward pass gives every d s_l / d A_l
+                    block = _arrays(maps, torch.autograd.grad(sum(block_scores), maps, allow_unused=True))
+                else:
+                    block = [_arrays([a], torch.autograd.grad(s, a, retain_graph=i < k - 1, allow_unused=True))[0]
+                             for i, (a, s) in enumerate(zip(maps, block_scores))]
         return {"outputs": out_np, "scores": scores.detach().numpy().astype(np.float64), "classes": classes,
-                "maps": [a.detach().numpy().astype(np.float32) for a in maps], "grads": grads, "block_grads": block}
+                "maps": [np.asarray(a.detach().numpy(), np.float32) for a in maps], "grads": grads,
+                "block_grads": block}
 
 
 def specialised(model: onnx.ModelProto, shape: tuple) -> onnx.ModelProto:
@@ -161,3 +170,66 @@ def specialised(model: onnx.ModelProto, shape: tuple) -> onnx.ModelProto:
         opts.optimized_model_filepath = os.path.join(tmp, "folded.onnx")
         ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return onnx.load(opts.optimized_model_filepath)
+
+
+def _arrays(maps: list, grads) -> list[np.ndarray]:
+    """Gradients as float32 arrays (sharing the tensors' memory); zeros where a map was not reached."""
+    return [np.zeros(tuple(a.shape), np.float32) if g is None else np.asarray(g.numpy(), np.float32)
+            for a, g in zip(maps, grads)]
+
+
+def _stop(t):
+    """The block's output as a new leaf: the blocks after it see its value, no gradient flows back."""
+    return t.detach().requires_grad_(True)
+
+
+def _ancestors(node, stops: set, cut: bool) -> set:
+    seen, todo = set(), [node]
+    while todo:
+        for a in todo.pop().all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                if not (cut and a in stops):
+                    todo.append(a)
+    return seen
+
+
+def add_stops(gm, k: int) -> bool:
+    """Cut the token stream after each block's output where the blocks after it read it (its own
+    score s_l keeps reading it), so that one backward pass of sum_l s_l gives d s_l / d A_l for every
+    block at once: s_l depends on A_l only through block l, and A_l reaches no other s_m.
+
+    ``gm``: the converted graph with outputs [output, A_1..A_k, s_1..s_k] from :func:`with_block_heads`
+    (each s_l reads block l's output through a ``ReduceMean`` named ``agnostic_cam_block{l}/mean``).
+    The cut is checked on the graph: every s_l reaches its A_l, no s_m (m != l) reaches A_l, and no
+    path from A_l to s_l was cut. Returns False (``gm`` untouched) where any of that fails."""
+    g = gm.graph
+    outs = list(next(n for n in g.nodes if n.op == "output").args[0])
+    if len(outs) != 1 + 2 * k:
+        return False
+    maps, heads = outs[1:1 + k], outs[1 + k:]
+    means = {n.target: n for n in g.nodes if n.op == "call_module"}
+    found = [means.get(f"agnostic_cam_block{i}/mean") for i in range(k)]
+    if any(m is None or not m.args or not hasattr(m.args[0], "users") for m in found):
+        return False
+    added = []
+    for mean in found:
+        z = mean.args[0]
+        with g.inserting_after(z):
+            stop = g.call_function(_stop, (z,))
+        added.append(stop)
+        for user in list(z.users):
+            if user not in (mean, stop) and user.op != "output":
+                user.replace_input_with(z, stop)
+    stops = set(added)
+    full = [_ancestors(s, stops, False) for s in heads]
+    cut = [_ancestors(s, stops, True) for s in heads]
+    through = {st: _ancestors(st, stops, False) for st in added}
+    ok = all(a in cut[i] and not any(a in cut[m] for m in range(k) if m != i)
+             and not any(st in full[i] and a in through[st] for st in added) for i, a in enumerate(maps))
+    if not ok:
+        for st in added:
+            st.replace_all_uses_with(st.args[0])
+            g.erase_node(st)
+    gm.recompile()
+    return ok

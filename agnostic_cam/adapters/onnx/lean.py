@@ -32,7 +32,8 @@ def _layer_norm(x, weight, bias, axis: int, eps: float):
 
 
 def _expand(x, shape: tuple):
-    return x * torch.ones(shape, dtype=x.dtype, device=x.device)  # onnx2torch's Expand, shape fixed
+    """ONNX Expand (bidirectional broadcast) as a view: onnx2torch multiplies by a new tensor of ones."""
+    return torch.broadcast_to(x, torch.broadcast_shapes(x.shape, shape))
 
 
 def _attr(gm: fx.GraphModule, target: str):
