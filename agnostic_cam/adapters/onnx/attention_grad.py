@@ -72,20 +72,24 @@ class AttentionGradients:
         mod = self._modules.pop(shape, None)
         if mod is None:
             try:
-                example = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-                mod = leaner(self._prepared(TorchGradients._convert(specialised(self._graph, shape))), example)
+                mod = TorchGradients._convert(specialised(self._graph, shape))
+                stops = self._stops(mod)
+                mod = leaner(mod, torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32)))
+                mod.agnostic_cam_stops = stops
             except Exception:  # noqa: BLE001 - ORT or the conversion refused the folded graph: convert it as is
-                mod = self._modules.get("dynamic") or self._prepared(TorchGradients._convert(self._graph))
+                mod = self._modules.get("dynamic")
+                if mod is None:
+                    mod = TorchGradients._convert(self._graph)
+                    mod.agnostic_cam_stops = self._stops(mod)
                 self._modules["dynamic"] = mod
         self._modules[shape] = mod
         while len(self._modules) > self.MAX_SHAPES:
             self._modules.popitem(last=False)
         return mod
 
-    def _prepared(self, mod):
-        """The converted module, with stops (:func:`add_stops`) where only block scores are asked for."""
-        mod.agnostic_cam_stops = self.per_block and not self.final and add_stops(mod, len(self.names))
-        return mod
+    def _stops(self, mod) -> bool:
+        """Stops (:func:`add_stops`) in the converted module where only block scores are asked for."""
+        return self.per_block and not self.final and add_stops(mod, len(self.names))
 
     def __call__(self, x: np.ndarray, target: TargetSpec, final: bool = True) -> dict:
         """Forward and backward for the batch ``x`` (N, ...): outputs (N, K), scores (N,), classes,

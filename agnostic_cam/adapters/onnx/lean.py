@@ -14,7 +14,12 @@ converted for one input shape, :func:`lean` rewrites the torch.fx graph in place
 
 Whatever it does not know stays a module call. The result is checked against the original on one
 input of the shape the graph was converted for: every output must be bit-identical, else the
-original is kept (:func:`leaner`).
+original is kept (:func:`leaner`). Then the exported GELUs (five elementwise nodes each) are fused
+back into PyTorch's own ``F.gelu`` where that keeps every output within :data:`GELU_RTOL`.
+
+Measured on a ViT-Tiny graph with 12 per-block scores (663 module calls; loaded 2-core machine, one
+torch thread, alternating calls): forward 0.75x, forward and the block gradients 0.85x of the
+module as converted; with the GELUs fused, a further ~15% of the gradient pass.
 """
 from __future__ import annotations
 
@@ -127,6 +132,50 @@ def _rewrite(gm: fx.GraphModule, node: fx.Node, mod: nn.Module):
     return None
 
 
+def _scalar(gm: fx.GraphModule, arg, value: float) -> bool:
+    t = _constant(gm, arg)
+    return t is not None and t.numel() == 1 and t.dtype.is_floating_point and abs(float(t) - value) <= 1e-6 * value
+
+
+def _single(node: fx.Node, op) -> fx.Node | None:
+    """The only user of ``node`` when it is a call of ``op`` (None otherwise)."""
+    users = list(node.users)
+    return users[0] if len(users) == 1 and users[0].op == "call_function" and users[0].target is op else None
+
+
+def _gelu(gm: fx.GraphModule, erf: fx.Node) -> tuple | None:
+    """(x, last node) of the exported GELU ``0.5 * (x * (1 + erf(x / sqrt 2)))`` ending at ``erf``'s chain."""
+    div = erf.args[0]
+    if not (isinstance(div, fx.Node) and div.op == "call_function" and getattr(div.target, "__name__", "") == "_onnx_div"
+            and len(div.users) == 1 and len(div.args) == 2 and _scalar(gm, div.args[1], 2 ** 0.5)):
+        return None
+    x = div.args[0]
+    add = _single(erf, torch.add)
+    if add is None or not any(_scalar(gm, a, 1.0) for a in add.args if a is not erf):
+        return None
+    mul = _single(add, torch.mul)
+    if mul is None or set(mul.args) != {x, add}:
+        return None
+    half = _single(mul, torch.mul)
+    if half is None or not any(_scalar(gm, a, 0.5) for a in half.args if a is not mul):
+        return None
+    return x, half
+
+
+def fuse_gelu(gm: fx.GraphModule) -> int:
+    """Replace each exported exact GELU (Div by sqrt 2, Erf, Add 1, Mul by x, Mul by 0.5: what
+    ``torch.onnx.export`` writes for ``nn.GELU()``) with one ``F.gelu`` call: five elementwise passes
+    and their backward become one, PyTorch's own GELU. Equal to the arithmetic up to float32 rounding
+    (not bit for bit). Returns the number of GELUs fused (the graph is recompiled by the caller)."""
+    found = [m for m in (_gelu(gm, n) for n in list(gm.graph.nodes)
+                         if n.op == "call_function" and n.target is torch.erf) if m is not None]
+    for x, last in found:
+        with gm.graph.inserting_before(last):
+            call = gm.graph.call_function(F.gelu, (x,))
+        last.replace_all_uses_with(call)
+    return len(found)
+
+
 def lean(gm: fx.GraphModule) -> fx.GraphModule:
     """Rewrite ``gm`` (an onnx2torch conversion for one input shape) in place; see the module doc."""
     _fold(gm)
@@ -141,28 +190,58 @@ def lean(gm: fx.GraphModule) -> fx.GraphModule:
             call = gm.graph.call_function(fn, args, kwargs)
         node.replace_all_uses_with(call)
         gm.graph.erase_node(node)
+    _tidy(gm)
+    return gm
+
+
+def _tidy(gm: fx.GraphModule) -> None:
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return gm
 
 
 def _outputs(res) -> list:
     return list(res) if isinstance(res, (tuple, list)) else [res]
 
 
+def _close(want: list, got: list, rtol: float) -> bool:
+    """Same outputs: bit for bit (``rtol`` 0), else each within ``rtol`` of its tensor's largest magnitude."""
+    if len(want) != len(got):
+        return False
+    for a, b in zip(want, got):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype):
+            return False
+        if rtol == 0 or not a.is_floating_point():
+            if not torch.equal(a, b):
+                return False
+        elif a.numel() and (not bool(torch.isfinite(a).all())
+                            or float((a - b).abs().max()) > rtol * float(a.abs().max())):
+            return False
+    return True
+
+
+GELU_RTOL = 1e-5  # fused GELUs: every output within this fraction of its largest value (measured: ~1e-6)
+
+
 def leaner(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
-    """A lean copy of ``gm`` when its outputs on ``example`` are bit-identical to ``gm``'s, else ``gm``."""
+    """A lean copy of ``gm`` (:func:`lean`) when its outputs on ``example`` are bit-identical to
+    ``gm``'s, with its GELUs fused (:func:`fuse_gelu`) when that keeps every output within
+    :data:`GELU_RTOL`; ``gm`` itself otherwise. ``gm``'s weights are shared, not copied."""
     import copy
 
     try:
-        slim = lean(fx.GraphModule(gm, copy.deepcopy(gm.graph)))  # shares gm's weights, not its graph
         with torch.no_grad():
-            want, got = _outputs(gm(example)), _outputs(slim(example))
+            want = _outputs(gm(example))
+            slim = lean(fx.GraphModule(gm, copy.deepcopy(gm.graph)))
+            if not _close(want, _outputs(slim(example)), 0):
+                return gm
+            fused = fx.GraphModule(slim, copy.deepcopy(slim.graph))
+            if fuse_gelu(fused):
+                _tidy(fused)
+                if _close(want, _outputs(fused(example)), GELU_RTOL):
+                    return fused
     except Exception:  # noqa: BLE001 - anything unexpected: the converted module as it was
         return gm
-    same = len(want) == len(got) and all(
-        isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
-        and torch.equal(a, b) for a, b in zip(want, got))
-    return slim if same else gm
+    return slim
