@@ -5,7 +5,8 @@ forward pass, each through ``nn.Module.__call__``, several of them re-checking c
 run time: a Reshape tests its shape tensor for zeros, an Identity clones a weight). For a graph
 converted for one input shape, :func:`lean` rewrites the torch.fx graph in place:
 
-- nodes computed from weights and constants alone are evaluated once and kept as buffers;
+- nodes computed from weights and constants alone (and ONNX Constant nodes) are evaluated once and
+  kept as buffers;
 - the common pure modules become direct calls of the function their ``forward`` calls (Reshape to
   a constant shape, Transpose, Add/Sub/Mul/Div, MatMul, Gemm/Linear, Softmax, Erf, LayerNorm,
   Gather/Squeeze with constant indices, ReduceMean/ReduceSum, Identity), their arguments fixed
@@ -52,8 +53,10 @@ def _fold(gm: fx.GraphModule) -> None:
         if node.op == "get_attr":
             const[node] = _attr(gm, node.target)
             continue
-        if node.op not in ("call_module", "call_function") or not node.all_input_nodes \
-                or not all(n in const for n in node.all_input_nodes):
+        if node.op not in ("call_module", "call_function") or not all(n in const for n in node.all_input_nodes):
+            continue
+        if not node.all_input_nodes and not (node.op == "call_module"
+                                             and type(gm.get_submodule(node.target)).__name__ == "OnnxConstant"):
             continue
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: const[n])
         fn = gm.get_submodule(node.target) if node.op == "call_module" else node.target
