@@ -11,9 +11,12 @@ Ours is timed as ``Explainer.explain`` runs (one-time export and conversion excl
 called once before timing); peers as users run them. Medians of ``--repeat`` alternating calls.
 
     python scripts/benchmark_attention.py [--batch 1] [--repeat 5] [--quick] [--update-docs]
+                                          [--methods legrad,chefer] [--threads 1]
 
 ``--quick``: 2 repeats (a smoke run of the whole table, about a minute on a quiet 2-core machine);
-``--update-docs`` writes the table into docs/benchmarks.md (scripts/docs_section.py).
+``--update-docs`` writes the table into docs/benchmarks.md (scripts/docs_section.py);
+``--methods``: a subset of the rows; ``--threads``: torch's intra-op threads for ours and the peers
+alike (on a loaded machine one thread keeps thread contention out of the ratios).
 """
 from __future__ import annotations
 
@@ -91,7 +94,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 repeats: check the table regenerates, not a measurement")
     ap.add_argument("--update-docs", action="store_true")
+    ap.add_argument("--methods", default="attention_rollout,chefer,legrad", help="comma-separated rows to time")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.repeat = 2
     warnings.simplefilter("ignore")
@@ -121,7 +128,14 @@ def main() -> None:
         "legrad": (lambda: ex_tv.explain(x, "legrad", target=0), torchcam_legrad, "torchcam 0.5 LeGrad"),
     }
     rows = ["| method | ours (s) | peer | peer (s) | ours / peer |", "|---|---|---|---|---|"]
-    for name, (ours, peer, label) in pairs.items():
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(pairs))
+    if unknown:
+        raise SystemExit(f"unknown --methods {unknown}; choose from {sorted(pairs)}")
+    if args.update_docs and wanted != list(pairs):
+        raise SystemExit("--update-docs writes the whole table: leave --methods out")
+    for name in wanted:
+        ours, peer, label = pairs[name]
         ours(), peer()  # export / conversion / hooks set up once, not timed
         t_ours, t_peer = [], []
         for _ in range(args.repeat):
@@ -131,8 +145,9 @@ def main() -> None:
         rows.append(f"| {name} | {a:.3f} | {label} | {b:.3f} | {a / b:.2f}x |")
     cam.remove_hooks()
     table = "\n".join(rows)
+    threads = f", {torch.get_num_threads()} torch thread(s)" if args.threads else ""
     note = (f"ViT-Tiny shape (224 px, patch 16, 12 blocks, width 192, 3 heads; random seeded weights), batch "
-            f"{args.batch}, CPU, medians of {args.repeat} alternating calls, {os.cpu_count()} CPU cores, load average "
+            f"{args.batch}, CPU, medians of {args.repeat} alternating calls, {os.cpu_count()} CPU cores{threads}, load average "
             f"{os.getloadavg()[0]:.1f} at the end. Ours runs the attention maps on ONNX Runtime and their gradients "
             "on the onnx2torch conversion of the exported graph (whatever attention kernel the model uses); the peers "
             "need eager attention (hooks) or torchvision's nn.MultiheadAttention (torchcam).")
