@@ -11,7 +11,10 @@ module call in the converted graph). Per batch size the graph is first specialis
 shape fixed to the batch's and ONNX Runtime's basic optimisations applied (constant folding and
 removal of redundant nodes, standard ONNX operators only; what every ONNX Runtime session of the
 engine runs anyway), leaving 491 nodes; a few batch sizes are kept. Where that fails (an operator
-the conversion lacks after folding) the dynamic graph is converted as it is.
+the conversion lacks after folding) the dynamic graph is converted as it is. The converted module is
+then rewritten with fewer Python calls (:mod:`agnostic_cam.adapters.onnx.lean`: bit-identical, GELUs
+fused back), and for LeGrad, which needs only d s_l / dA_l, the token stream is cut after every block
+(:func:`add_stops`) so that one backward pass gives all blocks' gradients instead of one per block.
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ from agnostic_cam.adapters.pytorch.primitives import target_scores
 
 class AttentionGradients:
     """The converted graph with outputs [output, A_1..A_L, (s_1..s_L)] for attention tensors ``names``
-    and, with ``blocks`` (their block outputs) and ``last`` (the last block's output), per-block scores."""
+    and, with ``blocks`` (their block outputs) and ``last`` (the last block's output), per-block scores.
+    ``final=False``: calls never ask for d(score)/dA (only the block gradients), which lets the block
+    gradients share one backward pass."""
 
     def __init__(self, model: onnx.ModelProto, output: str, names: list[str], blocks: list[str] | None = None,
                  last: str | None = None, final: bool = True):
