@@ -91,12 +91,12 @@ def _rewrite(gm: fx.GraphModule, node: fx.Node, mod: nn.Module):
     args = node.args
     if node.kwargs:
         return None
-    if isinstance(mod, nn.Linear):
+    if type(mod) is nn.Linear:  # exactly the class onnx2torch builds, no subclass
         with gm.graph.inserting_before(node):
             w = gm.graph.get_attr(f"{node.target}.weight")
             b = None if mod.bias is None else gm.graph.get_attr(f"{node.target}.bias")
         return F.linear, (args[0], w, b), {}
-    if isinstance(mod, nn.Softmax) and len(args) == 1:
+    if type(mod) is nn.Softmax and len(args) == 1:
         return F.softmax, (args[0], mod.dim), {}
     if name == "OnnxReshape" and len(args) == 2:
         shape = _ints(_constant(gm, args[1]))
