@@ -335,3 +335,31 @@ def test_keras_export_fallback_runs_forward_methods(capfd):
                                                   .astype(np.float64)), 0).numpy() for i in range(2)])
     np.testing.assert_allclose(got["scorecam"].heatmap, cam_to_heatmap(np.einsum("nc,nchw->nhw", ws, a), (16, 16)),
                                atol=1e-5)
+
+
+def test_freeze_gives_tf2onnx_from_function_graph(tiny):
+    """adapters/keras/export.freeze (no ConcreteFunction rebuilt from the frozen graph) returns the graph
+    tf2onnx's own ``tf_loader.from_function`` returns: the same nodes (name, op, inputs) and, run by
+    TensorFlow, the same output bits."""
+    import tensorflow as tf
+    from tf2onnx import tf_loader
+
+    from agnostic_cam.adapters.keras.export import freeze
+
+    spec = [tf.TensorSpec((None, S, S, 3), tf.float32)]
+    fn = tf.function(lambda t: tiny(t), input_signature=spec, autograph=False).get_concrete_function()
+    ins, outs = [fn.inputs[0].name], [t.name for t in fn.outputs]
+    got, ref = freeze(fn, ins, outs), tf_loader.from_function(fn, ins, outs)
+    def nodes(graph_def):
+        return sorted((n.name, n.op, tuple(n.input)) for n in graph_def.node)
+
+    assert nodes(got) == nodes(ref) and len(got.node) > 10
+    assert not any(n.op in ("VarHandleOp", "ReadVariableOp") for n in got.node)  # frozen: weights are constants
+    x = np.random.default_rng(5).normal(size=(2, S, S, 3)).astype(np.float32)
+    runs = []
+    for gd in (got, ref):
+        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as sess:
+            tf.import_graph_def(gd, name="")
+            runs.append(sess.run(outs, {ins[0]: x}))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_allclose(runs[0][0], tiny(x).numpy(), atol=1e-5)
