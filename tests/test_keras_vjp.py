@@ -335,3 +335,69 @@ def test_keras_export_fallback_runs_forward_methods(capfd):
                                                   .astype(np.float64)), 0).numpy() for i in range(2)])
     np.testing.assert_allclose(got["scorecam"].heatmap, cam_to_heatmap(np.einsum("nc,nchw->nhw", ws, a), (16, 16)),
                                atol=1e-5)
+
+
+def test_freeze_gives_tf2onnx_from_function_graph(tiny):
+    """adapters/keras/export.freeze (no ConcreteFunction rebuilt from the frozen graph) returns the graph
+    tf2onnx's own ``tf_loader.from_function`` returns: the same nodes (name, op, inputs) and, run by
+    TensorFlow, the same output bits."""
+    import tensorflow as tf
+    from tf2onnx import tf_loader
+
+    from agnostic_cam.adapters.keras.export import freeze
+
+    spec = [tf.TensorSpec((None, S, S, 3), tf.float32)]
+    fn = tf.function(lambda t: tiny(t), input_signature=spec, autograph=False).get_concrete_function()
+    ins, outs = [fn.inputs[0].name], [t.name for t in fn.outputs]
+    got, ref = freeze(fn, ins, outs), tf_loader.from_function(fn, ins, outs)
+    def nodes(graph_def):
+        return sorted((n.name, n.op, tuple(n.input)) for n in graph_def.node)
+
+    assert nodes(got) == nodes(ref) and len(got.node) > 10
+    assert not any(n.op in ("VarHandleOp", "ReadVariableOp") for n in got.node)  # frozen: weights are constants
+    x = np.random.default_rng(5).normal(size=(2, S, S, 3)).astype(np.float32)
+    runs = []
+    for gd in (got, ref):
+        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as sess:
+            tf.import_graph_def(gd, name="")
+            runs.append(sess.run(outs, {ins[0]: x}))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_allclose(runs[0][0], tiny(x).numpy(), atol=1e-5)
+
+
+def test_top1_targets_in_the_graph_and_on_ties(tiny, x):
+    """target=None: the class picked inside the compiled pass is NumPy's argmax of the outputs, also
+    when every output ties (NumPy takes the first; wherever TensorFlow's pick differs, the pass is
+    redone with NumPy's); gradients and scores equal a tape's, out-of-range classes are refused."""
+    import keras
+    import tensorflow as tf
+
+    from agnostic_cam.adapters.keras.adapter import KerasAdapter
+    from agnostic_cam.errors import InputError
+
+    inp = keras.Input((S, S, 3))
+    feat = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    head = keras.layers.Dense(3, name="head")
+    flat = keras.Model(inp, head(keras.layers.GlobalAveragePooling2D()(feat)))
+    for model, ties in ((tiny, False), (flat, True)):
+        if ties:  # every image's outputs are equal: the bias alone
+            head.kernel.assign(np.zeros(head.kernel.shape, np.float32))
+            head.bias.assign(np.full(3, 0.5, np.float32))
+        ka = KerasAdapter(model, "conv" if ties else "c2")
+        xt = tf.constant(x)
+        with tf.GradientTape(persistent=True) as t:
+            t.watch(xt)
+            out = model(xt)
+        top = out.numpy().argmax(axis=1)
+        if ties:
+            assert (top == 0).all()
+        g = ka.input_gradients(x, TargetSpec(None, len(x)))
+        lg = ka.layer_gradients(x, TargetSpec(None, len(x)))
+        np.testing.assert_array_equal(g.classes, top)
+        np.testing.assert_array_equal(lg.classes, top)
+        with t:
+            s = tf.gather(out, top, axis=1, batch_dims=1)
+        np.testing.assert_allclose(g.input_grads, t.gradient(s, xt).numpy(), atol=1e-5)
+        np.testing.assert_allclose(g.scores, s.numpy(), atol=1e-6)
+        with pytest.raises(InputError, match="out of range"):
+            ka.layer_gradients(x, TargetSpec(3, len(x)))

@@ -95,6 +95,7 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
         self._head = kg.softmax_head(model, self.selection.tensor) if self.selection.logits else None
         self._fingerprint = None
         self._compiled: dict = {}
+        self._relus: dict = {}  # compiled backward key -> ReLUs its rule applies to (set when traced)
         self.chain = self._resolve(target_layer) if target_layer is not None else None
         if target_layer is None:  # the rule all frameworks share; none: layer-free methods still run
             self.chain, why = keras_pick(self)

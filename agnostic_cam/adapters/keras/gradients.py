@@ -47,35 +47,77 @@ class KerasGradients:
             return s
         return tf.gather(out, tf.constant(classes), axis=1, batch_dims=1)
 
-    def _compiled_backward(self, chain: tuple | None, rule: str, wrt_layer: bool):
+    def _cached(self, key: tuple, build):
+        """``self._compiled[key]``, built by ``build()`` once (traced once per key, also when threads race)."""
+        with self._lock:
+            if key not in self._compiled:
+                self._compiled[key] = build()
+            return self._compiled[key]
+
+    @staticmethod
+    def _key(chain: tuple | None, rule: str, wrt_layer: bool, by_class: bool) -> tuple:
+        return None if chain is None else tuple(id(ly) for ly in chain), rule, wrt_layer, by_class
+
+    def _compiled_backward(self, chain: tuple | None, rule: str, wrt_layer: bool, by_class: bool = False):
         """``f(x, cot) -> (value, grad, tapped)``, compiled once per key by ``tf.function``.
 
         wrt_layer: value = the explained output, grad = d<value, cot>/d(layer ``chain``), tapped = the
         layer's value. Otherwise value = the layer ``chain`` (None: the output), grad = d<value, cot>/dx.
+        by_class (value = the output): ``f(x, classes) -> (value, grad, tapped, classes)``, the cotangent
+        made in the graph as each image's one-hot class row (class -1: its top-1 output), so no forward
+        pass has to run first to find the targets. The number of ReLUs the rule applies to is kept in
+        ``self._relus[key]`` when the function is traced.
         In a compiled graph TensorFlow runs only the kernels the returned tensors need: the weight
         gradients a tape would also compute are pruned (see the module docstring).
         """
-        key = (None if chain is None else tuple(id(ly) for ly in chain), rule, wrt_layer)
-        with self._lock:  # traced once per key, also when threads race for it
-            return self._compiled.get(key) or self._compile_backward(key, chain, rule, wrt_layer)
+        key = self._key(chain, rule, wrt_layer, by_class)
+        return self._cached(key, lambda: self._backward_function(key, chain, rule, wrt_layer, by_class))
 
-    def _compile_backward(self, key, chain: tuple | None, rule: str, wrt_layer: bool):
-        if key not in self._compiled:
-            chains = [] if chain is None else [chain]
-            spec = [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), tf.TensorSpec(None, tf.float32)]
+    def _backward_function(self, key: tuple, chain: tuple | None, rule: str, wrt_layer: bool, by_class: bool):
+        chains = [] if chain is None else [chain]
+        seed = tf.TensorSpec((None,), tf.int64) if by_class else tf.TensorSpec(None, tf.float32)
+        spec = [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), seed]
 
-            @tf.function(input_signature=spec, autograph=False)
-            def backward(x, cot):
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(x)
-                    out, vals, _ = self._evaluate(x, chains, rule)
-                value = out if wrt_layer or chain is None else vals[0]
-                src = vals[0] if wrt_layer else x
-                g = tape.gradient(value, src, output_gradients=cot)
-                return value, tf.zeros_like(src) if g is None else g, vals[0] if chains else out
+        @tf.function(input_signature=spec, autograph=False)
+        def backward(x, cot):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                out, vals, plan = self._evaluate(x, chains, rule)
+            self._relus[key] = plan.relus
+            value = out if wrt_layer or chain is None else vals[0]
+            src = vals[0] if wrt_layer else x
+            if by_class:
+                classes = tf.where(cot < 0, tf.argmax(value, axis=1, output_type=tf.int64), cot)
+                cot = tf.one_hot(classes, tf.shape(value)[1], dtype=value.dtype)
+            g = tape.gradient(value, src, output_gradients=cot)
+            res = (value, tf.zeros_like(src) if g is None else g, vals[0] if chains else out)
+            return (*res, classes) if by_class else res
 
-            self._compiled[key] = backward
-        return self._compiled[key]
+        return backward
+
+    def _check_relus(self, rule: str, count: int) -> None:
+        if rule != "vanilla" and count == 0:
+            raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
+                             "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
+                             "'vanilla' (e.g. method 'saliency')")
+
+    def _by_class(self, x: np.ndarray, target: TargetSpec, chain: tuple | None, rule: str, wrt_layer: bool):
+        """One compiled pass for a class-index target (see ``by_class``): (outputs, grad, tapped, classes,
+        scores), or None where the two-pass way (a forward pass for the targets, then the backward pass)
+        is needed: a callable target, an output that is not (N, K), or classes that NumPy picks otherwise
+        from the outputs (a tie or a NaN; NumPy's pick is the one every path uses)."""
+        shape = tuple(getattr(self.selection.tensor, "shape", ()) or ())
+        if target.fn is not None or len(shape) != 2 or (target.fixed is not None and len(target.fixed) != len(x)):
+            return None
+        seed = np.full(len(x), -1, np.int64) if target.fixed is None else target.fixed
+        fn = self._compiled_backward(chain, rule, wrt_layer, by_class=True)
+        value, grad, tapped, picked = fn(self._tensor(x), tf.constant(seed, tf.int64))
+        self._check_relus(rule, self._relus[self._key(chain, rule, wrt_layer, True)])
+        out = value.numpy()
+        classes = target.indices(out)  # also the range check of fixed classes
+        if not np.array_equal(classes, picked.numpy()):
+            return None
+        return out.astype(np.float32), grad, tapped, classes, out[np.arange(out.shape[0]), classes].astype(np.float64)
 
     def _output_cotangent(self, out: np.ndarray, target: TargetSpec):
         """(d score / d out (N, K), classes or None, scores (N,)) for the model outputs ``out``."""
@@ -93,12 +135,18 @@ class KerasGradients:
 
     def layer_gradients(self, x: np.ndarray, target: TargetSpec) -> Gradients:
         self._ensure_layout(x.shape[1:])
-        xt = self._tensor(x)
-        out, (act,), _ = self._evaluate(xt, [self.chain])  # forward only: outputs for the targets
-        self._check_activation(tuple(act.shape))
-        cot, classes, scores = self._output_cotangent(out.numpy(), target)
-        out, grad, act = self._compiled_backward(self.chain, "vanilla", True)(xt, tf.constant(cot))
-        return Gradients(outputs=out.numpy().astype(np.float32), scores=scores, classes=classes,
+        hit = self._by_class(x, target, self.chain, "vanilla", True)
+        if hit is None:
+            xt = self._tensor(x)
+            out, (act,), _ = self._evaluate(xt, [self.chain])  # forward only: outputs for the targets
+            self._check_activation(tuple(act.shape))
+            cot, classes, scores = self._output_cotangent(out.numpy(), target)
+            out, grad, act = self._compiled_backward(self.chain, "vanilla", True)(xt, tf.constant(cot))
+            out = out.numpy().astype(np.float32)
+        else:
+            out, grad, act, classes, scores = hit
+            self._check_activation(tuple(act.shape))
+        return Gradients(outputs=out, scores=scores, classes=classes,
                          activations=first(np.asarray(self.nhwc_view(act), np.float32)),  # tokens: the
                          grads=first(np.asarray(self.nhwc_view(grad), np.float32)))  # same view of both
 
@@ -114,10 +162,7 @@ class KerasGradients:
         chain = None if layer is None else self._resolve(layer)
         xt = self._tensor(x)
         out, vals, plan = self._evaluate(xt, [] if chain is None else [chain], rule)  # forward only
-        if rule != "vanilla" and plan.relus == 0:
-            raise ModelError(f"rule {rule!r} changes how gradients pass through ReLUs, but the model has no ReLU "
-                             "(layers.ReLU, Activation('relu'), activation='relu' or keras.ops.relu); use rule "
-                             "'vanilla' (e.g. method 'saliency')")
+        self._check_relus(rule, plan.relus)
         val = out if chain is None else vals[0]
         view = chain is not None and self.viewed(chain, x.shape[1:])  # target tokens: their (N, h, w, C) map
         a_np = first((self.nhwc_view(val) if view else val).numpy().astype(np.float32))
@@ -135,7 +180,12 @@ class KerasGradients:
         return a_np, gx.numpy().astype(np.float32)
 
     def input_gradients(self, x: np.ndarray, target: TargetSpec, rule: str = "vanilla") -> Gradients:
-        """d(score)/d(input) (N, H, W, C) under ``rule``, as one :meth:`vjp` of the output."""
+        """d(score)/d(input) (N, H, W, C) under ``rule``: one compiled pass for a class-index target,
+        else one :meth:`vjp` of the output."""
+        hit = self._by_class(x, target, None, kg.check_rule(rule), False)
+        if hit is not None:
+            out, gx, _, classes, scores = hit
+            return Gradients(outputs=out, scores=scores, classes=classes, input_grads=gx.numpy().astype(np.float32))
         found: dict = {}
 
         def cotangent(out: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ Crash defence as in :mod:`agnostic_cam.adapters.keras.adapter`: each pass is a c
 whose outputs are only what is asked, so TensorFlow prunes the weight-gradient kernels. A mixin of
 :class:`~agnostic_cam.adapters.keras.adapter.KerasAdapter` (reads ``model``, ``chain``, ``layer_name``,
 ``input_shape``, ``_head``, ``_lock``, ``_compiled``, ``_evaluate``, ``_tensor``, ``_static_shape``,
-``_output_cotangent``, ``_check_activation``).
+``_output_cotangent``, ``_check_activation``, ``_cached``).
 """
 from __future__ import annotations
 
@@ -115,12 +115,6 @@ class KerasHigherOrder:
         return res
 
     # -- compiled passes ------------------------------------------------------------------------
-    def _cached(self, key: tuple, build):
-        with self._lock:  # traced once per key, also when threads race for it
-            if key not in self._compiled:
-                self._compiled[key] = build()
-            return self._compiled[key]
-
     def _spec(self) -> list:
         return [tf.TensorSpec((None, *self.input_shape[1:]), tf.float32), tf.TensorSpec(None, tf.float32)]
 
