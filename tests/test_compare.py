@@ -336,10 +336,9 @@ def test_cli_takes_a_keras_file_and_a_pytorch_factory(demo, tmp_path):
                  str(out)]) == 2
 
 
-def test_ray_engine_gives_the_local_records_and_resumes_across_engines(resnet, tmp_path):
-    """A real local Ray (2 CPUs, one actor loading both ONNX files); forward-only method, 3 images."""
-    import ray
-
+def test_ray_engine_gives_the_local_records_and_resumes_across_engines(resnet, ray_cluster, tmp_path):
+    """A real local Ray (2 CPUs, one actor loading both ONNX files); forward-only method, 3 images. The Ray
+    session (conftest's ``ray_cluster``) is shared with tests/test_audit_ray.py: one start for both."""
     from agnostic_cam.compare.command import run_compare
 
     imgs = tmp_path / "imgs"
@@ -350,11 +349,8 @@ def test_ray_engine_gives_the_local_records_and_resumes_across_engines(resnet, t
     # batch_images=1 on both: a dynamic int8 graph quantizes activations with one scale per batch, so its
     # outputs depend on which images share the batch (measured: 8.6e-3 vs 1.5e-2 for one image)
     local = run_compare(specs, imgs, tmp_path / "local", "eigencam", batch_images=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        on_ray = run_compare(specs, imgs, tmp_path / "ray", "eigencam", engine="ray", workers=1, batch_images=1)
-    finally:
-        ray.shutdown()
+    on_ray = run_compare(specs, imgs, tmp_path / "ray", "eigencam", engine="ray", workers=1, batch_images=1)
+    assert ray_cluster.is_initialized()  # the engine used the running cluster and left it running
     assert sorted(on_ray["run"]["computed"]) == ["im0.png", "im1.png", "im2.png"]
     for a, b in zip(local["rows"], on_ray["rows"]):
         assert a["image"] == b["image"] and a["max_diff"] == pytest.approx(b["max_diff"], abs=1e-6)
