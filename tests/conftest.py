@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-# Modules kept out of each other's way in two xdist workers: both start a real local Ray
+# Modules kept out of each other's way in two xdist workers: both run on a real local Ray
 # (ray.init(num_cpus=2)), and two clusters at once on 2 cores would compete for them (a precaution:
-# two seeded runs that did put their tests in both workers at once passed).
+# two seeded runs that did put their tests in both workers at once passed). In one worker, one after
+# the other, they share one Ray session (the ray_cluster fixture below).
 SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
 # Modules of long, independent tests without module-scoped fixtures: each test may go to any worker.
 SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
