@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-# Modules kept out of each other's way in two xdist workers: both start a real local Ray
+# Modules kept out of each other's way in two xdist workers: both run on a real local Ray
 # (ray.init(num_cpus=2)), and two clusters at once on 2 cores would compete for them (a precaution:
-# two seeded runs that did put their tests in both workers at once passed).
+# two seeded runs that did put their tests in both workers at once passed). In one worker, one after
+# the other, they share one Ray session (the ray_cluster fixture below).
 SERIAL_GROUPS = {"test_audit_ray.py": "ray", "test_compare.py": "ray"}
 # Modules of long, independent tests without module-scoped fixtures: each test may go to any worker.
 SPREAD = {"test_docs.py", "test_cpu_kinds.py"}
@@ -128,3 +129,31 @@ def onnx_net32(tmp_path_factory, torch):
 def rng():
     return np.random.default_rng(1234)
 
+
+
+# -- one real local Ray for the Ray test modules ----------------------------------------------------
+_RAY = {"ours": False}
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real local Ray (``ray.init(num_cpus=2)``) shared by the tests of the SERIAL_GROUPS "ray" modules,
+    which run in one worker one after the other: started by the first test that asks for it (about 3 s
+    and 0.7 GB of daemons), shut down after the last test of those modules (``pytest_runtest_teardown``
+    below) rather than once per module or test, and never left idle while other modules run."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        _RAY["ours"] = True
+    return ray
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Shut down the shared Ray when the next test is not in a Ray module (or there is none)."""
+    if _RAY["ours"] and (nextitem is None or SERIAL_GROUPS.get(nextitem.path.name) != "ray"):
+        import ray
+
+        ray.shutdown()
+        _RAY["ours"] = False

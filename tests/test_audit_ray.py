@@ -1,7 +1,8 @@
 """The Ray engine on a real local Ray (``ray.init(num_cpus=2)``, no mocks), issue #14.
 
 Reduced for speed: a 32 px ONNX CNN, 6-24 random images, forward methods only (the workers then
-need no torch), 3-10 curve steps; one Ray start for the module.
+need no torch), 3-10 curve steps; one Ray start for this module and tests/test_compare.py's Ray test
+(conftest's ``ray_cluster``: the two modules run in one worker, one after the other).
 """
 import json
 import os
@@ -13,17 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyarrow.parquet as pq
-import ray
+import ray  # noqa: F401 - a real Ray is what these tests run on (conftest.ray_cluster starts it)
 from PIL import Image
 
 from agnostic_cam import audit
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def _by_file(res):
     return {r["file"]: r for r in res["images"]}
 
 
-def test_ray_equals_local_parquet_bounded_report_and_resume_across_engines(cluster, model, tmp_path):
+def test_ray_equals_local_parquet_bounded_report_and_resume_across_engines(ray_cluster, model, tmp_path):
     imgs = _images(tmp_path / "i", 6)
     kw = {"steps": 3, "progress": False}
     local = _by_file(audit.run(model, imgs, tmp_path / "local", ["eigencam", "scorecam"], **kw))
@@ -88,7 +82,7 @@ def _actor_pids() -> list[int]:
     return ours
 
 
-def test_killed_worker_loses_and_duplicates_nothing(cluster, model, tmp_path):
+def test_killed_worker_loses_and_duplicates_nothing(ray_cluster, model, tmp_path):
     imgs = _images(tmp_path / "i", 24)
     out = tmp_path / "o"
     killed = []

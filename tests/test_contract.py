@@ -72,11 +72,27 @@ PIXEL_OR_LAYER_FREE = {"saliency", "guided_backprop", "deconvnet", "gradient_x_i
                        "attention_rollout", "chefer", "legrad"}  # these read every block's attention instead
 
 
+@pytest.fixture(scope="module")
+def warm(small_cnn):
+    """The explainers of ``explainer_for`` built once per kind (small CNN, ViT, detector head) and shared by
+    the title tests: a title does not depend on what the explainer ran before, and building one per
+    method exported its model again each time (the contract above keeps a fresh explainer per method)."""
+    cache = {}
+
+    def get(name):
+        kind = "detector" if name in DETECTORS else "attention" if name in ATTENTION else "cnn"
+        if kind not in cache:
+            cache[kind] = explainer_for(name, small_cnn)
+        return cache[kind]
+
+    return get
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_figure_title_names_the_layer_of_every_layer_method(small_cnn, name):
+def test_figure_title_names_the_layer_of_every_layer_method(warm, name):
     """The figure's title names the layer exactly when the method read it (ShapleyCAM, which needs a
     Hessian-vector product at the layer, once lost it: the title was computed without HVP)."""
-    ex, layer, shape = explainer_for(name, small_cnn)
+    ex, layer, shape = warm(name)
     x = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
     exp = ex.explain(x, name, target=target_for(name, 1))
     fig = exp.figure(x)

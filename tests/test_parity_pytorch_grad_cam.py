@@ -53,7 +53,13 @@ def reference_flipped(model, layer_name, x, torch):
 def test_resnet18_layer4(torch, resnet18, name):
     torch.manual_seed(5)
     x = torch.randn(2, 3, 64, 64)
-    check(name, resnet18, "layer4", x, np.array([3, 917]), torch)
+    targets = np.array([3, 917])
+    if name in ("scorecam", "ablationcam"):
+        # reduced: one image (target 917) for the two methods that run a forward pass per layer4 channel
+        # (512 of them, in both libraries), because that sweep was 2/3 of this test's time; several images
+        # with different targets in one batch stay checked for both methods on the small CNN below
+        x, targets = x[1:], targets[1:]
+    check(name, resnet18, "layer4", x, targets, torch)
 
 
 @pytest.mark.parametrize("name", METHODS)

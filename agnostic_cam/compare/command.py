@@ -24,6 +24,7 @@ from agnostic_cam.compare import models as M
 from agnostic_cam.compare.measures import aggregate
 from agnostic_cam.compare.result import COLUMNS, pair_name
 from agnostic_cam.errors import InputError, OptionError
+from agnostic_cam.methods import get_method
 
 log = logging.getLogger("agnostic_cam.compare")
 STATE = ".compare"
@@ -46,6 +47,8 @@ def run_compare(specs: list[str], images, out, methods: str | list[str] = "gradc
         raise OptionError(f"compare needs at least two models; got {len(specs)}")
     if engine not in ("local", "ray"):
         raise OptionError(f"unknown engine {engine!r}; choose local or ray")
+    for m in methods:
+        get_method(m)  # an unknown name is an OptionError (with the known names) before any model is loaded
     out = Path(out)
     try:
         check_writable(out)
