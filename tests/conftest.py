@@ -51,11 +51,17 @@ def worker_threads() -> int:
 
 
 def pytest_configure(config):
-    """An xdist worker's ONNX Runtime sessions take its share of the cores, as a Ray audit worker's do."""
+    """An xdist worker's ONNX Runtime sessions, PyTorch and TensorFlow take its share of the cores, as a
+    Ray audit worker's do: with two workers on two cores, each framework's default of one thread per
+    core put four busy (and spin-waiting) threads on two cores. Set before any test module imports a
+    framework (the OpenMP runtime and TensorFlow read these when they start)."""
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         from agnostic_cam.engine import session
 
-        session.INTRA_OP_THREADS = worker_threads()
+        n = str(worker_threads())
+        session.INTRA_OP_THREADS = int(n)
+        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(var, n)
 
 
 @pytest.fixture(scope="session")

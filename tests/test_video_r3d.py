@@ -3,7 +3,8 @@ pytorch-grad-cam 1.5.7's 3-D code and, where that has none, formulas written her
 
 Reduced input (stated): clips of 3 x 16 x 32 x 32 (r3d_18 is trained on 3 x 16 x 112 x 112), so layer4 is
 (512, 2, 2, 2): time and space both keep more than one position. Score-CAM scores 512 masked clips per clip,
-so it runs on one 3 x 8 x 32 x 32 clip (layer4 (512, 1, 2, 2)).
+so on r3d_18 it runs on one 3 x 4 x 32 x 32 clip, and its formula is checked on a small 3-D CNN (16
+channels at the layer) instead.
 
 pytorch-grad-cam upsamples 3-D maps with ``scipy.ndimage.zoom`` (cubic spline) where 2-D maps get OpenCV's
 bilinear resize; we resize volumes trilinearly (the 3-D form of the 2-D rule). So the comparison is on the
@@ -99,26 +100,50 @@ def test_r3d18_ablationcam_equals_score_drops(setup):
             cam3d(torch.from_numpy(x[:1]), [ClassifierOutputTarget(3)])
 
 
-def test_r3d18_scorecam_equals_formula(setup):
-    model, _, ex = setup
-    x = torch.rand(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
-    exp = ex.explain(x, "scorecam", target=5, batch_size=128)
+def small_3d_cnn():
+    """A small 3-D CNN (16 channels at the target layer): Score-CAM's cost is one forward pass per channel,
+    and r3d_18's 512 channels made this the slowest test of the suite (25 s). The 3-D path Score-CAM
+    takes (trilinear masks of a 5-D layer, batched masked clips) does not depend on the channel count;
+    r3d_18 itself runs Score-CAM in test_r3d18_scorecam_runs below."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return torch.nn.Sequential(
+            torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
+            torch.nn.Conv3d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2),
+            torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(16, 6)).eval()
+
+
+def test_scorecam_3d_equals_formula():
+    model = small_3d_cnn()
+    layer = model[4]  # the ReLU after the second convolution: (16, 4, 8, 16) on a 3 x 8 x 16 x 32 clip
+    ex = Explainer.from_torch(model, layer, progress=False)
+    x = torch.rand(1, 3, 8, 16, 32, generator=torch.Generator().manual_seed(2)).numpy()
+    exp = ex.explain(x, "scorecam", target=5, batch_size=8)
     with torch.no_grad():  # Score-CAM's eq. 3-6: trilinear (align_corners) masks, min-max, softmax of scores
         store = []
-        h = model.layer4.register_forward_hook(lambda m, i, o: store.append(o))
+        h = layer.register_forward_hook(lambda m, i, o: store.append(o.clone()))
         try:
             model(torch.from_numpy(x))
         finally:
             h.remove()
         a = store[0]
-        up = F.interpolate(a, size=(8, 32, 32), mode="trilinear", align_corners=True)[0]
+        c = a.shape[1]
+        up = F.interpolate(a, size=(8, 16, 32), mode="trilinear", align_corners=True)[0]
         lo, hi = up.flatten(1).min(1)[0], up.flatten(1).max(1)[0]
         masks = (up - lo[:, None, None, None]) / (hi - lo + 1e-8)[:, None, None, None]
-        scores = torch.cat([model(torch.from_numpy(x) * masks[i:i + 128, None])[:, 5] for i in range(0, 512, 128)])
+        scores = model(torch.from_numpy(x) * masks[:, None])[:, 5]
         w = torch.softmax(scores.double(), 0).numpy()
         cam = np.einsum("c,cdhw->dhw", w, a[0].numpy())[None]
-    assert exp.raw.shape == (1, 1, 2, 2)
+    assert exp.raw.shape == (1, 4, 8, 16) and c == 16
     np.testing.assert_allclose(exp.raw / np.abs(cam).max(), cam / np.abs(cam).max(), atol=1e-4)
+
+
+def test_r3d18_scorecam_runs(setup):
+    """r3d_18 at layer4 runs Score-CAM (512 masked clips of 3 x 4 x 32 x 32); pytorch-grad-cam 1.5.7 cannot."""
+    model, _, ex = setup
+    x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
+    exp = ex.explain(x, "scorecam", target=5, batch_size=128)
+    assert exp.raw.shape == (1, 1, 2, 2) and exp.heatmap.shape == (1, 4, 32, 32) and np.isfinite(exp.raw).all()
     fresh = r3d()
     with pytest.raises((ValueError, RuntimeError, NotImplementedError)):  # pytorch-grad-cam 1.5.7: 2-D upsampling only
         with pgc.ScoreCAM(fresh, [fresh.layer4]) as cam3d:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper
+from agnostic_cam.engine.shapes import infer_shapes  # noqa: F401 - part of this module's interface
 from agnostic_cam.errors import ModelError
 
 # names of the tensors an adapter's export adds to the graph's outputs
@@ -18,14 +19,6 @@ NATIVE = "layer_output"  # the layer's own tensor, when ACTIVATION is a reshape 
 
 # Float element types a feature map may have (fp16 graphs, fp16 inside keep_io_types graphs, fp64).
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-
-
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape-inferred copy of ``model`` (falls back to the model itself if inference fails)."""
-    try:
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - inference is best effort for exotic graphs
-        return model
 
 
 def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:

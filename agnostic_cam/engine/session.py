@@ -129,6 +129,7 @@ class OnnxEngine:
         self._batch_size = batch_size
         self._io_binding = io_binding
         self._session = None
+        self._providers: list[str] | None = None
         self._lock = threading.Lock()  # the session is created once, also when threads race for it
         inits = {i.name for i in self.model.graph.initializer}
         self.inputs = [i for i in self.model.graph.input if i.name not in inits]
@@ -167,7 +168,9 @@ class OnnxEngine:
 
     @property
     def active_providers(self) -> list[str]:
-        return list(self.session.get_providers())
+        if self._providers is None:  # fixed once the session exists; asking ONNX Runtime costs ~1 ms a call
+            self._providers = list(self.session.get_providers())
+        return list(self._providers)
 
     @property
     def device(self) -> str:
