@@ -1,8 +1,8 @@
 """from_keras on keras.applications (weights=None, small inputs, 3 classes) and nested transfer models.
 
 Every method runs on MobileNetV2; on ResNet50, Xception and EfficientNetB0 and through a nested
-model, one method per adapter path (see ``FAMILIES``). Grad-CAM equals an independent GradientTape
-computation on a functional model whose outputs are [layer tensor, output] (the tf-keras-vis way),
+model, one method per adapter path that runs through the app's layers (see ``FAMILIES``). Grad-CAM
+equals an independent GradientTape computation on a functional model whose outputs are [layer tensor, output] (the tf-keras-vis way),
 and the ONNX export's tapped activation equals the layer's value.
 """
 import numpy as np
@@ -26,17 +26,19 @@ EVERY_METHOD = "MobileNetV2"  # the cheapest app runs every method
 # separable convolutions and strided 1x1 shortcuts, EfficientNet's swish / squeeze-excite, nesting),
 # and what meets that structure is the adapter path a method takes, not the NumPy formula on top of
 # it (the same for every framework, checked against references elsewhere). So beyond MobileNetV2 one
-# method per adapter path runs: the export's activations (eigencam), its tail graph (ablationcam), its
-# forward passes (rise), layer gradients (gradcam), input gradients as they are (saliency) and under
-# a ReLU rule (guided_backprop), bias gradients of every convolution / batch norm (fullgrad) and a
-# method that runs other explanations (sess). deconvnet differs from guided backprop only in the
-# rule's backward formula, which does not depend on the architecture (both rules run on MobileNetV2
-# here, and against the PyTorch twin in test_keras_vjp). The Hessian-vector product (shapleycam)
-# differentiates twice only after the target layer (GAP + Dense on every app here); before it, its
-# path is Grad-CAM's forward pass, so it runs on MobileNetV2 only. test_every_method_runs[MobileNetV2]
-# fails when a method listed for a Keras CNN needs another path.
-FAMILIES = ("eigencam", "ablationcam", "rise", "gradcam", "saliency", "guided_backprop", "fullgrad", "sess")
-ONLY_ON_EVERY_METHOD = {Needs.HVP}
+# method per path that runs through the app's layers: the export's activations (eigencam; the
+# export's output is checked against the Keras forward pass too), layer gradients (gradcam), input
+# gradients through every layer under a ReLU rule (guided_backprop; saliency is the same backward
+# pass without the rule, and deconvnet differs only in the rule's formula, which does not depend on
+# the architecture; both rules run on MobileNetV2 here and against the PyTorch twin in
+# test_keras_vjp) and bias gradients of every convolution / batch norm (fullgrad). The other paths
+# meet no more of an app than these: the tail graph (ablationcam) is what follows the target layer,
+# GAP + Dense on every app; forward passes (rise) run the export whose output is checked; a method
+# that runs other explanations (sess) runs Grad-CAM; the Hessian-vector product (shapleycam)
+# differentiates twice only after the target layer. They run on MobileNetV2 (every method) only.
+# test_every_method_runs[MobileNetV2] fails when a method listed for a Keras CNN needs another path.
+FAMILIES = ("eigencam", "gradcam", "guided_backprop", "fullgrad")
+ONLY_ON_EVERY_METHOD = {Needs.HVP, Needs.TAIL, Needs.FORWARD, "runs explanations"}
 
 # Cheaper settings for the costly methods; every other method, including ones registered later,
 # runs with its defaults on two images. The black-box methods score one whole-model forward pass
@@ -129,7 +131,9 @@ def test_every_method_runs(app):
     out, act = engine.run(x, ["output", "activation"])
     (ref_act,) = ex.adapter.activations(x, [layer])
     np.testing.assert_allclose(act.transpose(0, 3, 1, 2), ref_act, atol=1e-4 * (1 + np.abs(ref_act).max()))
-    if name == EVERY_METHOD:  # FAMILIES take every adapter path that a listed method takes
+    keras_out = ex.explain(x, "gradcam", target=1).outputs  # the Keras pass (gradients run in Keras)
+    np.testing.assert_allclose(out, keras_out, atol=1e-4 * (1 + np.abs(keras_out).max()))
+    if name == EVERY_METHOD:  # FAMILIES and ONLY_ON_EVERY_METHOD: every adapter path a listed method takes
         assert set(FAMILIES) <= set(ex.methods)
         assert set().union(*map(paths, ex.methods)) == set().union(*map(paths, FAMILIES)) | ONLY_ON_EVERY_METHOD
     run_every_method(ex, x, 1, has_relu="efficientnet" not in model.name.lower(),

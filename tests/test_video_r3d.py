@@ -3,7 +3,7 @@ pytorch-grad-cam 1.5.7's 3-D code and, where that has none, formulas written her
 
 Reduced input (stated): clips of 3 x 16 x 32 x 32 (r3d_18 is trained on 3 x 16 x 112 x 112), so layer4 is
 (512, 2, 2, 2): time and space both keep more than one position. Score-CAM scores 512 masked clips per clip,
-so on r3d_18 it runs on one 3 x 4 x 32 x 32 clip, and its formula is checked on a small 3-D CNN (16
+so on r3d_18 it runs on one 3 x 2 x 32 x 32 clip, and its formula is checked on a small 3-D CNN (16
 channels at the layer) instead.
 
 pytorch-grad-cam upsamples 3-D maps with ``scipy.ndimage.zoom`` (cubic spline) where 2-D maps get OpenCV's
@@ -139,11 +139,11 @@ def test_scorecam_3d_equals_formula():
 
 
 def test_r3d18_scorecam_runs(setup):
-    """r3d_18 at layer4 runs Score-CAM (512 masked clips of 3 x 4 x 32 x 32); pytorch-grad-cam 1.5.7 cannot."""
+    """r3d_18 at layer4 runs Score-CAM (512 masked clips of 3 x 2 x 32 x 32); pytorch-grad-cam 1.5.7 cannot."""
     model, _, ex = setup
-    x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
+    x = torch.rand(1, 3, 2, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
     exp = ex.explain(x, "scorecam", target=5, batch_size=128)
-    assert exp.raw.shape == (1, 1, 2, 2) and exp.heatmap.shape == (1, 4, 32, 32) and np.isfinite(exp.raw).all()
+    assert exp.raw.shape == (1, 1, 2, 2) and exp.heatmap.shape == (1, 2, 32, 32) and np.isfinite(exp.raw).all()
     fresh = r3d()
     with pytest.raises((ValueError, RuntimeError, NotImplementedError)):  # pytorch-grad-cam 1.5.7: 2-D upsampling only
         with pgc.ScoreCAM(fresh, [fresh.layer4]) as cam3d:

@@ -93,7 +93,6 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
         self.output = output
         self._chains = kg.walk(model)
         self._head = kg.softmax_head(model, self.selection.tensor) if self.selection.logits else None
-        self._fingerprint = None
         self._compiled: dict = {}
         self._relus: dict = {}  # compiled backward key -> ReLUs its rule applies to (set when traced)
         self.chain = self._resolve(target_layer) if target_layer is not None else None
@@ -186,19 +185,19 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
         return out, [plan.values[i] for i in range(len(chains))], plan
 
     def weights_version(self) -> object:
-        """A fingerprint of every variable's values (its sum and sum of squares, one compiled call):
-        changes when the user trains the model further or loads other weights, so the ONNX export is
-        refreshed."""
+        """A fingerprint of every variable's values (its sum and sum of squares): changes when the user
+        trains the model further or loads other weights, so the ONNX export is refreshed. NumPy sums of
+        the variables' values: a compiled function over every variable had to be traced once per
+        explainer, which cost more than the sums it saved."""
         ws = list(self.model.weights)
         if not ws:
             return None
-        with self._lock:
-            if self._fingerprint is None:
-                self._fingerprint = tf.function(
-                    lambda: tf.stack([f(tf.cast(w, tf.float32)) for f in (tf.reduce_sum, lambda t: tf.reduce_sum(t * t))
-                                      for w in ws]),
-                    autograph=False)
-        sums = self._fingerprint().numpy()
+        sums = np.empty(2 * len(ws))
+        for i, w in enumerate(ws):
+            a = np.asarray(w.numpy())
+            f = a.reshape(-1) if a.dtype in (np.float32, np.float64) else a.reshape(-1).astype(np.float32)
+            sums[i] = f.sum(dtype=np.float64)
+            sums[len(ws) + i] = np.dot(f, f)
         if not np.isfinite(sums[:len(ws)]).all():  # a NaN/Inf weight makes its sum non-finite
             bad = next(w for w in ws if not np.isfinite(np.asarray(w.numpy(), np.float64)).all())
             raise NonFiniteError(f"the model's weight {bad.path!r} holds NaN or Inf values; every explanation of this "
