@@ -27,7 +27,8 @@ def result(script):
     # different inputs. At 25 samples one such near-tie (image 1) moves the Keras map by 1.7e-3 of its
     # maximum on an AVX-512 machine; every other sample agrees to 4e-7 (measured, samples 1-10).
     options = {"sess": {"num_scales": 2}, "smoothgrad": {"samples": 10}}
-    return script.compare(n_images=3, explainers=exs, options=options), exs
+    # Two images (the script's default is 4): every method on three frameworks is the cost of this module.
+    return script.compare(n_images=2, explainers=exs, options=options), exs
 
 
 def test_every_common_method_agrees(result):
@@ -41,7 +42,7 @@ def test_every_common_method_agrees(result):
     for m, by_fw in res["explanations"].items():  # real maps, on the requested (true) classes
         for fw, e in by_fw.items():
             np.testing.assert_array_equal(e.targets, res["labels"])
-            assert e.heatmap.shape == (3, 64, 64) and e.heatmap.max() > 0.9 and e.heatmap.min() < 0.1, (m, fw)
+            assert e.heatmap.shape == (2, 64, 64) and e.heatmap.max() > 0.9 and e.heatmap.min() < 0.1, (m, fw)
         np.testing.assert_allclose(by_fw["keras"].scores, by_fw["torch"].scores, atol=1e-4)
 
 
@@ -73,7 +74,7 @@ def test_pixel_methods_agree_in_raw_attributions(result):
     for m in PIXEL:
         assert set(rows[m]["raw_rel"]) == {"keras-torch", "onnx-torch", "keras-onnx"}
         assert max(rows[m]["raw_rel"].values()) <= 1e-3, rows[m]
-        assert res["explanations"][m]["keras"].raw.shape == (3, 3, 64, 64)
+        assert res["explanations"][m]["keras"].raw.shape == (2, 3, 64, 64)
     assert rows["gradcam"]["raw_rel"] is None
 
 
