@@ -115,11 +115,13 @@ def eager(models, image):
     from agnostic_cam import Explainer
 
     cache: dict[tuple[str, str], np.ndarray] = {}
+    explainers: dict[str, Explainer] = {}  # one per model: its export and checks are made once
 
     def get(model: str, method: str) -> np.ndarray:
         if (model, method) not in cache:
-            ex = Explainer.from_torch(models[model], MODELS[model])
-            cache[(model, method)] = ex.explain(image, method, target=0, **FAST.get(method, {})).heatmap
+            if model not in explainers:
+                explainers[model] = Explainer.from_torch(models[model], MODELS[model])
+            cache[(model, method)] = explainers[model].explain(image, method, target=0, **FAST.get(method, {})).heatmap
         return cache[(model, method)]
 
     return get
