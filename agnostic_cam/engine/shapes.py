@@ -2,8 +2,9 @@
 
 ``onnx.shape_inference.infer_shapes`` serialises the whole model, weights included, hands the bytes to
 C++, and parses the answer back: for a ResNet-50, ~100 MB of weights serialised and parsed twice to
-learn a few hundred shapes. A weight only contributes its dtype and dims to the shapes downstream (its values matter only
-where data propagation reads them: small integer tensors such as the target shape of a Reshape), so
+learn a few hundred shapes. A weight only contributes its dtype and dims to the shapes downstream
+(its values matter only where data propagation reads them: small integer tensors such as the target
+shape of a Reshape), so
 the inference runs on a light copy in which every large float initializer is replaced by a graph input
 of the same name, dtype and dims, and the inferred ``value_info`` / outputs are put back on a copy of
 the real model. Same answer (tests/test_shape_inference.py compares it with the plain call on a
