@@ -107,7 +107,13 @@ print("RESULT " + json.dumps({"watched": lib_watched, "maps": maps, "err": err, 
 
 
 def test_risky_backward_runs_without_weight_gradients():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    check_risky_backward()
+
+
+def check_risky_backward(**env_extra: str) -> None:
+    """Run SCRIPT in a fresh process (with ``env_extra`` set: tests/test_cpu_kinds.py caps the CPU
+    kind) and check what the defence guarantees."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **env_extra}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
