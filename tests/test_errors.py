@@ -5,7 +5,7 @@ import pytest
 from agnostic_cam import Explainer
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # every test below only makes calls that are refused: nothing to share but the export
 def ex(resnet18):
     return Explainer.from_torch(resnet18, "layer4", input_shape=(3, 64, 64), progress=False)
 
