@@ -38,6 +38,12 @@ EVERY_METHOD = "MobileNetV2"  # the cheapest app runs every method
 # differentiates twice only after the target layer. They run on MobileNetV2 (every method) only.
 # test_every_method_runs[MobileNetV2] fails when a method listed for a Keras CNN needs another path.
 FAMILIES = ("eigencam", "gradcam", "guided_backprop", "fullgrad")
+# The ONNX export (tf2onnx; eigencam's path) is checked on the apps in EXPORTED: ResNet50's layers
+# (Conv2D, BatchNormalization, ReLU, residual Add, ZeroPadding2D, MaxPooling2D, strided 1x1
+# shortcuts) all appear in MobileNetV2's or Xception's graphs, so on ResNet50 only the Keras-side
+# paths run (its export was 5 s of this module).
+EXPORTED = ("MobileNetV2", "Xception", "EfficientNetB0")
+GRADIENT_FAMILIES = tuple(m for m in FAMILIES if m != "eigencam")
 ONLY_ON_EVERY_METHOD = {Needs.HVP, Needs.TAIL, Needs.FORWARD, "runs explanations"}
 
 # Cheaper settings for the costly methods; every other method, including ones registered later,
@@ -127,17 +133,18 @@ def test_gradcam_matches_gradient_tape(app):
 
 def test_every_method_runs(app):
     name, model, layer, output, x, ex = app
-    engine = ex.adapter.engine(x.shape[1:])
-    out, act = engine.run(x, ["output", "activation"])
-    (ref_act,) = ex.adapter.activations(x, [layer])
-    np.testing.assert_allclose(act.transpose(0, 3, 1, 2), ref_act, atol=1e-4 * (1 + np.abs(ref_act).max()))
-    keras_out = ex.explain(x, "gradcam", target=1).outputs  # the Keras pass (gradients run in Keras)
-    np.testing.assert_allclose(out, keras_out, atol=1e-4 * (1 + np.abs(keras_out).max()))
+    if name in EXPORTED:
+        engine = ex.adapter.engine(x.shape[1:])
+        out, act = engine.run(x, ["output", "activation"])
+        (ref_act,) = ex.adapter.activations(x, [layer])
+        np.testing.assert_allclose(act.transpose(0, 3, 1, 2), ref_act, atol=1e-4 * (1 + np.abs(ref_act).max()))
+        keras_out = ex.explain(x, "gradcam", target=1).outputs  # the Keras pass (gradients run in Keras)
+        np.testing.assert_allclose(out, keras_out, atol=1e-4 * (1 + np.abs(keras_out).max()))
     if name == EVERY_METHOD:  # FAMILIES and ONLY_ON_EVERY_METHOD: every adapter path a listed method takes
         assert set(FAMILIES) <= set(ex.methods)
         assert set().union(*map(paths, ex.methods)) == set().union(*map(paths, FAMILIES)) | ONLY_ON_EVERY_METHOD
     run_every_method(ex, x, 1, has_relu="efficientnet" not in model.name.lower(),
-                     methods=None if name == EVERY_METHOD else FAMILIES)
+                     methods=None if name == EVERY_METHOD else FAMILIES if name in EXPORTED else GRADIENT_FAMILIES)
 
 
 def test_automatic_layer_is_the_input_of_global_pooling(app):
