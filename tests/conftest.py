@@ -58,10 +58,9 @@ def pytest_configure(config):
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         from agnostic_cam.engine import session
 
-        n = str(worker_threads())
-        session.INTRA_OP_THREADS = int(n)
+        session.INTRA_OP_THREADS = worker_threads()
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-            os.environ.setdefault(var, n)
+            os.environ.setdefault(var, str(worker_threads()))
 
 
 @pytest.fixture(scope="session")

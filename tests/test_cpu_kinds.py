@@ -4,9 +4,9 @@ CI runs on an AVX-512 machine; users run on AVX2 CPUs whose kernels sum in other
 near-ties and pick other oneDNN primitives. A representative subset - Captum parity (IG with its
 float32 bound, the pixel-space rules), pytorch-grad-cam parity, the Keras/PyTorch twin (IG with its
 near-ties) - runs again in one pytest subprocess, and the Keras backward defence in its own process
-(as tests/test_keras_crash_defence.py runs it), with TensorFlow's oneDNN capped at AVX2 (``ONEDNN_MAX_CPU_ISA``) and PyTorch's kernels dispatched as on an AVX2 CPU
-(``ATEN_CPU_CAPABILITY``). OpenBLAS settings are left as the machine sets them. Each selected test
-is already green here; this one fails when a tolerance or a check only holds on one kind of CPU.
+(as tests/test_keras_crash_defence.py runs it), with TensorFlow's oneDNN capped at AVX2
+(``ONEDNN_MAX_CPU_ISA``) and PyTorch's kernels dispatched as on an AVX2 CPU (``ATEN_CPU_CAPABILITY``).
+OpenBLAS settings are left as the machine sets them. Each selected test is already green here; this one fails when a tolerance or a check only holds on one kind of CPU.
 Reduced for time: one case per kind of comparison (about 30 s on 2 idle cores; minutes under heavy
 load, hence the generous subprocess timeout).
 """

@@ -5,7 +5,8 @@ import pytest
 from agnostic_cam import Explainer
 
 
-@pytest.fixture(scope="module")  # every test below only makes calls that are refused: nothing to share but the export
+# one explainer for the module: every test below only makes calls that are refused, so nothing is shared but the export
+@pytest.fixture(scope="module")
 def ex(resnet18):
     return Explainer.from_torch(resnet18, "layer4", input_shape=(3, 64, 64), progress=False)
 

@@ -2,8 +2,9 @@
 
 Every method runs on MobileNetV2; on ResNet50, Xception and EfficientNetB0 and through a nested
 model, one method per adapter path that runs through the app's layers (see ``FAMILIES``). Grad-CAM
-equals an independent GradientTape computation on a functional model whose outputs are [layer tensor, output] (the tf-keras-vis way),
-and the ONNX export's tapped activation equals the layer's value.
+equals an independent GradientTape computation on a functional model whose outputs are [layer
+tensor, output] (the tf-keras-vis way), and the ONNX export's tapped activation and output equal the
+Keras model's (on the apps in ``EXPORTED``).
 """
 import numpy as np
 import pytest

@@ -33,7 +33,8 @@ def _assert_same(model: onnx.ModelProto) -> None:
     assert _by_name(got.graph.value_info) == _by_name(want.graph.value_info)
     assert [o.SerializeToString() for o in got.graph.output] == [o.SerializeToString() for o in want.graph.output]
     assert [i.SerializeToString() for i in got.graph.input] == [i.SerializeToString() for i in want.graph.input]
-    assert [t.SerializeToString() for t in got.graph.initializer] == [t.SerializeToString() for t in model.graph.initializer]
+    weights = [t.SerializeToString() for t in model.graph.initializer]
+    assert [t.SerializeToString() for t in got.graph.initializer] == weights
     assert [n.SerializeToString() for n in got.graph.node] == [n.SerializeToString() for n in want.graph.node]
     assert len(got.graph.value_info) > 0
 

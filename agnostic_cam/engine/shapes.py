@@ -4,12 +4,12 @@
 C++, and parses the answer back: for a ResNet-50, ~100 MB of weights serialised and parsed twice to
 learn a few hundred shapes. A weight only contributes its dtype and dims to the shapes downstream
 (its values matter only where data propagation reads them: small integer tensors such as the target
-shape of a Reshape), so
-the inference runs on a light copy in which every large float initializer is replaced by a graph input
-of the same name, dtype and dims, and the inferred ``value_info`` / outputs are put back on a copy of
-the real model. Same answer (tests/test_shape_inference.py compares it with the plain call on a
-TorchScript export, an fp16 conversion, an IR-3 graph and a graph with an If subgraph), in a ninth of
-the time (a ResNet-50 TorchScript export, quiet 2-core machine: 0.039 s against onnx's 0.354 s).
+shape of a Reshape), so the inference runs on a light copy in which every large float initializer is
+replaced by a graph input of the same name, dtype and dims, and the inferred ``value_info`` / outputs
+are put back on a copy of the real model. Same answer (tests/test_shape_inference.py compares it with
+the plain call on a TorchScript export, an fp16 conversion, an IR-3 graph and a graph with an If
+subgraph), in a ninth of the time (a ResNet-50 TorchScript export, quiet 2-core machine: 0.039 s
+against onnx's 0.354 s).
 """
 from __future__ import annotations
 
