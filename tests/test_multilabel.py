@@ -194,9 +194,11 @@ def test_torchvision_sigmoid_head(framework):
     # a plain two-image batch vs one image differs by ~6e-6 in this resnet18's min-max scaled heatmap (raw
     # maps within 1e-6), so heatmaps are held to 1e-5 here; the rows are bit-equal to the repeated batch
     assert_rows_equal_single(ex, x, exp, "gradcam", heat_atol=1e-5)
-    scored = ex.explain(x, "scorecam", target=MultiLabel([[1, 4], []]))  # Score-CAM: 512 masks a row, two rows
-    assert scored.rows == [(0, 1), (0, 4)]
-    assert_rows_equal_single(ex, x, scored, "scorecam")
+    if framework == "onnx":  # reduced for time: Score-CAM's 512 masks a row on one of the two (from_torch runs
+        # forward methods on its ONNX export with the same engine; both frameworks run it on the small net above)
+        scored = ex.explain(x, "scorecam", target=MultiLabel([[1, 4], []]))
+        assert scored.rows == [(0, 1), (0, 4)]
+        assert_rows_equal_single(ex, x, scored, "scorecam")
 
 
 def test_keras_sigmoid_head():

@@ -93,11 +93,12 @@ def test_swin_onnx_listing_default_and_gradients(tmp_path, dynamo):
     # the default is the last map before global pooling: torchvision's `permute` output (NCHW)
     chosen = next(ly for ly in layers if ly.name == b.layer)
     assert chosen.layout == "NCHW" and chosen.shape[1:] == (16, 8, 8) and chosen.op_type == "Transpose"
-    a = Explainer.from_torch(model, "permute", input_shape=(3, 64, 64), progress=False)
+    # the PyTorch side runs gradient methods only: no input_shape, so no export at construction (Swin: ~1 s each)
+    a = Explainer.from_torch(model, "permute", progress=False)
     agree(a, b, 64)
     # a channels-last tensor inside the network, found and read as NHWC by itself
     inner = stage_output(path, 1)
-    a1 = Explainer.from_torch(model, "features.1", input_shape=(3, 64, 64), progress=False)
+    a1 = Explainer.from_torch(model, "features.1", progress=False)
     b1 = Explainer.from_onnx(path, target_layer=inner, progress=False)
     assert b1.adapter.layer.layout == "NHWC"
     agree(a1, b1, 64)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-monai_nets = pytest.importorskip("monai.networks.nets")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -19,6 +18,8 @@ from agnostic_cam import Explainer  # noqa: E402
 
 
 def test_monai_resnet3d_auto_layer_equals_pytorch_grad_cam():
+    # imported here, not at collection: MONAI takes ~4 s to import, paid only by the process running this test
+    monai_nets = pytest.importorskip("monai.networks.nets")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = monai_nets.resnet10(spatial_dims=3, n_input_channels=1, num_classes=3).eval()
