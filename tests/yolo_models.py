@@ -3,13 +3,18 @@ ONNX export, for the detector tests. Nothing is written to ~/.config: the settin
 folder (YOLO_CONFIG_DIR) and ultralytics stays offline (YOLO_OFFLINE)."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 
 def _offline() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="agnostic-cam-yolo-"))
+    if "YOLO_CONFIG_DIR" not in os.environ:  # one folder per process, removed when the process ends
+        folder = tempfile.mkdtemp(prefix="agnostic-cam-yolo-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["YOLO_CONFIG_DIR"] = folder
 
 
 def yolov8n_random(seed: int = 0):
