@@ -197,7 +197,7 @@ class KerasAdapter(KerasLayouts, KerasHigherOrder, KerasGradients, Adapter):
             a = np.asarray(w.numpy())
             f = a.reshape(-1) if a.dtype in (np.float32, np.float64) else a.reshape(-1).astype(np.float32)
             sums[i] = f.sum(dtype=np.float64)
-            sums[len(ws) + i] = np.dot(f, f)
+            sums[len(ws) + i] = np.einsum("i,i->", f, f)  # not np.dot: BLAS threads would spin beside ONNX Runtime
         if not np.isfinite(sums[:len(ws)]).all():  # a NaN/Inf weight makes its sum non-finite
             bad = next(w for w in ws if not np.isfinite(np.asarray(w.numpy(), np.float64)).all())
             raise NonFiniteError(f"the model's weight {bad.path!r} holds NaN or Inf values; every explanation of this "
