@@ -48,7 +48,7 @@ def test_typed_errors_reach_the_caller(resnet18):
 
     from agnostic_cam import Explainer
 
-    ex = Explainer.from_torch(resnet18, "layer4", input_shape=(3, 64, 64), progress=False)
+    ex = Explainer.from_torch(resnet18, "layer4", progress=False)
     x = np.zeros((1, 3, 64, 64), np.float32)
     with pytest.raises(errors.OptionError, match="unknown option"):
         ex.explain(x, "scorecam", batchsize=4)

@@ -109,6 +109,7 @@ class TorchPrimitives:
         """Forward only: each layer's output for ``x`` as (N, C, h, w) when it is a spatial map (see
         :meth:`_chw_view`), float32."""
         resolved = [self._resolve(ly) for ly in layers]
+        self._target_layer_layout_at(x.shape[1:], [r[0] for r in resolved])
         store: dict[int, object] = {}
         handles = self._tap(resolved, store)
         try:
@@ -122,6 +123,12 @@ class TorchPrimitives:
             raise ModelError(f"layer(s) {missing} were not called by the model's forward pass")
         return [self._chw_view(resolved[i][0], store[i], x.shape[1:]).detach().cpu().float().numpy()
                 for i in range(len(resolved))]
+
+    def _target_layer_layout_at(self, sample_shape: tuple, names: list) -> None:
+        """Resolve the target layer's layout at this input size when ``names`` include it (without
+        ``input_shape=`` nothing has yet: a channels-last layer would be read as (N, C, h, w))."""
+        if self.layer_name is not None and self.layer_name in names:
+            self._ensure_layout(tuple(sample_shape))
 
     def _chw_view(self, name: str, t: torch.Tensor, sample_shape: tuple) -> torch.Tensor:
         """Layer ``name``'s tensor as (N, C, h, w), differentiable: the target layer through its layout
@@ -161,6 +168,8 @@ class TorchPrimitives:
             raise ModelError(f"rule {rule!r} needs an eager PyTorch model: TorchScript modules run their ReLUs where "
                              "they cannot be intercepted. Explain the original (non-scripted) module")
         resolved = None if layer is None else self._resolve(layer)
+        if resolved is not None:
+            self._target_layer_layout_at(x.shape[1:], [resolved[0]])
         store: dict[int, object] = {}
         handles = [] if resolved is None else self._tap([resolved], store)
         try:
