@@ -28,9 +28,11 @@ def export(model, size, path):
 
 
 def agree(model, torch_layer, onnx_layer, size, path, expect, gradients=True, skip=(), **options):
+    """``path``: where to export the model, or a file of it exported already."""
     x = np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
     a = Explainer.from_torch(model, torch_layer, input_shape=(3, size, size), progress=False)
-    b = Explainer.from_onnx(export(model, size, path), target_layer=onnx_layer, progress=False, **options)
+    onnx_file = str(path) if path.exists() else export(model, size, path)
+    b = Explainer.from_onnx(onnx_file, target_layer=onnx_layer, progress=False, **options)
     assert options or b.layer in [ly.name for ly in b.layers()]
     assert str(b.adapter.layer.layout) == expect == str(a.adapter.layer_layout)
     methods = [m for m in FORWARD + (GRADIENT if gradients and gradient_backend_available() else []) if m not in skip]
@@ -70,4 +72,4 @@ def test_swin_channels_last_torch_and_onnx_agree(tmp_path):
     # HiResCAM is left out here: LayerNorm follows this tensor, and sum_c a_c dLN/da_c = 0 at every
     # position, so its map is rounding noise on both sides (tests/test_vit_onnx_gradients.py checks
     # it, and every gradient method with the dynamo exporter, on an inner Swin stage)
-    agree(model, "features", feats, 64, tmp_path / "swin2.onnx", "NHWC", skip=("hirescam",))
+    agree(model, "features", feats, 64, tmp_path / "swin.onnx", "NHWC", skip=("hirescam",))  # that export again

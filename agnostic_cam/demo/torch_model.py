@@ -36,15 +36,12 @@ def demo_net(num_classes: int = len(CLASSES)) -> nn.Module:
 
 
 def train_demo_net(n: int = 1200, epochs: int = 4, seed: int = 0, verbose: bool = False) -> nn.Module:
-    """Train :func:`demo_net` on synthetic shapes; deterministic for a seed (a few seconds on 2 cores).
-
-    Trained in channels-last memory format (oneDNN's native layout for these convolutions: 5 s
-    instead of 7-12 s on one thread); the model comes back in the default format."""
+    """Train :func:`demo_net` on synthetic shapes; deterministic for a seed (a few seconds on 2 cores)."""
     torch.manual_seed(seed)
     x, y, _ = make_shapes(n, seed=seed)
-    model = demo_net().to(memory_format=torch.channels_last)
+    model = demo_net()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for ep in range(epochs):
@@ -58,7 +55,7 @@ def train_demo_net(n: int = 1200, epochs: int = 4, seed: int = 0, verbose: bool 
         if verbose:
             log.info("  epoch %d/%d: loss %.3f", ep + 1, epochs, loss.item())
     opt.zero_grad(set_to_none=True)  # as a model loaded from the cache: no .grad left from the last step
-    return model.to(memory_format=torch.contiguous_format).eval()
+    return model.eval()
 
 
 def accuracy(model: nn.Module, n: int = 200, seed: int = 123) -> float:
