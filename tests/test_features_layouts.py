@@ -35,8 +35,8 @@ def _native(model, layer, x):
 
 def test_channels_last_feature_maps_torch_and_onnx(swin, tmp_path):
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
-    # no input_shape: the layout is resolved at the first call (a fault found in stop 36: feature_maps and
-    # deconv_reconstruction read the (N, h, w, C) target tensor as (N, C, h, w) until something else resolved it)
+    # no input_shape: the layout is resolved at the first call (before that was fixed, feature_maps and
+    # deconv_reconstruction read the (N, h, w, C) target tensor as (N, C, h, w) until an explain resolved it)
     ex = Explainer.from_torch(swin, "features", progress=False)
     chw = _native(swin, "features", x).transpose(0, 3, 1, 2)                    # (N, h, w, C) -> (N, C, h, w)
     fm = ex.feature_maps(x, top_k=4)
