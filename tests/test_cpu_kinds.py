@@ -28,15 +28,25 @@ SUBSET = [
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 # One process: the capability check, the tests and the crash defence's script share its (slow) imports.
+# It ends with os._exit: an interpreter that loaded torch and TensorFlow spends 2-3 s tearing them down
+# (static destructors deregistering every operator), and nothing is left to flush or clean up by then.
 RUN = """
-import sys
+import os, sys, traceback
 import torch
 print("capability", torch.backends.cpu.get_cpu_capability(), flush=True)
 import pytest
 code = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:random_order", *sys.argv[1:]])
 print("PYTEST EXIT", int(code), flush=True)
-from test_keras_crash_defence import SCRIPT
-exec(compile(SCRIPT, "test_keras_crash_defence.SCRIPT", "exec"), {"__name__": "__crash_defence__"})
+status = 0
+try:
+    from test_keras_crash_defence import SCRIPT
+    exec(compile(SCRIPT, "test_keras_crash_defence.SCRIPT", "exec"), {"__name__": "__crash_defence__"})
+except BaseException:
+    traceback.print_exc()
+    status = 1
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status)
 """
 
 
