@@ -76,13 +76,35 @@ def _tune_process() -> None:
         libc.mallopt(param, value)
 
 
+def _exit_without_teardown() -> None:
+    """The last exit handler of an xdist worker: end the process before the interpreter tears down
+    torch and TensorFlow (2-3 s of freeing modules and of static destructors deregistering every
+    operator, measured in docs/benchmarks.md). By then the worker has sent its reports and the
+    controller has closed the channel, every other exit handler has run (registered later, they run
+    first) and nothing is left to flush but Python's own streams. Only in a worker: its exit status
+    carries no result, while the main process's status is pytest's verdict."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream: nothing to flush
+            pass
+    os._exit(0)
+
+
 def pytest_configure(config):
     """The process's collector and allocator (``_tune_process``). An xdist worker's ONNX Runtime
     sessions, PyTorch and TensorFlow take its share of the cores, as a Ray audit worker's do: with two
     workers on two cores, each framework's default of one thread per core put four busy (and
     spin-waiting) threads on two cores. Set before any test module imports a framework (the OpenMP
-    runtime and TensorFlow read these when they start)."""
+    runtime and TensorFlow read these when they start). A worker ends without the interpreter's
+    teardown (``_exit_without_teardown``)."""
     _tune_process()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import atexit
+
+        atexit.register(_exit_without_teardown)  # registered first: runs after every other handler
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         from agnostic_cam.engine import session
 
