@@ -80,9 +80,11 @@ def _exit_without_teardown() -> None:
     """The last exit handler of an xdist worker: end the process before the interpreter tears down
     torch and TensorFlow (2-3 s of freeing modules and of static destructors deregistering every
     operator, measured in docs/benchmarks.md). By then the worker has sent its reports and the
-    controller has closed the channel, every other exit handler has run (registered later, they run
-    first) and nothing is left to flush but Python's own streams. Only in a worker: its exit status
-    carries no result, while the main process's status is pytest's verdict."""
+    controller has closed the channel, and the exit handlers registered after it (those of the
+    frameworks, Ray and the test modules, imported later) have run; those registered before it (at
+    pytest's own start, such as logging's, whose handlers here only write to streams) are skipped, so
+    Python's streams are flushed here. Only in a worker: its exit status carries no result, while the
+    main process's status is pytest's verdict."""
     import sys
 
     for stream in (sys.stdout, sys.stderr):
