@@ -106,7 +106,7 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import atexit
 
-        atexit.register(_exit_without_teardown)  # registered first: runs after every other handler
+        atexit.register(_exit_without_teardown)  # before any framework is imported: runs after their handlers
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         from agnostic_cam.engine import session
 
